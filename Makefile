@@ -1,0 +1,33 @@
+# Entry points that work on a fresh machine with only Node/npm: they install what is missing.
+SHELL := /bin/bash
+DENO_VERSION := 2.9.6
+export PATH := $(HOME)/.deno/bin:/usr/local/bin:$(PATH)
+
+.PHONY: test demo build deps check lint fmt bench lab-down
+
+deps:
+	@bash scripts/install_deps.sh $(DENO_VERSION)
+
+test: deps
+	deno task test
+
+demo: deps
+	deno run -A lab/demo.ts
+
+check: deps
+	deno task check
+
+lint: deps
+	deno lint
+
+fmt: deps
+	deno fmt
+
+bench: deps
+	deno task bench
+
+build: deps
+	sh build.sh
+
+lab-down: deps
+	deno task lab down

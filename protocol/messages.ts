@@ -1,0 +1,166 @@
+/**
+ * JSON messages of protocol v1 (docs/protocol.md), as zod schemas so that every peer validates
+ * what it receives at the edge and works with typed values inside.
+ */
+import { z } from "zod";
+import { MAX_SNAPLEN } from "./frame_codec.ts";
+
+export const MAX_FILTER_LENGTH = 4096;
+/** Bound on any JSON control message; larger ones are refused before parsing. */
+export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
+
+export const STATUS_TYPES = [
+  "INSTANCE_UNAVAILABLE",
+  "START_CAPTURE_FAILED",
+  "INVALID_REQUEST",
+  "UNAUTHENTICATED",
+  "PERMISSION_DENIED",
+  "CONGESTED",
+  "LIMIT_REACHED",
+  "CAPTURE_STOPPED",
+  "CONNECTION_ERROR",
+] as const;
+export type StatusType = typeof STATUS_TYPES[number];
+
+/** Linux dev_valid_name(): 1..15 bytes, not "." or "..", no '/', ':' or whitespace. */
+export function interfaceNameProblem(name: string): string | null {
+  if (name.length === 0) return "interface name is empty";
+  if (new TextEncoder().encode(name).byteLength > 15) {
+    return `interface name "${name}" is longer than 15 bytes`;
+  }
+  if (name === "." || name === "..") return `interface name "${name}" is not allowed`;
+  if (/[\/:\s]/.test(name)) {
+    return `interface name "${name}" contains '/', ':' or whitespace`;
+  }
+  return null;
+}
+
+export const InterfaceName = z.string().superRefine((name, ctx) => {
+  const problem = interfaceNameProblem(name);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+
+export const Snaplen = z.number().int().min(1, "snaplen must be at least 1").max(
+  MAX_SNAPLEN,
+  `snaplen must be at most ${MAX_SNAPLEN}`,
+);
+
+export const Filter = z.string().max(
+  MAX_FILTER_LENGTH,
+  `filter is longer than ${MAX_FILTER_LENGTH} characters`,
+  // Tabs and newlines are harmless whitespace to libpcap; other control characters are not.
+).refine((f) => ![...f].some((c) => c !== "\t" && c !== "\n" && (c < " " || c === "\x7f")), {
+  message: "filter contains control characters",
+});
+
+/** Which network namespace to capture in; absent = the agent's own (BOSH VM capture). */
+export const CaptureTarget = z.strictObject({
+  /** CF: the app instance guid (= Garden handle); the agent resolves it to a container netns. */
+  container: z.string().regex(/^[0-9a-zA-Z-]{1,64}$/, "container must be an instance guid"),
+});
+
+export const AgentStartRequest = z.strictObject({
+  protocol_version: z.number().int().nonnegative(),
+  interface: InterfaceName,
+  snaplen: Snaplen,
+  filter: Filter.default(""),
+  promiscuous: z.boolean().default(false),
+  duration_ms: z.number().int().positive().optional(),
+  target: CaptureTarget.optional(),
+  /** Who asked (user name from the api's token check), for the agent's log only. */
+  requester: z.string().max(256).optional(),
+});
+export type AgentStartRequest = z.output<typeof AgentStartRequest>;
+
+export const CaptureLimits = z.strictObject({
+  duration_ms: z.number().int().positive().optional(),
+  max_packets: z.number().int().positive().optional(),
+  max_bytes: z.number().int().positive().optional(),
+});
+export type CaptureLimits = z.output<typeof CaptureLimits>;
+
+/** Client → api, first WebSocket text message of a BOSH capture. */
+export const BoshStartRequest = z.strictObject({
+  type: z.literal("start"),
+  protocol_version: z.number().int().nonnegative(),
+  bosh: z.strictObject({
+    deployment: z.string().min(1).max(256),
+    groups: z.array(z.string().min(1).max(256)).max(256).default([]),
+    instances: z.array(z.string().min(1).max(256)).max(1024).default([]),
+  }),
+  interface: InterfaceName.default("eth0"),
+  snaplen: Snaplen.default(65535),
+  filter: Filter.default(""),
+  limits: CaptureLimits.default({}),
+});
+export type BoshStartRequest = z.output<typeof BoshStartRequest>;
+
+/** Client → api, later WebSocket text messages. */
+export const StopRequest = z.strictObject({ type: z.literal("stop") });
+export type StopRequest = z.output<typeof StopRequest>;
+
+export const Hello = z.object({
+  protocol_version: z.number().int().nonnegative(),
+  min_protocol_version: z.number().int().nonnegative(),
+  component: z.enum(["agent", "api"]),
+  version: z.string(),
+  id: z.string(),
+});
+export type Hello = z.output<typeof Hello>;
+
+export const SourceDescriptor = z.object({
+  origin: z.string(),
+  interface: z.string(),
+  link_type: z.number().int().nonnegative(),
+  snaplen: Snaplen,
+  instance: z.object({
+    deployment: z.string().optional(),
+    group: z.string(),
+    index: z.number().int().nonnegative().optional(),
+    id: z.string(),
+  }).optional(),
+});
+export type SourceDescriptor = z.output<typeof SourceDescriptor>;
+
+export const StatusMessage = z.object({
+  type: z.enum(STATUS_TYPES),
+  text: z.string(),
+  origin: z.string(),
+  counts: z.record(z.string(), z.number()).optional(),
+  limit: z.object({ name: z.string(), value: z.union([z.number(), z.string()]) }).optional(),
+});
+export type StatusMessage = z.output<typeof StatusMessage>;
+
+/** Cumulative per-source counters; `final: true` on the last one of a source. */
+export const SourceStats = z.object({
+  received: z.number().nonnegative(),
+  dropped: z.number().nonnegative(),
+  if_dropped: z.number().nonnegative(),
+  engine_dropped: z.number().nonnegative(),
+  agent_dropped: z.number().nonnegative(),
+  api_dropped: z.number().nonnegative().default(0),
+  packets: z.number().nonnegative(),
+  bytes: z.number().nonnegative(),
+  final: z.boolean(),
+});
+export type SourceStats = z.output<typeof SourceStats>;
+
+export function status(
+  type: StatusType,
+  origin: string,
+  text: string,
+  extra: Pick<StatusMessage, "counts" | "limit"> = {},
+): StatusMessage {
+  return { type, origin, text, ...extra };
+}
+
+/** Formats the first zod issue as "field: message" for INVALID_REQUEST texts. */
+export function describeZodError(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (!issue) return "invalid request";
+  const where = issue.path.length ? issue.path.map(String).join(".") : "request";
+  if (issue.code === "unrecognized_keys") {
+    return `${where}: unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.join(", ")}`;
+  }
+  return `${where}: ${issue.message}`;
+}

@@ -1,0 +1,194 @@
+import {
+  DecodeError,
+  decodeJson,
+  decodeSingleFrame,
+  encodeFrame,
+  encodeJsonFrame,
+  encodePacketsFrame,
+  encodeRecords,
+  forEachPacket,
+  type Frame,
+  FrameDecoder,
+  FrameKind,
+  MAX_PAYLOAD_BYTES,
+  validatePackets,
+} from "../protocol/frame_codec.ts";
+import { checkPeerVersion, MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
+import {
+  AgentStartRequest,
+  BoshStartRequest,
+  describeZodError,
+  interfaceNameProblem,
+} from "../protocol/messages.ts";
+import { assert, assertEquals, assertThrows } from "./support/assert.ts";
+
+function packets(n: number, seed = 1) {
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const len = (i * 37 + seed) % 200;
+    const data = new Uint8Array(len).map((_, j) => (i + j + seed) & 0xff);
+    out.push({ tsNs: 1_700_000_000_000_000_000n + BigInt(i * 1000), origlen: len + i, data });
+  }
+  return out;
+}
+
+Deno.test("packet frames round-trip through the stream decoder in arbitrary chunking", () => {
+  const batch = packets(50);
+  const frames = [
+    encodeJsonFrame(FrameKind.HELLO, 0, { protocol_version: 1 }),
+    encodePacketsFrame(7, batch.length, encodeRecords(batch)),
+    encodeFrame(FrameKind.PING, 3, new Uint8Array(0)),
+    encodeFrame(FrameKind.END, 0, new Uint8Array(0)),
+  ];
+  const stream = new Uint8Array(frames.reduce((n, f) => n + f.byteLength, 0));
+  let off = 0;
+  for (const f of frames) {
+    stream.set(f, off);
+    off += f.byteLength;
+  }
+  for (const chunkSize of [1, 3, 8, 13, 4096, stream.byteLength]) {
+    const dec = new FrameDecoder();
+    const got: Frame[] = [];
+    for (let i = 0; i < stream.byteLength; i += chunkSize) {
+      got.push(...dec.push(stream.subarray(i, i + chunkSize)));
+    }
+    dec.finish();
+    assertEquals(got.map((f) => f.kind), [
+      FrameKind.HELLO,
+      FrameKind.PACKETS,
+      FrameKind.PING,
+      FrameKind.END,
+    ]);
+    assertEquals(decodeJson(got[0]), { protocol_version: 1 });
+    assertEquals(got[1].source, 7);
+    assertEquals(got[2].source, 3);
+    const { count, records } = validatePackets(got[1].payload);
+    assertEquals(count, 50);
+    const seen: { tsNs: bigint; origlen: number; data: number[] }[] = [];
+    forEachPacket(records, (p, buf) => {
+      seen.push({
+        tsNs: p.tsNs,
+        origlen: p.origlen,
+        data: [...buf.subarray(p.offset, p.offset + p.caplen)],
+      });
+    });
+    assertEquals(seen, batch.map((p) => ({ tsNs: p.tsNs, origlen: p.origlen, data: [...p.data] })));
+  }
+});
+
+Deno.test("single-frame decoding checks the announced length", () => {
+  const f = encodeJsonFrame(FrameKind.STATUS, 2, { type: "CAPTURE_STOPPED" });
+  assertEquals(decodeSingleFrame(f).source, 2);
+  assertThrows(() => decodeSingleFrame(f.subarray(0, f.byteLength - 1)), DecodeError, "announces");
+  assertThrows(() => decodeSingleFrame(new Uint8Array(3)), DecodeError, "shorter than a frame");
+  const extra = new Uint8Array(f.byteLength + 1);
+  extra.set(f);
+  assertThrows(() => decodeSingleFrame(extra), DecodeError, "announces");
+});
+
+Deno.test("decoder refuses unknown kinds, flags, oversized and truncated frames", () => {
+  const bad = encodeFrame(FrameKind.PING, 0, new Uint8Array(0));
+  bad[0] = 99;
+  assertThrows(() => new FrameDecoder().push(bad), DecodeError, "unknown frame kind 99");
+  const flagged = encodeFrame(FrameKind.PING, 0, new Uint8Array(0));
+  flagged[1] = 1;
+  assertThrows(() => new FrameDecoder().push(flagged), DecodeError, "flags");
+  const huge = new Uint8Array(8);
+  huge[0] = FrameKind.PACKETS;
+  new DataView(huge.buffer).setUint32(4, MAX_PAYLOAD_BYTES + 1, true);
+  assertThrows(() => new FrameDecoder().push(huge), DecodeError, "exceeds");
+  const dec = new FrameDecoder();
+  dec.push(encodeJsonFrame(FrameKind.HELLO, 0, { a: 1 }).subarray(0, 10));
+  assertThrows(() => dec.finish(), DecodeError, "ended inside a frame");
+  assertThrows(
+    () =>
+      decodeJson({ kind: FrameKind.HELLO, flags: 0, source: 0, payload: new Uint8Array([0xff]) }),
+    DecodeError,
+    "JSON",
+  );
+});
+
+Deno.test("packet payload validation catches every kind of inconsistency", () => {
+  const recs = encodeRecords(packets(3));
+  const payload = encodePacketsFrame(0, 3, recs).subarray(8);
+  validatePackets(payload);
+  assertThrows(() => validatePackets(payload.subarray(0, 2)), DecodeError, "count field");
+  assertThrows(() => validatePackets(payload.subarray(0, 10)), DecodeError, "header of packet 1");
+  assertThrows(
+    () => validatePackets(payload.subarray(0, payload.byteLength - 1)),
+    DecodeError,
+    "data of packet 3",
+  );
+  const wrongCount = payload.slice();
+  new DataView(wrongCount.buffer).setUint32(0, 2, true);
+  assertThrows(() => validatePackets(wrongCount), DecodeError, "trailing bytes");
+  const lying = payload.slice();
+  new DataView(lying.buffer).setUint32(4 + 12, 0, true); // origlen 0 < caplen
+  assertThrows(() => validatePackets(lying), DecodeError, "below its caplen");
+});
+
+Deno.test("fuzz: random and mutated input only ever raises DecodeError and never hangs", () => {
+  let seed = 12345;
+  const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+  const valid = encodePacketsFrame(1, 20, encodeRecords(packets(20)));
+  let decoded = 0;
+  for (let iter = 0; iter < 3000; iter++) {
+    let input: Uint8Array;
+    if (iter % 3 === 0) {
+      input = new Uint8Array(Math.floor(rnd() * 300)).map(() => Math.floor(rnd() * 256));
+    } else {
+      input = valid.slice(0, Math.max(1, Math.floor(rnd() * valid.byteLength * 1.1)));
+      for (let m = 0; m < 1 + Math.floor(rnd() * 4); m++) {
+        input[Math.floor(rnd() * input.byteLength)] = Math.floor(rnd() * 256);
+      }
+    }
+    for (const attempt of [() => decodeSingleFrame(input), () => new FrameDecoder().push(input)]) {
+      try {
+        for (const f of [attempt()].flat()) {
+          if (f.kind === FrameKind.PACKETS) validatePackets(f.payload);
+          else decodeJson(f);
+          decoded++;
+        }
+      } catch (e) {
+        if (!(e instanceof DecodeError)) throw e;
+      }
+    }
+  }
+  assert(decoded > 0, "some mutated frames should still decode");
+});
+
+Deno.test("version check refuses too-old and malformed peers with a sentence", () => {
+  assertEquals(checkPeerVersion(PROTOCOL_VERSION, "api", "agent"), null);
+  const old = checkPeerVersion(MIN_PEER_VERSION - 1, "api", "agent");
+  assert(old !== null && old.includes("upgrade api") && old.includes(`v${MIN_PEER_VERSION}`));
+  assert(checkPeerVersion("1", "api", "agent")!.includes("valid protocol version"));
+});
+
+Deno.test("start requests validate interface names, snaplen, filter and unknown fields", () => {
+  const ok = AgentStartRequest.parse({ protocol_version: 1, interface: "eth0", snaplen: 96 });
+  assertEquals(ok.filter, "");
+  for (const name of ["", "a/b", "x".repeat(16), "..", ".", "e th0", "eth0:1", "tab\t"]) {
+    assert(interfaceNameProblem(name) !== null, `should refuse ${JSON.stringify(name)}`);
+  }
+  assertEquals(interfaceNameProblem("x".repeat(15)), null);
+  const cases: [unknown, string][] = [
+    [{ protocol_version: 1, interface: "eth0", snaplen: 0 }, "snaplen"],
+    [{ protocol_version: 1, interface: "eth0", snaplen: 300000 }, "snaplen"],
+    [{ protocol_version: 1, interface: "a/b", snaplen: 10 }, "interface"],
+    [{ protocol_version: 1, interface: "eth0", snaplen: 10, bogus: 1 }, "unknown field bogus"],
+    [{ protocol_version: 1, interface: "eth0", snaplen: 10, filter: "x".repeat(5000) }, "filter"],
+    [{ protocol_version: 1, interface: "eth0", snaplen: 10, filter: "port 1\u0000" }, "control"],
+  ];
+  for (const [input, want] of cases) {
+    const r = AgentStartRequest.safeParse(input);
+    assert(!r.success, `should refuse ${JSON.stringify(input)}`);
+    const text = describeZodError(r.error);
+    assert(text.includes(want), `"${text}" should mention ${want}`);
+  }
+  const bosh = BoshStartRequest.parse({
+    type: "start",
+    protocol_version: 1,
+    bosh: { deployment: "cf", groups: ["router"] },
+  });
+  assertEquals([bosh.interface, bosh.snaplen, bosh.bosh.instances], ["eth0", 65535, []]);
+});
