@@ -1,0 +1,250 @@
+// Capture engine: one libpcap capture per Worker thread (see capture_worker.ts),
+// delivering batches of wire packet records through a bounded shared ring.
+// The main thread never changes namespace; only the worker's thread does.
+import { pcap } from "../ffi/libpcap.ts";
+import { C, createRing, RingReader, S } from "./capture_ring.ts";
+import type { WorkerReply, WorkerStart } from "./capture_worker.ts";
+
+export interface CaptureOptions {
+  device: string;
+  /** Network namespace path, e.g. /run/netns/X or /proc/PID/ns/net. */
+  netns?: string;
+  /** 1..262144 */
+  snaplen: number;
+  /** Default false. */
+  promiscuous?: boolean;
+  filter?: string;
+  /** Kernel buffer bytes; default 32 MiB. */
+  bufferSize?: number;
+  /** libpcap buffer timeout, the latency knob; default 100 ms. */
+  timeoutMs?: number;
+  /** Deliver every packet at once (costs much more CPU); default false. */
+  immediate?: boolean;
+  /** Bound of the engine->consumer queue; default 16 MiB. */
+  queueBytes?: number;
+}
+
+export interface CaptureStats {
+  received: number;
+  dropped: number;
+  ifDropped: number;
+  engineDropped: number;
+  packets: number;
+  /** Captured bytes (caplen sum) delivered to the consumer. */
+  bytes: number;
+}
+
+export interface PacketBatch {
+  count: number;
+  records: Uint8Array;
+}
+
+export class CaptureError extends Error {
+  override name = "CaptureError";
+  constructor(readonly operation: string, detail: string) {
+    super(`${operation}: ${detail}`);
+  }
+}
+
+export const MAX_SNAPLEN = 262144;
+const DEFAULT_BUFFER = 32 << 20;
+const DEFAULT_QUEUE = 16 << 20;
+const MAX_BATCH = 1 << 20;
+
+function validate(o: CaptureOptions): void {
+  const bad = (what: string) => {
+    throw new CaptureError("validating capture options", what);
+  };
+  if (typeof o.device !== "string" || o.device === "" || o.device.length > 15) {
+    bad(`device "${o.device}" must be an interface name of 1..15 characters`);
+  }
+  if (!Number.isInteger(o.snaplen) || o.snaplen < 1 || o.snaplen > MAX_SNAPLEN) {
+    bad(`snaplen ${o.snaplen} is out of range: use an integer from 1 to ${MAX_SNAPLEN}`);
+  }
+  if (o.netns !== undefined && !o.netns.startsWith("/")) {
+    bad(`netns "${o.netns}" must be a path such as /run/netns/NAME or /proc/PID/ns/net`);
+  }
+  const buf = o.bufferSize ?? DEFAULT_BUFFER;
+  if (!Number.isInteger(buf) || buf < 65536 || buf > 2 ** 31 - 1) {
+    bad(`bufferSize ${buf} must be an integer from 65536 to 2147483647 bytes`);
+  }
+  const t = o.timeoutMs ?? 100;
+  if (!Number.isInteger(t) || t < 1 || t > 60000) bad(`timeoutMs ${t} must be 1..60000`);
+  const q = o.queueBytes ?? DEFAULT_QUEUE;
+  if (!Number.isInteger(q) || q < 2 * (MAX_SNAPLEN + 16) || q > 2 ** 31 - 1) {
+    bad(`queueBytes ${q} must be an integer from ${2 * (MAX_SNAPLEN + 16)} to 2147483647`);
+  }
+}
+
+export class CaptureEngine {
+  readonly linkType: number;
+  readonly snaplen: number;
+  /** Namespace id the capture thread ran in (readlink of its /proc/thread-self/ns/net). */
+  readonly netnsId: string;
+  readonly #worker: Worker;
+  readonly #reader: RingReader;
+  readonly #ctrl: Int32Array;
+  readonly #handle: Deno.PointerObject;
+  readonly #flushMs: number;
+  readonly #done: Promise<void>;
+  #finished = false;
+  #closed = false;
+  #error: CaptureError | null = null;
+  #errorReported = false;
+  #packets = 0;
+  #bytes = 0;
+
+  private constructor(
+    worker: Worker,
+    reader: RingReader,
+    ready: Extract<WorkerReply, { type: "ready" }>,
+    done: Promise<void>,
+    flushMs: number,
+  ) {
+    this.#worker = worker;
+    this.#reader = reader;
+    this.#ctrl = reader.ctrl;
+    this.linkType = ready.linkType;
+    this.snaplen = ready.snaplen;
+    this.netnsId = ready.netnsId;
+    this.#handle = Deno.UnsafePointer.create(ready.handle)!;
+    this.#flushMs = flushMs;
+    this.#done = done;
+  }
+
+  /** Starts a capture; resolves once libpcap is activated, rejects with CaptureError. */
+  static open(opts: CaptureOptions): Promise<CaptureEngine> {
+    try {
+      validate(opts);
+      pcap(); // fail here, clearly, when libpcap is missing
+    } catch (e) {
+      return Promise.reject(
+        e instanceof CaptureError ? e : new CaptureError("loading libpcap", (e as Error).message),
+      );
+    }
+    const timeoutMs = opts.timeoutMs ?? 100;
+    const immediate = opts.immediate ?? false;
+    const ring = createRing(opts.queueBytes ?? DEFAULT_QUEUE);
+    const start: WorkerStart = {
+      device: opts.device,
+      netns: opts.netns,
+      snaplen: opts.snaplen,
+      promiscuous: opts.promiscuous ?? false,
+      filter: opts.filter,
+      bufferSize: opts.bufferSize ?? DEFAULT_BUFFER,
+      timeoutMs,
+      immediate,
+      ring,
+      notifyBytes: immediate ? 1 : 64 * 1024,
+    };
+    const worker = new Worker(new URL("./capture_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    return new Promise((resolve, reject) => {
+      let engine: CaptureEngine | null = null;
+      let doneResolve!: () => void;
+      const done = new Promise<void>((r) => doneResolve = r);
+      worker.onmessage = (ev: MessageEvent<WorkerReply>) => {
+        const m = ev.data;
+        if (m.type === "ready") {
+          engine = new CaptureEngine(
+            worker,
+            new RingReader(ring),
+            m,
+            done,
+            immediate ? 5 : Math.min(timeoutMs, 100),
+          );
+          resolve(engine);
+        } else if (m.type === "error") {
+          worker.terminate();
+          reject(new CaptureError(m.operation, m.message));
+        } else {
+          if (engine && m.error) {
+            engine.#error = new CaptureError(m.error.operation, m.error.message);
+          }
+          if (engine) engine.#finished = true;
+          worker.terminate();
+          doneResolve();
+        }
+      };
+      worker.postMessage(start);
+      worker.onerror = (ev) => {
+        ev.preventDefault();
+        worker.terminate();
+        const err = new CaptureError("running capture worker", ev.message);
+        if (!engine) reject(err);
+        else {
+          engine.#error ??= err;
+          engine.#finished = true;
+          doneResolve();
+        }
+      };
+    });
+  }
+
+  /**
+   * Next batch of records. After stop() it drains what was captured, then returns null.
+   * If the capture failed on its own (e.g. the interface vanished) it drains, then throws once.
+   */
+  async next(): Promise<PacketBatch | null> {
+    for (;;) {
+      if (this.#closed) return null;
+      const seq = Atomics.load(this.#ctrl, C.SEQ);
+      const b = this.#reader.take(MAX_BATCH);
+      if (b) {
+        this.#packets += b.count;
+        this.#bytes += b.bytes;
+        return { count: b.count, records: b.records };
+      }
+      if (this.#finished) {
+        if (this.#error && !this.#errorReported) {
+          this.#errorReported = true;
+          throw this.#error;
+        }
+        return null;
+      }
+      const w = Atomics.waitAsync(this.#ctrl, C.SEQ, seq, this.#flushMs);
+      if (w.async) await Promise.race([w.value, this.#done]);
+    }
+  }
+
+  stats(): CaptureStats {
+    const c = this.#ctrl;
+    return {
+      received: Atomics.load(c, C.K_RECV) >>> 0,
+      dropped: Atomics.load(c, C.K_DROP) >>> 0,
+      ifDropped: Atomics.load(c, C.K_IFDROP) >>> 0,
+      engineDropped: Atomics.load(c, C.ENGINE_DROPPED) >>> 0,
+      packets: this.#packets,
+      bytes: this.#bytes,
+    };
+  }
+
+  /** Wakes the worker out of libpcap (also out of poll on an idle interface). */
+  #breakLoop(): void {
+    const c = this.#ctrl;
+    if (Atomics.compareExchange(c, C.STATE, S.RUNNING, S.STOPPING) === S.RUNNING) {
+      pcap().pcap_breakloop(this.#handle);
+      Atomics.store(c, C.STATE, S.SIGNALED);
+      Atomics.notify(c, C.STATE);
+    }
+  }
+
+  /** Stops capturing promptly; the handle is closed and the worker ended when this resolves. */
+  async stop(): Promise<void> {
+    this.#breakLoop();
+    await this.#done;
+  }
+
+  /** Immediate abort: discards undelivered packets; the worker closes the handle and exits. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#breakLoop();
+  }
+
+  /** Resolves once the worker has closed the handle and ended. */
+  get finished(): Promise<void> {
+    return this.#done;
+  }
+}

@@ -1,0 +1,73 @@
+// libc bindings for entering network namespaces. All calls are synchronous on
+// purpose: setns() changes the namespace of the calling thread only, and
+// nonblocking FFI calls would run on a pool thread in the host namespace.
+
+const LIBC = "libc.so.6";
+export const O_RDONLY = 0;
+export const O_CLOEXEC = 0o2000000;
+export const CLONE_NEWNET = 0x40000000;
+
+const symbols = {
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  setns: { parameters: ["i32", "i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+  strerror: { parameters: ["i32"], result: "pointer" },
+  gettid: { parameters: [], result: "i32" },
+  // Used by the capture worker to copy packets out of libpcap's ring.
+  memcpy: { parameters: ["usize", "usize", "usize"], result: "usize" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+let lib: Deno.DynamicLibrary<typeof symbols> | null = null;
+
+export function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
+  lib ??= Deno.dlopen(LIBC, symbols);
+  return lib.symbols;
+}
+
+/** errno of the last failed libc call on this thread. */
+export function errno(): number {
+  const p = libc().__errno_location();
+  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+}
+
+export function strerror(code: number): string {
+  const p = libc().strerror(code);
+  return p === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(p);
+}
+
+/** An Error with the OS message for errno, saying what was being attempted. */
+export function osError(attempt: string): Error {
+  const code = errno();
+  const err = new Error(`${attempt}: ${strerror(code)}`);
+  (err as Error & { errno?: number }).errno = code;
+  return err;
+}
+
+function cString(s: string): Uint8Array<ArrayBuffer> {
+  const enc = new TextEncoder().encode(s);
+  const buf = new Uint8Array(enc.length + 1);
+  buf.set(enc);
+  return buf;
+}
+
+/**
+ * Moves the calling thread into the network namespace at path
+ * (/run/netns/NAME or /proc/PID/ns/net). The fd is closed before returning.
+ */
+export function enterNetns(path: string): void {
+  const fd = libc().open(cString(path), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw osError(`opening network namespace ${path}`);
+  try {
+    if (libc().setns(fd, CLONE_NEWNET) !== 0) {
+      const err = osError(`entering network namespace ${path} (setns)`);
+      // EINVAL from setns means the file is not a network namespace.
+      if ((err as Error & { errno?: number }).errno === 22) {
+        err.message += " (not a network namespace file: use /run/netns/NAME or /proc/PID/ns/net)";
+      }
+      throw err;
+    }
+  } finally {
+    libc().close(fd);
+  }
+}

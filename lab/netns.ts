@@ -1,0 +1,246 @@
+// Network namespace and veth primitives for the lab, tests and benchmarks.
+// Every name a run creates starts with its run id (`pc` + 4 base36 chars) so
+// that cleanup and removeLeftovers() can never touch anything else.
+
+const RUN_ID_RE = /^pc[0-9a-z]{4}$/;
+const LEFTOVER_RE = /^pc[0-9a-z]{4}/;
+const IFNAMSIZ = 15;
+
+/** A fresh run id: "pc" + 4 random [0-9a-z]. */
+export function newRunId(): string {
+  const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz";
+  const bytes = crypto.getRandomValues(new Uint8Array(4));
+  return "pc" + Array.from(bytes, (b) => alphabet[b % 36]).join("");
+}
+
+export function isRoot(): boolean {
+  return Deno.uid() === 0;
+}
+
+export interface RunOptions {
+  stdin?: string;
+  env?: Record<string, string>;
+  /** Do not throw on a non-zero exit status. */
+  allowFailure?: boolean;
+}
+
+/** Runs a command to completion; throws an Error naming the command and its stderr. */
+export async function run(
+  cmd: string,
+  args: string[],
+  opts: RunOptions = {},
+): Promise<{ stdout: string; stderr: string; code: number }> {
+  const command = new Deno.Command(cmd, {
+    args,
+    env: opts.env,
+    stdin: opts.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  let child: Deno.ChildProcess;
+  try {
+    child = command.spawn();
+  } catch (e) {
+    throw new Error(`cannot run "${cmd}": ${(e as Error).message}`);
+  }
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  const out = await child.output();
+  const dec = new TextDecoder();
+  const stdout = dec.decode(out.stdout);
+  const stderr = dec.decode(out.stderr);
+  if (!out.success && !opts.allowFailure) {
+    throw new Error(
+      `command failed (exit ${out.code}): ${[cmd, ...args].join(" ")}: ${
+        stderr.trim() || stdout.trim()
+      }`,
+    );
+  }
+  return { stdout, stderr, code: out.code };
+}
+
+function checkIfName(name: string): void {
+  if (!/^[A-Za-z0-9_.-]+$/.test(name) || name.length > IFNAMSIZ) {
+    throw new Error(`invalid interface name "${name}": use ≤ ${IFNAMSIZ} chars of [A-Za-z0-9_.-]`);
+  }
+}
+
+function nsArgs(ns: string | null): string[] {
+  return ns === null ? [] : ["-n", ns];
+}
+
+export interface SpawnOptions {
+  stdin?: "piped" | "inherit" | "null";
+  stdout?: "piped" | "inherit" | "null";
+  stderr?: "piped" | "inherit" | "null";
+  env?: Record<string, string>;
+  cwd?: string;
+}
+
+/** One run's namespaces, host-side links and processes. cleanup() removes them all. */
+export class Netns {
+  readonly runId: string;
+  #namespaces: string[] = [];
+  #hostLinks: string[] = [];
+  #children = new Map<number, Deno.ChildProcess>();
+
+  constructor(runId: string) {
+    if (!RUN_ID_RE.test(runId)) {
+      throw new Error(`invalid run id "${runId}": expected "pc" + 4 chars of [0-9a-z]`);
+    }
+    this.runId = runId;
+  }
+
+  /** Names of the namespaces created so far. */
+  get namespaces(): readonly string[] {
+    return this.#namespaces;
+  }
+
+  /** Creates namespace `${runId}${short}` with lo up; returns its name (/run/netns/<name>). */
+  async addNamespace(short: string): Promise<string> {
+    const name = this.runId + short;
+    if (!/^[0-9a-z_-]+$/.test(short)) throw new Error(`invalid namespace suffix "${short}"`);
+    await run("ip", ["netns", "add", name]);
+    this.#namespaces.push(name);
+    await run("ip", ["-n", name, "link", "set", "lo", "up"]);
+    return name;
+  }
+
+  /** Creates veth pair a<->b; each end goes to its namespace (null = host). */
+  async addVethPair(a: string, nsA: string | null, b: string, nsB: string | null): Promise<void> {
+    checkIfName(a);
+    checkIfName(b);
+    const where = (ns: string | null) => (ns === null ? [] : ["netns", ns]);
+    await run("ip", [
+      "link",
+      "add",
+      a,
+      ...where(nsA),
+      "type",
+      "veth",
+      "peer",
+      "name",
+      b,
+      ...where(nsB),
+    ]);
+    // Links inside our namespaces vanish with them; host ends need explicit deletion.
+    if (nsA === null) this.#hostLinks.push(a);
+    else if (nsB === null) this.#hostLinks.push(b);
+  }
+
+  async addAddress(ns: string | null, dev: string, cidr: string): Promise<void> {
+    await run("ip", [...nsArgs(ns), "addr", "add", cidr, "dev", dev]);
+  }
+
+  async setUp(ns: string | null, dev: string): Promise<void> {
+    await run("ip", [...nsArgs(ns), "link", "set", dev, "up"]);
+  }
+
+  /** Runs cmd inside namespace ns to completion; throws on failure. */
+  exec(ns: string, cmd: string[], opts: RunOptions = {}) {
+    return run("ip", ["netns", "exec", ns, ...cmd], opts);
+  }
+
+  /** Starts cmd (inside ns, or in the host when null); tracked and killed by pid on cleanup. */
+  spawn(ns: string | null, cmd: string[], opts: SpawnOptions = {}): Deno.ChildProcess {
+    const argv = ns === null ? cmd : ["ip", "netns", "exec", ns, ...cmd];
+    const child = new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      stdin: opts.stdin ?? "null",
+      stdout: opts.stdout ?? "null",
+      stderr: opts.stderr ?? "null",
+      env: opts.env,
+      cwd: opts.cwd,
+    }).spawn();
+    this.#children.set(child.pid, child);
+    child.status.then(() => this.#children.delete(child.pid), () => {});
+    return child;
+  }
+
+  /** Kills one tracked process (by pid) and waits for it. */
+  async kill(child: Deno.ChildProcess): Promise<void> {
+    await killAndWait(child);
+    this.#children.delete(child.pid);
+  }
+
+  /** Removes everything this run made. Idempotent; throws only if something could not be removed. */
+  async cleanup(): Promise<void> {
+    const errors: string[] = [];
+    const children = [...this.#children.values()];
+    this.#children.clear();
+    await Promise.all(children.map((c) => killAndWait(c).catch((e) => errors.push(String(e)))));
+    for (const link of this.#hostLinks.splice(0)) {
+      const r = await run("ip", ["link", "del", link], { allowFailure: true });
+      if (r.code !== 0 && !/Cannot find device|does not exist/i.test(r.stderr)) {
+        errors.push(`ip link del ${link}: ${r.stderr.trim()}`);
+      }
+    }
+    for (const ns of this.#namespaces.splice(0).reverse()) {
+      const err = await deleteNamespace(ns);
+      if (err) errors.push(err);
+    }
+    if (errors.length) {
+      throw new Error(`lab cleanup of ${this.runId} incomplete: ${errors.join("; ")}`);
+    }
+  }
+}
+
+async function killAndWait(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill("SIGKILL");
+  } catch {
+    // already exited
+  }
+  await child.status;
+  // Close any piped streams the caller left open so nothing leaks.
+  for (const get of [() => child.stdout, () => child.stderr]) {
+    try {
+      await get().cancel();
+    } catch {
+      // not piped (the getter throws) or already consumed
+    }
+  }
+}
+
+/** Kills every process still inside ns (by pid), then deletes it. Returns an error text or null. */
+async function deleteNamespace(ns: string): Promise<string | null> {
+  const pids = await run("ip", ["netns", "pids", ns], { allowFailure: true });
+  for (const pid of pids.stdout.split(/\s+/).filter(Boolean)) {
+    try {
+      Deno.kill(Number(pid), "SIGKILL");
+    } catch {
+      // gone meanwhile
+    }
+  }
+  // A killed process may hold the namespace for a moment; deletion still unmounts the name.
+  const r = await run("ip", ["netns", "del", ns], { allowFailure: true });
+  if (r.code !== 0 && !/No such file|does not exist/i.test(r.stderr)) {
+    return `ip netns del ${ns}: ${r.stderr.trim()}`;
+  }
+  return null;
+}
+
+/** Removes namespaces and host links left by crashed runs (only names matching ^pc[0-9a-z]{4}). */
+export async function removeLeftovers(): Promise<string[]> {
+  const removed: string[] = [];
+  const list = await run("ip", ["netns", "list"], { allowFailure: true });
+  for (const line of list.stdout.split("\n")) {
+    const name = line.trim().split(/\s+/)[0];
+    if (name && LEFTOVER_RE.test(name)) {
+      if (!(await deleteNamespace(name))) removed.push(name);
+    }
+  }
+  const links = await run("ip", ["-o", "link", "show"], { allowFailure: true });
+  for (const line of links.stdout.split("\n")) {
+    // "12: pc7k2qv1@if11: <...>" — the name ends at '@' or ':'.
+    const m = /^\d+:\s+([^:@\s]+)/.exec(line);
+    if (m && LEFTOVER_RE.test(m[1])) {
+      const r = await run("ip", ["link", "del", m[1]], { allowFailure: true });
+      if (r.code === 0) removed.push(m[1]);
+    }
+  }
+  return removed;
+}

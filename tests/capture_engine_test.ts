@@ -1,0 +1,231 @@
+import { CaptureEngine, CaptureError, type PacketBatch } from "../agent/capture_engine.ts";
+import { isRoot, Netns, newRunId } from "../lab/netns.ts";
+
+function assert(cond: unknown, msg = "assertion failed"): asserts cond {
+  if (!cond) throw new Error(msg);
+}
+function assertEquals<T>(a: T, b: T, msg = ""): void {
+  if (JSON.stringify(a) !== JSON.stringify(b)) {
+    throw new Error(`${msg} ${JSON.stringify(a)} !== ${JSON.stringify(b)}`);
+  }
+}
+function assertMatch(s: string, re: RegExp): void {
+  if (!re.test(s)) throw new Error(`${JSON.stringify(s)} does not match ${re}`);
+}
+async function rejection(p: Promise<unknown>): Promise<CaptureError> {
+  try {
+    await p;
+  } catch (e) {
+    assert(e instanceof CaptureError, `not a CaptureError: ${e}`);
+    return e;
+  }
+  throw new Error("expected a rejection");
+}
+
+interface Rec {
+  tsNs: bigint;
+  caplen: number;
+  origlen: number;
+  data: Uint8Array;
+}
+function parse(b: PacketBatch): Rec[] {
+  const v = new DataView(b.records.buffer, b.records.byteOffset, b.records.byteLength);
+  const out: Rec[] = [];
+  for (let off = 0; off < b.records.length;) {
+    const caplen = v.getUint32(off + 8, true);
+    out.push({
+      tsNs: v.getBigUint64(off, true),
+      caplen,
+      origlen: v.getUint32(off + 12, true),
+      data: b.records.subarray(off + 16, off + 16 + caplen),
+    });
+    off += 16 + caplen;
+  }
+  assertEquals(out.length, b.count, "batch count");
+  return out;
+}
+/** Marked UDP payload of a frame (Ethernet + IPv4 without options + UDP). */
+function mark(r: Rec): string {
+  return new TextDecoder().decode(r.data.subarray(42, 51));
+}
+
+const enc = (s: string) => JSON.stringify(s);
+/** Sends each payload as one UDP datagram from the host side (python3, no root needed inside). */
+async function send(lab: Netns, ns: string | null, dst: string, port: number, payloads: string[]) {
+  const code = `import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+for p in sys.argv[1:]: s.sendto(p.encode(),(${enc(dst)},${port}))`;
+  const cmd = ["python3", "-c", code, ...payloads];
+  const child = lab.spawn(ns, cmd, { stderr: "piped" });
+  const status = await child.status;
+  const err = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
+  assert(status.success, `sender failed: ${err}`);
+}
+
+/** One namespace with a veth to the host: host 198.18.N.1 <-> ns 198.18.N.2. */
+async function veth(lab: Netns, short: string, n: number) {
+  const ns = await lab.addNamespace(short);
+  const host = `${lab.runId}${short}h`, inner = `${lab.runId}${short}n`;
+  await lab.addVethPair(host, null, inner, ns);
+  await lab.addAddress(null, host, `198.18.${n}.1/24`);
+  await lab.addAddress(ns, inner, `198.18.${n}.2/24`);
+  await lab.setUp(null, host);
+  await lab.setUp(ns, inner);
+  return { ns, path: `/run/netns/${ns}`, dev: inner, addr: `198.18.${n}.2` };
+}
+
+async function collect(eng: CaptureEngine): Promise<Rec[]> {
+  const recs: Rec[] = [];
+  for (let b; (b = await eng.next());) recs.push(...parse(b));
+  return recs;
+}
+
+const marks = (prefix: string, n: number) =>
+  Array.from({ length: n }, (_, i) => `${prefix}${String(i).padStart(4, "0")}` + "x".repeat(150));
+
+Deno.test({
+  name: "capture engine in real namespaces",
+  ignore: !isRoot(),
+  async fn(t) {
+    const lab = new Netns(newRunId());
+    const hostNs = Deno.readLinkSync("/proc/self/ns/net");
+    try {
+      const a = await veth(lab, "a", 61);
+      const b = await veth(lab, "b", 62);
+
+      await t.step("known traffic is captured exactly, with snaplen and filter", async () => {
+        const eng = await CaptureEngine.open({
+          device: a.dev,
+          netns: a.path,
+          snaplen: 64,
+          filter: "udp dst port 5000",
+          timeoutMs: 20,
+        });
+        assertEquals(eng.linkType, 1);
+        assertEquals(eng.snaplen, 64);
+        assertEquals(eng.netnsId, `net:[${Deno.statSync(a.path).ino}]`);
+        assertEquals(Deno.readLinkSync("/proc/thread-self/ns/net"), hostNs);
+        await send(lab, null, a.addr, 5000, marks("A", 50));
+        await send(lab, null, a.addr, 5001, marks("N", 20)); // filtered out
+        await new Promise((r) => setTimeout(r, 300));
+        await eng.stop();
+        const recs = await collect(eng);
+        assertEquals(recs.map(mark), marks("A", 50).map((m) => m.slice(0, 9)));
+        for (const r of recs) {
+          assertEquals(r.caplen, 64);
+          assertEquals(r.origlen, 14 + 20 + 8 + 155);
+        }
+        for (let i = 1; i < recs.length; i++) assert(recs[i].tsNs >= recs[i - 1].tsNs);
+        const now = BigInt(Date.now()) * 1_000_000n;
+        assert(now - recs[0].tsNs < 60_000_000_000n && recs[0].tsNs <= now, "timestamp in ns");
+        const s = eng.stats();
+        assertEquals(s.packets, 50);
+        assertEquals(s.bytes, 50 * 64);
+        assertEquals(s.received, 50);
+        assertEquals(s.engineDropped, 0);
+        assertEquals(await eng.next(), null);
+      });
+
+      await t.step("two captures in two namespaces at once; main thread stays home", async () => {
+        const [ea, eb] = await Promise.all([
+          CaptureEngine.open({ device: a.dev, netns: a.path, snaplen: 200, filter: "udp" }),
+          CaptureEngine.open({ device: b.dev, netns: b.path, snaplen: 200, filter: "udp" }),
+        ]);
+        assert(ea.netnsId !== eb.netnsId && ea.netnsId !== hostNs);
+        assertEquals(Deno.readLinkSync("/proc/self/ns/net"), hostNs);
+        assertEquals(Deno.readLinkSync("/proc/thread-self/ns/net"), hostNs);
+        await send(lab, null, a.addr, 7000, marks("a", 10));
+        await send(lab, null, b.addr, 7000, marks("b", 12));
+        await new Promise((r) => setTimeout(r, 300));
+        await Promise.all([ea.stop(), eb.stop()]);
+        const [ra, rb] = await Promise.all([collect(ea), collect(eb)]);
+        assertEquals(ra.map(mark), marks("a", 10).map((m) => m.slice(0, 9)));
+        assertEquals(rb.map(mark), marks("b", 12).map((m) => m.slice(0, 9)));
+      });
+
+      await t.step("errors say what failed, where, and libpcap's/the OS's text", async () => {
+        const base = { device: a.dev, netns: a.path, snaplen: 100 };
+        let e = await rejection(CaptureEngine.open({ ...base, filter: "udp port nope" }));
+        assertMatch(e.message, /compiling filter "udp port nope": unknown port 'nope'/);
+        e = await rejection(CaptureEngine.open({ ...base, device: "pcnodev9" }));
+        assertMatch(
+          e.message,
+          /activating capture on "pcnodev9" in \/run\/netns\/.*No such device/,
+        );
+        e = await rejection(CaptureEngine.open({ ...base, netns: "/run/netns/pcmissing" }));
+        assertMatch(e.message, /opening network namespace \/run\/netns\/pcmissing: No such file/);
+        e = await rejection(CaptureEngine.open({ ...base, netns: "/etc/hostname" }));
+        assertMatch(e.message, /setns\): Invalid argument.*not a network namespace/);
+        e = await rejection(CaptureEngine.open({ ...base, snaplen: 0 }));
+        assertMatch(e.message, /snaplen 0 is out of range: use an integer from 1 to 262144/);
+        e = await rejection(CaptureEngine.open({ ...base, snaplen: 300000 }));
+        assertMatch(e.message, /snaplen 300000 is out of range/);
+        assertMatch(e.operation, /validating/);
+      });
+
+      await t.step("stop on an idle interface is prompt and leaves nothing behind", async () => {
+        // Warm up once so lazily created runtime threads are not counted as leaks.
+        const warm = await CaptureEngine.open({ device: b.dev, netns: b.path, snaplen: 100 });
+        await warm.stop();
+        await new Promise((r) => setTimeout(r, 200));
+        const tasks = () => [...Deno.readDirSync("/proc/self/task")].length;
+        // fd numbers get reused by unrelated runtime work; compare how many and what they are.
+        const fds = () =>
+          [...Deno.readDirSync("/proc/self/fd")].map((f) => {
+            try {
+              return Deno.readLinkSync(`/proc/self/fd/${f.name}`).replace(/\[\d+\]$/, "");
+            } catch {
+              return "gone";
+            }
+          }).filter((l) => l !== "gone").sort();
+        const tasks0 = tasks(), fds0 = fds();
+        const eng = await CaptureEngine.open({
+          device: b.dev,
+          netns: b.path,
+          snaplen: 100,
+          timeoutMs: 1000,
+        });
+        assert(tasks() > tasks0, "capture runs on its own thread");
+        await new Promise((r) => setTimeout(r, 300)); // worker is now blocked in poll
+        const t0 = performance.now();
+        await eng.stop();
+        const took = performance.now() - t0;
+        assert(took < 1000, `stop took ${took} ms`);
+        assertEquals(await eng.next(), null);
+        for (let i = 0; i < 50 && tasks() > tasks0; i++) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        assertEquals(tasks(), tasks0, "threads");
+        assertEquals(fds(), fds0, "fds");
+        assert(!fds().some((l) => l.startsWith("net:")), "no namespace fd left");
+      });
+
+      await t.step("slow consumer: bounded queue, drops counted", async () => {
+        const queueBytes = 2 * (262144 + 16);
+        const eng = await CaptureEngine.open({
+          device: a.dev,
+          netns: a.path,
+          snaplen: 1500,
+          filter: "udp dst port 5002",
+          queueBytes,
+          timeoutMs: 10,
+        });
+        // ~3000 × 1242-byte records ≈ 3.7 MB offered against a 0.5 MB queue; nobody reads.
+        const big = Array.from({ length: 3000 }, (_, i) => `S${i}`.padEnd(1200, "y"));
+        for (let i = 0; i < 3000; i += 500) {
+          await send(lab, null, a.addr, 5002, big.slice(i, i + 500));
+        }
+        await new Promise((r) => setTimeout(r, 300));
+        await eng.stop();
+        const recs = await collect(eng);
+        const s = eng.stats();
+        assert(s.engineDropped > 0, `expected engine drops: ${JSON.stringify(s)}`);
+        assertEquals(s.packets, recs.length);
+        assert(s.packets * (16 + 1242) <= queueBytes, "never more than the queue holds");
+        assertEquals(s.packets + s.engineDropped, s.received - s.dropped);
+      });
+    } finally {
+      await lab.cleanup();
+    }
+  },
+});

@@ -1,0 +1,171 @@
+import { isRoot, Netns, newRunId, removeLeftovers, run } from "../lab/netns.ts";
+
+// Small local assertions (JSR @std is unreachable).
+function assert(cond: unknown, msg = "assertion failed"): asserts cond {
+  if (!cond) throw new Error(msg);
+}
+function assertEquals<T>(a: T, b: T): void {
+  if (JSON.stringify(a) !== JSON.stringify(b)) {
+    throw new Error(`${JSON.stringify(a)} !== ${JSON.stringify(b)}`);
+  }
+}
+function assertMatch(s: string, re: RegExp): void {
+  if (!re.test(s)) throw new Error(`${JSON.stringify(s)} does not match ${re}`);
+}
+async function assertRejects(fn: () => Promise<unknown>): Promise<Error> {
+  try {
+    await fn();
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error("expected a rejection");
+}
+
+const root = isRoot();
+
+async function namespaces(): Promise<string[]> {
+  const r = await run("ip", ["netns", "list"]);
+  return r.stdout.split("\n").map((l) => l.trim().split(/\s+/)[0]).filter(Boolean);
+}
+
+async function hostLinkExists(name: string): Promise<boolean> {
+  const r = await run("ip", ["link", "show", name], { allowFailure: true });
+  return r.code === 0;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return !/^\d+ \(.*\) Z/.test(stat); // a zombie counts as gone
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("newRunId has the lab prefix shape", () => {
+  const ids = new Set(Array.from({ length: 50 }, newRunId));
+  for (const id of ids) assertMatch(id, /^pc[0-9a-z]{4}$/);
+  assert(ids.size > 40, "run ids should be random");
+});
+
+Deno.test("run throws naming the command and its stderr", async () => {
+  const err = await assertRejects(() => run("ip", ["link", "show", "pcnoexist0"]));
+  assertMatch(err.message, /ip link show pcnoexist0/);
+  assertMatch(err.message, /does not exist/);
+});
+
+Deno.test({
+  name: "Netns builds namespaces, veths, processes and cleanup removes all of it",
+  ignore: !root,
+  async fn() {
+    const lab = new Netns(newRunId());
+    let pid = 0;
+    try {
+      const a = await lab.addNamespace("a");
+      const b = await lab.addNamespace("b");
+      assertEquals(a, lab.runId + "a");
+      await lab.addVethPair(`${lab.runId}h`, null, `${lab.runId}x`, a);
+      await lab.addVethPair(`${lab.runId}y`, a, `${lab.runId}z`, b);
+      await lab.addAddress(a, `${lab.runId}y`, "198.18.7.1/24");
+      await lab.addAddress(b, `${lab.runId}z`, "198.18.7.2/24");
+      await lab.setUp(a, `${lab.runId}y`);
+      await lab.setUp(b, `${lab.runId}z`);
+      // Connectivity a -> b: a UDP listener in b receives a datagram sent from a.
+      const recv = lab.exec(b, [
+        "timeout",
+        "10",
+        "python3",
+        "-c",
+        "import socket;s=socket.socket(2,2);s.bind(('198.18.7.2',9999));print(s.recv(64).decode())",
+      ]);
+      let got = "";
+      recv.then((r) => got = r.stdout);
+      for (let i = 0; i < 100 && !got; i++) {
+        await lab.exec(a, ["bash", "-c", "echo hello-b >/dev/udp/198.18.7.2/9999"]);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assertMatch((await recv).stdout, /hello-b/);
+      const child = lab.spawn(b, ["sleep", "60"]);
+      pid = child.pid;
+      assert(pidAlive(pid));
+      const ns = await namespaces();
+      assert(ns.includes(a) && ns.includes(b));
+      assert(await hostLinkExists(`${lab.runId}h`));
+    } finally {
+      await lab.cleanup();
+    }
+    const ns = await namespaces();
+    assert(!ns.some((n) => n.startsWith(lab.runId)), `left: ${ns}`);
+    assert(!(await hostLinkExists(`${lab.runId}h`)));
+    assert(!pidAlive(pid), "tracked process must be killed");
+    await lab.cleanup(); // idempotent
+  },
+});
+
+Deno.test({
+  name: "cleanup after a throwing test body still removes everything",
+  ignore: !root,
+  async fn() {
+    const lab = new Netns(newRunId());
+    await assertRejects(async () => {
+      try {
+        await lab.addNamespace("a");
+        await lab.addVethPair(`${lab.runId}h`, null, `${lab.runId}x`, lab.runId + "a");
+        await lab.addAddress(null, `${lab.runId}h`, "not-a-cidr");
+      } finally {
+        await lab.cleanup();
+      }
+    });
+    assert(!(await namespaces()).some((n) => n.startsWith(lab.runId)));
+    assert(!(await hostLinkExists(`${lab.runId}h`)));
+  },
+});
+
+Deno.test({
+  name: "removeLeftovers removes only our prefix",
+  ignore: !root,
+  async fn() {
+    const id = newRunId();
+    const foreign = `zz${id.slice(2)}keep`;
+    await run("ip", ["netns", "add", id + "old"]);
+    await run("ip", ["netns", "add", foreign]);
+    await run("ip", ["link", "add", id + "l", "type", "veth", "peer", "name", id + "m"]);
+    // A process left behind inside the namespace is killed too.
+    const orphan = new Deno.Command("ip", {
+      args: ["netns", "exec", id + "old", "sleep", "60"],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      const removed = await removeLeftovers();
+      assert(removed.includes(id + "old"), `removed: ${removed}`);
+      assert(removed.includes(id + "l") || removed.includes(id + "m"));
+      const ns = await namespaces();
+      assert(!ns.includes(id + "old"));
+      assert(ns.includes(foreign), "foreign namespace must stay");
+      assert(!(await hostLinkExists(id + "l")));
+      await orphan.status;
+    } finally {
+      await run("ip", ["netns", "del", foreign], { allowFailure: true });
+      await run("ip", ["netns", "del", id + "old"], { allowFailure: true });
+      await run("ip", ["link", "del", id + "l"], { allowFailure: true });
+      try {
+        orphan.kill("SIGKILL");
+      } catch { /* already gone */ }
+      await orphan.status;
+    }
+  },
+});
+
+Deno.test("Netns rejects run ids outside the prefix and long interface names", async () => {
+  let threw = false;
+  try {
+    new Netns("eth0");
+  } catch {
+    threw = true;
+  }
+  assert(threw);
+  const lab = new Netns(newRunId());
+  await assertRejects(() => lab.addVethPair("a-very-long-ifname", null, "b", null));
+  await lab.cleanup();
+});
