@@ -5,7 +5,10 @@
 import { z } from "zod";
 import { MAX_SNAPLEN } from "./frame_codec.ts";
 
+/** Bound on a user's filter. */
 export const MAX_FILTER_LENGTH = 4096;
+/** Bound on what reaches an agent: the user's filter plus the api's own-connection exclusion. */
+export const MAX_AGENT_FILTER_LENGTH = MAX_FILTER_LENGTH + 512;
 /** Bound on any JSON control message; larger ones are refused before parsing. */
 export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
 
@@ -45,13 +48,18 @@ export const Snaplen = z.number().int().min(1, "snaplen must be at least 1").max
   `snaplen must be at most ${MAX_SNAPLEN}`,
 );
 
-export const Filter = z.string().max(
-  MAX_FILTER_LENGTH,
-  `filter is longer than ${MAX_FILTER_LENGTH} characters`,
-  // Tabs and newlines are harmless whitespace to libpcap; other control characters are not.
-).refine((f) => ![...f].some((c) => c !== "\t" && c !== "\n" && (c < " " || c === "\x7f")), {
-  message: "filter contains control characters",
-});
+// Tabs and newlines are harmless whitespace to libpcap; other control characters are not.
+const hasControlChars = (f: string) =>
+  [...f].some((c) => c !== "\t" && c !== "\n" && (c < " " || c === "\x7f"));
+
+function filterSchema(max: number) {
+  return z.string().max(max, `filter is longer than ${max} characters`).refine(
+    (f) => !hasControlChars(f),
+    { message: "filter contains control characters" },
+  );
+}
+export const Filter = filterSchema(MAX_FILTER_LENGTH);
+export const AgentFilter = filterSchema(MAX_AGENT_FILTER_LENGTH);
 
 /** Which network namespace to capture in; absent = the agent's own (BOSH VM capture). */
 export const CaptureTarget = z.strictObject({
@@ -63,7 +71,7 @@ export const AgentStartRequest = z.strictObject({
   protocol_version: z.number().int().nonnegative(),
   interface: InterfaceName,
   snaplen: Snaplen,
-  filter: Filter.default(""),
+  filter: AgentFilter.default(""),
   promiscuous: z.boolean().default(false),
   duration_ms: z.number().int().positive().optional(),
   target: CaptureTarget.optional(),

@@ -1,0 +1,358 @@
+/**
+ * Configuration of `pcap api` (api.yml). The keys are a superset of pcap-release's api config
+ * (DESIGN §4) so its operators can keep their files; new keys live under `limits`, `audit` and
+ * `timeouts`. Unknown keys are errors (strict objects) because a misspelt security setting that
+ * is silently ignored is worse than a refused start.
+ */
+import { z } from "zod";
+import { ConfigError, loadYamlConfig, readConfiguredFile } from "../lib/config_load.ts";
+import type { LogLevel } from "../lib/log.ts";
+
+// ---------- value parsers ----------
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Parses a Go-style duration ("10s", "1m30s", "500ms") or a number of seconds into ms. */
+export function parseDuration(value: string | number): number | null {
+  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? value * 1000 : null;
+  const text = value.trim();
+  if (/^\d+(\.\d+)?$/.test(text)) return Number(text) * 1000;
+  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(text)) return null;
+  let ms = 0;
+  for (const [, num, , unit] of text.matchAll(/(\d+(\.\d+)?)(ms|s|m|h)/g)) {
+    ms += Number(num) * DURATION_UNITS[unit];
+  }
+  return ms;
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+  tib: 1024 ** 4,
+};
+
+/** Parses a byte size: a number or "512MiB", "1GB", "10 kb" (case-insensitive). */
+export function parseByteSize(value: string | number): number | null {
+  if (typeof value === "number") return Number.isInteger(value) && value >= 0 ? value : null;
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+  const factor = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
+  return m && factor !== undefined ? Math.floor(Number(m[1]) * factor) : null;
+}
+
+const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === null) {
+    ctx.addIssue({
+      code: "custom",
+      message: `invalid duration ${JSON.stringify(v)}: use e.g. "10s", "1m30s", "500ms" or seconds`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const byteSize = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const bytes = parseByteSize(v);
+  if (bytes === null) {
+    ctx.addIssue({
+      code: "custom",
+      message: `invalid size ${JSON.stringify(v)}: use bytes or e.g. "512MiB", "1GB"`,
+    });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const path = z.string().min(1, "must be a non-empty file path");
+const port = z.number().int().min(1).max(65535);
+const positiveInt = z.number().int().min(1);
+
+// ---------- schema ----------
+
+const bufferSchema = z.strictObject({
+  size: positiveInt.default(100),
+  upper_limit: positiveInt.default(95),
+  lower_limit: positiveInt.default(60),
+}).superRefine((b, ctx) => {
+  // Same hysteresis rule as pcap-release: lower < upper <= size.
+  if (b.upper_limit > b.size) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["upper_limit"],
+      message: `must be <= buffer.size (${b.size}), got ${b.upper_limit}`,
+    });
+  }
+  if (b.lower_limit >= b.upper_limit) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["lower_limit"],
+      message: `must be < buffer.upper_limit (${b.upper_limit}), got ${b.lower_limit}`,
+    });
+  }
+});
+
+const listenSchema = z.strictObject({
+  address: z.string().min(1).default("0.0.0.0"),
+  port: port.default(8080),
+  // Optional: behind gorouter the api may listen in plain HTTP on a private network.
+  tls: z.strictObject({
+    certificate: path,
+    private_key: path,
+    client_cas: path.optional(),
+  }).optional(),
+});
+
+const agentsMtlsSchema = z.strictObject({
+  certificate: path,
+  private_key: path,
+  ca: path,
+  server_name: z.string().min(1).optional(),
+  skip_verify: z.boolean().default(false),
+});
+
+const boshSchema = z.strictObject({
+  director_url: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }),
+  agent_port: port.default(9494),
+  token_scope: z.string().min(1).default("bosh.admin"),
+  tls: z.strictObject({
+    ca: path.optional(),
+    server_name: z.string().min(1).optional(),
+    skip_verify: z.boolean().default(false),
+  }).prefault({}),
+});
+
+const limitsSchema = z.strictObject({
+  per_user_concurrent_captures: positiveInt.default(2),
+  max_targets: positiveInt.default(100),
+  // 0 means unlimited for duration and bytes.
+  max_duration: duration.prefault(3600),
+  max_bytes: byteSize.prefault(1024 ** 3),
+});
+
+const auditSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  file: path.optional(),
+});
+
+const timeoutsSchema = z.strictObject({
+  director: duration.prefault(10),
+  uaa: duration.prefault(10),
+  agent_connect: duration.prefault(5),
+});
+
+export const apiConfigSchema = z.strictObject({
+  id: z.string().min(1),
+  log_level: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  buffer: bufferSchema.prefault({}),
+  listen: listenSchema.prefault({}),
+  agents_mtls: agentsMtlsSchema,
+  concurrent_captures: positiveInt.default(5),
+  drain_timeout: duration.prefault(10),
+  bosh: boshSchema.optional(),
+  limits: limitsSchema.prefault({}),
+  audit: auditSchema.prefault({}),
+  timeouts: timeoutsSchema.prefault({}),
+}).superRefine((c, ctx) => {
+  if (!c.bosh) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["bosh"],
+      message: "no target resolver configured; add a bosh section (director_url)",
+    });
+  }
+  if (c.limits.per_user_concurrent_captures > c.concurrent_captures) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["limits", "per_user_concurrent_captures"],
+      message: `must be <= concurrent_captures (${c.concurrent_captures})`,
+    });
+  }
+  for (const [k, v] of Object.entries(c.timeouts)) {
+    if (v <= 0) ctx.addIssue({ code: "custom", path: ["timeouts", k], message: "must be > 0" });
+  }
+});
+
+export type RawApiConfig = z.output<typeof apiConfigSchema>;
+
+// ---------- typed result ----------
+
+/** A configured PEM file: where it came from and what it holds. */
+export interface PemFile {
+  path: string;
+  pem: string;
+}
+
+export interface ApiConfig {
+  file: string;
+  id: string;
+  logLevel: LogLevel;
+  buffer: { size: number; upperLimit: number; lowerLimit: number };
+  listen: {
+    address: string;
+    port: number;
+    tls?: { certificate: PemFile; privateKey: PemFile; clientCas?: PemFile };
+  };
+  agentsMtls: {
+    certificate: PemFile;
+    privateKey: PemFile;
+    ca: PemFile;
+    serverName?: string;
+    skipVerify: boolean;
+  };
+  concurrentCaptures: number;
+  drainTimeoutMs: number;
+  bosh: {
+    directorUrl: string;
+    agentPort: number;
+    tokenScope: string;
+    tls: { ca?: PemFile; serverName?: string; skipVerify: boolean };
+  };
+  limits: {
+    perUserConcurrentCaptures: number;
+    maxTargets: number;
+    /** 0 = unlimited */
+    maxDurationMs: number;
+    /** 0 = unlimited */
+    maxBytes: number;
+  };
+  audit: { enabled: boolean; file?: string };
+  timeouts: { directorMs: number; uaaMs: number; agentConnectMs: number };
+}
+
+/**
+ * Reads every configured PEM file, collecting all failures so one --check-config run lists
+ * every broken path rather than one per attempt.
+ */
+class PemLoader {
+  readonly errors: ConfigError[] = [];
+  constructor(private readonly file: string) {}
+
+  async load(key: string, path: string): Promise<PemFile>;
+  async load(key: string, path: string | undefined): Promise<PemFile | undefined>;
+  async load(key: string, path: string | undefined): Promise<PemFile | undefined> {
+    if (path === undefined) return undefined;
+    try {
+      const pem = await readConfiguredFile(this.file, key, path);
+      if (!pem.includes("-----BEGIN ")) {
+        throw new ConfigError(this.file, key, `file ${path} holds no PEM block; check the path`);
+      }
+      return { path, pem };
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      this.errors.push(e);
+      return { path, pem: "" };
+    }
+  }
+}
+
+async function checkAuditDir(file: string, auditFile: string): Promise<ConfigError | null> {
+  const dir = auditFile.includes("/") ? auditFile.slice(0, auditFile.lastIndexOf("/")) || "/" : ".";
+  try {
+    if ((await Deno.stat(dir)).isDirectory) return null;
+  } catch { /* reported below */ }
+  return new ConfigError(file, "audit.file", `directory ${dir} does not exist; create it`);
+}
+
+/** Turns validated raw config into ApiConfig; throws AggregateConfigError on file problems. */
+async function resolve(file: string, raw: RawApiConfig): Promise<ApiConfig> {
+  const pem = new PemLoader(file);
+  const bosh = raw.bosh!; // enforced by the schema refinement
+  const tls = raw.listen.tls;
+  const cfg: ApiConfig = {
+    file,
+    id: raw.id,
+    logLevel: raw.log_level,
+    buffer: {
+      size: raw.buffer.size,
+      upperLimit: raw.buffer.upper_limit,
+      lowerLimit: raw.buffer.lower_limit,
+    },
+    listen: {
+      address: raw.listen.address,
+      port: raw.listen.port,
+      tls: tls && {
+        certificate: await pem.load("listen.tls.certificate", tls.certificate),
+        privateKey: await pem.load("listen.tls.private_key", tls.private_key),
+        clientCas: await pem.load("listen.tls.client_cas", tls.client_cas),
+      },
+    },
+    agentsMtls: {
+      certificate: await pem.load("agents_mtls.certificate", raw.agents_mtls.certificate),
+      privateKey: await pem.load("agents_mtls.private_key", raw.agents_mtls.private_key),
+      ca: await pem.load("agents_mtls.ca", raw.agents_mtls.ca),
+      serverName: raw.agents_mtls.server_name,
+      skipVerify: raw.agents_mtls.skip_verify,
+    },
+    concurrentCaptures: raw.concurrent_captures,
+    drainTimeoutMs: raw.drain_timeout,
+    bosh: {
+      directorUrl: bosh.director_url.replace(/\/+$/, ""),
+      agentPort: bosh.agent_port,
+      tokenScope: bosh.token_scope,
+      tls: {
+        ca: await pem.load("bosh.tls.ca", bosh.tls.ca),
+        serverName: bosh.tls.server_name,
+        skipVerify: bosh.tls.skip_verify,
+      },
+    },
+    limits: {
+      perUserConcurrentCaptures: raw.limits.per_user_concurrent_captures,
+      maxTargets: raw.limits.max_targets,
+      maxDurationMs: raw.limits.max_duration,
+      maxBytes: raw.limits.max_bytes,
+    },
+    audit: { enabled: raw.audit.enabled, file: raw.audit.file },
+    timeouts: {
+      directorMs: raw.timeouts.director,
+      uaaMs: raw.timeouts.uaa,
+      agentConnectMs: raw.timeouts.agent_connect,
+    },
+  };
+  const errors = [...pem.errors];
+  if (cfg.audit.enabled && cfg.audit.file) {
+    const e = await checkAuditDir(file, cfg.audit.file);
+    if (e) errors.push(e);
+  }
+  if (errors.length > 0) throw new AggregateConfigError(errors);
+  return cfg;
+}
+
+/** Several ConfigErrors at once (all broken file references); message lists them all. */
+export class AggregateConfigError extends ConfigError {
+  constructor(readonly errors: ConfigError[]) {
+    super(errors[0].file, errors[0].key, errors[0].message.slice(errors[0].file.length + 2));
+    this.message = errors.map((e) => e.message).join("\n");
+    this.name = "AggregateConfigError";
+  }
+}
+
+/** Loads, validates and resolves api.yml; throws ConfigError (message names file and key). */
+export async function loadApiConfig(path: string): Promise<ApiConfig> {
+  const raw = await loadYamlConfig(path, apiConfigSchema);
+  return resolve(path, raw);
+}
+
+export type CheckResult = { ok: true; config: ApiConfig } | { ok: false; errors: string[] };
+
+/** `pcap api --check-config FILE`: validation without starting; never throws ConfigError. */
+export async function checkApiConfig(path: string): Promise<CheckResult> {
+  try {
+    return { ok: true, config: await loadApiConfig(path) };
+  } catch (e) {
+    if (e instanceof AggregateConfigError) {
+      return {
+        ok: false,
+        errors: e.errors.map((x) => x.message),
+      };
+    }
+    if (e instanceof ConfigError) return { ok: false, errors: [e.message] };
+    throw e;
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * Verifies a user's UAA access token (DESIGN §2.3). The signing keys come ONLY from the UAA that
+ * the Director names in /info — a token cannot point us at keys of its choosing (`jku`, `iss`
+ * and friends are never dereferenced). Keys are cached and refetched on an unknown `kid`, at most
+ * once per refetch interval so that a flood of forged kids cannot turn us into a UAA hammer.
+ */
+import { createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify } from "jose";
+import type { JSONWebKeySet, JWK, JWTPayload } from "jose";
+import { ApiError, type ApiErrorKind } from "./limits.ts";
+import { readLimited } from "./director_client.ts";
+
+export type AuthErrorKind = Extract<
+  ApiErrorKind,
+  "UNAUTHENTICATED" | "PERMISSION_DENIED" | "CONNECTION_ERROR"
+>;
+
+/** Token failures; the message explains the problem and never contains the token. */
+export class AuthError extends ApiError {
+  constructor(override readonly kind: AuthErrorKind, message: string) {
+    super(kind, message);
+    this.name = "AuthError";
+  }
+}
+
+export interface VerifiedToken {
+  /** user_name for users, client_id for client-credentials tokens */
+  user: string;
+  scopes: string[];
+  clientId?: string;
+  claims: JWTPayload;
+}
+
+/** Where the trusted UAA and the Director uuid come from (DirectorClient satisfies it). */
+export interface UaaSource {
+  uaaUrl(): Promise<string>;
+  info(): Promise<{ uuid: string }>;
+}
+
+export interface TokenVerifierOptions {
+  source: UaaSource;
+  /** bosh.token_scope; `bosh.<director-uuid>.admin` is accepted as well */
+  requiredScope: string;
+  /** timeouts.uaa: bound of one token_keys fetch */
+  timeoutMs: number;
+  /** HTTP client holding the CA for the UAA (the Director's usually) */
+  client?: Deno.HttpClient;
+  /** minimum spacing of key refetches triggered by an unknown kid (default 30 s) */
+  refetchIntervalMs?: number;
+  /** clock skew tolerated on exp/nbf/iat (default 30 s) */
+  leewaySec?: number;
+  /** injectable clock (ms) for tests */
+  now?: () => number;
+}
+
+const ALGORITHMS = ["RS256", "RS384", "RS512"];
+const MAX_TOKEN_CHARS = 16 * 1024;
+
+type KeyResolver = ReturnType<typeof createLocalJWKSet>;
+
+interface KeySet {
+  uaaUrl: string;
+  /** kids published; a kid-less key is listed as undefined */
+  kids: (string | undefined)[];
+  /** jose's selector by kid and alg; imports each key lazily per algorithm */
+  resolve: KeyResolver;
+}
+
+export class TokenVerifier {
+  #keys: KeySet | null = null;
+  #lastFetch = -Infinity;
+  #inFlight: Promise<KeySet> | null = null;
+  /** Count of token_keys fetches; exposed for metrics and tests. */
+  fetchCount = 0;
+
+  constructor(readonly opts: TokenVerifierOptions) {}
+
+  #now(): number {
+    return (this.opts.now ?? Date.now)();
+  }
+
+  async verify(token: string): Promise<VerifiedToken> {
+    const alg = this.#checkHeader(token);
+    const uaaUrl = await wrapConnection(this.opts.source.uaaUrl());
+    const key = await this.#key(uaaUrl, alg.kid);
+    const leeway = this.opts.leewaySec ?? 30;
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, key, {
+        algorithms: ALGORITHMS,
+        issuer: `${uaaUrl}/oauth/token`,
+        clockTolerance: leeway,
+        requiredClaims: ["exp"],
+        currentDate: new Date(this.#now()),
+      }));
+    } catch (e) {
+      throw new AuthError("UNAUTHENTICATED", joseText(e));
+    }
+    const nowSec = this.#now() / 1000;
+    if (typeof payload.iat === "number" && payload.iat > nowSec + leeway) {
+      throw new AuthError(
+        "UNAUTHENTICATED",
+        "the token was issued in the future (iat); check clocks",
+      );
+    }
+    return this.#authorize(payload, await wrapConnection(this.opts.source.info()));
+  }
+
+  /** Rejects garbage and non-RSA algorithms before any key lookup or network traffic. */
+  #checkHeader(token: string): { alg: string; kid?: string } {
+    if (typeof token !== "string" || token.length === 0 || token.length > MAX_TOKEN_CHARS) {
+      throw new AuthError("UNAUTHENTICATED", "missing or oversized bearer token; log in again");
+    }
+    let header;
+    try {
+      header = decodeProtectedHeader(token);
+    } catch {
+      throw new AuthError("UNAUTHENTICATED", "the bearer token is not a JWT; log in again");
+    }
+    if (typeof header.alg !== "string" || !ALGORITHMS.includes(header.alg)) {
+      throw new AuthError(
+        "UNAUTHENTICATED",
+        `token algorithm ${JSON.stringify(header.alg)} is not accepted (only ${
+          ALGORITHMS.join(", ")
+        })`,
+      );
+    }
+    if (header.kid !== undefined && typeof header.kid !== "string") {
+      throw new AuthError("UNAUTHENTICATED", "the token header has a non-string kid");
+    }
+    return { alg: header.alg, kid: header.kid };
+  }
+
+  async #key(uaaUrl: string, kid: string | undefined): Promise<KeyResolver> {
+    let set = this.#keys;
+    if (!set || set.uaaUrl !== uaaUrl) {
+      set = await this.#fetchKeys(uaaUrl); // first use or the Director moved its UAA
+    }
+    let found = knows(set, kid);
+    if (!found && this.#now() - this.#lastFetch >= (this.opts.refetchIntervalMs ?? 30_000)) {
+      set = await this.#fetchKeys(uaaUrl); // maybe a key rotation
+      found = knows(set, kid);
+    }
+    if (!found) {
+      throw new AuthError(
+        "UNAUTHENTICATED",
+        `the token is signed with key ${JSON.stringify(kid ?? "(no kid)")}, which the UAA at ` +
+          `${uaaUrl} does not publish; log in again`,
+      );
+    }
+    return set.resolve;
+  }
+
+  #fetchKeys(uaaUrl: string): Promise<KeySet> {
+    this.#inFlight ??= this.#doFetch(uaaUrl).finally(() => {
+      this.#inFlight = null;
+    });
+    return this.#inFlight;
+  }
+
+  async #doFetch(uaaUrl: string): Promise<KeySet> {
+    this.#lastFetch = this.#now();
+    this.fetchCount++;
+    const url = `${uaaUrl}/token_keys`;
+    let body: unknown;
+    try {
+      const res = await fetch(url, {
+        headers: { accept: "application/json" },
+        client: this.opts.client,
+        redirect: "error",
+        signal: AbortSignal.timeout(this.opts.timeoutMs),
+      });
+      const text = await readLimited(res, 1024 * 1024);
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      body = JSON.parse(text);
+    } catch (e) {
+      const why = (e as Error)?.name === "TimeoutError"
+        ? `no answer within ${this.opts.timeoutMs} ms (timeouts.uaa)`
+        : (e as Error)?.message ?? String(e);
+      throw new AuthError("CONNECTION_ERROR", `cannot load token keys from ${url}: ${why}`);
+    }
+    const set = importKeys(uaaUrl, body);
+    this.#keys = set;
+    return set;
+  }
+
+  #authorize(payload: JWTPayload, info: { uuid: string }): VerifiedToken {
+    const scopes = scopeList(payload.scope);
+    const accepted = [this.opts.requiredScope, `bosh.${info.uuid}.admin`];
+    const clientId = str(payload.client_id) ?? str(payload.cid);
+    const user = str(payload.user_name) ?? clientId ?? str(payload.sub);
+    if (!user) throw new AuthError("UNAUTHENTICATED", "the token names no user or client");
+    if (!scopes.some((s) => accepted.includes(s))) {
+      throw new AuthError(
+        "PERMISSION_DENIED",
+        `user '${user}' lacks a required scope (one of ${accepted.join(", ")}); ` +
+          "ask the BOSH operator to grant it",
+      );
+    }
+    return { user, scopes, clientId, claims: payload };
+  }
+}
+
+function knows(set: KeySet, kid: string | undefined): boolean {
+  // A kid-less token is acceptable only when there is no ambiguity about the key.
+  return kid !== undefined ? set.kids.includes(kid) : set.kids.length === 1;
+}
+
+/** UAA `/token_keys` → a key set of its RSA signing keys (UAA's extra `value` PEM is ignored). */
+function importKeys(uaaUrl: string, body: unknown): KeySet {
+  const list = (body as { keys?: unknown })?.keys;
+  if (!Array.isArray(list)) {
+    throw new AuthError(
+      "CONNECTION_ERROR",
+      `the UAA at ${uaaUrl} returned token keys without a keys list`,
+    );
+  }
+  const keys: JWK[] = [];
+  for (const jwk of list as JWK[]) {
+    if (jwk?.kty !== "RSA" || typeof jwk.n !== "string" || typeof jwk.e !== "string") continue;
+    if (jwk.use !== undefined && jwk.use !== "sig") continue;
+    if (jwk.alg !== undefined && !ALGORITHMS.includes(jwk.alg)) continue;
+    keys.push({ kty: "RSA", n: jwk.n, e: jwk.e, kid: jwk.kid, alg: jwk.alg, use: jwk.use });
+  }
+  if (keys.length === 0) {
+    throw new AuthError(
+      "CONNECTION_ERROR",
+      `the UAA at ${uaaUrl} publishes no usable RSA signing key`,
+    );
+  }
+  const jwks: JSONWebKeySet = { keys };
+  return { uaaUrl, kids: keys.map((k) => k.kid), resolve: createLocalJWKSet(jwks) };
+}
+
+function scopeList(scope: unknown): string[] {
+  if (Array.isArray(scope)) return scope.filter((s): s is string => typeof s === "string");
+  if (typeof scope === "string") return scope.split(/\s+/).filter(Boolean);
+  return [];
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === "string" && v ? v : undefined;
+}
+
+/** Failures of /info (Director) surface as CONNECTION_ERROR AuthErrors. */
+async function wrapConnection<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    if (e instanceof AuthError) throw e;
+    throw new AuthError("CONNECTION_ERROR", (e as Error)?.message ?? String(e));
+  }
+}
+
+/** jose's errors → short user-facing texts; none of them includes the token. */
+function joseText(e: unknown): string {
+  if (e instanceof joseErrors.JWTExpired) return "the token has expired; log in again";
+  if (e instanceof joseErrors.JWSSignatureVerificationFailed) {
+    return "the token signature is invalid; log in again";
+  }
+  if (e instanceof joseErrors.JWTClaimValidationFailed) {
+    if (e.claim === "iss") return "the token was not issued by the Director's UAA (iss)";
+    if (e.claim === "nbf") return "the token is not valid yet (nbf); check clocks";
+    return `the token's ${e.claim} claim is invalid: ${e.reason}`;
+  }
+  if (e instanceof joseErrors.JOSEAlgNotAllowed) return "the token algorithm is not accepted";
+  if (e instanceof joseErrors.JWKSNoMatchingKey) {
+    return "no UAA key matches the token's kid and algorithm; log in again";
+  }
+  if (e instanceof joseErrors.JOSEError) return `the token is invalid (${e.code})`;
+  return "the token is invalid";
+}

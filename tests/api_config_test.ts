@@ -1,0 +1,259 @@
+// api.yml loading: defaults, every kind of invalid input with the message an operator sees,
+// and the --check-config result. Certificates are real lab PEM files.
+import { Pki } from "../lab/pki.ts";
+import { ConfigError } from "../lib/config_load.ts";
+import { checkApiConfig, loadApiConfig, parseByteSize, parseDuration } from "../server/config.ts";
+import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts";
+import { stringify } from "yaml";
+
+interface Fixture {
+  dir: string;
+  cert: string;
+  key: string;
+  ca: string;
+  /** writes api.yml with `mutate` applied to a valid base config; returns its path */
+  write(mutate?: (c: Record<string, Any>) => void, name?: string): Promise<string>;
+}
+
+// deno-lint-ignore no-explicit-any
+type Any = any;
+
+async function withFixture(fn: (f: Fixture) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "pcap_cfg_" });
+  try {
+    const pki = await Pki.create(dir);
+    const pair = await pki.issue("pcap-api", { client: true, server: true, dns: ["pcap-api"] });
+    const f: Fixture = {
+      dir,
+      cert: pair.certPath,
+      key: pair.keyPath,
+      ca: pki.caPath,
+      async write(mutate, name = "api.yml") {
+        const c: Record<string, Any> = {
+          id: "pcap-api/0",
+          agents_mtls: { certificate: pair.certPath, private_key: pair.keyPath, ca: pki.caPath },
+          bosh: { director_url: "https://10.0.0.6:25555" },
+        };
+        mutate?.(c);
+        const path = `${dir}/${name}`;
+        await Deno.writeTextFile(path, stringify(c));
+        return path;
+      },
+    };
+    await fn(f);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function loadFails(path: string, ...parts: string[]): Promise<string> {
+  try {
+    await loadApiConfig(path);
+  } catch (e) {
+    assert(e instanceof ConfigError, `expected ConfigError, got ${e}`);
+    assertStringIncludes(e.message, path);
+    for (const p of parts) assertStringIncludes(e.message, p);
+    return e.message;
+  }
+  throw new Error(`expected ${path} to be refused`);
+}
+
+Deno.test("api config: minimal file gets defaults and loads PEM contents", async () => {
+  await withFixture(async (f) => {
+    const cfg = await loadApiConfig(await f.write());
+    assertEquals(cfg.id, "pcap-api/0");
+    assertEquals(cfg.logLevel, "info");
+    assertEquals(cfg.listen, { address: "0.0.0.0", port: 8080, tls: undefined });
+    assertEquals(cfg.buffer, { size: 100, upperLimit: 95, lowerLimit: 60 });
+    assertEquals(cfg.concurrentCaptures, 5);
+    assertEquals(cfg.drainTimeoutMs, 10_000);
+    assertEquals(cfg.bosh.agentPort, 9494);
+    assertEquals(cfg.bosh.tokenScope, "bosh.admin");
+    assertEquals(cfg.bosh.tls, { ca: undefined, serverName: undefined, skipVerify: false });
+    assertEquals(cfg.agentsMtls.skipVerify, false);
+    assertStringIncludes(cfg.agentsMtls.certificate.pem, "-----BEGIN CERTIFICATE-----");
+    assertStringIncludes(cfg.agentsMtls.privateKey.pem, "PRIVATE KEY-----");
+    assertEquals(cfg.agentsMtls.ca.path, f.ca);
+    assertEquals(cfg.limits, {
+      perUserConcurrentCaptures: 2,
+      maxTargets: 100,
+      maxDurationMs: 3_600_000,
+      maxBytes: 1024 ** 3,
+    });
+    assertEquals(cfg.audit, { enabled: true, file: undefined });
+    assertEquals(cfg.timeouts, { directorMs: 10_000, uaaMs: 10_000, agentConnectMs: 5_000 });
+  });
+});
+
+Deno.test("api config: a full file with every key", async () => {
+  await withFixture(async (f) => {
+    const path = await f.write((c) => {
+      Object.assign(c, {
+        log_level: "debug",
+        buffer: { size: 1000, upper_limit: 995, lower_limit: 900 },
+        listen: {
+          address: "127.0.0.1",
+          port: 8443,
+          tls: { certificate: f.cert, private_key: f.key, client_cas: f.ca },
+        },
+        concurrent_captures: 20,
+        drain_timeout: "1m30s",
+        limits: {
+          per_user_concurrent_captures: 3,
+          max_targets: 50,
+          max_duration: "2h",
+          max_bytes: "512MiB",
+        },
+        audit: { enabled: true, file: `${f.dir}/audit.log` },
+        timeouts: { director: "5s", uaa: 2.5, agent_connect: "750ms" },
+      });
+      c.agents_mtls.server_name = "pcap-agent.service.cf.internal";
+      c.agents_mtls.skip_verify = false;
+      c.bosh = {
+        director_url: "https://10.0.0.6:25555/",
+        agent_port: 9495,
+        token_scope: "bosh.read",
+        tls: { ca: f.ca, server_name: "director", skip_verify: false },
+      };
+    });
+    const cfg = await loadApiConfig(path);
+    assertEquals(cfg.listen.address, "127.0.0.1");
+    assertEquals(cfg.listen.tls?.clientCas?.path, f.ca);
+    assertEquals(cfg.drainTimeoutMs, 90_000);
+    assertEquals(cfg.limits.maxDurationMs, 7_200_000);
+    assertEquals(cfg.limits.maxBytes, 512 * 1024 * 1024);
+    assertEquals(cfg.timeouts, { directorMs: 5000, uaaMs: 2500, agentConnectMs: 750 });
+    assertEquals(cfg.bosh.directorUrl, "https://10.0.0.6:25555");
+    assertEquals(cfg.bosh.tls.serverName, "director");
+    assertStringIncludes(cfg.bosh.tls.ca!.pem, "BEGIN CERTIFICATE");
+    assertEquals(cfg.agentsMtls.serverName, "pcap-agent.service.cf.internal");
+    const ok = await checkApiConfig(path);
+    assert(ok.ok);
+  });
+});
+
+Deno.test("api config: unknown keys name the key and the file", async () => {
+  await withFixture(async (f) => {
+    await loadFails(await f.write((c) => (c.colour = "blue")), 'key "colour"', "unknown key");
+    await loadFails(
+      await f.write((c) => (c.bosh.tls = { ca: f.ca, insecure: true })),
+      'key "bosh.tls.insecure"',
+      "unknown key",
+    );
+  });
+});
+
+Deno.test("api config: wrong types, missing keys, bad values", async () => {
+  await withFixture(async (f) => {
+    await loadFails(
+      await f.write((c) => (c.listen = { port: "eighty" })),
+      'key "listen.port"',
+      "expected number",
+    );
+    await loadFails(await f.write((c) => (c.listen = { port: 70000 })), 'key "listen.port"');
+    await loadFails(await f.write((c) => delete c.agents_mtls), 'key "agents_mtls"', "required");
+    await loadFails(await f.write((c) => delete c.id), 'key "id"', "required");
+    await loadFails(
+      await f.write((c) => (c.log_level = "chatty")),
+      'key "log_level"',
+      "fix its value",
+    );
+    await loadFails(
+      await f.write((c) => (c.drain_timeout = "ten seconds")),
+      'key "drain_timeout"',
+      'invalid duration "ten seconds"',
+    );
+    await loadFails(
+      await f.write((c) => (c.limits = { max_bytes: "lots" })),
+      'key "limits.max_bytes"',
+    );
+    await loadFails(
+      await f.write((c) => (c.bosh.director_url = "ftp://x")),
+      'key "bosh.director_url"',
+      "http(s) URL",
+    );
+    await loadFails(await f.write((c) => delete c.bosh), 'key "bosh"', "no target resolver");
+    await loadFails(
+      await f.write((c) => (c.limits = { per_user_concurrent_captures: 9 })),
+      'key "limits.per_user_concurrent_captures"',
+      "concurrent_captures (5)",
+    );
+    await loadFails(
+      await f.write((c) => (c.timeouts = { uaa: 0 })),
+      'key "timeouts.uaa"',
+      "must be > 0",
+    );
+  });
+});
+
+Deno.test("api config: buffer bounds lower < upper <= size", async () => {
+  await withFixture(async (f) => {
+    await loadFails(
+      await f.write((c) => (c.buffer = { size: 100, upper_limit: 101, lower_limit: 50 })),
+      'key "buffer.upper_limit"',
+      "must be <= buffer.size (100), got 101",
+    );
+    await loadFails(
+      await f.write((c) => (c.buffer = { size: 100, upper_limit: 90, lower_limit: 90 })),
+      'key "buffer.lower_limit"',
+      "must be < buffer.upper_limit (90), got 90",
+    );
+    const ok = await loadApiConfig(
+      await f.write((c) => (c.buffer = { size: 100, upper_limit: 100, lower_limit: 99 })),
+    );
+    assertEquals(ok.buffer.upperLimit, 100);
+  });
+});
+
+Deno.test("api config: missing and unreadable files; check-config lists them all", async () => {
+  await withFixture(async (f) => {
+    const missing = `${f.dir}/nope.pem`;
+    await loadFails(
+      await f.write((c) => (c.agents_mtls.ca = missing)),
+      'key "agents_mtls.ca"',
+      `file ${missing} does not exist`,
+    );
+    const notPem = `${f.dir}/not.pem`;
+    await Deno.writeTextFile(notPem, "hello");
+    await loadFails(
+      await f.write((c) => (c.agents_mtls.certificate = notPem)),
+      'key "agents_mtls.certificate"',
+      "holds no PEM block",
+    );
+    const path = await f.write((c) => {
+      c.agents_mtls.ca = missing;
+      c.listen = { tls: { certificate: missing, private_key: f.key } };
+      c.bosh.tls = { ca: missing };
+      c.audit = { file: `${f.dir}/no/such/dir/audit.log` };
+    });
+    const res = await checkApiConfig(path);
+    assert(!res.ok);
+    assertEquals(res.errors.length, 4, res.errors.join("\n"));
+    for (const key of ["listen.tls.certificate", "agents_mtls.ca", "bosh.tls.ca", "audit.file"]) {
+      assert(res.errors.some((e) => e.includes(`key "${key}"`)), `no error for ${key}`);
+    }
+    const noFile = await checkApiConfig(`${f.dir}/absent.yml`);
+    assert(!noFile.ok);
+    assertStringIncludes(noFile.errors[0], "file not found");
+    await Deno.writeTextFile(`${f.dir}/bad.yml`, "id: [unclosed\n");
+    const bad = await checkApiConfig(`${f.dir}/bad.yml`);
+    assert(!bad.ok);
+    assertStringIncludes(bad.errors[0], "not valid YAML");
+  });
+});
+
+Deno.test("api config: duration and size parsers", () => {
+  assertEquals(parseDuration("10s"), 10_000);
+  assertEquals(parseDuration("1h2m3s"), 3_723_000);
+  assertEquals(parseDuration("250ms"), 250);
+  assertEquals(parseDuration(1.5), 1500);
+  assertEquals(parseDuration("30"), 30_000);
+  assertEquals(parseDuration("-1s"), null);
+  assertEquals(parseDuration("10 s"), null);
+  assertEquals(parseDuration(""), null);
+  assertEquals(parseByteSize("1GB"), 1e9);
+  assertEquals(parseByteSize("2 KiB"), 2048);
+  assertEquals(parseByteSize(123), 123);
+  assertEquals(parseByteSize("12 parsecs"), null);
+  assertEquals(parseByteSize(-1), null);
+});

@@ -1,0 +1,224 @@
+// Director client against the lab Director over real HTTPS (lab CA) with real UAA tokens, plus
+// a small hand-rolled server for the failure shapes the simulator does not produce (garbage JSON,
+// wrong shapes, 500 bodies, slow answers, huge bodies).
+import { Pki } from "../lab/pki.ts";
+import { UaaSim } from "../lab/uaa_sim.ts";
+import { DirectorSim, makeGroup } from "../lab/director_sim.ts";
+import { DirectorClient } from "../server/director_client.ts";
+import { ApiError, type ApiErrorKind } from "../server/limits.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+
+async function rejects(
+  p: Promise<unknown>,
+  kind: ApiErrorKind,
+  re: RegExp,
+  token?: string,
+): Promise<ApiError> {
+  try {
+    await p;
+  } catch (e) {
+    assert(e instanceof ApiError, `expected ApiError, got ${e}`);
+    assertEquals(e.kind, kind, e.message);
+    assertMatch(e.message, re);
+    if (token) assert(!e.message.includes(token.split(".")[2]), "error text leaks the token");
+    return e;
+  }
+  throw new Error(`expected ${kind}, but the promise resolved`);
+}
+
+interface Lab {
+  uaa: UaaSim;
+  director: DirectorSim;
+  client: DirectorClient;
+  pki: Pki;
+  tls: { cert: string; key: string };
+}
+
+async function withLab(
+  fn: (lab: Lab) => Promise<void>,
+  opts: { forbiddenStatus?: 401 | 403 } = {},
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "pcap_dc_" });
+  const pki = await Pki.create(dir);
+  const cert = await pki.issue("127.0.0.1", { server: true, ips: ["127.0.0.1"] });
+  const tls = { cert: cert.cert, key: cert.key };
+  let uaa: UaaSim | undefined;
+  let director: DirectorSim | undefined;
+  let client: DirectorClient | undefined;
+  try {
+    uaa = await UaaSim.start();
+    director = await DirectorSim.start({
+      tls,
+      uaaUrl: uaa.url,
+      forbiddenStatus: opts.forbiddenStatus,
+      deployments: [
+        {
+          name: "cf",
+          teams: ["cf-team"],
+          instances: [
+            ...makeGroup("router", 2, "198.18.0.20"),
+            { job: "errand", index: 0, id: crypto.randomUUID(), ips: [], expectsVm: false },
+          ],
+        },
+        { name: "odd name/with slash", instances: makeGroup("web", 1, "198.18.1.10") },
+      ],
+    });
+    client = new DirectorClient({ url: director.url, caCert: pki.caCert, timeoutMs: 2000 });
+    await fn({ uaa, director, client, pki, tls });
+  } finally {
+    client?.close();
+    await director?.stop();
+    await uaa?.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("director client: /info over HTTPS, cached", async () => {
+  await withLab(async ({ uaa, director, client }) => {
+    const info = await client.info();
+    assertEquals(info.uuid, director.uuid);
+    assertEquals(await client.uaaUrl(), uaa.url);
+    const before = director.requestCount;
+    await Promise.all([client.info(), client.info(), client.uaaUrl()]);
+    assertEquals(director.requestCount, before, "cached /info must not hit the Director");
+  });
+});
+
+Deno.test("director client: instances with the user's token; names are URL-encoded", async () => {
+  await withLab(async ({ uaa, client }) => {
+    const token = await uaa.mintValid({ scopes: ["bosh.teams.cf-team.read"] });
+    const list = await client.instances("cf", token);
+    assertEquals(list.map((i) => `${i.job}/${i.index}`), ["router/0", "router/1", "errand/0"]);
+    assertEquals(list[0].ips, ["198.18.0.20"]);
+    assertEquals(list[2].ips, []);
+    assertEquals(list[2].expects_vm, false);
+    assertEquals(list[2].agent_id, null);
+    const odd = await client.instances("odd name/with slash", await uaa.mintValid());
+    assertEquals(odd.map((i) => i.job), ["web"]);
+  });
+});
+
+Deno.test("director client: 401 / scope-401 / 403 / 404 mapping", async () => {
+  await withLab(async ({ uaa, client }) => {
+    const expired = await uaa.mintExpired();
+    await rejects(
+      client.instances("cf", expired),
+      "UNAUTHENTICATED",
+      /rejected your token/,
+      expired,
+    );
+    // The real Director says "Require one of the scopes" with 401 and code 600000.
+    const other = await uaa.mintValid({ scopes: ["bosh.teams.other.read"] });
+    await rejects(client.instances("cf", other), "PERMISSION_DENIED", /Require one of the scopes/);
+    const ok = await uaa.mintValid();
+    await rejects(
+      client.instances("nope", ok),
+      "INVALID_REQUEST",
+      /^deployment 'nope' not found on the Director/,
+    );
+    await rejects(client.instances("", ok), "INVALID_REQUEST", /1\.\.255/);
+  });
+  await withLab(async ({ uaa, client }) => {
+    const other = await uaa.mintValid({ scopes: ["bosh.teams.other.read"] });
+    await rejects(client.instances("cf", other), "PERMISSION_DENIED", /\(403\)/, other);
+  }, { forbiddenStatus: 403 });
+});
+
+Deno.test("director client: down, slow, wrong CA", async () => {
+  await withLab(async ({ uaa, director, client, pki }) => {
+    const token = await uaa.mintValid();
+    await director.setDown(true);
+    await rejects(client.instances("cf", token), "CONNECTION_ERROR", /cannot reach/, token);
+    await director.setDown(false);
+
+    director.faults.delayMs = 3000;
+    const slow = new DirectorClient({ url: director.url, caCert: pki.caCert, timeoutMs: 300 });
+    try {
+      const t0 = Date.now();
+      await rejects(slow.instances("cf", token), "CONNECTION_ERROR", /within 300 ms/, token);
+      assert(Date.now() - t0 < 2500, "timeout must cut the slow Director short");
+    } finally {
+      slow.close();
+      director.faults.delayMs = 0;
+    }
+
+    // Without the lab CA the TLS handshake fails: the Director's identity is not trusted.
+    const noCa = new DirectorClient({ url: director.url, timeoutMs: 2000 });
+    try {
+      await rejects(noCa.info(), "CONNECTION_ERROR", /cannot reach .*bosh\.tls\.ca/);
+    } finally {
+      noCa.close();
+    }
+  });
+});
+
+/** A throwaway HTTPS "Director" answering whatever the test wants. */
+async function withFake(
+  tls: { cert: string; key: string },
+  caCert: string,
+  handler: (req: Request) => Response | Promise<Response>,
+  fn: (client: DirectorClient) => Promise<void>,
+): Promise<void> {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, cert: tls.cert, key: tls.key, onListen: () => {} },
+    handler,
+  );
+  const client = new DirectorClient({
+    url: `https://127.0.0.1:${server.addr.port}/`,
+    caCert,
+    timeoutMs: 2000,
+  });
+  try {
+    await fn(client);
+  } finally {
+    client.close();
+    await server.shutdown();
+  }
+}
+
+Deno.test("director client: 500, garbage JSON, wrong shapes, huge body, non-UAA", async () => {
+  await withLab(async ({ pki, tls }) => {
+    let seenAuth = "";
+    let seenPath = "";
+    await withFake(tls, pki.caCert, (req) => {
+      seenAuth = req.headers.get("authorization") ?? "";
+      seenPath = new URL(req.url).pathname;
+      if (seenPath.startsWith("/deployments/boom")) {
+        return Response.json({ code: 100, description: "Internal error" }, { status: 500 });
+      }
+      if (seenPath.startsWith("/deployments/garbage")) return new Response("<html>oops");
+      if (seenPath.startsWith("/deployments/shape")) return Response.json([{ job: 7 }]);
+      if (seenPath.startsWith("/deployments/huge")) {
+        return new Response("[" + " ".repeat(17 * 1024 * 1024) + "]");
+      }
+      if (seenPath.startsWith("/deployments/extra")) {
+        return Response.json([{
+          job: "web",
+          index: 0,
+          id: "i-1",
+          ips: ["10.0.0.1"],
+          agent_id: "a",
+          cid: "c",
+          az: null,
+          expects_vm: true,
+          vm_created_at: "x",
+          something_new: { nested: true },
+        }]);
+      }
+      if (seenPath === "/info") {
+        return Response.json({ uuid: "u", user_authentication: { type: "basic", options: {} } });
+      }
+      return new Response("not found", { status: 404 });
+    }, async (client) => {
+      await rejects(client.instances("boom", "tok.en.x"), "CONNECTION_ERROR", /500.*Internal/);
+      assertEquals(seenAuth, "Bearer tok.en.x");
+      await rejects(client.instances("garbage", "t"), "CONNECTION_ERROR", /not JSON.*<html>/);
+      await rejects(client.instances("shape", "t"), "CONNECTION_ERROR", /unexpected shape \(0\./);
+      await rejects(client.instances("huge", "t"), "CONNECTION_ERROR", /byte limit/);
+      const extra = await client.instances("extra", "t");
+      assertEquals(extra[0].id, "i-1");
+      await rejects(client.uaaUrl(), "CONNECTION_ERROR", /does not use UAA/);
+      assertEquals(seenAuth, "", "/info is fetched without the user's token");
+    });
+  });
+});

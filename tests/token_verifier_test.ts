@@ -1,0 +1,239 @@
+// Token verification against the lab's simulated UAA and Director over real HTTPS, with real
+// RS256 JWTs: the full matrix of good and bad tokens, key refetch with its rate limit, and the
+// connection failures. Every error text is checked for token leakage.
+import { Pki } from "../lab/pki.ts";
+import { UaaSim } from "../lab/uaa_sim.ts";
+import { generateSigningKey, signRs256 } from "../lab/token_mint.ts";
+import { DirectorSim } from "../lab/director_sim.ts";
+import { DirectorClient } from "../server/director_client.ts";
+import { AuthError, type AuthErrorKind, TokenVerifier } from "../server/token_verifier.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+
+interface Lab {
+  uaa: UaaSim;
+  director: DirectorSim;
+  client: DirectorClient;
+  verifier: TokenVerifier;
+  /** advances the verifier's clock (ms) */
+  advance(ms: number): void;
+  newVerifier(opts?: { timeoutMs?: number }): TokenVerifier;
+}
+
+async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "pcap_tv_" });
+  const pki = await Pki.create(dir);
+  const cert = await pki.issue("127.0.0.1", { server: true, ips: ["127.0.0.1"] });
+  const tls = { cert: cert.cert, key: cert.key };
+  let uaa: UaaSim | undefined;
+  let director: DirectorSim | undefined;
+  let client: DirectorClient | undefined;
+  try {
+    uaa = await UaaSim.start({ tls });
+    director = await DirectorSim.start({ tls, uaaUrl: uaa.url, uaaCaCert: pki.caCert });
+    client = new DirectorClient({ url: director.url, caCert: pki.caCert, timeoutMs: 3000 });
+    let offset = 0;
+    const c = client;
+    const make = (o: { timeoutMs?: number } = {}) =>
+      new TokenVerifier({
+        source: c,
+        requiredScope: "bosh.admin",
+        timeoutMs: o.timeoutMs ?? 3000,
+        client: c.httpClient,
+        now: () => Date.now() + offset,
+      });
+    await fn({
+      uaa,
+      director,
+      client,
+      verifier: make(),
+      advance: (ms) => (offset += ms),
+      newVerifier: make,
+    });
+  } finally {
+    client?.close();
+    await director?.stop();
+    await uaa?.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function rejects(
+  p: Promise<unknown>,
+  kind: AuthErrorKind,
+  re: RegExp,
+  token?: string,
+): Promise<AuthError> {
+  try {
+    await p;
+  } catch (e) {
+    assert(e instanceof AuthError, `expected AuthError, got ${e}`);
+    assertEquals(e.kind, kind, e.message);
+    assertMatch(e.message, re);
+    if (token) {
+      // Neither the token nor any of its segments may leak into the text.
+      for (const part of token.split(".").filter((s) => s.length > 8)) {
+        assert(!e.message.includes(part), `error text leaks the token: ${e.message}`);
+      }
+    }
+    return e;
+  }
+  throw new Error(`expected ${kind}, but the promise resolved`);
+}
+
+Deno.test("token verifier: valid user and client tokens; Director-uuid scope", async () => {
+  await withLab(async ({ uaa, director, verifier }) => {
+    const v = await verifier.verify(await uaa.mintValid({ userName: "alice" }));
+    assertEquals(v.user, "alice");
+    assertEquals(v.clientId, "bosh_cli");
+    assert(v.scopes.includes("bosh.admin"));
+    assertEquals(v.claims.iss, uaa.issuer);
+
+    const c = await verifier.verify(
+      await uaa.mintValid({ clientId: "ci-bot", scopes: ["bosh.admin"] }),
+    );
+    assertEquals(c.user, "ci-bot");
+
+    const d = await verifier.verify(
+      await uaa.mintValid({ scopes: ["openid", `bosh.${director.uuid}.admin`] }),
+    );
+    assertEquals(d.scopes, ["openid", `bosh.${director.uuid}.admin`]);
+    // Exactly one key fetch for all of that.
+    assertEquals(verifier.fetchCount, 1);
+  });
+});
+
+Deno.test("token verifier: expired, not yet valid, leeway", async () => {
+  await withLab(async ({ uaa, verifier }) => {
+    const expired = await uaa.mintExpired({}, 3600);
+    await rejects(verifier.verify(expired), "UNAUTHENTICATED", /expired/, expired);
+    // 10 s past exp is inside the 30 s leeway.
+    const v = await verifier.verify(await uaa.mintExpired({}, 10));
+    assertEquals(v.user, "admin");
+    const future = await uaa.mintNotYetValid();
+    await rejects(verifier.verify(future), "UNAUTHENTICATED", /not valid yet|future/, future);
+  });
+});
+
+Deno.test("token verifier: iat in the future without nbf is rejected", async () => {
+  await withLab(async ({ uaa, verifier, advance }) => {
+    const token = await uaa.mintValid({ ttlSec: 7200 });
+    advance(-3600 * 1000); // the api's clock is an hour behind the token's iat
+    await rejects(verifier.verify(token), "UNAUTHENTICATED", /future \(iat\)/, token);
+  });
+});
+
+Deno.test("token verifier: forged tokens", async () => {
+  await withLab(async ({ uaa, verifier }) => {
+    const wrongSig = await uaa.mintWrongKey();
+    await rejects(verifier.verify(wrongSig), "UNAUTHENTICATED", /signature/, wrongSig);
+    const fetches = verifier.fetchCount;
+    const none = uaa.mintAlgNone();
+    await rejects(verifier.verify(none), "UNAUTHENTICATED", /algorithm "none"/, none);
+    const hs = uaa.mintHs256WithPublicKey();
+    await rejects(verifier.verify(hs), "UNAUTHENTICATED", /algorithm "HS256"/, hs);
+    // Refused from the header alone: no key traffic.
+    assertEquals(verifier.fetchCount, fetches);
+    const wrongIss = await uaa.mintWrongIssuer();
+    await rejects(verifier.verify(wrongIss), "UNAUTHENTICATED", /iss/, wrongIss);
+    const garbage = UaaSim.garbageToken();
+    await rejects(verifier.verify(garbage), "UNAUTHENTICATED", /not a JWT/, garbage);
+    await rejects(verifier.verify(""), "UNAUTHENTICATED", /missing/);
+    await rejects(verifier.verify("a".repeat(20_000)), "UNAUTHENTICATED", /oversized/);
+  });
+});
+
+Deno.test("token verifier: keys come from the Director's UAA, never from jku", async () => {
+  await withLab(async ({ uaa, verifier }) => {
+    // An attacker's key server; the forged token claims the real issuer and kid and points its
+    // jku header there. The verifier must never contact it.
+    let hits = 0;
+    const rogue = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {
+      hits++;
+      return Response.json({ keys: [] });
+    });
+    try {
+      const key = await generateSigningKey(uaa.signingKid);
+      const token = await signRs256(
+        uaa.claims(),
+        key,
+        `http://127.0.0.1:${rogue.addr.port}/token_keys`,
+      );
+      await rejects(verifier.verify(token), "UNAUTHENTICATED", /signature/, token);
+      assertEquals(hits, 0);
+    } finally {
+      await rogue.shutdown();
+    }
+  });
+});
+
+Deno.test("token verifier: scope checks", async () => {
+  await withLab(async ({ uaa, verifier }) => {
+    const noScope = await uaa.mintValid({ userName: "bob", scopes: ["openid", "bosh.read"] });
+    const e = await rejects(
+      verifier.verify(noScope),
+      "PERMISSION_DENIED",
+      /user 'bob' lacks a required scope \(one of bosh\.admin, bosh\.[0-9a-f-]+\.admin\)/,
+      noScope,
+    );
+    assert(!e.message.includes("bosh.read"));
+    const otherDirector = await uaa.mintValid({
+      scopes: [`bosh.${crypto.randomUUID()}.admin`],
+    });
+    await rejects(verifier.verify(otherDirector), "PERMISSION_DENIED", /lacks/, otherDirector);
+  });
+});
+
+Deno.test("token verifier: unknown kid refetches once, rate-limited; rotation", async () => {
+  await withLab(async ({ uaa, verifier, advance }) => {
+    await verifier.verify(await uaa.mintValid());
+    assertEquals(verifier.fetchCount, 1);
+    // The first fetch just happened, so an unknown kid inside 30 s does not refetch.
+    advance(31_000);
+    const unknown = await uaa.mintUnknownKid();
+    await rejects(verifier.verify(unknown), "UNAUTHENTICATED", /"unknown-kid"/, unknown);
+    assertEquals(verifier.fetchCount, 2); // one refetch
+    await rejects(verifier.verify(unknown), "UNAUTHENTICATED", /"unknown-kid"/, unknown);
+    await rejects(verifier.verify(await uaa.mintUnknownKid()), "UNAUTHENTICATED", /does not/);
+    assertEquals(verifier.fetchCount, 2); // rate-limited: no more traffic
+
+    // Key rotation: the new kid is refused until the rate limit allows a refetch ...
+    const newKid = await uaa.rotate();
+    const rotated = await uaa.mintValid();
+    await rejects(verifier.verify(rotated), "UNAUTHENTICATED", new RegExp(newKid), rotated);
+    assertEquals(verifier.fetchCount, 2);
+    // ... and accepted afterwards; the old key keeps working from the same fetch.
+    advance(31_000);
+    assertEquals((await verifier.verify(rotated)).user, "admin");
+    assertEquals(verifier.fetchCount, 3);
+  });
+});
+
+Deno.test("token verifier: UAA or Director down or slow → CONNECTION_ERROR", async () => {
+  await withLab(async ({ uaa, director, newVerifier }) => {
+    const token = await uaa.mintValid();
+    await uaa.setDown(true);
+    await rejects(newVerifier().verify(token), "CONNECTION_ERROR", /token_keys/, token);
+    await uaa.setDown(false);
+
+    uaa.faults.delayMs = 2000;
+    const t0 = Date.now();
+    await rejects(
+      newVerifier({ timeoutMs: 300 }).verify(token),
+      "CONNECTION_ERROR",
+      /no answer within 300 ms/,
+      token,
+    );
+    assert(Date.now() - t0 < 1900, "the timeout must cut the slow UAA short");
+    uaa.faults.delayMs = 0;
+
+    // Director down while /info is not cached yet.
+    await director.setDown(true);
+    const fresh = new DirectorClient({ url: director.url, timeoutMs: 1000 });
+    try {
+      const v = new TokenVerifier({ source: fresh, requiredScope: "bosh.admin", timeoutMs: 1000 });
+      await rejects(v.verify(token), "CONNECTION_ERROR", /cannot reach the Director/, token);
+    } finally {
+      fresh.close();
+    }
+  });
+});
