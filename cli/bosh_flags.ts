@@ -1,0 +1,324 @@
+/**
+ * Command line of `pcap-bosh capture [flags] [INSTANCE...]`, parsed with commander.
+ *
+ * Flags keep the names of pcap-release's pcap-bosh-cli (-o/--file, -F/--force-overwrite,
+ * -u/--pcap-api-url, -f, -i, -c, -e, -d, -g, -l/--snaplen, -v, -q) and add limits and formats.
+ * Parsing is pure: argv and the environment come in as arguments, and commander is told never to
+ * exit or print, so every problem becomes a UsageError (the caller prints it and exits 2).
+ */
+import { Command, CommanderError, InvalidArgumentError } from "commander";
+
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** `--help` was asked for; `text` is the help to print (exit 0). */
+export class HelpRequested extends Error {
+  constructor(readonly text: string) {
+    super("help requested");
+    this.name = "HelpRequested";
+  }
+}
+
+/** One positional INSTANCE: `group/id`, `group/index`, a bare id or a bare index. */
+export interface InstanceSelector {
+  raw: string;
+  group?: string;
+  id?: string;
+  index?: number;
+}
+
+export type CaptureFormat = "pcapng" | "pcap";
+
+export interface BoshCaptureOptions {
+  deployment: string;
+  groups: string[];
+  instances: InstanceSelector[];
+  /** output file; "-" is stdout */
+  output: string;
+  forceOverwrite: boolean;
+  /** normalized: scheme defaulted to https, no trailing slash */
+  pcapApiUrl: string;
+  /** alias or URL of the BOSH environment; undefined = the config's only environment */
+  boshEnvironment?: string;
+  boshConfig: string;
+  filter?: string;
+  interface: string;
+  snaplen: number;
+  format: CaptureFormat;
+  durationMs?: number;
+  maxPackets?: number;
+  maxBytes?: number;
+  /** file with the CA of the pcap API */
+  caCert?: string;
+  insecure: boolean;
+  verbose: boolean;
+  quiet: boolean;
+}
+
+export const SNAPLEN_MAX = 262144;
+const UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** `30s`, `5m`, `1h30m`, `250ms`, `1.5h`; a bare number means seconds. Returns ms (> 0). */
+export function parseDuration(text: string): number {
+  const t = text.trim();
+  let ms: number;
+  if (/^\d+(\.\d+)?$/.test(t)) {
+    ms = Number(t) * 1000;
+  } else {
+    if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(t)) {
+      throw new InvalidArgumentError(`"${text}" is not a duration; use e.g. 30s, 5m, 1h30m`);
+    }
+    ms = 0;
+    for (const m of t.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) ms += Number(m[1]) * UNITS_MS[m[2]];
+  }
+  ms = Math.round(ms);
+  if (!(ms > 0)) throw new InvalidArgumentError(`duration "${text}" must be more than zero`);
+  return ms;
+}
+
+const BYTE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  m: 1e6,
+  mb: 1e6,
+  g: 1e9,
+  gb: 1e9,
+  t: 1e12,
+  tb: 1e12,
+  ki: 2 ** 10,
+  kib: 2 ** 10,
+  mi: 2 ** 20,
+  mib: 2 ** 20,
+  gi: 2 ** 30,
+  gib: 2 ** 30,
+  ti: 2 ** 40,
+  tib: 2 ** 40,
+};
+
+/** `1048576`, `10MB` (10^6), `1GiB` (2^30), `500k`. Returns bytes (> 0). */
+export function parseByteSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = m ? BYTE_UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || unit === undefined) {
+    throw new InvalidArgumentError(`"${text}" is not a size; use e.g. 500000, 10MB, 1GiB`);
+  }
+  const n = Math.round(Number(m[1]) * unit);
+  if (!(n > 0) || !Number.isSafeInteger(n)) {
+    throw new InvalidArgumentError(`size "${text}" must be more than zero`);
+  }
+  return n;
+}
+
+function positiveInt(what: string, min: number, max: number) {
+  return (text: string): number => {
+    if (!/^\d+$/.test(text.trim())) {
+      throw new InvalidArgumentError(`${what} must be a whole number, not "${text}"`);
+    }
+    const n = Number(text);
+    if (n < min || n > max) throw new InvalidArgumentError(`${what} must be ${min}..${max}`);
+    return n;
+  };
+}
+
+/** `pcap.example.com` → `https://pcap.example.com`; only http(s); no trailing slash. */
+export function normalizeApiUrl(text: string): string {
+  const raw = text.trim();
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(raw) ? raw : `https://${raw}`;
+  let u: URL;
+  try {
+    u = new URL(withScheme);
+  } catch {
+    throw new UsageError(`pcap API URL "${text}" is not a valid URL`);
+  }
+  if (u.protocol !== "https:" && u.protocol !== "http:") {
+    throw new UsageError(`pcap API URL "${text}" must use https (or http)`);
+  }
+  if (u.search || u.hash || u.username || u.password) {
+    throw new UsageError(`pcap API URL "${text}" must not carry a query, fragment or credentials`);
+  }
+  // URL omits the scheme's default port (443/80), which is what the client will use
+  return u.toString().replace(/\/$/, "");
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+export function parseInstanceSelector(raw: string): InstanceSelector {
+  const parts = raw.split("/");
+  if (parts.length > 2 || parts.some((p) => p === "")) {
+    throw new UsageError(
+      `instance "${raw}" is not GROUP/ID, GROUP/INDEX, ID or INDEX (e.g. router/0)`,
+    );
+  }
+  const [a, b] = parts;
+  if (b === undefined) return /^\d+$/.test(a) ? { raw, index: Number(a) } : { raw, id: a };
+  if (!NAME.test(a)) throw new UsageError(`instance "${raw}": "${a}" is not a group name`);
+  return /^\d+$/.test(b) ? { raw, group: a, index: Number(b) } : { raw, group: a, id: b };
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** `write` receives help text; nothing touches process.* (no exit, no env, no TTY probing). */
+function buildCommand(write: (s: string) => void = () => {}): Command {
+  return new Command()
+    .exitOverride()
+    .configureOutput({
+      writeOut: write,
+      writeErr: () => {},
+      outputError: () => {},
+      getOutHelpWidth: () => 100,
+      getErrHelpWidth: () => 100,
+      getOutHasColors: () => false,
+      getErrHasColors: () => false,
+    })
+    .name("pcap-bosh capture")
+    .usage("[flags] [INSTANCE...]")
+    .description(
+      "Capture packets on BOSH VMs into one pcapng file (or stream, with -o -).\n" +
+        "INSTANCE is GROUP/ID, GROUP/INDEX, or an ID or INDEX within the -g groups.",
+    )
+    .argument("[instances...]")
+    .option("-d, --deployment <name>", "deployment to capture in (required)")
+    .option("-g, --instance-group <name>", "instance group; repeatable", collect)
+    .option("-o, --file <path>", "output file, - for stdout (required)")
+    .option("-F, --force-overwrite", "overwrite the output file if it exists")
+    .option("-u, --pcap-api-url <url>", "URL of the pcap API (env PCAP_API)")
+    .option("-e, --bosh-environment <alias|url>", "BOSH environment (env BOSH_ENVIRONMENT)")
+    .option("-c, --bosh-config <path>", "BOSH config (env BOSH_CONFIG, default ~/.bosh/config)")
+    .option("-f, --filter <expr>", "capture filter in pcap-filter(7) syntax")
+    .option("-i, --interface <name>", "network interface to capture on", "eth0")
+    .option(
+      "-l, --snaplen <bytes>",
+      `bytes kept per packet, 1..${SNAPLEN_MAX}`,
+      positiveInt("snaplen", 1, SNAPLEN_MAX),
+      65535,
+    )
+    .option("--format <format>", "pcapng or pcap", "pcapng")
+    .option("--duration <time>", "stop after this long, e.g. 30s, 5m, 1h", parseDuration)
+    .option(
+      "--max-packets <n>",
+      "stop after this many packets",
+      positiveInt("max-packets", 1, Number.MAX_SAFE_INTEGER),
+    )
+    .option("--max-bytes <size>", "stop after this many bytes, e.g. 10MB, 1GiB", parseByteSize)
+    .option("--ca-cert <file>", "CA certificate file for the pcap API")
+    .option("-k, --insecure", "do not verify the pcap API's certificate")
+    .option("-v, --verbose", "show debug information")
+    .option("-q, --quiet", "show only warnings and errors, no progress")
+    .helpOption("-h, --help", "show this help")
+    .allowExcessArguments(false)
+    .showSuggestionAfterError(true);
+}
+
+/** Help text for `pcap-bosh capture --help`. */
+export function boshCaptureHelp(): string {
+  return buildCommand().helpInformation();
+}
+
+interface RawOpts {
+  deployment?: string;
+  instanceGroup?: string[];
+  file?: string;
+  forceOverwrite?: boolean;
+  pcapApiUrl?: string;
+  boshEnvironment?: string;
+  boshConfig?: string;
+  filter?: string;
+  interface: string;
+  snaplen: number;
+  format: string;
+  duration?: number;
+  maxPackets?: number;
+  maxBytes?: number;
+  caCert?: string;
+  insecure?: boolean;
+  verbose?: boolean;
+  quiet?: boolean;
+}
+
+/**
+ * Parses `pcap-bosh capture` arguments (argv may start with "capture"); `env` supplies PCAP_API,
+ * BOSH_ENVIRONMENT, BOSH_CONFIG and HOME. Throws UsageError or HelpRequested.
+ */
+export function parseBoshCaptureArgs(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+): BoshCaptureOptions {
+  const args = argv[0] === "capture" ? argv.slice(1) : [...argv];
+  let helpText = "";
+  const cmd = buildCommand((s) => (helpText += s));
+  try {
+    cmd.parse(args, { from: "user" });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === "commander.helpDisplayed" || e.code === "commander.help") {
+        throw new HelpRequested(helpText || cmd.helpInformation());
+      }
+      throw new UsageError(`${e.message.replace(/^error: /, "")}\n(see pcap-bosh capture --help)`);
+    }
+    throw e;
+  }
+  return validate(cmd.opts<RawOpts>(), cmd.args, env);
+}
+
+function validate(
+  o: RawOpts,
+  positional: string[],
+  env: Record<string, string | undefined>,
+): BoshCaptureOptions {
+  const usage = (msg: string) => new UsageError(`${msg}\n(see pcap-bosh capture --help)`);
+  const groups = o.instanceGroup ?? [];
+  if (!o.deployment) throw usage("missing -d/--deployment: name the deployment to capture in");
+  if (!o.file) throw usage("missing -o/--file: give an output file, or - for stdout");
+  if (o.verbose && o.quiet) throw usage("-v/--verbose and -q/--quiet exclude each other");
+  if (o.format !== "pcapng" && o.format !== "pcap") {
+    throw usage(`--format must be pcapng or pcap, not "${o.format}"`);
+  }
+  const apiRaw = o.pcapApiUrl ?? env.PCAP_API;
+  if (!apiRaw) throw usage("missing -u/--pcap-api-url (or set PCAP_API): where is the pcap API?");
+  for (const g of groups) {
+    if (!NAME.test(g)) throw usage(`-g "${g}" is not an instance group name`);
+  }
+  const instances = positional.map(parseInstanceSelector);
+  if (groups.length === 0 && instances.length === 0) {
+    throw usage("nothing selected: pass -g GROUP and/or INSTANCE (e.g. router/0)");
+  }
+  const bareIndex = instances.find((i) => i.index !== undefined && !i.group);
+  if (bareIndex && groups.length === 0) {
+    throw usage(`instance "${bareIndex.raw}" is an index: say GROUP/${bareIndex.raw} or add -g`);
+  }
+  let boshConfig = o.boshConfig ?? env.BOSH_CONFIG;
+  if (!boshConfig) {
+    if (!env.HOME) throw usage("HOME is not set: pass the BOSH config with -c PATH");
+    boshConfig = `${env.HOME}/.bosh/config`;
+  }
+  if (o.interface.trim() === "") throw usage("-i/--interface must not be empty");
+  return {
+    deployment: o.deployment,
+    groups: [...new Set(groups)],
+    instances,
+    output: o.file,
+    forceOverwrite: !!o.forceOverwrite,
+    pcapApiUrl: normalizeApiUrl(apiRaw),
+    boshEnvironment: o.boshEnvironment ?? (env.BOSH_ENVIRONMENT || undefined),
+    boshConfig,
+    filter: o.filter?.trim() ? o.filter : undefined,
+    interface: o.interface,
+    snaplen: o.snaplen,
+    format: o.format,
+    durationMs: o.duration,
+    maxPackets: o.maxPackets,
+    maxBytes: o.maxBytes,
+    caCert: o.caCert,
+    insecure: !!o.insecure,
+    verbose: !!o.verbose,
+    quiet: !!o.quiet,
+  };
+}

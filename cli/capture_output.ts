@@ -1,0 +1,375 @@
+/**
+ * Where a capture goes: the interface shared by the pcapng and classic pcap writers, the growing
+ * byte buffer they encode into, and the buffered file/stdout sink behind them.
+ *
+ * The sink is synchronous on purpose: a writer hands over whole blocks, the sink copies them into
+ * one buffer (1 MiB by default) and writes that buffer when it is full, on a 250 ms timer and at
+ * close. Flushing only whole buffers of whole blocks keeps the file valid at every moment, and the
+ * timer makes `-o - | tcpdump -r -` show packets while the capture runs.
+ */
+import { PcapngWriter, type SectionInfo } from "./pcapng_writer.ts";
+import { PcapWriter } from "./pcap_writer.ts";
+
+/** Receives encoded bytes. It must copy or consume `chunk` before returning. */
+export interface ByteSink {
+  write(chunk: Uint8Array): void;
+}
+
+/** One capture source, i.e. one interface on one VM or container. */
+export interface SourceInfo {
+  /** e.g. `diego-cell/2 (0f1e...) eth0` */
+  name: string;
+  description?: string;
+  /** DLT_/LINKTYPE_ value from the agent's libpcap */
+  linkType: number;
+  snaplen: number;
+  filter?: string;
+}
+
+/** Counters for one source at the end of a capture; everything optional. */
+export interface SourceStatistics {
+  /** capture start/end in ns since the epoch */
+  startNs?: bigint;
+  endNs?: bigint;
+  /** packets the kernel saw (pcap_stats ps_recv) */
+  received?: number;
+  /** packets the interface/driver dropped (ps_ifdrop) */
+  ifDropped?: number;
+  /** packets the kernel dropped (ps_drop) */
+  kernelDropped?: number;
+  /** packets discarded on the way, by who discarded them */
+  discards?: { engine?: number; agent?: number; api?: number; client?: number };
+  /** free text appended to the generated breakdown comment */
+  comment?: string;
+}
+
+/** Packet in the terms of the wire record: `u64 ts_ns | u32 caplen | u32 origlen | bytes`. */
+export interface Packet {
+  tsNs: bigint;
+  caplen: number;
+  origlen: number;
+  data: Uint8Array;
+}
+
+/** The common face of the pcapng and classic pcap writers. */
+export interface CaptureWriter {
+  readonly format: OutputFormat;
+  /** Announces a source; returns its id for the other calls. May throw (classic pcap). */
+  addSource(source: SourceInfo): number;
+  writePacket(
+    sourceId: number,
+    tsNs: bigint,
+    caplen: number,
+    origlen: number,
+    data: Uint8Array,
+  ): void;
+  /** Writes `records` (wire packet records back to back); returns the number of packets. */
+  writeRecords(sourceId: number, records: Uint8Array): number;
+  /** Records end-of-capture statistics (pcapng: an ISB; classic pcap has no place for them). */
+  writeStats(sourceId: number, stats: SourceStatistics): void;
+  /** Packets written per source so far. */
+  packetsWritten(sourceId: number): number;
+  /** Writes whatever a valid file still needs (classic pcap: the header if no source came). */
+  end(): void;
+}
+
+export type OutputFormat = "pcapng" | "pcap";
+
+/** Writer for `--format`; `snaplen` is the requested one (classic pcap header). */
+export function createCaptureWriter(
+  format: OutputFormat,
+  sink: ByteSink,
+  opts: { section?: SectionInfo; snaplen?: number } = {},
+): CaptureWriter {
+  return format === "pcap"
+    ? new PcapWriter(sink, opts.snaplen)
+    : new PcapngWriter(sink, opts.section);
+}
+
+/**
+ * A reusable little-endian byte buffer that grows by doubling. Writers encode one or many blocks,
+ * hand `bytes()` to a sink and `reset()`, so the hot path allocates nothing once it is warm.
+ */
+export class ByteBuilder {
+  #buf: Uint8Array;
+  #view: DataView;
+  pos = 0;
+
+  constructor(initial = 64 * 1024) {
+    this.#buf = new Uint8Array(initial);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+
+  /** Makes room for `n` more bytes. */
+  ensure(n: number): void {
+    const need = this.pos + n;
+    if (need <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < need) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.#buf.subarray(0, this.pos));
+    this.#buf = next;
+    this.#view = new DataView(next.buffer);
+  }
+
+  u8(v: number): void {
+    this.ensure(1);
+    this.#buf[this.pos++] = v;
+  }
+  u16(v: number): void {
+    this.ensure(2);
+    this.#view.setUint16(this.pos, v, true);
+    this.pos += 2;
+  }
+  u32(v: number): void {
+    this.ensure(4);
+    this.#view.setUint32(this.pos, v >>> 0, true);
+    this.pos += 4;
+  }
+  u64(v: bigint): void {
+    this.ensure(8);
+    this.#view.setBigUint64(this.pos, BigInt.asUintN(64, v), true);
+    this.pos += 8;
+  }
+  /** Overwrites a u32 already written (block lengths known only at the end). */
+  patchU32(at: number, v: number): void {
+    this.#view.setUint32(at, v >>> 0, true);
+  }
+  bytes(src: Uint8Array): void {
+    this.ensure(src.length);
+    this.#buf.set(src, this.pos);
+    this.pos += src.length;
+  }
+  /** Zero bytes up to the next multiple of 4. */
+  pad4(): void {
+    const pad = (4 - (this.pos & 3)) & 3;
+    this.ensure(pad);
+    for (let i = 0; i < pad; i++) this.#buf[this.pos++] = 0;
+  }
+  /** The bytes written since the last reset (a view, valid until the next write). */
+  view(): Uint8Array {
+    return this.#buf.subarray(0, this.pos);
+  }
+  reset(): void {
+    this.pos = 0;
+  }
+  /** Hands everything to `sink` and resets. */
+  drainTo(sink: ByteSink): void {
+    if (this.pos > 0) sink.write(this.#buf.subarray(0, this.pos));
+    this.pos = 0;
+  }
+}
+
+/** Collects everything in memory; for tests and for callers that post-process. */
+export class MemorySink implements ByteSink {
+  #chunks: Uint8Array[] = [];
+  length = 0;
+  write(chunk: Uint8Array): void {
+    this.#chunks.push(chunk.slice());
+    this.length += chunk.length;
+  }
+  bytes(): Uint8Array {
+    const out = new Uint8Array(this.length);
+    let at = 0;
+    for (const c of this.#chunks) {
+      out.set(c, at);
+      at += c.length;
+    }
+    return out;
+  }
+}
+
+export class OutputError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "OutputError";
+  }
+}
+
+/** True when `path` means standard output. */
+export function isStdout(path: string): boolean {
+  return path === "-";
+}
+
+/**
+ * Checks the output path before anything is captured, so that a typo or an existing file costs
+ * the operator nothing. Refuses an existing file unless `force`, a directory always, and a path
+ * whose directory does not exist. Does not create or delete anything.
+ */
+export async function prepareOutput(path: string, force: boolean): Promise<void> {
+  if (isStdout(path)) return;
+  if (path === "") throw new OutputError("output file name is empty; pass -o FILE or -o -");
+  let info: Deno.FileInfo | undefined;
+  try {
+    info = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotADirectory) {
+      throw new OutputError(`cannot write ${path}: ${dirname(path)} is not a directory`);
+    }
+    if (!(e instanceof Deno.errors.NotFound)) {
+      throw new OutputError(`cannot check output file ${path}: ${(e as Error).message}`);
+    }
+  }
+  if (info?.isDirectory) {
+    throw new OutputError(`output path ${path} is a directory; pass a file name with -o`);
+  }
+  if (info && !force) {
+    throw new OutputError(
+      `output file ${path} already exists; choose another name or pass -F to overwrite it`,
+    );
+  }
+  const dir = dirname(path);
+  let dirInfo: Deno.FileInfo;
+  try {
+    dirInfo = await Deno.stat(dir);
+  } catch {
+    throw new OutputError(`cannot write ${path}: directory ${dir} does not exist; create it first`);
+  }
+  if (!dirInfo.isDirectory) {
+    throw new OutputError(`cannot write ${path}: ${dir} is not a directory`);
+  }
+}
+
+function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  if (i < 0) return ".";
+  return i === 0 ? "/" : path.slice(0, i);
+}
+
+export interface BufferedOutputOptions {
+  /** bytes held before a write; default 1 MiB */
+  bufferBytes?: number;
+  /** flush interval for live viewing; default 250 ms; 0 disables the timer */
+  flushIntervalMs?: number;
+  /** overwrite an existing file (prepareOutput should have been called already) */
+  force?: boolean;
+}
+
+interface SyncWriter {
+  writeSync(p: Uint8Array): number;
+  close?(): void;
+}
+
+/**
+ * Buffered sink to a file or stdout. `write` copies into the buffer; a full buffer, the timer and
+ * `close` write it out synchronously (a slow pipe reader therefore slows us down instead of
+ * growing memory). A write failure (e.g. the reader of `-o -` went away) is kept and re-thrown
+ * by the next `write`/`flush`/`close`.
+ */
+export class BufferedOutput implements ByteSink {
+  readonly path: string;
+  #out: SyncWriter;
+  #ownsOut: boolean;
+  #buf: Uint8Array;
+  #used = 0;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #error: OutputError | undefined;
+  #closed = false;
+  bytesWritten = 0;
+
+  private constructor(path: string, out: SyncWriter, owns: boolean, opts: BufferedOutputOptions) {
+    this.path = path;
+    this.#out = out;
+    this.#ownsOut = owns;
+    this.#buf = new Uint8Array(opts.bufferBytes ?? 1024 * 1024);
+    const every = opts.flushIntervalMs ?? 250;
+    if (every > 0) {
+      const timer = setInterval(() => this.#timerFlush(), every);
+      Deno.unrefTimer(timer);
+      this.#timer = timer;
+    }
+  }
+
+  /** Opens `path` (`-` = stdout). Refuses an existing file unless `force`. */
+  static async open(path: string, opts: BufferedOutputOptions = {}): Promise<BufferedOutput> {
+    if (isStdout(path)) return new BufferedOutput(path, Deno.stdout, false, opts);
+    try {
+      const file = await Deno.open(path, {
+        write: true,
+        createNew: !opts.force,
+        create: !!opts.force,
+        truncate: !!opts.force,
+      });
+      return new BufferedOutput(path, file, true, opts);
+    } catch (e) {
+      if (e instanceof Deno.errors.AlreadyExists) {
+        throw new OutputError(
+          `output file ${path} already exists; choose another name or pass -F to overwrite it`,
+        );
+      }
+      throw new OutputError(`cannot open output file ${path}: ${(e as Error).message}`);
+    }
+  }
+
+  /** Bytes waiting in the buffer. */
+  get pending(): number {
+    return this.#used;
+  }
+
+  write(chunk: Uint8Array): void {
+    this.#check();
+    if (this.#used + chunk.length > this.#buf.length) this.#flushSync();
+    if (chunk.length > this.#buf.length) {
+      this.#writeAll(chunk);
+      return;
+    }
+    this.#buf.set(chunk, this.#used);
+    this.#used += chunk.length;
+  }
+
+  /** Writes out everything buffered. */
+  flush(): void {
+    this.#check();
+    this.#flushSync();
+  }
+
+  /** Flushes, stops the timer and closes the file (never stdout). Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    try {
+      if (!this.#error) this.#flushSync();
+    } finally {
+      this.#closed = true;
+      if (this.#ownsOut) this.#out.close?.();
+    }
+    if (this.#error) throw this.#error;
+  }
+
+  #timerFlush(): void {
+    if (this.#error || this.#used === 0) return;
+    try {
+      this.#flushSync();
+    } catch {
+      // kept in #error; surfaced by the next write/flush/close
+    }
+  }
+
+  #check(): void {
+    if (this.#error) throw this.#error;
+    if (this.#closed) throw new OutputError(`output ${this.path} is already closed`);
+  }
+
+  #flushSync(): void {
+    if (this.#used === 0) return;
+    const n = this.#used;
+    this.#used = 0;
+    this.#writeAll(this.#buf.subarray(0, n));
+  }
+
+  #writeAll(data: Uint8Array): void {
+    try {
+      let off = 0;
+      while (off < data.length) off += this.#out.writeSync(data.subarray(off));
+      this.bytesWritten += data.length;
+    } catch (e) {
+      const where = isStdout(this.path) ? "standard output" : this.path;
+      const reason = e instanceof Deno.errors.BrokenPipe
+        ? "the reading program has exited"
+        : (e as Error).message;
+      this.#error = new OutputError(`cannot write to ${where}: ${reason}`, { cause: e });
+      throw this.#error;
+    }
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * Classic pcap writer (`--format pcap`) with nanosecond timestamps (magic 0xa1b23c4d).
+ *
+ * Classic pcap has one link type per file and no per-packet interface, so the header is written
+ * when the first source appears and a later source with another link type is refused: silently
+ * mixing link types would make every packet of one of them undecodable.
+ */
+import {
+  ByteBuilder,
+  type ByteSink,
+  type CaptureWriter,
+  type SourceInfo,
+  type SourceStatistics,
+} from "./capture_output.ts";
+
+const MAGIC_NS = 0xa1b23c4d;
+const LINKTYPE_ETHERNET = 1;
+const NS_PER_S = 1_000_000_000n;
+
+export class LinkTypeMismatchError extends Error {
+  constructor(readonly first: SourceInfo, readonly other: SourceInfo) {
+    super(
+      `cannot write classic pcap: source "${other.name}" has link type ${other.linkType} ` +
+        `(${linkTypeName(other.linkType)}) but "${first.name}" has ${first.linkType} ` +
+        `(${linkTypeName(first.linkType)}); a pcap file holds one link type. ` +
+        "Use --format pcapng, or select sources with the same interface type.",
+    );
+    this.name = "LinkTypeMismatchError";
+  }
+}
+
+const LINKTYPE_NAMES: Record<number, string> = {
+  0: "NULL",
+  1: "ETHERNET",
+  101: "RAW",
+  113: "LINUX_SLL",
+  276: "LINUX_SLL2",
+};
+
+export function linkTypeName(t: number): string {
+  return LINKTYPE_NAMES[t] ?? "unknown";
+}
+
+export class PcapWriter implements CaptureWriter {
+  readonly format = "pcap" as const;
+  #sink: ByteSink;
+  #b = new ByteBuilder();
+  #sources: SourceInfo[] = [];
+  #counts: number[] = [];
+  #headerWritten = false;
+  #snaplen: number;
+
+  /** `snaplen` goes into the header; the first source's snaplen is used when larger. */
+  constructor(sink: ByteSink, snaplen = 0) {
+    this.#sink = sink;
+    this.#snaplen = snaplen;
+  }
+
+  addSource(source: SourceInfo): number {
+    const first = this.#sources[0];
+    if (first && first.linkType !== source.linkType) {
+      throw new LinkTypeMismatchError(first, source);
+    }
+    if (!first) this.#header(source.linkType, Math.max(this.#snaplen, source.snaplen));
+    this.#sources.push(source);
+    this.#counts.push(0);
+    return this.#sources.length - 1;
+  }
+
+  writePacket(id: number, tsNs: bigint, caplen: number, origlen: number, data: Uint8Array) {
+    this.#check(id);
+    if (data.length < caplen) {
+      throw new RangeError(`packet data has ${data.length} bytes, caplen says ${caplen}`);
+    }
+    this.#record(tsNs, caplen, origlen, data, 0);
+    this.#counts[id]++;
+    this.#b.drainTo(this.#sink);
+  }
+
+  writeRecords(id: number, records: Uint8Array): number {
+    this.#check(id);
+    try {
+      return this.#records(id, records);
+    } catch (e) {
+      this.#b.reset(); // all or nothing: no half-written batch reaches the sink
+      throw e;
+    }
+  }
+
+  #records(id: number, records: Uint8Array): number {
+    const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
+    let off = 0;
+    let n = 0;
+    while (off < records.length) {
+      if (off + 16 > records.length) throw new RangeError(`truncated packet record at ${off}`);
+      const ts = view.getBigUint64(off, true);
+      const caplen = view.getUint32(off + 8, true);
+      const origlen = view.getUint32(off + 12, true);
+      if (off + 16 + caplen > records.length) {
+        throw new RangeError(`packet record at ${off} claims ${caplen} bytes past the end`);
+      }
+      this.#record(ts, caplen, origlen, records, off + 16);
+      off += 16 + caplen;
+      n++;
+    }
+    this.#counts[id] += n;
+    this.#b.drainTo(this.#sink);
+    return n;
+  }
+
+  /** Classic pcap has no statistics block; the caller reports them on stderr. */
+  writeStats(id: number, _stats: SourceStatistics): void {
+    this.#check(id);
+  }
+
+  packetsWritten(id: number): number {
+    this.#check(id);
+    return this.#counts[id];
+  }
+
+  /** A capture that saw no source still leaves a readable (empty, Ethernet) file. */
+  end(): void {
+    if (!this.#headerWritten) this.#header(LINKTYPE_ETHERNET, this.#snaplen || 65535);
+  }
+
+  #check(id: number): void {
+    if (this.#sources[id] === undefined) {
+      throw new RangeError(`unknown source id ${id} (call addSource first)`);
+    }
+  }
+
+  #header(linkType: number, snaplen: number): void {
+    const b = this.#b;
+    b.u32(MAGIC_NS);
+    b.u16(2);
+    b.u16(4);
+    b.u32(0); // thiszone
+    b.u32(0); // sigfigs
+    b.u32(snaplen);
+    b.u32(linkType);
+    b.drainTo(this.#sink);
+    this.#headerWritten = true;
+  }
+
+  #record(ts: bigint, caplen: number, origlen: number, src: Uint8Array, at: number): void {
+    const b = this.#b;
+    b.ensure(16 + caplen);
+    b.u32(Number(ts / NS_PER_S));
+    b.u32(Number(ts % NS_PER_S));
+    b.u32(caplen);
+    b.u32(origlen);
+    b.bytes(src.subarray(at, at + caplen));
+  }
+}

@@ -1,0 +1,151 @@
+import { assert, assertEquals, assertThrows } from "./support/assert.ts";
+import { type HeldPacket, ReorderWindow } from "../cli/reorder_window.ts";
+
+const MS = 1_000_000n;
+const T0 = 1_700_000_000_000_000_000n;
+
+function pkt(source: number, tsMs: number, tag = 0): HeldPacket {
+  return {
+    source,
+    tsNs: T0 + BigInt(tsMs) * MS,
+    caplen: 1,
+    origlen: 1,
+    data: new Uint8Array([tag]),
+  };
+}
+
+function collect(opts = {}) {
+  const out: HeldPacket[] = [];
+  const w = new ReorderWindow((p) => out.push(p), opts);
+  return { w, out };
+}
+
+/** Deterministic PRNG so a failure can be replayed. */
+function rng(seed: number): () => number {
+  return () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed / 0x7fffffff;
+  };
+}
+
+Deno.test("reorder: interleaved sources with skewed batches come out in timestamp order", () => {
+  const { w, out } = collect({ windowMs: 500 });
+  const rand = rng(42);
+  // 4 sources, each in order internally, delivered in batches whose arrival lags by up to 300 ms
+  const batches: { arriveMs: number; pkts: HeldPacket[] }[] = [];
+  for (let s = 0; s < 4; s++) {
+    let t = 0;
+    while (t < 5000) {
+      const pkts: HeldPacket[] = [];
+      for (let i = 0; i < 5; i++) {
+        t += Math.floor(rand() * 20);
+        pkts.push(pkt(s, t));
+      }
+      batches.push({ arriveMs: t + Math.floor(rand() * 300), pkts });
+    }
+  }
+  batches.sort((a, b) => a.arriveMs - b.arriveMs);
+  let total = 0;
+  let newest = 0n;
+  let newestAt = 0;
+  let clock = 0n;
+  const advance = (nowMs: number) => {
+    const c = newest + BigInt(nowMs - newestAt) * MS;
+    if (c > clock) clock = c;
+  };
+  for (const b of batches) {
+    advance(b.arriveMs); // time passed before this batch came
+    for (const p of b.pkts) {
+      w.push(p, b.arriveMs);
+      if (p.tsNs > newest) [newest, newestAt] = [p.tsNs, b.arriveMs];
+    }
+    total += b.pkts.length;
+    // nothing within the window of the capture clock has been released yet
+    advance(b.arriveMs);
+    if (out.length > 0) assert(out[out.length - 1].tsNs <= clock - 500n * MS, "released early");
+  }
+  assert(out.length > 0 && out.length < total, "some released before the end, some still held");
+  w.flush();
+  assertEquals(out.length, total);
+  assertEquals(w.size, 0);
+  assertEquals(w.late, 0);
+  for (let i = 1; i < out.length; i++) assert(out[i - 1].tsNs <= out[i].tsNs, `order at ${i}`);
+  assertEquals(new Set(out.map((p) => p.source)).size, 4);
+});
+
+Deno.test("reorder: packets are held for the window, then released in order", () => {
+  const { w, out } = collect({ windowMs: 500 });
+  w.push(pkt(0, 1000, 1), 0);
+  w.push(pkt(1, 900, 2), 0);
+  assertEquals(out.length, 0);
+  w.push(pkt(0, 1450, 3), 0); // newest 1450: watermark 950 releases 900 only
+  assertEquals(out.map((p) => p.data[0]), [2]);
+  w.push(pkt(1, 1600, 4), 0); // watermark 1100 releases 1000
+  assertEquals(out.map((p) => p.data[0]), [2, 1]);
+  w.flush();
+  assertEquals(out.map((p) => p.data[0]), [2, 1, 3, 4]);
+});
+
+Deno.test("reorder: equal timestamps keep arrival order", () => {
+  const { w, out } = collect();
+  for (let i = 0; i < 10; i++) w.push(pkt(i % 3, 5, i), 0);
+  w.flush();
+  assertEquals(out.map((p) => p.data[0]), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+});
+
+Deno.test("reorder: tick releases held packets when the capture goes quiet", () => {
+  const { w, out } = collect({ windowMs: 500 });
+  w.push(pkt(0, 100), 10_000);
+  w.push(pkt(1, 200), 10_000);
+  w.tick(10_200);
+  assertEquals(out.length, 0);
+  w.tick(10_350); // clock 200 + 350 = 550 ms, watermark 50: nothing yet
+  assertEquals(out.length, 0);
+  w.tick(10_650); // clock 850, watermark 350: both released
+  assertEquals(out.length, 2);
+});
+
+Deno.test("reorder: count and byte bounds cap memory", () => {
+  const { w, out } = collect({ windowMs: 60_000, maxPackets: 3 });
+  for (let i = 10; i > 0; i--) w.push(pkt(0, i * 10), 0);
+  assertEquals(w.size, 3);
+  assertEquals(out.length, 7);
+  const b = collect({ windowMs: 60_000, maxBytes: 100 });
+  for (let i = 0; i < 5; i++) {
+    b.w.push({ ...pkt(0, i), caplen: 40, data: new Uint8Array(40) }, 0);
+  }
+  assert(b.w.heldBytes <= 100);
+  assertEquals(b.w.size, 2);
+});
+
+Deno.test("reorder: a packet older than what was released is emitted at once and counted late", () => {
+  const { w, out } = collect({ windowMs: 100 });
+  w.push(pkt(0, 1000), 0);
+  w.push(pkt(0, 2000), 0); // releases 1000
+  assertEquals(out.length, 1);
+  w.push(pkt(1, 500, 9), 0);
+  assertEquals(w.late, 1);
+  assertEquals(out[1].data[0], 9);
+});
+
+Deno.test("reorder: pushRecords parses wire records without copying", () => {
+  const { w, out } = collect({ windowMs: 1 });
+  const rec = new Uint8Array(2 * 16 + 3 + 2);
+  const v = new DataView(rec.buffer);
+  v.setBigUint64(0, T0 + 5n, true);
+  v.setUint32(8, 3, true);
+  v.setUint32(12, 60, true);
+  rec.set([7, 8, 9], 16);
+  v.setBigUint64(19, T0 + 2n, true);
+  v.setUint32(27, 2, true);
+  v.setUint32(31, 2, true);
+  rec.set([1, 2], 35);
+  assertEquals(w.pushRecords(4, rec, 0), 2);
+  w.flush();
+  assertEquals(out.map((p) => [p.source, p.tsNs - T0, p.caplen, p.origlen, Array.from(p.data)]), [
+    [4, 2n, 2, 2, [1, 2]],
+    [4, 5n, 3, 60, [7, 8, 9]],
+  ]);
+  assert(out[0].data.buffer === rec.buffer);
+  assertThrows(() => w.pushRecords(0, rec.subarray(0, 18), 0), RangeError, "past the end");
+});
