@@ -1,0 +1,443 @@
+/**
+ * One capture on this agent, from engine activation to END: turns engine batches into protocol v1
+ * frames on a pull-based ReadableStream, applies the back-pressure hysteresis, sends periodic and
+ * final STATS, and ends every path (stop, duration, shutdown, engine failure) the same way:
+ * drain the engine, final STATS, STATUS CAPTURE_STOPPED, END. A cancelled stream (client gone)
+ * closes the engine at once.
+ */
+import {
+  encodeFrame,
+  encodeJsonFrame,
+  encodePacketsFrame,
+  FrameKind,
+} from "../protocol/frame_codec.ts";
+import {
+  type AgentStartRequest,
+  type SourceStats,
+  status,
+  type StatusMessage,
+} from "../protocol/messages.ts";
+import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
+import { VERSION } from "../version.ts";
+import type { Logger } from "../lib/log.ts";
+import { Backpressure, type BufferLimits, type Transition } from "./backpressure.ts";
+import { FrameQueue } from "./frame_queue.ts";
+
+/** The parts of agent/capture_engine.ts a session uses (structural, so tests can inject). */
+export interface EngineLike {
+  readonly linkType: number;
+  readonly snaplen: number;
+  next(): Promise<{ count: number; records: Uint8Array } | null>;
+  stats(): {
+    received: number;
+    dropped: number;
+    ifDropped: number;
+    engineDropped: number;
+    packets: number;
+    bytes: number;
+  };
+  stop(): Promise<void>;
+  close(): void;
+  /** Resolves once the engine has released its handle and thread (optional for fakes). */
+  readonly finished?: Promise<void>;
+}
+
+export interface EngineOpenOptions {
+  device: string;
+  netns?: string;
+  snaplen: number;
+  promiscuous?: boolean;
+  filter?: string;
+  bufferSize?: number;
+  timeoutMs?: number;
+  immediate?: boolean;
+}
+export type OpenEngine = (opts: EngineOpenOptions) => Promise<EngineLike>;
+
+export interface SessionOptions {
+  id: string;
+  /** Agent id: origin of every message. */
+  origin: string;
+  request: AgentStartRequest;
+  buffer: BufferLimits;
+  maxDurationMs: number;
+  capture: { bufferSize?: number; timeoutMs: number };
+  /** Namespace to capture in (tests run the "VM" in a namespace); absent = the agent's own. */
+  netns?: string;
+  peer: string;
+  log: Logger;
+  openEngine: OpenEngine;
+  statsIntervalMs?: number;
+  /** Called after an abort (e.g. to cut the HTTP connection). */
+  onAbort?: (reason: string) => void;
+  /** Delay between a stop and the engine stop (see stop()); default 2 × timeoutMs + 50. */
+  stopGraceMs?: number;
+  /** How long a finished stream may wait for a reader before it is cut (bounds memory). */
+  lingerMs?: number;
+}
+
+export interface SessionSummary {
+  id: string;
+  outcome: "stopped" | "aborted" | "failed";
+  reason: string;
+  packets: number;
+  bytes: number;
+  discarded: number;
+  /** Most packet frames ever queued for the socket (bounded by buffer.upper_limit). */
+  peakQueued: number;
+  kernelDropped: number;
+  durationMs: number;
+}
+
+const SOURCE = 0;
+
+export class CaptureSession {
+  readonly stream: ReadableStream<Uint8Array>;
+  readonly done: Promise<SessionSummary>;
+  readonly startedAt = Date.now();
+
+  #engine: EngineLike;
+  #opts: SessionOptions;
+  #log: Logger;
+  #bp: Backpressure;
+  #queue = new FrameQueue();
+  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  #timers: ReturnType<typeof setTimeout>[] = [];
+  #stopReason: string | null = null;
+  #ended = false; // END is queued (or the stream was aborted)
+  #closed = false; // stream closed/cancelled, engine released
+  #engineClosed = false;
+  #sent = { packets: 0, bytes: 0 };
+  #resolveDone!: (s: SessionSummary) => void;
+  #outcome: SessionSummary["outcome"] = "stopped";
+
+  private constructor(engine: EngineLike, opts: SessionOptions) {
+    this.#engine = engine;
+    this.#opts = opts;
+    this.#log = opts.log;
+    this.#bp = new Backpressure(opts.buffer);
+    this.done = new Promise((r) => (this.#resolveDone = r));
+    this.stream = new ReadableStream<Uint8Array>({
+      start: (c) => {
+        this.#controller = c;
+      },
+      pull: (c) => this.#pull(c),
+      cancel: () => this.abort("client disconnected"),
+    }, { highWaterMark: 0 });
+  }
+
+  /** Activates the engine (rejects with the engine's CaptureError) and starts streaming. */
+  static async open(opts: SessionOptions): Promise<CaptureSession> {
+    const r = opts.request;
+    const engine = await opts.openEngine({
+      device: r.interface,
+      netns: opts.netns,
+      snaplen: r.snaplen,
+      promiscuous: r.promiscuous,
+      filter: r.filter,
+      bufferSize: opts.capture.bufferSize,
+      timeoutMs: opts.capture.timeoutMs,
+    });
+    const session = new CaptureSession(engine, opts);
+    session.#begin();
+    return session;
+  }
+
+  get id(): string {
+    return this.#opts.id;
+  }
+
+  get stopping(): boolean {
+    return this.#stopReason !== null;
+  }
+
+  /** Graceful stop: the engine flushes, everything captured so far is sent, then END. */
+  stop(reason: string): void {
+    if (this.#stopReason !== null || this.#closed) return;
+    this.#stopReason = reason;
+    this.#clearTimers();
+    this.#log.debug("capture stopping", { reason });
+    // libpcap (TPACKET_V3) hands over a kernel block only when it is full or its timeout
+    // retires it; breaking the loop earlier would lose packets captured before the stop. So
+    // the engine is stopped once every block open at stop time has been retired.
+    const grace = this.#opts.stopGraceMs ?? 2 * this.#opts.capture.timeoutMs + 50;
+    this.#timers.push(setTimeout(() => {
+      this.#engine.stop().catch((e) => {
+        this.#log.warn("engine stop failed; closing it", { error: e });
+        this.#releaseEngine();
+      });
+    }, grace));
+  }
+
+  /** Immediate end (client gone or shutdown deadline): releases the engine, drops the rest. */
+  abort(reason: string): void {
+    if (this.#closed) return;
+    if (!this.#ended) this.#outcome = "aborted";
+    this.#stopReason ??= reason;
+    this.#ended = true;
+    this.#queue.clear();
+    this.#releaseEngine();
+    // The reader sees the stream end without END (truncated); the server's hook cuts the
+    // connection so that an HTTP client notices too.
+    try {
+      this.#controller.close();
+    } catch {
+      // already closed or cancelled
+    }
+    this.#close(reason);
+    this.#opts.onAbort?.(reason);
+  }
+
+  #begin(): void {
+    const { request: r, origin } = this.#opts;
+    this.#push(encodeJsonFrame(FrameKind.HELLO, SOURCE, {
+      protocol_version: PROTOCOL_VERSION,
+      min_protocol_version: MIN_PEER_VERSION,
+      component: "agent",
+      version: VERSION,
+      id: origin,
+    }));
+    this.#push(encodeJsonFrame(FrameKind.SOURCE, SOURCE, {
+      origin,
+      interface: r.interface,
+      link_type: this.#engine.linkType,
+      snaplen: this.#engine.snaplen,
+    }));
+    const interval = this.#opts.statsIntervalMs ?? 1000;
+    this.#timers.push(setInterval(() => this.#pushStats(false), interval));
+    this.#armDuration();
+    this.#log.info("capture started", {
+      interface: r.interface,
+      filter: r.filter,
+      snaplen: r.snaplen,
+      promiscuous: r.promiscuous,
+      requester: r.requester,
+      link_type: this.#engine.linkType,
+    });
+    this.#pump();
+  }
+
+  #armDuration(): void {
+    const { request, maxDurationMs } = this.#opts;
+    const asked = request.duration_ms;
+    if (asked !== undefined && asked <= maxDurationMs) {
+      this.#timers.push(
+        setTimeout(() => this.stop(`duration of ${asked / 1000} s elapsed`), asked),
+      );
+      return;
+    }
+    this.#timers.push(setTimeout(() => {
+      const seconds = maxDurationMs / 1000;
+      this.#pushStatus(status(
+        "LIMIT_REACHED",
+        this.#opts.origin,
+        `capture reached this agent's maximum duration of ${seconds} s (limits.max_duration); stopping`,
+        { limit: { name: "max_duration", value: seconds } },
+      ));
+      this.stop(`maximum duration of ${seconds} s reached`);
+    }, maxDurationMs));
+  }
+
+  async #pump(): Promise<void> {
+    let failure: string | null = null;
+    try {
+      for (;;) {
+        const batch = await this.#engine.next();
+        if (batch === null || this.#closed) break;
+        this.#onBatch(batch.count, batch.records);
+      }
+    } catch (e) {
+      if (this.#closed) return;
+      failure = (e as Error).message;
+    }
+    if (this.#closed) return;
+    if (failure !== null) {
+      this.#outcome = "failed";
+      this.#stopReason ??= `capture failed: ${failure}`;
+      this.#pushStatus(status(
+        "INSTANCE_UNAVAILABLE",
+        this.#opts.origin,
+        `capture on ${this.#opts.request.interface} failed: ${failure}`,
+      ));
+    }
+    this.#finish();
+  }
+
+  #onBatch(count: number, records: Uint8Array): void {
+    const bytes = records.byteLength - 16 * count;
+    const { accept, transition } = this.#bp.offer(this.#queue.packetFrames, count, bytes);
+    if (transition) this.#announce(transition);
+    if (!accept) return;
+    this.#sent.packets += count;
+    this.#sent.bytes += bytes;
+    this.#push(encodePacketsFrame(SOURCE, count, records), true);
+  }
+
+  #announce(t: Transition): void {
+    const origin = this.#opts.origin;
+    if (t.kind === "congested") {
+      this.#log.warn("client too slow, discarding packets", { queued: t.queued });
+      this.#pushStatus(status(
+        "CONGESTED",
+        origin,
+        `reader too slow: ${t.queued} packet batches queued (buffer.upper_limit ` +
+          `${this.#bp.limits.upperLimit}); discarding packets until the queue drains to ` +
+          `${this.#bp.limits.lowerLimit}`,
+        { counts: { queued: t.queued, discarded_total: this.#bp.total.packets } },
+      ));
+    } else {
+      const c = t.counts;
+      this.#log.info("congestion cleared", { discarded: c.packets });
+      this.#pushStatus(status(
+        "CONGESTED",
+        origin,
+        `congestion cleared: ${c.packets} packets (${c.batches} batches) were discarded`,
+        {
+          counts: {
+            discarded_packets: c.packets,
+            discarded_batches: c.batches,
+            discarded_bytes: c.bytes,
+            discarded_total: this.#bp.total.packets,
+            cleared: 1,
+          },
+        },
+      ));
+    }
+  }
+
+  #stats(final: boolean): SourceStats {
+    const s = this.#engine.stats();
+    return {
+      received: s.received,
+      dropped: s.dropped,
+      if_dropped: s.ifDropped,
+      engine_dropped: s.engineDropped,
+      agent_dropped: this.#bp.total.packets,
+      api_dropped: 0,
+      packets: this.#sent.packets,
+      bytes: this.#sent.bytes,
+      final,
+    };
+  }
+
+  #pushStats(final: boolean): void {
+    if (this.#ended) return;
+    try {
+      this.#push(encodeJsonFrame(FrameKind.STATS, SOURCE, this.#stats(final)));
+    } catch (e) {
+      this.#log.debug("stats unavailable", { error: e });
+    }
+  }
+
+  #pushStatus(msg: StatusMessage): void {
+    if (!this.#ended) this.#push(encodeJsonFrame(FrameKind.STATUS, SOURCE, msg));
+  }
+
+  /** Final frames once the engine has delivered everything. */
+  #finish(): void {
+    this.#clearTimers();
+    let finalStats: SourceStats | null = null;
+    try {
+      finalStats = this.#stats(true);
+      this.#push(encodeJsonFrame(FrameKind.STATS, SOURCE, finalStats));
+    } catch (e) {
+      this.#log.warn("final stats unavailable", { error: e });
+    }
+    this.#releaseEngine();
+    const reason = this.#stopReason ?? "capture ended";
+    if (this.#outcome !== "failed") {
+      this.#pushStatus(status("CAPTURE_STOPPED", this.#opts.origin, `capture stopped: ${reason}`));
+    }
+    this.#push(encodeFrame(FrameKind.END, SOURCE, new Uint8Array(0)));
+    this.#ended = true;
+    this.#kernelDropped = finalStats ? finalStats.dropped + finalStats.if_dropped : 0;
+    // Bound how long a finished stream may sit unread (a reader that never reads again).
+    const linger = this.#opts.lingerMs ?? 10_000;
+    this.#timers.push(
+      setTimeout(() => this.abort("client did not read the end of the stream"), linger),
+    );
+  }
+
+  #kernelDropped = 0;
+
+  #push(frame: Uint8Array, packets = false): void {
+    this.#queue.push(frame, packets);
+  }
+
+  async #pull(c: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
+    while (this.#queue.empty) {
+      if (this.#closed) {
+        try {
+          c.close();
+        } catch {
+          // already closed
+        }
+        return;
+      }
+      if (this.#ended) {
+        c.close();
+        this.#close(this.#stopReason ?? "capture ended");
+        return;
+      }
+      await this.#queue.waitForData();
+    }
+    c.enqueue(this.#queue.takeChunk()!);
+    const t = this.#bp.observe(this.#queue.packetFrames);
+    if (t) this.#announce(t);
+  }
+
+  #releaseEngine(): void {
+    if (this.#engineClosed) return;
+    this.#engineClosed = true;
+    try {
+      this.#engine.close();
+    } catch (e) {
+      this.#log.warn("engine close failed", { error: e });
+    }
+  }
+
+  #clearTimers(): void {
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers = [];
+  }
+
+  #close(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#clearTimers();
+    this.#releaseEngine();
+    this.#queue.wake();
+    const summary: SessionSummary = {
+      id: this.#opts.id,
+      outcome: this.#outcome,
+      reason,
+      packets: this.#sent.packets,
+      bytes: this.#sent.bytes,
+      discarded: this.#bp.total.packets,
+      peakQueued: this.#queue.peak,
+      kernelDropped: this.#kernelDropped,
+      durationMs: Date.now() - this.startedAt,
+    };
+    const r = this.#opts.request;
+    this.#log.info("capture ended", {
+      outcome: summary.outcome,
+      reason,
+      interface: r.interface,
+      filter: r.filter,
+      packets: summary.packets,
+      bytes: summary.bytes,
+      discarded: summary.discarded,
+      peak_queued: summary.peakQueued,
+      kernel_dropped: summary.kernelDropped,
+      duration_ms: summary.durationMs,
+    });
+    // Report the session done only once the engine's thread is really gone (bounded wait).
+    const finished = this.#engine.finished ?? Promise.resolve();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const bound = new Promise<void>((r) => (timer = setTimeout(r, 2000)));
+    Promise.race([finished.catch(() => {}), bound]).then(() => {
+      clearTimeout(timer);
+      this.#resolveDone(summary);
+    });
+  }
+}

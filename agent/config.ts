@@ -1,0 +1,252 @@
+/**
+ * `pcap agent` configuration: a superset of pcap-release's agent YAML (id, log_level,
+ * buffer{size,upper_limit,lower_limit}, listen{port,tls{certificate,private_key,client_cas}}) plus
+ * listen.address, listen.tls.allowed_names, limits{} and capture{}. Every problem becomes one
+ * ConfigError naming the file, the key and the fix; an agent never serves without mTLS.
+ */
+import { createPrivateKey, createPublicKey, type KeyObject, X509Certificate } from "node:crypto";
+import { z } from "zod";
+import { ConfigError, loadYamlConfig, readConfiguredFile } from "../lib/config_load.ts";
+import type { LogLevel } from "../lib/log.ts";
+import type { BufferLimits } from "./backpressure.ts";
+
+const UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** "90", 90 (seconds), "1500ms", "30s", "5m", "1h30m" → milliseconds; null if malformed. */
+export function parseDuration(value: string | number): number | null {
+  if (typeof value === "number") {
+    return Number.isFinite(value) && value > 0 ? Math.round(value * 1000) : null;
+  }
+  const text = value.trim();
+  if (/^\d+(\.\d+)?$/.test(text)) return parseDuration(Number(text));
+  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(text)) return null;
+  let total = 0;
+  for (const m of text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
+    total += Number(m[1]) * UNITS_MS[m[2]];
+  }
+  return total > 0 ? Math.round(total) : null;
+}
+
+const Duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === null) {
+    ctx.addIssue({
+      code: "custom",
+      message:
+        `"${v}" is not a duration; use seconds (e.g. 3600) or a string like "90s", "5m", "1h"`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const PosInt = z.number().int().positive();
+const Path = z.string().min(1, "must be a file path");
+
+const TlsSchema = z.strictObject({
+  /** pcap-api style switch; only `true` is accepted because the agent always requires mTLS. */
+  enabled: z.literal(true, {
+    message: "the agent always serves mutual TLS; remove `enabled` or set it to true",
+  }).optional(),
+  certificate: Path,
+  private_key: Path,
+  client_cas: Path.optional(),
+  /** Older pcap-release templates call the client CA bundle `ca`. */
+  ca: Path.optional(),
+  allowed_names: z.array(z.string().min(1)).default([]),
+});
+
+export const AgentConfigSchema = z.strictObject({
+  id: z.string().min(1, "must name this VM, e.g. router/d55baeba-f645-4219-8b49-2b4654a17165"),
+  log_level: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  buffer: z.strictObject({
+    size: PosInt.default(100),
+    upper_limit: PosInt.default(98),
+    lower_limit: z.number().int().nonnegative().default(70),
+  }).default({ size: 100, upper_limit: 98, lower_limit: 70 }),
+  listen: z.strictObject({
+    address: z.string().min(1).default("0.0.0.0"),
+    // 0 picks a free port (tests).
+    port: z.number().int().min(0).max(65535).default(9494),
+    tls: TlsSchema,
+  }),
+  limits: z.strictObject({
+    concurrent_captures: PosInt.default(2),
+    max_duration: Duration.default(3_600_000),
+  }).default({ concurrent_captures: 2, max_duration: 3_600_000 }),
+  capture: z.strictObject({
+    /** Kernel capture buffer in bytes (pcap_set_buffer_size). */
+    buffer_size: z.number().int().min(65536).max(1 << 30).optional(),
+    /** libpcap read timeout; bounds the latency of a quiet capture. */
+    timeout_ms: z.number().int().min(1).max(10_000).default(100),
+  }).default({ timeout_ms: 100 }),
+});
+
+export interface AgentConfig {
+  file: string;
+  id: string;
+  logLevel: LogLevel;
+  buffer: BufferLimits;
+  listen: {
+    address: string;
+    port: number;
+    allowedNames: string[];
+    /** Paths as configured (for the summary); PEM contents are in `tls`. */
+    paths: { certificate: string; privateKey: string; clientCas: string };
+  };
+  limits: { concurrentCaptures: number; maxDurationMs: number };
+  capture: { bufferSize?: number; timeoutMs: number };
+}
+
+/** PEM material for node:https; the key never goes into logs or errors. */
+export interface AgentTls {
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+/** Validates already-parsed YAML; throws ConfigError. Pure apart from nothing: no file access. */
+export function toAgentConfig(file: string, raw: z.output<typeof AgentConfigSchema>): AgentConfig {
+  const { buffer, listen, limits, capture } = raw;
+  if (buffer.upper_limit > buffer.size) {
+    throw new ConfigError(
+      file,
+      "buffer.upper_limit",
+      `${buffer.upper_limit} is above buffer.size ${buffer.size}; set it to at most the size`,
+    );
+  }
+  if (buffer.lower_limit >= buffer.upper_limit) {
+    throw new ConfigError(
+      file,
+      "buffer.lower_limit",
+      `${buffer.lower_limit} must be below buffer.upper_limit ${buffer.upper_limit}; lower it`,
+    );
+  }
+  const tls = listen.tls;
+  if (tls.client_cas && tls.ca && tls.client_cas !== tls.ca) {
+    throw new ConfigError(
+      file,
+      "listen.tls.ca",
+      "both client_cas and its older name ca are set to different files; keep only client_cas",
+    );
+  }
+  const clientCas = tls.client_cas ?? tls.ca;
+  if (!clientCas) {
+    throw new ConfigError(
+      file,
+      "listen.tls.client_cas",
+      "is required: the agent only serves clients with a certificate from this CA bundle; " +
+        "add the path of the PEM CA that signed the api's client certificate",
+    );
+  }
+  return {
+    file,
+    id: raw.id,
+    logLevel: raw.log_level,
+    buffer: {
+      size: buffer.size,
+      upperLimit: buffer.upper_limit,
+      lowerLimit: buffer.lower_limit,
+    },
+    listen: {
+      address: listen.address,
+      port: listen.port,
+      allowedNames: tls.allowed_names,
+      paths: { certificate: tls.certificate, privateKey: tls.private_key, clientCas },
+    },
+    limits: {
+      concurrentCaptures: limits.concurrent_captures,
+      maxDurationMs: limits.max_duration,
+    },
+    capture: { bufferSize: capture.buffer_size, timeoutMs: capture.timeout_ms },
+  };
+}
+
+function checkPem(file: string, key: string, path: string, text: string, what: RegExp): void {
+  if (!what.test(text)) {
+    throw new ConfigError(
+      file,
+      key,
+      `file ${path} holds no PEM ${key.endsWith("private_key") ? "private key" : "certificate"}; ` +
+        "point it at a PEM file",
+    );
+  }
+}
+
+/** Reads and cross-checks the certificate, key and CA files named by the config. */
+export async function loadAgentTls(config: AgentConfig): Promise<AgentTls> {
+  const { file } = config;
+  const p = config.listen.paths;
+  const cert = await readConfiguredFile(file, "listen.tls.certificate", p.certificate);
+  const key = await readConfiguredFile(file, "listen.tls.private_key", p.privateKey);
+  const ca = await readConfiguredFile(file, "listen.tls.client_cas", p.clientCas);
+  checkPem(file, "listen.tls.certificate", p.certificate, cert, /-----BEGIN CERTIFICATE-----/);
+  checkPem(file, "listen.tls.private_key", p.privateKey, key, /-----BEGIN [A-Z ]*PRIVATE KEY-----/);
+  checkPem(file, "listen.tls.client_cas", p.clientCas, ca, /-----BEGIN CERTIFICATE-----/);
+  for (
+    const [k, path, text] of [["certificate", p.certificate, cert], ["client_cas", p.clientCas, ca]]
+  ) {
+    try {
+      new X509Certificate(text);
+    } catch (e) {
+      throw new ConfigError(
+        file,
+        `listen.tls.${k}`,
+        `file ${path} is not a valid certificate (${(e as Error).message}); check its content`,
+      );
+    }
+  }
+  // Deno's createSecureContext does not check that key and certificate belong together.
+  let matches = false;
+  try {
+    const der = (k: KeyObject) => k.export({ type: "spki", format: "der" }).toString("hex");
+    matches =
+      der(createPublicKey(createPrivateKey(key))) === der(new X509Certificate(cert).publicKey);
+  } catch (e) {
+    // The message of a parse failure does not contain key material.
+    throw new ConfigError(
+      file,
+      "listen.tls.private_key",
+      `file ${p.privateKey} is not a usable private key (${
+        (e as Error).message
+      }); check its content`,
+    );
+  }
+  if (!matches) {
+    throw new ConfigError(
+      file,
+      "listen.tls.private_key",
+      `file ${p.privateKey} does not belong to the certificate ${p.certificate}; ` +
+        "configure the key that belongs to the certificate",
+    );
+  }
+  return { cert, key, ca };
+}
+
+/** Loads, validates and reads everything `pcap agent` needs; throws ConfigError. */
+export async function loadAgentConfig(
+  file: string,
+): Promise<{ config: AgentConfig; tls: AgentTls }> {
+  const raw = await loadYamlConfig(file, AgentConfigSchema);
+  const config = toAgentConfig(file, raw);
+  const tls = await loadAgentTls(config);
+  return { config, tls };
+}
+
+/** One-paragraph summary for `--check-config`; no key material. */
+export function describeAgentConfig(c: AgentConfig): string {
+  const names = c.listen.allowedNames.length
+    ? c.listen.allowedNames.join(", ")
+    : "any certificate from client_cas";
+  return [
+    `config OK: ${c.file}`,
+    `  id: ${c.id}`,
+    `  listen: https://${c.listen.address}:${c.listen.port} (mTLS, clients: ${names})`,
+    `  certificate: ${c.listen.paths.certificate}, client CAs: ${c.listen.paths.clientCas}`,
+    `  buffer: size ${c.buffer.size}, discard above ${c.buffer.upperLimit} until ${c.buffer.lowerLimit}`,
+    `  limits: ${c.limits.concurrentCaptures} concurrent captures, max duration ${
+      c.limits.maxDurationMs / 1000
+    } s`,
+    `  log_level: ${c.logLevel}`,
+  ].join("\n");
+}

@@ -1,0 +1,311 @@
+/**
+ * The agent's HTTPS endpoint. node:https does the mutual TLS (Deno.serve cannot verify client
+ * certificates, DESIGN §10): no certificate, another CA or an expired one fail the handshake.
+ * Routes are a Hono app served through @hono/node-server's request listener; allowed_names is
+ * checked per request from the socket's peer certificate.
+ */
+import { createServer, type Server } from "node:https";
+import type { TLSSocket } from "node:tls";
+import { Hono } from "hono";
+import { getRequestListener, type HttpBindings } from "@hono/node-server";
+import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
+import type { StatusType } from "../protocol/messages.ts";
+import { VERSION } from "../version.ts";
+import type { Logger } from "../lib/log.ts";
+import type { AgentConfig, AgentTls } from "./config.ts";
+import { CaptureSession, type OpenEngine } from "./capture_session.ts";
+import { isPeerAllowed, type PeerIdentity, peerIdentity, peerLabel } from "./peer_identity.ts";
+import { parseStartRequest, readBodyLimited } from "./start_request.ts";
+
+export interface AgentServerOptions {
+  config: AgentConfig;
+  tls: AgentTls;
+  log: Logger;
+  /** How captures are opened; the real capture engine unless a test injects one. */
+  openEngine: OpenEngine;
+  /** Capture inside this network namespace (tests run the agent's "VM" as a namespace). */
+  netns?: string;
+  statsIntervalMs?: number;
+  lingerMs?: number;
+}
+
+export interface Health {
+  healthy: boolean;
+  draining: boolean;
+  id: string;
+  version: string;
+  protocol_version: number;
+  min_protocol_version: number;
+  active_captures: number;
+}
+
+type Env = { Bindings: HttpBindings; Variables: { peer: PeerIdentity } };
+
+function errorBody(type: StatusType, text: string, extra: Record<string, unknown> = {}) {
+  return { type, text, ...extra };
+}
+
+export class AgentServer {
+  readonly app: Hono<Env>;
+  #opts: AgentServerOptions;
+  #log: Logger;
+  #server: Server;
+  #sessions = new Map<string, CaptureSession>();
+  #opening = 0;
+  #draining = false;
+  #port = 0;
+
+  private constructor(opts: AgentServerOptions) {
+    this.#opts = opts;
+    this.#log = opts.log;
+    this.app = this.#routes();
+    const listener = getRequestListener(this.app.fetch, { overrideGlobalObjects: false });
+    this.#server = createServer({
+      key: opts.tls.key,
+      cert: opts.tls.cert,
+      ca: opts.tls.ca,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: "TLSv1.2",
+    }, listener);
+    this.#server.on("tlsClientError", (err: Error & { code?: string }, socket: TLSSocket) => {
+      // The TLS stack reports certificate problems (other CA, expired) only as a reset.
+      const reason = err.code === "ECONNRESET"
+        ? "handshake aborted: client certificate not signed by client_cas, expired or invalid"
+        : err.message;
+      // Deno's TLS socket keeps the peer address on the underlying TCP socket (`_parent`).
+      const parent = (socket as unknown as { _parent?: { remoteAddress?: string } })?._parent;
+      this.#log.warn("TLS client refused", {
+        remote_address: socket?.remoteAddress ?? parent?.remoteAddress,
+        reason,
+        code: err.code,
+      });
+    });
+  }
+
+  /** Listens on config.listen; resolves once bound (port 0 picks a free port). */
+  static async start(opts: AgentServerOptions): Promise<AgentServer> {
+    const s = new AgentServer(opts);
+    const { address, port } = opts.config.listen;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (e: Error) =>
+        reject(
+          new Error(
+            `cannot listen on ${address}:${port}: ${e.message}; check listen.address/listen.port in ${opts.config.file}`,
+          ),
+        );
+      s.#server.once("error", onError);
+      s.#server.listen(port, address, () => {
+        s.#server.off("error", onError);
+        resolve();
+      });
+    });
+    const bound = s.#server.address();
+    s.#port = typeof bound === "object" && bound ? bound.port : port;
+    s.#log.info("agent listening", {
+      address,
+      port: s.#port,
+      allowed_names: opts.config.listen.allowedNames,
+      version: VERSION,
+    });
+    return s;
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  get activeCaptures(): number {
+    return this.#sessions.size;
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  health(): Health {
+    return {
+      healthy: !this.#draining,
+      draining: this.#draining,
+      id: this.#opts.config.id,
+      version: VERSION,
+      protocol_version: PROTOCOL_VERSION,
+      min_protocol_version: MIN_PEER_VERSION,
+      active_captures: this.#sessions.size,
+    };
+  }
+
+  /**
+   * Stops accepting connections, drains every capture (as a stop does) and closes. Captures not
+   * finished within `timeoutMs` are aborted, so this always returns in bounded time.
+   */
+  async shutdown(timeoutMs = 10_000): Promise<void> {
+    if (!this.#draining) {
+      this.#draining = true;
+      this.#log.info("agent draining", { active_captures: this.#sessions.size });
+    }
+    // Stop accepting, but keep established keep-alive connections (node's close() would drop
+    // the idle ones) so that a client can still see `draining: true` on /health.
+    const server = this.#server as Server & { closeIdleConnections(): void };
+    const closeIdle = server.closeIdleConnections;
+    server.closeIdleConnections = () => {};
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    server.closeIdleConnections = closeIdle;
+    const sessions = [...this.#sessions.values()];
+    for (const s of sessions) s.stop("agent is shutting down");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<"timeout">((
+      r,
+    ) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
+    const all = Promise.all(sessions.map((s) => s.done)).then(() => "done" as const);
+    if (await Promise.race([all, deadline]) === "timeout") {
+      this.#log.warn("drain deadline passed; aborting remaining captures", {
+        remaining: this.#sessions.size,
+      });
+      for (const s of this.#sessions.values()) s.abort("agent drain deadline passed");
+      await Promise.race([all, new Promise((r) => setTimeout(r, 2500))]);
+    }
+    clearTimeout(timer);
+    this.#server.closeAllConnections();
+    await closed;
+    this.#log.info("agent stopped");
+  }
+
+  #routes(): Hono<Env> {
+    const app = new Hono<Env>();
+    const log = this.#log;
+
+    app.use("*", async (c, next) => {
+      const peer = peerIdentity(c.env.incoming.socket as TLSSocket);
+      const allowed = this.#opts.config.listen.allowedNames;
+      if (!isPeerAllowed(peer, allowed)) {
+        log.warn("client refused", {
+          peer: peerLabel(peer),
+          peer_sans: peer.sans,
+          remote_address: peer.address,
+          reason: "certificate name not in listen.tls.allowed_names",
+          path: c.req.path,
+        });
+        return c.json(
+          errorBody(
+            "PERMISSION_DENIED",
+            `client certificate "${peerLabel(peer)}" is not allowed on this agent ` +
+              "(listen.tls.allowed_names); use a certificate with an allowed name",
+          ),
+          403,
+        );
+      }
+      c.set("peer", peer);
+      await next();
+    });
+
+    app.get("/health", (c) => c.json(this.health()));
+
+    app.post("/captures", (c) => this.#startCapture(c.get("peer"), c.req.raw, c.env.outgoing));
+
+    app.post("/captures/:id/stop", (c) => {
+      const id = c.req.param("id");
+      const session = this.#sessions.get(id);
+      if (!session) {
+        return c.json(
+          errorBody("INVALID_REQUEST", `no running capture with id "${id}" on this agent`),
+          404,
+        );
+      }
+      log.info("capture stop requested", { capture_id: id, peer: peerLabel(c.get("peer")) });
+      session.stop(`stop requested by ${peerLabel(c.get("peer"))}`);
+      return c.json({ id, stopping: true }, 202);
+    });
+
+    app.notFound((c) =>
+      c.json(errorBody("INVALID_REQUEST", `no route ${c.req.method} ${c.req.path}`), 404)
+    );
+    app.onError((err, c) => {
+      log.error("request failed", { path: c.req.path, error: err });
+      return c.json(errorBody("CONNECTION_ERROR", `agent error: ${err.message}`), 500);
+    });
+    return app;
+  }
+
+  async #startCapture(
+    peer: PeerIdentity,
+    req: Request,
+    outgoing: HttpBindings["outgoing"],
+  ): Promise<Response> {
+    const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
+      Response.json(body, { status, headers });
+    const cfg = this.#opts.config;
+    const refuse = (status: number, type: StatusType, text: string, extra = {}) => {
+      this.#log.warn("capture refused", { peer: peerLabel(peer), type, reason: text });
+      return json(status, errorBody(type, text, extra));
+    };
+    if (this.#draining) {
+      return refuse(503, "INSTANCE_UNAVAILABLE", `agent ${cfg.id} is shutting down; retry later`);
+    }
+    const body = await readBodyLimited(req.body);
+    if (body === null) {
+      return refuse(
+        400,
+        "INVALID_REQUEST",
+        `request body exceeds ${64} KiB; send a single AgentStartRequest`,
+      );
+    }
+    const parsed = parseStartRequest(body);
+    if (!parsed.ok) return refuse(parsed.status, parsed.type, parsed.text);
+    const limit = cfg.limits.concurrentCaptures;
+    if (this.#sessions.size + this.#opening >= limit) {
+      return refuse(
+        429,
+        "LIMIT_REACHED",
+        `agent ${cfg.id} already runs ${limit} captures (limits.concurrent_captures); ` +
+          "stop one or retry later",
+        { limit: { name: "concurrent_captures", value: limit } },
+      );
+    }
+    const id = crypto.randomUUID();
+    const log = this.#log.child({ capture_id: id, peer: peerLabel(peer) });
+    this.#opening++;
+    let session: CaptureSession;
+    try {
+      session = await CaptureSession.open({
+        id,
+        origin: cfg.id,
+        request: parsed.request,
+        buffer: cfg.buffer,
+        maxDurationMs: cfg.limits.maxDurationMs,
+        capture: cfg.capture,
+        netns: this.#opts.netns,
+        peer: peerLabel(peer),
+        log,
+        openEngine: this.#opts.openEngine,
+        statsIntervalMs: this.#opts.statsIntervalMs,
+        lingerMs: this.#opts.lingerMs,
+        // An agent-side abort (drain deadline, unread tail) cuts the connection.
+        onAbort: () => outgoing.destroy(),
+      });
+    } catch (e) {
+      return refuse(
+        400,
+        "START_CAPTURE_FAILED",
+        `cannot start capture on ${parsed.request.interface}: ${(e as Error).message}`,
+      );
+    } finally {
+      this.#opening--;
+    }
+    this.#sessions.set(id, session);
+    session.done.then(() => this.#sessions.delete(id));
+    // A client that goes away must release the capture at once (the stream cancel does too).
+    req.signal?.addEventListener("abort", () => session.abort("client disconnected"), {
+      once: true,
+    });
+    if (this.#draining) session.stop("agent is shutting down");
+    return new Response(session.stream, {
+      status: 200,
+      headers: {
+        "content-type": "application/octet-stream",
+        "cache-control": "no-store",
+        "x-pcap-capture-id": id,
+      },
+    });
+  }
+}

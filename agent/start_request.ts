@@ -1,0 +1,84 @@
+/**
+ * Validation of a `POST /captures` body at the edge: size, JSON, protocol version, the
+ * AgentStartRequest schema (interface name by the kernel's rules, snaplen, filter length) and a
+ * libpcap compile of the filter. Returns a typed request or the HTTP error to answer with.
+ */
+import {
+  AgentStartRequest,
+  describeZodError,
+  MAX_CONTROL_MESSAGE_BYTES,
+  type StatusType,
+} from "../protocol/messages.ts";
+import { checkPeerVersion } from "../protocol/version.ts";
+import { checkFilter } from "../ffi/filter_check.ts";
+
+export type StartRequestResult =
+  | { ok: true; request: AgentStartRequest }
+  | { ok: false; status: 400; type: StatusType; text: string };
+
+export const MAX_START_BODY_BYTES = MAX_CONTROL_MESSAGE_BYTES;
+
+function invalid(text: string): StartRequestResult {
+  return { ok: false, status: 400, type: "INVALID_REQUEST", text };
+}
+
+/** `filterCheck` is injectable for unit tests; the default compiles with libpcap. */
+export function parseStartRequest(
+  body: string,
+  filterCheck: typeof checkFilter = checkFilter,
+): StartRequestResult {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(body);
+  } catch (e) {
+    return invalid(`request body is not JSON (${(e as Error).message}); send an AgentStartRequest`);
+  }
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+    return invalid("request body must be a JSON object (AgentStartRequest)");
+  }
+  // The version check comes first: an old peer gets "upgrade" rather than a field-level error.
+  const version = (raw as Record<string, unknown>).protocol_version;
+  const tooOld = checkPeerVersion(version, "the requesting client", "agent");
+  if (tooOld) return invalid(tooOld);
+  const parsed = AgentStartRequest.safeParse(raw);
+  if (!parsed.success) return invalid(`invalid start request: ${describeZodError(parsed.error)}`);
+  const request = parsed.data;
+  if (request.target) {
+    return invalid(
+      "capture targets (CF containers) are not supported by this agent yet; omit `target`",
+    );
+  }
+  if (request.filter.trim() !== "") {
+    const r = filterCheck(request.filter, 1, request.snaplen);
+    if (!r.ok) return invalid(`invalid filter "${request.filter}": ${r.error}`);
+  }
+  return { ok: true, request };
+}
+
+/** Reads at most `limit` bytes of a request body; null when it is larger. */
+export async function readBodyLimited(
+  body: ReadableStream<Uint8Array> | null,
+  limit = MAX_START_BODY_BYTES,
+): Promise<string | null> {
+  if (!body) return "";
+  const reader = body.getReader();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      return null;
+    }
+    parts.push(value);
+  }
+  const all = new Uint8Array(size);
+  let off = 0;
+  for (const p of parts) {
+    all.set(p, off);
+    off += p.byteLength;
+  }
+  return new TextDecoder().decode(all);
+}

@@ -1,0 +1,140 @@
+/**
+ * Bad start requests get HTTP 400 with a clear INVALID_REQUEST (or START_CAPTURE_FAILED) text,
+ * and the agent keeps serving. Also the pure interface/filter checks of parseStartRequest.
+ */
+import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts";
+import {
+  clientWith,
+  makePki,
+  postJson,
+  readStream,
+  startAgent,
+  startBody,
+  statuses,
+} from "./support/agent_harness.ts";
+import { parseStartRequest } from "../agent/start_request.ts";
+import { FrameKind } from "../protocol/frame_codec.ts";
+import { isRoot } from "../lab/netns.ts";
+
+Deno.test("parseStartRequest: interface names follow the kernel's dev_valid_name", () => {
+  const ok = (name: string) => parseStartRequest(startBody({ interface: name })).ok;
+  for (const good of ["eth0", "lo", "a", "x".repeat(15), "veth-1.2_x", "any"]) {
+    assert(ok(good), `${good} should be accepted`);
+  }
+  for (const bad of ["", "a/b", "x".repeat(16), "x".repeat(17), ".", "..", "a b", "a\tb", "a:b"]) {
+    assert(!ok(bad), `${JSON.stringify(bad)} should be refused`);
+  }
+  // 15 characters but more than 15 bytes in UTF-8.
+  assert(!ok("é".repeat(8)));
+});
+
+Deno.test("parseStartRequest: a filter is compiled before starting", () => {
+  const r = parseStartRequest(startBody({ filter: "tcp port 80 and" }));
+  assert(!r.ok);
+  assertEquals(r.type, "INVALID_REQUEST");
+  assertStringIncludes(r.text, "invalid filter");
+  assert(parseStartRequest(startBody({ filter: "tcp port 80 or udp" })).ok);
+  assert(parseStartRequest(startBody({ filter: "" })).ok);
+});
+
+interface Case {
+  name: string;
+  body: string;
+  type?: string;
+  includes: string;
+}
+
+const cases: Case[] = [
+  { name: "empty interface", body: startBody({ interface: "" }), includes: "interface" },
+  { name: "slash", body: startBody({ interface: "a/b" }), includes: "interface" },
+  { name: "17 chars", body: startBody({ interface: "x".repeat(17) }), includes: "15 bytes" },
+  { name: "dotdot", body: startBody({ interface: ".." }), includes: "interface" },
+  { name: "whitespace", body: startBody({ interface: "eth 0" }), includes: "whitespace" },
+  { name: "snaplen 0", body: startBody({ snaplen: 0 }), includes: "snaplen" },
+  { name: "snaplen 300000", body: startBody({ snaplen: 300000 }), includes: "snaplen" },
+  { name: "snaplen text", body: startBody({ snaplen: "big" }), includes: "snaplen" },
+  { name: "bad filter", body: startBody({ filter: "port eighty" }), includes: "invalid filter" },
+  {
+    name: "long filter",
+    body: startBody({ filter: "port 1 or ".repeat(500) + "port 2" }),
+    includes: "filter is longer",
+  },
+  { name: "unknown field", body: startBody({ colour: "red" }), includes: "unknown field colour" },
+  { name: "not JSON", body: "{protocol_version: 1", includes: "not JSON" },
+  { name: "JSON array", body: "[1,2]", includes: "JSON object" },
+  { name: "missing fields", body: JSON.stringify({ protocol_version: 1 }), includes: "interface" },
+  {
+    name: "old peer",
+    body: startBody({ protocol_version: 0 }),
+    includes: "needs at least v1; upgrade",
+  },
+  { name: "no version", body: JSON.stringify({ interface: "lo" }), includes: "protocol version" },
+  {
+    name: "container target",
+    body: startBody({ target: { container: "abc-123" } }),
+    includes: "not supported",
+  },
+  {
+    name: "huge body",
+    body: JSON.stringify({ protocol_version: 1, pad: "x".repeat(1 << 20) }),
+    includes: "exceeds 64 KiB",
+  },
+  {
+    name: "no such interface",
+    body: startBody({ interface: "pcnoexist0" }),
+    type: "START_CAPTURE_FAILED",
+    includes: "pcnoexist0",
+  },
+];
+
+Deno.test({
+  name: "agent answers bad start requests with 400 and a clear text, and keeps serving",
+  ignore: !isRoot(),
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "agent-req-" });
+    const t = await makePki(dir);
+    const agent = await startAgent(t);
+    const client = clientWith(t, t.client);
+    try {
+      for (const c of cases) {
+        const res = await postJson(client, agent.url("/captures"), c.body);
+        const body = await res.json();
+        assertEquals(res.status, 400, `${c.name}: ${JSON.stringify(body)}`);
+        assertEquals(body.type, c.type ?? "INVALID_REQUEST", c.name);
+        assertStringIncludes(body.text, c.includes, `${c.name}: ${body.text}`);
+      }
+      assertEquals(agent.server.activeCaptures, 0);
+      const refusals = agent.logs.filter((l) => l.msg === "capture refused");
+      assertEquals(refusals.length, cases.length);
+
+      const stop = await postJson(client, agent.url("/captures/nope/stop"), "");
+      assertEquals(stop.status, 404);
+      assertStringIncludes((await stop.json()).text, "no running capture");
+      const wrong = await fetch(agent.url("/nowhere"), { client });
+      assertEquals(wrong.status, 404);
+      await wrong.body?.cancel();
+
+      // Still serving: a valid capture on lo starts, stops and ends cleanly.
+      const res = await postJson(
+        client,
+        agent.url("/captures"),
+        startBody({ filter: "udp port 9" }),
+      );
+      assertEquals(res.status, 200);
+      const id = res.headers.get("x-pcap-capture-id")!;
+      const result = await readStream(res.body!, async (f) => {
+        if (f.kind === FrameKind.SOURCE) {
+          const r = await postJson(client, agent.url(`/captures/${id}/stop`), "");
+          assertEquals(r.status, 202);
+          await r.body?.cancel();
+        }
+      });
+      assertEquals(result.kinds.at(-1), "END");
+      assertEquals(statuses(result, "CAPTURE_STOPPED").length, 1);
+    } finally {
+      client.close();
+      await agent.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
