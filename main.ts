@@ -4,6 +4,8 @@
  */
 import { VERSION } from "./version.ts";
 import { PROTOCOL_VERSION } from "./protocol/version.ts";
+import { runAgent } from "./agent/agent_main.ts";
+import { runApi } from "./server/api_main.ts";
 
 interface Mode {
   summary: string;
@@ -11,6 +13,8 @@ interface Mode {
 }
 
 const MODES: Record<string, Mode> = {
+  agent: { summary: "capture server on a VM (BOSH job): --config FILE", run: runAgent },
+  api: { summary: "api server behind gorouter (BOSH job): --config FILE", run: runApi },
   version: {
     summary: "print the version and protocol level",
     run: () => {

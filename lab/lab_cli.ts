@@ -120,21 +120,21 @@ async function status(): Promise<number> {
   return 0;
 }
 
-async function down(force: boolean): Promise<number> {
+/** Removes what crashed runs left behind; runs whose owner is alive are left alone. */
+async function down(): Promise<number> {
   const live = runDirs().filter((r) => r.live && r.pid !== Deno.pid);
-  if (live.length && !force) {
+  if (live.length) {
     console.error(
-      `lab down: ${live.length} lab run(s) still running: ` +
+      `lab down: leaving ${live.length} running lab run(s) alone: ` +
         live.map((r) => `${r.runId} (pid ${r.pid})`).join(", ") +
-        "\nstop them with Ctrl-C (or kill <pid>), or pass --force to remove everything anyway",
+        "; stop them with Ctrl-C (or kill <pid>)",
     );
-    return 1;
   }
   if (!isRoot()) {
     console.error("lab down: not root: namespaces and links cannot exist; cleaning files only");
   }
   // Host-side processes (api) of dead runs: matched by their run-dir config path, killed by pid.
-  const liveIds = new Set(force ? [] : live.map((r) => r.runId));
+  const liveIds = new Set(live.map((r) => r.runId));
   for (const p of runDirProcesses()) {
     const id = /\/(pc[0-9a-z]{4})-lab-/.exec(p.cmdline)?.[1];
     if (id && !liveIds.has(id)) {
@@ -270,9 +270,8 @@ export async function main(argv: string[]): Promise<number> {
     });
   program.command("down")
     .description("remove namespaces, links, processes and run dirs left by crashed lab runs")
-    .option("--force", "also remove runs whose owner process is still alive", false)
-    .action(async (o: { force: boolean }) => {
-      code = await down(o.force);
+    .action(async () => {
+      code = await down();
     });
   program.command("status")
     .description("list lab runs, namespaces, links and processes on this machine")

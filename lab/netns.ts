@@ -5,6 +5,36 @@
 const RUN_ID_RE = /^pc[0-9a-z]{4}$/;
 const LEFTOVER_RE = /^pc[0-9a-z]{4}/;
 const IFNAMSIZ = 15;
+/** Live runs register here (file name = run id, content = owner pid) so that removeLeftovers()
+ * never tears down a lab that another process is still using. */
+export const RUN_REGISTRY = "/tmp/pcap-lab-runs";
+
+function registerRun(runId: string): void {
+  try {
+    Deno.mkdirSync(RUN_REGISTRY, { recursive: true });
+    Deno.writeTextFileSync(`${RUN_REGISTRY}/${runId}`, String(Deno.pid));
+  } catch {
+    // Without a registry entry the run is merely treated as a leftover by `lab down`.
+  }
+}
+
+function unregisterRun(runId: string): void {
+  try {
+    Deno.removeSync(`${RUN_REGISTRY}/${runId}`);
+  } catch {
+    // never registered or already gone
+  }
+}
+
+/** True when the run's owner process is still alive. */
+export function runIsLive(runId: string): boolean {
+  try {
+    const pid = Number(Deno.readTextFileSync(`${RUN_REGISTRY}/${runId}`).trim());
+    return pid > 0 && Deno.statSync(`/proc/${pid}`).isDirectory;
+  } catch {
+    return false;
+  }
+}
 
 /** A fresh run id: "pc" + 4 random [0-9a-z]. */
 export function newRunId(): string {
@@ -92,6 +122,7 @@ export class Netns {
       throw new Error(`invalid run id "${runId}": expected "pc" + 4 chars of [0-9a-z]`);
     }
     this.runId = runId;
+    registerRun(runId);
   }
 
   /** Names of the namespaces created so far. */
@@ -182,6 +213,7 @@ export class Netns {
       const err = await deleteNamespace(ns);
       if (err) errors.push(err);
     }
+    unregisterRun(this.runId);
     if (errors.length) {
       throw new Error(`lab cleanup of ${this.runId} incomplete: ${errors.join("; ")}`);
     }
@@ -223,13 +255,17 @@ async function deleteNamespace(ns: string): Promise<string | null> {
   return null;
 }
 
-/** Removes namespaces and host links left by crashed runs (only names matching ^pc[0-9a-z]{4}). */
+/**
+ * Removes namespaces and host links left by crashed runs: only names matching ^pc[0-9a-z]{4},
+ * and never those of a run whose owner process is still alive (see RUN_REGISTRY).
+ */
 export async function removeLeftovers(): Promise<string[]> {
+  const isLeftover = (name: string) => LEFTOVER_RE.test(name) && !runIsLive(name.slice(0, 6));
   const removed: string[] = [];
   const list = await run("ip", ["netns", "list"], { allowFailure: true });
   for (const line of list.stdout.split("\n")) {
     const name = line.trim().split(/\s+/)[0];
-    if (name && LEFTOVER_RE.test(name)) {
+    if (name && isLeftover(name)) {
       if (!(await deleteNamespace(name))) removed.push(name);
     }
   }
@@ -237,10 +273,21 @@ export async function removeLeftovers(): Promise<string[]> {
   for (const line of links.stdout.split("\n")) {
     // "12: pc7k2qv1@if11: <...>" — the name ends at '@' or ':'.
     const m = /^\d+:\s+([^:@\s]+)/.exec(line);
-    if (m && LEFTOVER_RE.test(m[1])) {
+    if (m && isLeftover(m[1])) {
       const r = await run("ip", ["link", "del", m[1]], { allowFailure: true });
       if (r.code === 0) removed.push(m[1]);
     }
   }
+  for (const entry of safeReadDir(RUN_REGISTRY)) {
+    if (!runIsLive(entry)) unregisterRun(entry);
+  }
   return removed;
+}
+
+function safeReadDir(dir: string): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].map((e) => e.name);
+  } catch {
+    return [];
+  }
 }

@@ -1,4 +1,4 @@
-import { isRoot, Netns, newRunId, removeLeftovers, run } from "../lab/netns.ts";
+import { isRoot, Netns, newRunId, removeLeftovers, run, runIsLive } from "../lab/netns.ts";
 
 // Small local assertions (JSR @std is unreachable).
 function assert(cond: unknown, msg = "assertion failed"): asserts cond {
@@ -168,4 +168,21 @@ Deno.test("Netns rejects run ids outside the prefix and long interface names", a
   const lab = new Netns(newRunId());
   await assertRejects(() => lab.addVethPair("a-very-long-ifname", null, "b", null));
   await lab.cleanup();
+});
+
+Deno.test({
+  name: "removeLeftovers spares the namespaces of a run whose owner is alive",
+  ignore: !root,
+  async fn() {
+    const lab = new Netns(newRunId());
+    try {
+      const ns = await lab.addNamespace("live");
+      const removed = await removeLeftovers();
+      assert(!removed.includes(ns), `live run's namespace was removed: ${removed}`);
+      assert((await namespaces()).includes(ns));
+    } finally {
+      await lab.cleanup();
+    }
+    assert(!runIsLive(lab.runId), "cleanup unregisters the run");
+  },
 });
