@@ -1,0 +1,373 @@
+/**
+ * Dials one agent over mutual TLS (DESIGN §5): GET /health for the compatibility check, then
+ * POST /captures and hands back the decoded frame stream; stop() asks the agent to drain.
+ *
+ * Two transports, because Deno's fetch cannot override the TLS server name nor skip
+ * verification per client:
+ * - fetch + Deno.createHttpClient (default): the agent is dialled by IP and its certificate
+ *   must carry that IP as a SAN;
+ * - node:https, only when agents_mtls.server_name (dial the IP, verify that name) or
+ *   agents_mtls.skip_verify is configured.
+ */
+import https from "node:https";
+import { Readable } from "node:stream";
+import type { IncomingMessage } from "node:http";
+import { decodeJson, type Frame, FrameDecoder, FrameKind } from "../protocol/frame_codec.ts";
+import { type AgentStartRequest, Hello } from "../protocol/messages.ts";
+import { checkPeerVersion, PROTOCOL_VERSION } from "../protocol/version.ts";
+import { readLimited } from "./director_client.ts";
+
+export interface AgentTlsOptions {
+  /** PEM of the CA that signs agent certificates */
+  ca: string;
+  /** the api's client certificate and key (PEM) */
+  cert: string;
+  key: string;
+  serverName?: string;
+  skipVerify: boolean;
+}
+
+export interface AgentEndpoint {
+  /** "group/index (id)", for messages */
+  origin: string;
+  host: string;
+  port: number;
+}
+
+export type AgentErrorKind = "unreachable" | "tls" | "timeout" | "refused" | "protocol";
+
+/** A failure talking to one agent; `message` is user-facing and names the agent. */
+export class AgentError extends Error {
+  constructor(readonly kind: AgentErrorKind, message: string) {
+    super(message);
+    this.name = "AgentError";
+  }
+}
+
+interface RawResponse {
+  status: number;
+  header(name: string): string | null;
+  body: ReadableStream<Uint8Array> | null;
+}
+
+interface Transport {
+  request(
+    method: "GET" | "POST",
+    path: string,
+    body: string | undefined,
+    signal: AbortSignal,
+  ): Promise<RawResponse>;
+  close(): void;
+}
+
+function hostForUrl(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+class FetchTransport implements Transport {
+  #client: Deno.HttpClient;
+  constructor(private readonly ep: AgentEndpoint, tls: AgentTlsOptions) {
+    this.#client = Deno.createHttpClient({ caCerts: [tls.ca], cert: tls.cert, key: tls.key });
+  }
+  async request(
+    method: "GET" | "POST",
+    path: string,
+    body: string | undefined,
+    signal: AbortSignal,
+  ) {
+    const res = await fetch(`https://${hostForUrl(this.ep.host)}:${this.ep.port}${path}`, {
+      method,
+      body,
+      headers: body ? { "content-type": "application/json" } : {},
+      client: this.#client,
+      redirect: "error",
+      signal,
+    });
+    return { status: res.status, header: (n: string) => res.headers.get(n), body: res.body };
+  }
+  close() {
+    this.#client.close();
+  }
+}
+
+class NodeTransport implements Transport {
+  #agent: https.Agent;
+  constructor(private readonly ep: AgentEndpoint, private readonly tls: AgentTlsOptions) {
+    this.#agent = new https.Agent({ keepAlive: false });
+  }
+  request(method: "GET" | "POST", path: string, body: string | undefined, signal: AbortSignal) {
+    return new Promise<RawResponse>((resolve, reject) => {
+      const req = https.request({
+        agent: this.#agent,
+        host: this.ep.host,
+        port: this.ep.port,
+        path,
+        method,
+        servername: this.tls.serverName,
+        ca: this.tls.skipVerify ? undefined : this.tls.ca,
+        cert: this.tls.cert,
+        key: this.tls.key,
+        rejectUnauthorized: !this.tls.skipVerify,
+        headers: body
+          ? { "content-type": "application/json", "content-length": Buffer.byteLength(body) }
+          : {},
+        signal,
+      }, (res: IncomingMessage) => {
+        resolve({
+          status: res.statusCode ?? 0,
+          header: (n) => {
+            const v = res.headers[n.toLowerCase()];
+            return Array.isArray(v) ? v.join(", ") : v ?? null;
+          },
+          body: Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>,
+        });
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
+  close() {
+    this.#agent.destroy();
+  }
+}
+
+/** Classifies a transport failure into a sentence naming the agent and what to check. */
+export function describeDialError(ep: AgentEndpoint, e: unknown, timeoutMs: number): AgentError {
+  const where = `agent ${ep.origin} at ${ep.host}:${ep.port}`;
+  const err = e as Error & { code?: string; cause?: Error };
+  if (err?.name === "TimeoutError") {
+    return new AgentError(
+      "timeout",
+      `${where} did not answer within ${timeoutMs} ms (timeouts.agent_connect)`,
+    );
+  }
+  const text = [err?.message, err?.cause?.message].filter(Boolean).join(": ");
+  if (/certificate|tls|handshake|altname|UnknownIssuer|self.signed|peer/i.test(text)) {
+    return new AgentError(
+      "tls",
+      `${where}: TLS handshake failed (${short(text)}); check that its certificate is signed ` +
+        "by agents_mtls.ca and names the address or agents_mtls.server_name",
+    );
+  }
+  return new AgentError("unreachable", `${where} is unreachable: ${short(text)}`);
+}
+
+function short(text: string): string {
+  // fetch errors repeat the URL; keep the cause, bounded.
+  const m = /\): (.*)$/.exec(text);
+  return (m ? m[1] : text).slice(0, 300);
+}
+
+export interface DialOptions {
+  endpoint: AgentEndpoint;
+  tls: AgentTlsOptions;
+  request: AgentStartRequest;
+  /** bound of health check + start until the response headers arrive */
+  timeoutMs: number;
+  /** aborts everything (client gone) */
+  signal: AbortSignal;
+}
+
+/** A running capture on one agent. */
+export class AgentCapture {
+  readonly #transport: Transport;
+  readonly #abort: AbortController;
+  readonly #body: ReadableStream<Uint8Array>;
+  #closed = false;
+
+  private constructor(
+    readonly endpoint: AgentEndpoint,
+    readonly captureId: string,
+    transport: Transport,
+    abort: AbortController,
+    body: ReadableStream<Uint8Array>,
+    readonly agentId: string,
+  ) {
+    this.#transport = transport;
+    this.#abort = abort;
+    this.#body = body;
+  }
+
+  /** Health + compatibility check, then POST /captures; resolves once the stream has begun. */
+  static async dial(opts: DialOptions): Promise<AgentCapture> {
+    const { endpoint: ep, timeoutMs } = opts;
+    const transport: Transport = opts.tls.serverName || opts.tls.skipVerify
+      ? new NodeTransport(ep, opts.tls)
+      : new FetchTransport(ep, opts.tls);
+    const abort = new AbortController();
+    const onOuterAbort = () => abort.abort(opts.signal.reason);
+    opts.signal.addEventListener("abort", onOuterAbort, { once: true });
+    const timer = setTimeout(
+      () => abort.abort(new DOMException("agent connect timeout", "TimeoutError")),
+      timeoutMs,
+    );
+    try {
+      const health = await transport.request("GET", "/health", undefined, abort.signal)
+        .catch((e) => {
+          throw describeDialError(ep, abort.signal.reason ?? e, timeoutMs);
+        });
+      const h = await readJson(health, ep);
+      if (health.status === 503 || h.draining === true) {
+        throw new AgentError("refused", `agent ${ep.origin} is shutting down (draining)`);
+      }
+      if (health.status !== 200) {
+        throw new AgentError(
+          "protocol",
+          `agent ${ep.origin} answered /health with ${health.status}${agentText(h)}`,
+        );
+      }
+      const tooOld = checkPeerVersion(h.protocol_version, `agent ${ep.origin}`, "api");
+      if (tooOld) throw new AgentError("protocol", tooOld);
+      if (typeof h.min_protocol_version === "number" && h.min_protocol_version > PROTOCOL_VERSION) {
+        throw new AgentError(
+          "protocol",
+          `agent ${ep.origin} needs protocol v${h.min_protocol_version} but this api speaks ` +
+            `v${PROTOCOL_VERSION}; upgrade the api`,
+        );
+      }
+      const res = await transport.request(
+        "POST",
+        "/captures",
+        JSON.stringify(opts.request),
+        abort.signal,
+      ).catch((e) => {
+        throw describeDialError(ep, abort.signal.reason ?? e, timeoutMs);
+      });
+      if (res.status !== 200 || !res.body) {
+        const body = await readJson(res, ep);
+        throw new AgentError(
+          res.status === 429 || res.status === 503 ? "refused" : "protocol",
+          `agent ${ep.origin} refused the capture (${res.status})${agentText(body)}`,
+        );
+      }
+      const id = res.header("x-pcap-capture-id") ?? "";
+      return new AgentCapture(ep, id, transport, abort, res.body, String(h.id ?? ""));
+    } catch (e) {
+      abort.abort();
+      transport.close();
+      opts.signal.removeEventListener("abort", onOuterAbort);
+      if (e instanceof AgentError) throw e;
+      throw describeDialError(ep, abort.signal.reason ?? e, timeoutMs);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * The agent's frames, decoded. Ends normally only after END; a stream that breaks or ends
+   * without END throws AgentError("unreachable"). The HELLO is version-checked here.
+   * `idleMs` bounds silence (agents send STATS every second), so a vanished VM is noticed.
+   */
+  async *frames(idleMs: number): AsyncGenerator<Frame> {
+    const decoder = new FrameDecoder();
+    const reader = this.#body.getReader();
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    const resetIdle = () => {
+      clearTimeout(idle);
+      idle = setTimeout(
+        () => this.#abort.abort(new DOMException("agent idle", "TimeoutError")),
+        idleMs,
+      );
+    };
+    try {
+      resetIdle();
+      while (true) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (e) {
+          const reason = this.#abort.signal.reason;
+          if (reason?.name === "TimeoutError") {
+            throw new AgentError(
+              "timeout",
+              `agent ${this.endpoint.origin} sent nothing for ${idleMs} ms; giving up on it`,
+            );
+          }
+          throw new AgentError(
+            "unreachable",
+            `lost the connection to agent ${this.endpoint.origin}: ${short(String(e))}`,
+          );
+        }
+        if (chunk.done) {
+          throw new AgentError(
+            "unreachable",
+            `agent ${this.endpoint.origin} closed its stream before the end of the capture`,
+          );
+        }
+        resetIdle();
+        let frames: Frame[];
+        try {
+          frames = decoder.push(chunk.value);
+        } catch (e) {
+          throw new AgentError(
+            "protocol",
+            `agent ${this.endpoint.origin} sent a malformed stream: ${(e as Error).message}`,
+          );
+        }
+        for (const f of frames) {
+          if (f.kind === FrameKind.HELLO) this.#checkHello(f);
+          yield f;
+          if (f.kind === FrameKind.END) return;
+        }
+      }
+    } finally {
+      clearTimeout(idle);
+      reader.releaseLock();
+    }
+  }
+
+  #checkHello(f: Frame): void {
+    const hello = Hello.safeParse(decodeJson(f));
+    const problem = hello.success
+      ? checkPeerVersion(hello.data.protocol_version, `agent ${this.endpoint.origin}`, "api")
+      : `agent ${this.endpoint.origin} sent an invalid HELLO`;
+    if (problem) throw new AgentError("protocol", problem);
+  }
+
+  /** Asks the agent to stop and drain (POST /captures/:id/stop); failures are returned. */
+  async stop(timeoutMs: number): Promise<AgentError | null> {
+    if (this.#closed) return null;
+    const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), this.#abort.signal]);
+    try {
+      const res = await this.#transport.request(
+        "POST",
+        `/captures/${encodeURIComponent(this.captureId)}/stop`,
+        undefined,
+        signal,
+      );
+      await res.body?.cancel();
+      // 404: the capture already ended on its own (duration); its stream says so.
+      return res.status === 202 || res.status === 404 ? null : new AgentError(
+        "protocol",
+        `agent ${this.endpoint.origin} answered the stop request with ${res.status}`,
+      );
+    } catch (e) {
+      return describeDialError(this.endpoint, e, timeoutMs);
+    }
+  }
+
+  /** Drops the connection at once; the agent stops within a second. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#abort.abort();
+    this.#body.cancel().catch(() => {});
+    this.#transport.close();
+  }
+}
+
+async function readJson(res: RawResponse, ep: AgentEndpoint): Promise<Record<string, unknown>> {
+  try {
+    const v = JSON.parse(await readLimited(new Response(res.body), 64 * 1024));
+    return v && typeof v === "object" ? v : {};
+  } catch {
+    if (res.status === 200) {
+      throw new AgentError("protocol", `agent ${ep.origin} answered with a body that is not JSON`);
+    }
+    return {};
+  }
+}
+
+function agentText(body: Record<string, unknown>): string {
+  return typeof body.text === "string" ? `: ${body.text.slice(0, 500)}` : "";
+}

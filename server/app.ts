@@ -1,0 +1,263 @@
+/**
+ * The api's HTTP surface (DESIGN §1): a Hono app served by Deno.serve (TLS when listen.tls is
+ * set). Routes: GET /health, GET /metrics and the client capture WebSocket /v1/capture/bosh.
+ *
+ * Authentication of the WebSocket: the token comes ONLY from `Authorization: Bearer`. A missing
+ * token or one in the query string does not fail the upgrade (a browser-style WebSocket client
+ * cannot read a 401 body); the socket opens, gets HELLO and one STATUS UNAUTHENTICATED that says
+ * what to do, and is closed with 1008. The query string is never logged.
+ */
+import { Hono } from "hono";
+import { upgradeWebSocket } from "hono/deno";
+import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
+import { VERSION } from "../version.ts";
+import { createLogger, type Logger } from "../lib/log.ts";
+import type { ApiConfig } from "./config.ts";
+import { AuditLog } from "./audit.ts";
+import { type ApiMetrics, createApiMetrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
+import { DirectorClient } from "./director_client.ts";
+import { TokenVerifier } from "./token_verifier.ts";
+import { ConcurrencyLimiter } from "./limits.ts";
+import type { FilterChecker } from "./filter_compose.ts";
+import { CaptureSession, type SessionDeps } from "./capture_route.ts";
+
+export interface ApiServerOptions {
+  config: ApiConfig;
+  log?: Logger;
+  /** audit sink for tests; default: the configured file or stderr */
+  auditSink?: (line: string) => void;
+  pingIntervalMs?: number;
+  startTimeoutMs?: number;
+  agentIdleTimeoutMs?: number;
+  stopTimeoutMs?: number;
+  checkFilter?: FilterChecker;
+  /** test hook: bind here instead of listen.port */
+  port?: number;
+}
+
+const TOKEN_PARAMS = /^(access_token|token|bearer|authorization|auth)$/i;
+
+/** The bearer token from the Authorization header, or why there is none usable. */
+export function bearerToken(
+  header: string | undefined,
+  url: URL,
+): { value: string } | { problem: string } {
+  for (const [k, v] of url.searchParams) {
+    if (TOKEN_PARAMS.test(k) || /^eyJ[\w-]+\.[\w-]+\./.test(v)) {
+      return {
+        problem: "a token in the URL is refused (URLs end up in proxy logs); send it in the " +
+          "Authorization: Bearer header and log in again, as it may have leaked",
+      };
+    }
+  }
+  const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? "");
+  if (!m) {
+    return {
+      problem: header
+        ? "the Authorization header is not 'Bearer <token>'"
+        : "no token: send your UAA access token in the Authorization: Bearer header " +
+          "(log in with 'bosh log-in')",
+    };
+  }
+  return { value: m[1] };
+}
+
+export class ApiServer {
+  readonly app: Hono;
+  readonly metrics: ApiMetrics;
+  readonly sessions = new Set<CaptureSession>();
+  readonly #deps: SessionDeps;
+  readonly #director: DirectorClient;
+  readonly #audit: AuditLog;
+  readonly #log: Logger;
+  #server: Deno.HttpServer<Deno.NetAddr> | null = null;
+  #draining = false;
+
+  private constructor(readonly opts: ApiServerOptions, audit: AuditLog) {
+    const { config } = opts;
+    this.#log = opts.log ?? createLogger({ component: "api", level: config.logLevel });
+    this.#audit = audit;
+    this.metrics = createApiMetrics();
+    this.#director = new DirectorClient({
+      url: config.bosh.directorUrl,
+      caCert: config.bosh.tls.ca?.pem,
+      timeoutMs: config.timeouts.directorMs,
+    });
+    const verifier = new TokenVerifier({
+      source: this.#director,
+      requiredScope: config.bosh.tokenScope,
+      timeoutMs: config.timeouts.uaaMs,
+      client: this.#director.httpClient,
+    });
+    this.#deps = {
+      config,
+      verifier,
+      director: this.#director,
+      limiter: new ConcurrencyLimiter({
+        global: config.concurrentCaptures,
+        perUser: config.limits.perUserConcurrentCaptures,
+      }),
+      metrics: this.metrics,
+      audit,
+      log: this.#log,
+      agentTls: {
+        ca: config.agentsMtls.ca.pem,
+        cert: config.agentsMtls.certificate.pem,
+        key: config.agentsMtls.privateKey.pem,
+        serverName: config.agentsMtls.serverName,
+        skipVerify: config.agentsMtls.skipVerify,
+      },
+      checkFilter: opts.checkFilter,
+      pingIntervalMs: opts.pingIntervalMs ?? 15_000,
+      startTimeoutMs: opts.startTimeoutMs ?? 30_000,
+      agentIdleTimeoutMs: opts.agentIdleTimeoutMs ?? 30_000,
+      stopTimeoutMs: opts.stopTimeoutMs ?? Math.max(1000, config.drainTimeoutMs - 1000),
+      draining: () => this.#draining,
+    };
+    this.app = this.#routes();
+  }
+
+  /** Builds the app and listens on listen.address:port (TLS if configured). */
+  static async start(opts: ApiServerOptions): Promise<ApiServer> {
+    const audit = await AuditLog.open({ ...opts.config.audit, sink: opts.auditSink });
+    const s = new ApiServer(opts, audit);
+    const { listen } = opts.config;
+    const { promise, resolve } = Promise.withResolvers<void>();
+    const base = {
+      hostname: listen.address,
+      port: opts.port ?? listen.port,
+      onListen: () => resolve(),
+      onError: (e: unknown) => {
+        s.#log.error("request failed", { error: e as Error });
+        return new Response("internal error", { status: 500 });
+      },
+    };
+    try {
+      s.#server = listen.tls
+        ? Deno.serve(
+          { ...base, cert: listen.tls.certificate.pem, key: listen.tls.privateKey.pem },
+          s.app.fetch,
+        )
+        : Deno.serve(base, s.app.fetch);
+    } catch (e) {
+      audit.close();
+      s.#director.close();
+      throw new Error(
+        `cannot listen on ${listen.address}:${base.port}: ${(e as Error).message}; ` +
+          `check listen in ${opts.config.file}`,
+      );
+    }
+    await promise;
+    if (listen.tls?.clientCas) {
+      s.#log.warn("listen.tls.client_cas is set but the api does not verify client certificates");
+    }
+    s.#log.info("api listening", {
+      address: listen.address,
+      port: s.port,
+      tls: !!listen.tls,
+      director: opts.config.bosh.directorUrl,
+      version: VERSION,
+    });
+    return s;
+  }
+
+  get port(): number {
+    return this.#server?.addr.port ?? 0;
+  }
+
+  get url(): string {
+    const scheme = this.opts.config.listen.tls ? "https" : "http";
+    const host = this.opts.config.listen.address.replace(/^0\.0\.0\.0$/, "127.0.0.1");
+    return `${scheme}://${host.includes(":") ? `[${host}]` : host}:${this.port}`;
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  health() {
+    return {
+      healthy: !this.#draining,
+      draining: this.#draining,
+      id: this.opts.config.id,
+      version: VERSION,
+      protocol_version: PROTOCOL_VERSION,
+      min_protocol_version: MIN_PEER_VERSION,
+      resolvers: ["bosh"],
+      active_captures: this.sessions.size,
+    };
+  }
+
+  /**
+   * SIGTERM: no new captures, /health 503, running captures stopped and drained to their
+   * clients; whatever is left at `timeoutMs` is cut. Then the listener closes.
+   */
+  async drain(timeoutMs = this.opts.config.drainTimeoutMs): Promise<void> {
+    this.#draining = true;
+    this.#log.info("api draining", { active_captures: this.sessions.size, timeout_ms: timeoutMs });
+    const sessions = [...this.sessions];
+    for (const s of sessions) s.drain();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<"timeout">((
+      r,
+    ) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
+    const all = Promise.all(sessions.map((s) => s.done)).then(() => "done" as const);
+    if (await Promise.race([all, deadline]) === "timeout") {
+      this.#log.warn("drain deadline passed; cutting remaining captures", {
+        remaining: this.sessions.size,
+      });
+      for (const s of this.sessions) s.abort();
+      await Promise.race([all, new Promise((r) => setTimeout(r, 2000))]);
+    }
+    clearTimeout(timer);
+    await this.close();
+  }
+
+  /** Closes the listener and everything the api holds (after drain, or in tests). */
+  async close(): Promise<void> {
+    for (const s of this.sessions) s.abort();
+    const server = this.#server;
+    this.#server = null;
+    if (server) await server.shutdown();
+    this.#director.close();
+    this.#audit.close();
+    this.#log.info("api stopped");
+  }
+
+  #routes(): Hono {
+    const app = new Hono();
+    app.get("/health", (c) => c.json(this.health(), this.#draining ? 503 : 200));
+    app.get("/metrics", (c) => {
+      c.header("content-type", METRICS_CONTENT_TYPE);
+      return c.body(this.metrics.registry.render());
+    });
+    app.get(
+      "/v1/capture/bosh",
+      upgradeWebSocket((c) => {
+        const remote = (c.env as { remoteAddr?: Deno.NetAddr } | undefined)?.remoteAddr?.hostname;
+        const token = bearerToken(c.req.header("authorization"), new URL(c.req.url));
+        const session = new CaptureSession(this.#deps, token, remote);
+        this.sessions.add(session);
+        session.done.then(() => this.sessions.delete(session));
+        return {
+          onOpen: (_e, ws) => {
+            session.onOpen(ws.raw as WebSocket);
+            if (this.#draining) session.drain();
+          },
+          onMessage: (e) => session.onMessage(e.data),
+          onClose: () => session.onClose(),
+          onError: () => session.onClose(),
+        };
+      }),
+      (c) =>
+        c.json({
+          type: "INVALID_REQUEST",
+          text: "this endpoint speaks WebSocket; connect with a pcap client",
+        }, 426),
+    );
+    app.notFound((c) =>
+      c.json({ type: "INVALID_REQUEST", text: `no route ${c.req.method} ${c.req.path}` }, 404)
+    );
+    return app;
+  }
+}

@@ -1,0 +1,284 @@
+/**
+ * Fans one capture out to its agents in parallel and pumps their streams into the client's merged
+ * stream (DESIGN §2.4-2.5, §6). One source per agent stream, numbered by the target's position
+ * in the selection. Every source ends the same way for the client: final STATS, then
+ * CAPTURE_STOPPED (agent finished cleanly) or INSTANCE_UNAVAILABLE (it failed); the capture goes
+ * on while at least one source lives.
+ */
+import {
+  decodeJson,
+  encodeJsonFrame,
+  type Frame,
+  FrameKind,
+  validatePackets,
+} from "../protocol/frame_codec.ts";
+import {
+  type AgentStartRequest,
+  type SourceDescriptor,
+  SourceDescriptor as SourceDescriptorSchema,
+  SourceStats,
+  StatusMessage,
+} from "../protocol/messages.ts";
+import type { Logger } from "../lib/log.ts";
+import { AgentCapture, AgentError, type AgentTlsOptions } from "./agent_client.ts";
+import { API_SOURCE, type ClientMerger } from "./merge.ts";
+import type { Target } from "./target_selection.ts";
+
+export interface FanoutOptions {
+  deployment: string;
+  targets: Target[];
+  agentPort: number;
+  tls: AgentTlsOptions;
+  /** the start request for one agent (its filter excludes that agent's own connection) */
+  requestFor(target: Target): AgentStartRequest;
+  merger: ClientMerger;
+  connectTimeoutMs: number;
+  /** silence after which an agent counts as gone */
+  idleTimeoutMs: number;
+  /** how long agents may take to drain after a stop before they are cut off */
+  stopTimeoutMs: number;
+  /** receives every PACKETS payload (already validated); decides what reaches the client */
+  onPackets(source: number, payload: Uint8Array, count: number): void;
+  onAgentError?(kind: string): void;
+  log: Logger;
+}
+
+export interface SourceSummary {
+  source: number;
+  origin: string;
+  outcome: "stopped" | "unavailable";
+  stats: SourceStats | null;
+  error?: string;
+}
+
+interface SourceState {
+  source: number;
+  target: Target;
+  capture: AgentCapture | null;
+  announced: boolean;
+  lastStats: SourceStats | null;
+  finalSent: boolean;
+  stopRequested: boolean;
+  summary?: SourceSummary;
+}
+
+const ZERO_STATS: SourceStats = {
+  received: 0,
+  dropped: 0,
+  if_dropped: 0,
+  engine_dropped: 0,
+  agent_dropped: 0,
+  api_dropped: 0,
+  packets: 0,
+  bytes: 0,
+  final: false,
+};
+
+export class Fanout {
+  readonly #opts: FanoutOptions;
+  readonly #abort = new AbortController();
+  readonly #states: SourceState[];
+  #stopping = false;
+  /** resolves with the number of sources that started, once every dial settled */
+  readonly started: Promise<number>;
+  /** resolves once every source has ended */
+  readonly done: Promise<SourceSummary[]>;
+
+  constructor(opts: FanoutOptions) {
+    this.#opts = opts;
+    this.#states = opts.targets.map((target, source) => ({
+      source,
+      target,
+      capture: null,
+      announced: false,
+      lastStats: null,
+      finalSent: false,
+      stopRequested: false,
+    }));
+    const runs = this.#states.map((s) => this.#run(s));
+    this.started = Promise.all(runs.map((r) => r.dialled)).then((ok) => ok.filter(Boolean).length);
+    this.done = Promise.all(runs.map((r) => r.finished)).then(() =>
+      this.#states.map((s) => s.summary!)
+    );
+  }
+
+  /** Asks every agent to stop and drain; agents still dialling are stopped when they answer. */
+  stop(): void {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    for (const s of this.#states) this.#stopOne(s);
+  }
+
+  /** Drops every agent connection at once (client gone). */
+  abort(): void {
+    this.#stopping = true;
+    this.#abort.abort();
+    for (const s of this.#states) s.capture?.close();
+  }
+
+  #stopOne(s: SourceState): void {
+    if (!s.capture || s.stopRequested || s.summary) return;
+    s.stopRequested = true;
+    const capture = s.capture;
+    capture.stop(this.#opts.stopTimeoutMs).then((err) => {
+      if (err) {
+        this.#opts.log.warn("agent stop request failed", { origin: s.target.origin, error: err });
+      }
+    });
+    // An agent that does not drain in time is cut off so the client's capture can end.
+    const t = setTimeout(() => capture.close(), this.#opts.stopTimeoutMs);
+    this.done.finally(() => clearTimeout(t));
+  }
+
+  #run(s: SourceState): { dialled: Promise<boolean>; finished: Promise<void> } {
+    const dialled = AgentCapture.dial({
+      endpoint: { origin: s.target.origin, host: s.target.ip, port: this.#opts.agentPort },
+      tls: this.#opts.tls,
+      request: this.#opts.requestFor(s.target),
+      timeoutMs: this.#opts.connectTimeoutMs,
+      signal: this.#abort.signal,
+    }).then((capture) => {
+      s.capture = capture;
+      if (this.#stopping) {
+        if (this.#abort.signal.aborted) capture.close();
+        else this.#stopOne(s);
+      }
+      return true;
+    }, (e) => {
+      this.#fail(s, e);
+      return false;
+    });
+    const finished = dialled.then(async (ok) => {
+      if (!ok) return;
+      try {
+        await this.#pump(s);
+        s.summary = {
+          source: s.source,
+          origin: s.target.origin,
+          outcome: "stopped",
+          stats: s.lastStats,
+        };
+      } catch (e) {
+        this.#fail(s, e);
+      } finally {
+        s.capture?.close();
+      }
+    });
+    return { dialled, finished };
+  }
+
+  async #pump(s: SourceState): Promise<void> {
+    const { merger } = this.#opts;
+    for await (const f of s.capture!.frames(this.#opts.idleTimeoutMs)) {
+      switch (f.kind) {
+        case FrameKind.SOURCE:
+          this.#announce(s, f);
+          break;
+        case FrameKind.PACKETS: {
+          if (!s.announced) throw protocolError(s, "sent packets before its SOURCE");
+          const { count } = validatePacketsOr(s, f);
+          if (count > 0) this.#opts.onPackets(s.source, f.payload, count);
+          break;
+        }
+        case FrameKind.STATS: {
+          const st = SourceStats.safeParse(decodeJsonOr(s, f));
+          if (!st.success) throw protocolError(s, "sent invalid STATS");
+          s.lastStats = st.data;
+          if (s.announced) merger.stats(s.source, st.data);
+          if (st.data.final) s.finalSent = true;
+          break;
+        }
+        case FrameKind.STATUS: {
+          const m = StatusMessage.safeParse(decodeJsonOr(s, f));
+          if (!m.success) throw protocolError(s, "sent an invalid STATUS");
+          // The client knows sources by their instance origin, not the agent's own id.
+          merger.status(
+            s.announced ? s.source : API_SOURCE,
+            m.data.type,
+            s.target.origin,
+            m.data.text,
+            { counts: m.data.counts, limit: m.data.limit },
+          );
+          break;
+        }
+        default: // HELLO (checked by AgentCapture), PING, END
+          break;
+      }
+    }
+  }
+
+  #announce(s: SourceState, f: Frame): void {
+    const parsed = SourceDescriptorSchema.safeParse(decodeJsonOr(s, f));
+    if (!parsed.success) throw protocolError(s, "sent an invalid SOURCE");
+    if (s.announced) return; // one source per agent stream
+    const t = s.target;
+    const desc: SourceDescriptor = {
+      origin: t.origin,
+      interface: parsed.data.interface,
+      link_type: parsed.data.link_type,
+      snaplen: parsed.data.snaplen,
+      instance: {
+        deployment: this.#opts.deployment,
+        group: t.group,
+        ...(t.index === null ? {} : { index: t.index }),
+        id: t.id,
+      },
+    };
+    s.announced = true;
+    this.#opts.merger.addSource(s.source, t.origin);
+    this.#opts.merger.control(encodeJsonFrame(FrameKind.SOURCE, s.source, desc));
+  }
+
+  #fail(s: SourceState, e: unknown): void {
+    const err = e instanceof AgentError
+      ? e
+      : new AgentError("protocol", String((e as Error)?.message ?? e));
+    // After the client left nobody reads these; the session logs the abort.
+    if (!this.#abort.signal.aborted) {
+      this.#opts.onAgentError?.(err.kind);
+      this.#opts.log.warn("agent failed", {
+        origin: s.target.origin,
+        kind: err.kind,
+        error: err.message,
+      });
+      const { merger } = this.#opts;
+      if (s.announced && !s.finalSent) {
+        merger.stats(s.source, { ...(s.lastStats ?? ZERO_STATS), final: true });
+        s.finalSent = true;
+      }
+      merger.status(
+        s.announced ? s.source : API_SOURCE,
+        "INSTANCE_UNAVAILABLE",
+        s.target.origin,
+        err.message,
+      );
+    }
+    s.summary = {
+      source: s.source,
+      origin: s.target.origin,
+      outcome: "unavailable",
+      stats: s.lastStats,
+      error: err.message,
+    };
+  }
+}
+
+function protocolError(s: SourceState, what: string): AgentError {
+  return new AgentError("protocol", `agent ${s.target.origin} ${what}`);
+}
+
+function decodeJsonOr(s: SourceState, f: Frame): unknown {
+  try {
+    return decodeJson(f);
+  } catch (e) {
+    throw protocolError(s, `sent a malformed frame: ${(e as Error).message}`);
+  }
+}
+
+function validatePacketsOr(s: SourceState, f: Frame) {
+  try {
+    return validatePackets(f.payload);
+  } catch (e) {
+    throw protocolError(s, `sent malformed packets: ${(e as Error).message}`);
+  }
+}

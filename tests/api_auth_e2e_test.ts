@@ -1,0 +1,137 @@
+/**
+ * Token handling of the capture WebSocket with real RS256 tokens from the UAA sim, verified
+ * against the keys of the UAA the Director names: UNAUTHENTICATED for bad tokens,
+ * PERMISSION_DENIED for valid tokens without the scope; tokens never reach logs or audit.
+ * Also: first message not a start, unknown message types, oversized and binary messages.
+ */
+import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts";
+import { connect, type RunningApi, startApi, startLab, statusesOf } from "./support/api_harness.ts";
+
+const START = { bosh: { deployment: "cf", groups: ["router"] } };
+
+Deno.test("api authentication and request validation", async (t) => {
+  const lab = await startLab({ groups: { router: 1 } });
+  let api: RunningApi | null = null;
+  try {
+    api = await startApi(lab);
+    const url = api.url;
+    const uaa = lab.uaa;
+    const refused = async (
+      token: string | null,
+      type: string,
+      text: RegExp,
+      path?: string,
+    ) => {
+      const c = connect(lab, url, token, path);
+      c.start(START);
+      const closed = await c.closed;
+      assertEquals(closed.code, 1008, JSON.stringify(c.got.statuses));
+      assertEquals(closed.reason, type);
+      assertEquals(c.got.kinds[0], "HELLO");
+      const st = statusesOf(c.got, type);
+      assertEquals(st.length, 1, JSON.stringify(c.got.statuses));
+      assert(text.test(st[0].text as string), `${st[0].text} !~ ${text}`);
+      assertEquals(c.got.sources.length, 0);
+      if (token) {
+        assert(!api!.logs.join("\n").includes(token), "token in logs");
+        assert(!JSON.stringify(api!.audit).includes(token), "token in audit");
+      }
+    };
+
+    await t.step("valid token streams", async () => {
+      const c = connect(lab, url, await uaa.mintValid());
+      c.start(START);
+      await c.waitFor("source", (r) => r.sources.length === 1);
+      c.send({ type: "stop" });
+      assertEquals((await c.closed).code, 1000);
+    });
+
+    await t.step("director-scoped admin token is accepted", async () => {
+      const c = connect(
+        lab,
+        url,
+        await uaa.mintValid({ scopes: [`bosh.${lab.director.uuid}.admin`] }),
+      );
+      c.start(START);
+      await c.waitFor("source", (r) => r.sources.length === 1);
+      c.send({ type: "stop" });
+      assertEquals((await c.closed).code, 1000);
+    });
+
+    await t.step("missing, malformed and misplaced tokens", async () => {
+      await refused(null, "UNAUTHENTICATED", /Authorization: Bearer/);
+      const token = await uaa.mintValid();
+      await refused(
+        null,
+        "UNAUTHENTICATED",
+        /token in the URL is refused/,
+        `/v1/capture/bosh?access_token=${token}`,
+      );
+      assert(!api!.logs.join("\n").includes(token), "query token logged");
+      await refused("garbage", "UNAUTHENTICATED", /not a JWT/);
+    });
+
+    await t.step("bad signatures and algorithms", async () => {
+      await refused(await uaa.mintExpired(), "UNAUTHENTICATED", /expired/);
+      await refused(await uaa.mintWrongKey(), "UNAUTHENTICATED", /signature|key/);
+      await refused(await uaa.mintUnknownKid(), "UNAUTHENTICATED", /does not publish|key/);
+      await refused(uaa.mintAlgNone(), "UNAUTHENTICATED", /algorithm/);
+      await refused(uaa.mintHs256WithPublicKey(), "UNAUTHENTICATED", /algorithm/);
+      await refused(await uaa.mintWrongIssuer(), "UNAUTHENTICATED", /iss/);
+    });
+
+    await t.step("valid token without the scope: PERMISSION_DENIED", async () => {
+      await refused(await uaa.mintValid({ scopes: ["openid"] }), "PERMISSION_DENIED", /scope/);
+      await refused(
+        await uaa.mintValid({ scopes: ["bosh.00000000-other-director.admin"] }),
+        "PERMISSION_DENIED",
+        /scope/,
+      );
+      const m = api!.server.metrics.authFailures;
+      assert(m.get({ type: "PERMISSION_DENIED" }) >= 2);
+      assert(m.get({ type: "UNAUTHENTICATED" }) >= 5);
+    });
+
+    await t.step("first message not a start, unknown types, oversized, binary", async () => {
+      const token = await uaa.mintValid();
+      const bad = async (send: (ws: WebSocket) => void, text: RegExp) => {
+        const c = connect(lab, url, token);
+        await new Promise((r) => c.ws.addEventListener("open", r, { once: true }));
+        send(c.ws);
+        const closed = await c.closed;
+        assertEquals(closed.code, 1008);
+        const st = statusesOf(c.got, "INVALID_REQUEST");
+        assertEquals(st.length, 1, JSON.stringify(c.got.statuses));
+        assert(text.test(st[0].text as string), `${st[0].text} !~ ${text}`);
+      };
+      await bad((ws) => ws.send(JSON.stringify({ type: "stop" })), /expected a start request/);
+      await bad((ws) => ws.send(JSON.stringify({ type: "hack" })), /expected a start request/);
+      await bad((ws) => ws.send("{not json"), /not JSON/);
+      await bad((ws) => ws.send("x".repeat(70 * 1024)), /exceeds/);
+      await bad((ws) => ws.send(new Uint8Array([1, 2, 3])), /binary/);
+      await bad(
+        (ws) => ws.send(JSON.stringify({ type: "start", protocol_version: 1, bosh: {} })),
+        /bosh\.deployment/,
+      );
+      await bad(
+        (ws) =>
+          ws.send(JSON.stringify({ ...START, type: "start", protocol_version: 1, snaplen: 0 })),
+        /snaplen/,
+      );
+      // During a capture an unknown message gets INVALID_REQUEST and a clean stop.
+      const c = connect(lab, url, token);
+      c.start(START);
+      await c.waitFor("source", (r) => r.sources.length === 1);
+      c.send({ type: "pause" });
+      assertEquals((await c.closed).code, 1000);
+      assertStringIncludes(statusesOf(c.got, "INVALID_REQUEST")[0].text as string, "pause");
+      assertEquals(statusesOf(c.got, "CAPTURE_STOPPED").length, 1);
+    });
+  } catch (e) {
+    lab.dumpLogs(40);
+    throw e;
+  } finally {
+    await api?.close();
+    await lab.stop();
+  }
+});
