@@ -6,7 +6,7 @@
  *   (`router/0`) are selected too, so `-i router/0` alone works.
  * - Selectors (`-i`, repeatable): `group/id`, `group/index`, a bare id or a bare index. A bare
  *   index applies to EVERY selected group (`-g a -g b -i 0` → a/0 and b/0); a bare id matches
- *   wherever that id lives among the selected groups.
+ *   wherever that id lives, and selects its group without `-g`.
  * - Selectors narrow only the groups they concern: a group no selector touches contributes all
  *   its instances (`-g a -g b -i a/0` → a/0 plus all of b).
  * - Every unknown group or selector is reported in one INVALID_REQUEST with the available groups.
@@ -88,7 +88,12 @@ export function selectTargets(
   maxTargets: number,
 ): Selection {
   const selectors = (req.instances ?? []).map(parseSelector);
-  const groups = [...new Set([...req.groups, ...selectors.flatMap((s) => s.group ?? [])])];
+  // A bare id is unique in the deployment, so it names its group by itself; a bare index does not.
+  const impliedGroups = selectors.flatMap((s) =>
+    s.group ??
+      (/^\d+$/.test(s.key) ? [] : instances.filter((i) => i.id === s.key).map((i) => i.job))
+  );
+  const groups = [...new Set([...req.groups, ...impliedGroups])];
   if (groups.length === 0) {
     throw new ApiError(
       "INVALID_REQUEST",

@@ -85,6 +85,16 @@ Deno.test("selection: bare index applies to every selected group; bare id finds 
     ),
     ["router/1"],
   );
+  // A bare id needs no group: ids are unique in a deployment.
+  assertEquals(
+    names(selectTargets(INSTANCES, { groups: [], instances: [cells[2].id, routers[0].id] }, 100)),
+    ["diego-cell/2", "router/0"],
+  );
+  fails(
+    () => selectTargets(INSTANCES, { groups: [], instances: ["1"] }, 100),
+    "INVALID_REQUEST",
+    /name at least one instance group/,
+  );
   // Duplicates collapse.
   const dup = selectTargets(INSTANCES, {
     groups: ["router"],
