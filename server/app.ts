@@ -148,9 +148,6 @@ export class ApiServer {
       );
     }
     await promise;
-    if (listen.tls?.clientCas) {
-      s.#log.warn("listen.tls.client_cas is set but the api does not verify client certificates");
-    }
     s.#log.info("api listening", {
       address: listen.address,
       port: s.port,

@@ -105,7 +105,11 @@ const listenSchema = z.strictObject({
   tls: z.strictObject({
     certificate: path,
     private_key: path,
-    client_cas: path.optional(),
+    // Deno.serve cannot verify client certificates; refusing beats silently not enforcing them.
+    client_cas: path.optional().refine((v) => v === undefined, {
+      message: "the api does not verify client certificates; terminate client mTLS in " +
+        "gorouter or a proxy in front of the api and remove this key",
+    }),
   }).optional(),
 });
 
@@ -197,7 +201,7 @@ export interface ApiConfig {
   listen: {
     address: string;
     port: number;
-    tls?: { certificate: PemFile; privateKey: PemFile; clientCas?: PemFile };
+    tls?: { certificate: PemFile; privateKey: PemFile };
   };
   agentsMtls: {
     certificate: PemFile;
@@ -280,7 +284,6 @@ async function resolve(file: string, raw: RawApiConfig): Promise<ApiConfig> {
       tls: tls && {
         certificate: await pem.load("listen.tls.certificate", tls.certificate),
         privateKey: await pem.load("listen.tls.private_key", tls.private_key),
-        clientCas: await pem.load("listen.tls.client_cas", tls.client_cas),
       },
     },
     agentsMtls: {

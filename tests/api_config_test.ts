@@ -94,7 +94,7 @@ Deno.test("api config: a full file with every key", async () => {
         listen: {
           address: "127.0.0.1",
           port: 8443,
-          tls: { certificate: f.cert, private_key: f.key, client_cas: f.ca },
+          tls: { certificate: f.cert, private_key: f.key },
         },
         concurrent_captures: 20,
         drain_timeout: "1m30s",
@@ -118,7 +118,7 @@ Deno.test("api config: a full file with every key", async () => {
     });
     const cfg = await loadApiConfig(path);
     assertEquals(cfg.listen.address, "127.0.0.1");
-    assertEquals(cfg.listen.tls?.clientCas?.path, f.ca);
+    assertEquals(cfg.listen.tls?.certificate.path, f.cert);
     assertEquals(cfg.drainTimeoutMs, 90_000);
     assertEquals(cfg.limits.maxDurationMs, 7_200_000);
     assertEquals(cfg.limits.maxBytes, 512 * 1024 * 1024);
@@ -139,6 +139,14 @@ Deno.test("api config: unknown keys name the key and the file", async () => {
       await f.write((c) => (c.bosh.tls = { ca: f.ca, insecure: true })),
       'key "bosh.tls.insecure"',
       "unknown key",
+    );
+    // Accepting client_cas without enforcing it would mislead the operator.
+    await loadFails(
+      await f.write((
+        c,
+      ) => (c.listen = { tls: { certificate: f.cert, private_key: f.key, client_cas: f.ca } })),
+      'key "listen.tls.client_cas"',
+      "does not verify client certificates",
     );
   });
 });
