@@ -49,7 +49,11 @@ export class CaptureError extends Error {
 export const MAX_SNAPLEN = 262144;
 const DEFAULT_BUFFER = 32 << 20;
 const DEFAULT_QUEUE = 16 << 20;
-const MAX_BATCH = 1 << 20;
+const MAX_BATCH = 256 << 10; // per next(): fresh copies this size stay off the page-fault path
+
+// Ring memory the workers write into by address: held here until the worker has
+// ended, so it cannot be collected under a running worker even if the engine is.
+const liveRings = new Set<ArrayBuffer>();
 
 function validate(o: CaptureOptions): void {
   const bad = (what: string) => {
@@ -134,7 +138,7 @@ export class CaptureEngine {
       bufferSize: opts.bufferSize ?? DEFAULT_BUFFER,
       timeoutMs,
       immediate,
-      ring,
+      ring: ring.shared,
       notifyBytes: immediate ? 1 : 64 * 1024,
     };
     const worker = new Worker(new URL("./capture_worker.ts", import.meta.url), {
@@ -144,6 +148,8 @@ export class CaptureEngine {
       let engine: CaptureEngine | null = null;
       let doneResolve!: () => void;
       const done = new Promise<void>((r) => doneResolve = r);
+      liveRings.add(ring.data);
+      done.then(() => liveRings.delete(ring.data));
       worker.onmessage = (ev: MessageEvent<WorkerReply>) => {
         const m = ev.data;
         if (m.type === "ready") {
@@ -157,6 +163,7 @@ export class CaptureEngine {
           resolve(engine);
         } else if (m.type === "error") {
           worker.terminate();
+          doneResolve();
           reject(new CaptureError(m.operation, m.message));
         } else {
           if (engine && m.error) {
@@ -172,8 +179,10 @@ export class CaptureEngine {
         ev.preventDefault();
         worker.terminate();
         const err = new CaptureError("running capture worker", ev.message);
-        if (!engine) reject(err);
-        else {
+        if (!engine) {
+          doneResolve();
+          reject(err);
+        } else {
           engine.#error ??= err;
           engine.#finished = true;
           doneResolve();

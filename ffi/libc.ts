@@ -6,6 +6,16 @@ const LIBC = "libc.so.6";
 export const O_RDONLY = 0;
 export const O_CLOEXEC = 0o2000000;
 export const CLONE_NEWNET = 0x40000000;
+export const SOL_SOCKET = 1;
+export const SO_ERROR = 4;
+export const SO_GET_FILTER = 26;
+export const SOL_PACKET = 263;
+export const PACKET_VERSION = 10;
+export const TPACKET_V3 = 2;
+export const POLLIN = 1;
+export const POLLERR = 8;
+export const POLLHUP = 16;
+export const POLLNVAL = 32;
 
 const symbols = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
@@ -16,6 +26,9 @@ const symbols = {
   gettid: { parameters: [], result: "i32" },
   // Used by the capture worker to copy packets out of libpcap's ring.
   memcpy: { parameters: ["usize", "usize", "usize"], result: "usize" },
+  // Direct packet-ring reading: wait for a ring block, query the socket.
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let lib: Deno.DynamicLibrary<typeof symbols> | null = null;
@@ -70,4 +83,32 @@ export function enterNetns(path: string): void {
   } finally {
     libc().close(fd);
   }
+}
+
+/** getsockopt for an int option; returns the value, or null (errno set) on failure. */
+export function getsockoptInt(fd: number, level: number, name: number): number | null {
+  const val = new Int32Array(1);
+  const len = new Uint32Array([4]);
+  const rc = libc().getsockopt(
+    fd,
+    level,
+    name,
+    new Uint8Array(val.buffer),
+    new Uint8Array(len.buffer),
+  );
+  return rc === 0 ? val[0] : null;
+}
+
+/** Number of instructions of the BPF filter attached to socket fd (0 = none). */
+export function attachedFilterLength(fd: number): number | null {
+  // SO_GET_FILTER with optlen 0 only reports the program length.
+  const len = new Uint32Array(1);
+  const rc = libc().getsockopt(
+    fd,
+    SOL_SOCKET,
+    SO_GET_FILTER,
+    new Uint8Array(8),
+    new Uint8Array(len.buffer),
+  );
+  return rc === 0 ? len[0] : null;
 }

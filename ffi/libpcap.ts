@@ -38,6 +38,9 @@ const symbols = {
   pcap_statustostr: { parameters: ["i32"], result: "pointer" },
   pcap_open_dead: { parameters: ["i32", "i32"], result: "pointer" },
   pcap_lib_version: { parameters: [], result: "pointer" },
+  // Used by the capture worker's direct TPACKET_V3 ring reader.
+  pcap_fileno: { parameters: ["pointer"], result: "i32" },
+  pcap_offline_filter: { parameters: ["buffer", "buffer", "pointer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type PcapSymbols = Deno.DynamicLibrary<typeof symbols>["symbols"];
