@@ -6,6 +6,7 @@ import { VERSION } from "./version.ts";
 import { PROTOCOL_VERSION } from "./protocol/version.ts";
 import { runAgent } from "./agent/agent_main.ts";
 import { runApi } from "./server/api_main.ts";
+import { runBosh } from "./cli/bosh_main.ts";
 
 interface Mode {
   summary: string;
@@ -15,6 +16,7 @@ interface Mode {
 const MODES: Record<string, Mode> = {
   agent: { summary: "capture server on a VM (BOSH job): --config FILE", run: runAgent },
   api: { summary: "api server behind gorouter (BOSH job): --config FILE", run: runApi },
+  bosh: { summary: "capture on BOSH VMs (pcap-bosh): capture [flags] [INSTANCE...]", run: runBosh },
   version: {
     summary: "print the version and protocol level",
     run: () => {

@@ -1,0 +1,208 @@
+/**
+ * The client end of the api's capture WebSocket (docs/protocol.md "Client API").
+ *
+ * The token travels in the `Authorization` header of the upgrade request, never in the URL; a
+ * private CA (`--ca-cert`) goes into a Deno HttpClient. Every binary message is exactly one
+ * frame; `decodeApiMessage` turns it into a typed event, validating JSON payloads with the
+ * protocol's zod schemas, so that the capture flow only ever sees well-formed values.
+ */
+import {
+  DecodeError,
+  decodeJson,
+  decodeSingleFrame,
+  type Frame,
+  FrameKind,
+  frameKindName,
+  validatePackets,
+} from "../protocol/frame_codec.ts";
+import {
+  type BoshStartRequest,
+  describeZodError,
+  Hello,
+  SourceDescriptor,
+  SourceStats,
+  StatusMessage,
+} from "../protocol/messages.ts";
+
+export type ApiEvent =
+  | { kind: "hello"; source: number; hello: Hello }
+  | { kind: "source"; source: number; descriptor: SourceDescriptor }
+  | { kind: "packets"; source: number; count: number; records: Uint8Array }
+  | { kind: "status"; source: number; status: StatusMessage }
+  | { kind: "stats"; source: number; stats: SourceStats }
+  | { kind: "ping"; source: number }
+  | { kind: "end"; source: number };
+
+function parseJson<T>(
+  frame: Frame,
+  schema: {
+    safeParse(
+      v: unknown,
+    ): { success: true; data: T } | {
+      success: false;
+      error: Parameters<typeof describeZodError>[0];
+    };
+  },
+): T {
+  const parsed = schema.safeParse(decodeJson(frame));
+  if (!parsed.success) {
+    throw new DecodeError(
+      `invalid ${frameKindName(frame.kind)} message: ${describeZodError(parsed.error)}`,
+    );
+  }
+  return parsed.data;
+}
+
+/** One WebSocket message → one typed event. Throws DecodeError for anything malformed. Pure. */
+export function decodeApiMessage(data: ArrayBuffer | Uint8Array | string): ApiEvent {
+  if (typeof data === "string") {
+    throw new DecodeError("the api sent a text message; frames must be binary messages");
+  }
+  const frame = decodeSingleFrame(data instanceof Uint8Array ? data : new Uint8Array(data));
+  const source = frame.source;
+  switch (frame.kind) {
+    case FrameKind.HELLO:
+      return { kind: "hello", source, hello: parseJson(frame, Hello) };
+    case FrameKind.SOURCE:
+      return { kind: "source", source, descriptor: parseJson(frame, SourceDescriptor) };
+    case FrameKind.PACKETS: {
+      const { count, records } = validatePackets(frame.payload);
+      return { kind: "packets", source, count, records };
+    }
+    case FrameKind.STATUS:
+      return { kind: "status", source, status: parseJson(frame, StatusMessage) };
+    case FrameKind.STATS:
+      return { kind: "stats", source, stats: parseJson(frame, SourceStats) };
+    case FrameKind.PING:
+      return { kind: "ping", source };
+    case FrameKind.END:
+      return { kind: "end", source };
+  }
+  throw new DecodeError(`unexpected frame kind ${frameKindName(frame.kind)}`);
+}
+
+/** `https://api:443/base` + `/v1/capture/bosh` → `wss://api:443/base/v1/capture/bosh`. */
+export function webSocketUrl(apiUrl: string, path: string): string {
+  const u = new URL(apiUrl);
+  u.protocol = u.protocol === "http:" ? "ws:" : "wss:";
+  u.pathname = u.pathname.replace(/\/$/, "") + path;
+  return u.toString();
+}
+
+export interface ApiSessionOptions {
+  /** base URL of the api (https://…) */
+  apiUrl: string;
+  /** e.g. `/v1/capture/bosh` */
+  path: string;
+  /** `Bearer eyJ…`; never logged */
+  authorization: string;
+  /** PEM of a CA to trust in addition to the system's */
+  caCert?: string;
+  /** give up connecting after this long (default 30 s) */
+  connectTimeoutMs?: number;
+}
+
+export interface SessionHandlers {
+  /** every decoded message, in order */
+  onEvent(e: ApiEvent): void;
+  /** a message that could not be decoded; the session closes itself after this */
+  onProtocolError(e: DecodeError): void;
+}
+
+export interface SessionClosed {
+  code: number;
+  reason: string;
+  /** whether the socket was ever open */
+  opened: boolean;
+  /** a transport error seen before the close, if any */
+  error?: string;
+}
+
+/**
+ * One capture WebSocket. `start` sends the start request once the socket is open; `stop` asks
+ * the api to drain; `close` ends it at once. `closed` resolves (never rejects) when it is over.
+ */
+export class ApiSession {
+  readonly url: string;
+  readonly closed: Promise<SessionClosed>;
+  #ws: WebSocket;
+  #client: Deno.HttpClient | undefined;
+  #opened = false;
+  #error: string | undefined;
+  #pendingStart: string | undefined;
+  #connectTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(opts: ApiSessionOptions, handlers: SessionHandlers) {
+    this.url = webSocketUrl(opts.apiUrl, opts.path);
+    this.#client = opts.caCert ? Deno.createHttpClient({ caCerts: [opts.caCert] }) : undefined;
+    this.#ws = new WebSocket(this.url, {
+      headers: { Authorization: opts.authorization },
+      ...(this.#client ? { client: this.#client } : {}),
+    });
+    this.#ws.binaryType = "arraybuffer";
+    const timeoutMs = opts.connectTimeoutMs ?? 30_000;
+    this.#connectTimer = setTimeout(() => {
+      this.#error = `no connection within ${timeoutMs / 1000} s`;
+      this.close();
+    }, timeoutMs);
+    this.closed = new Promise((resolve) => {
+      this.#ws.onclose = (ev) => {
+        clearTimeout(this.#connectTimer);
+        this.#client?.close();
+        resolve({ code: ev.code, reason: ev.reason, opened: this.#opened, error: this.#error });
+      };
+    });
+    this.#ws.onopen = () => {
+      clearTimeout(this.#connectTimer);
+      this.#opened = true;
+      if (this.#pendingStart) this.#ws.send(this.#pendingStart);
+    };
+    this.#ws.onerror = (ev) => {
+      const msg = (ev as ErrorEvent).message;
+      if (msg && !this.#error) this.#error = msg;
+    };
+    this.#ws.onmessage = (ev) => {
+      if (this.#ws.readyState !== WebSocket.OPEN) return;
+      let event: ApiEvent;
+      try {
+        event = decodeApiMessage(ev.data);
+      } catch (e) {
+        if (!(e instanceof DecodeError)) throw e;
+        handlers.onProtocolError(e);
+        this.close(1000, "protocol error");
+        return;
+      }
+      handlers.onEvent(event);
+    };
+  }
+
+  get isOpen(): boolean {
+    return this.#ws.readyState === WebSocket.OPEN;
+  }
+
+  /** Sends the start request now, or as soon as the socket opens. */
+  start(req: BoshStartRequest): void {
+    const text = JSON.stringify(req);
+    if (this.isOpen) this.#ws.send(text);
+    else this.#pendingStart = text;
+  }
+
+  /** Asks the api for a clean stop (it drains and ends with END). False if not connected. */
+  stop(): boolean {
+    if (!this.isOpen) return false;
+    this.#ws.send(JSON.stringify({ type: "stop" }));
+    return true;
+  }
+
+  /** Closes at once; `closed` resolves soon after. Idempotent. */
+  close(code = 1000, reason = "client closed"): void {
+    clearTimeout(this.#connectTimer);
+    const s = this.#ws.readyState;
+    if (s === WebSocket.CLOSING || s === WebSocket.CLOSED) return;
+    try {
+      this.#ws.close(code, reason);
+    } catch {
+      this.#ws.close();
+    }
+  }
+}

@@ -1,0 +1,395 @@
+/**
+ * The capture session of `pcap-bosh capture` (DESIGN §2, BOSH capture, steps 2, 6 and 7), once
+ * the command (bosh_main.ts) has refused what it can locally, found the token and opened the
+ * output: the WebSocket, the start request, frames into the reorder window and the writer.
+ *
+ * A stop (Ctrl-C, --duration, --max-packets, --max-bytes) asks the api to drain and waits for
+ * END; a second Ctrl-C closes the socket at once. Either way the reorder window is flushed,
+ * statistics blocks are written and the file is closed valid. stdout carries only capture data.
+ */
+import {
+  type BufferedOutput,
+  type CaptureWriter,
+  createCaptureWriter,
+  isStdout,
+  OutputError,
+  type SourceStatistics,
+} from "./capture_output.ts";
+import { LinkTypeMismatchError } from "./pcap_writer.ts";
+import { ReorderWindow } from "./reorder_window.ts";
+import type { BoshCaptureOptions } from "./bosh_flags.ts";
+import { formatCount, type ProgressDisplay, sanitize, type SourceProgress } from "./progress.ts";
+import { type ApiEvent, ApiSession, type SessionClosed } from "./api_session.ts";
+import type { BoshStartRequest, SourceDescriptor, SourceStats } from "../protocol/messages.ts";
+import { checkPeerVersion, PROTOCOL_VERSION } from "../protocol/version.ts";
+import { VERSION } from "../version.ts";
+
+export const CAPTURE_PATH = "/v1/capture/bosh";
+/** how long a stop may take before the client gives up waiting for END */
+export const DRAIN_TIMEOUT_MS = 30_000;
+/** status types after which the capture counts as failed even if it ended */
+const FATAL = new Set([
+  "START_CAPTURE_FAILED",
+  "UNAUTHENTICATED",
+  "PERMISSION_DENIED",
+  "INVALID_REQUEST",
+]);
+
+export interface CaptureIo {
+  env: Record<string, string | undefined>;
+  /** stderr text */
+  writeErr(s: string): void;
+  stderrIsTty: boolean;
+  stdoutIsTty: boolean;
+  width?: number;
+  /** signals that stop the capture (default SIGINT, SIGTERM); [] for none */
+  signals?: Deno.Signal[];
+}
+
+interface Source {
+  writerId: number;
+  name: string;
+  /** for the live display */
+  short: string;
+  packets: number;
+  bytes: number;
+  startNs: bigint;
+  stats?: SourceStats;
+  statsNs?: bigint;
+  state: SourceProgress["state"];
+}
+
+const nowNs = () => BigInt(Date.now()) * 1_000_000n;
+
+/** Interface name in the file: `diego-cell/2 (uuid) eth0`. Pure. */
+export function sourceName(d: SourceDescriptor): string {
+  const i = d.instance;
+  if (!i) return `${d.origin} ${d.interface}`;
+  return i.index !== undefined
+    ? `${i.group}/${i.index} (${i.id}) ${d.interface}`
+    : `${i.group}/${i.id} ${d.interface}`;
+}
+
+/** Shorter name for the live display, where the uuid would push the counters off screen. */
+export function displayName(d: SourceDescriptor): string {
+  const i = d.instance;
+  return i?.index !== undefined ? `${i.group}/${i.index} ${d.interface}` : sourceName(d);
+}
+
+/** The end-of-capture counters of a source, as the writers take them. Pure. */
+export function statisticsOf(s: { startNs?: bigint; stats?: SourceStats; statsNs?: bigint }) {
+  const st = s.stats;
+  const out: SourceStatistics = { startNs: s.startNs, endNs: s.statsNs };
+  if (!st) return { ...out, comment: "no statistics arrived from the agent" };
+  return {
+    ...out,
+    received: st.received,
+    kernelDropped: st.dropped,
+    ifDropped: st.if_dropped,
+    discards: { engine: st.engine_dropped, agent: st.agent_dropped, api: st.api_dropped },
+    comment: st.final ? undefined : "capture ended before the final statistics arrived",
+  };
+}
+
+/** Byte length of the first `n` records and their caplen sum. Pure. */
+export function measureRecords(records: Uint8Array, n: number): { end: number; bytes: number } {
+  const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
+  let off = 0;
+  let bytes = 0;
+  for (let i = 0; i < n && off + 16 <= records.byteLength; i++) {
+    const caplen = view.getUint32(off + 8, true);
+    bytes += caplen;
+    off += 16 + caplen;
+  }
+  return { end: off, bytes };
+}
+
+type Phase = "running" | "stopping" | "aborted";
+
+/** One capture on an open output: WebSocket frames in, blocks out, stop handling. */
+export class CaptureRun {
+  #phase: Phase = "running";
+  #session!: ApiSession;
+  #writer: CaptureWriter;
+  #reorder: ReorderWindow;
+  #sources = new Map<number, Source>();
+  #packets = 0;
+  #bytes = 0;
+  #limitHit = false;
+  #ended = false;
+  #failure: string | undefined;
+  /** the last error-like status, to explain a connection that closes without END */
+  #problem: string | undefined;
+  #stoppedByUser = false;
+  #finishing = false;
+  #outputFailed = false;
+  #t0 = performance.now();
+  #timers: ReturnType<typeof setTimeout>[] = [];
+  #signals: Array<[Deno.Signal, () => void]> = [];
+
+  constructor(
+    readonly o: BoshCaptureOptions,
+    readonly io: CaptureIo,
+    readonly progress: ProgressDisplay,
+    readonly output: BufferedOutput,
+    section: { comment: string },
+  ) {
+    this.#writer = createCaptureWriter(o.format, output, {
+      section: { ...section, userAppl: `pcap-bosh ${VERSION}` },
+      snaplen: o.snaplen,
+    });
+    this.#reorder = new ReorderWindow((p) => {
+      if (this.#outputFailed) return;
+      const src = this.#sources.get(p.source)!;
+      try {
+        this.#writer.writePacket(src.writerId, p.tsNs, p.caplen, p.origlen, p.data);
+      } catch (e) {
+        this.#outputFailed = true; // e.g. the reader of -o - went away
+        this.#fail((e as Error).message);
+      }
+    });
+  }
+
+  /** Connects, captures until the end, closes the output; returns the exit code. */
+  async run(
+    authorization: string,
+    caCert: string | undefined,
+    request: BoshStartRequest,
+  ): Promise<number> {
+    this.#session = new ApiSession(
+      { apiUrl: this.o.pcapApiUrl, path: CAPTURE_PATH, authorization, caCert },
+      {
+        onEvent: (e) => this.#onEvent(e),
+        onProtocolError: (e) => this.#fail(`the pcap API sent a malformed message: ${e.message}`),
+      },
+    );
+    if (this.o.verbose) this.progress.message(`connecting to ${this.#session.url}`);
+    this.#session.start(request);
+    this.#installSignals();
+    if (this.o.durationMs) {
+      this.#timers.push(setTimeout(() => this.#stop("--duration reached"), this.o.durationMs));
+    }
+    this.#timers.push(setInterval(() => this.#reorder.tick(performance.now()), 100));
+    const closed = await this.#session.closed;
+    return this.#finish(closed);
+  }
+
+  #ms(): number {
+    return performance.now() - this.#t0;
+  }
+
+  #installSignals(): void {
+    for (const sig of this.io.signals ?? ["SIGINT", "SIGTERM"] as Deno.Signal[]) {
+      const h = () => {
+        if (this.#finishing) return; // the file is being closed; let it finish
+        if (this.#phase === "running") {
+          this.#stoppedByUser = true;
+          this.#stop("interrupted", " (Ctrl-C again to stop at once)");
+        } else this.#abort("interrupted again: stopping at once");
+      };
+      Deno.addSignalListener(sig, h);
+      this.#signals.push([sig, h]);
+    }
+  }
+
+  /** Clean stop: the api drains every source and ends with END. */
+  #stop(reason: string, hint = ""): void {
+    if (this.#phase !== "running") return;
+    this.#phase = "stopping";
+    if (!this.#session.stop()) {
+      this.#abort(`${reason} before the capture started`);
+      return;
+    }
+    if (!this.o.quiet) {
+      this.progress.message(`stopping (${reason}): receiving what is in flight${hint}`);
+    }
+    const t = setTimeout(
+      () => this.#fail(`the pcap API did not finish within ${DRAIN_TIMEOUT_MS / 1000} s`),
+      DRAIN_TIMEOUT_MS,
+    );
+    this.#timers.push(t);
+  }
+
+  #abort(reason: string): void {
+    if (this.#phase === "aborted") return;
+    this.#phase = "aborted";
+    this.progress.message(`stopping: ${reason}`);
+    this.#session.close();
+  }
+
+  #fail(message: string): void {
+    this.#failure ??= message;
+    this.#abort(message);
+  }
+
+  #onEvent(e: ApiEvent): void {
+    switch (e.kind) {
+      case "hello":
+        return this.#hello(e.hello.protocol_version, e.hello.min_protocol_version);
+      case "source":
+        return this.#addSource(e.source, e.descriptor);
+      case "packets":
+        return this.#packetsIn(e.source, e.count, e.records);
+      case "status": {
+        const s = e.status;
+        this.progress.status(s);
+        const src = this.#sources.get(e.source);
+        if (src && s.type === "INSTANCE_UNAVAILABLE") src.state = "unavailable";
+        if (src && s.type === "CAPTURE_STOPPED" && src.state !== "unavailable") {
+          src.state = "stopped";
+        }
+        if (FATAL.has(s.type)) this.#failure ??= `${s.type}: ${s.text}`;
+        if (s.type === "CONNECTION_ERROR") this.#problem = `${s.type}: ${s.text}`;
+        return;
+      }
+      case "stats": {
+        const src = this.#sources.get(e.source);
+        if (src) {
+          src.stats = e.stats;
+          src.statsNs = nowNs();
+        }
+        return;
+      }
+      case "end":
+        this.#ended = true;
+        return;
+    }
+  }
+
+  #hello(peer: number, peerMin: number): void {
+    const problem = checkPeerVersion(peer, "the pcap API", "client") ??
+      (peerMin > PROTOCOL_VERSION
+        ? `the pcap API needs protocol v${peerMin} but this pcap-bosh speaks ` +
+          `v${PROTOCOL_VERSION}; upgrade pcap-bosh`
+        : null);
+    if (problem) this.#fail(problem);
+  }
+
+  #addSource(id: number, d: SourceDescriptor): void {
+    if (this.#sources.has(id)) return;
+    const name = sourceName(d);
+    let writerId: number;
+    try {
+      writerId = this.#writer.addSource({
+        name,
+        description: d.instance?.deployment ? `deployment ${d.instance.deployment}` : undefined,
+        linkType: d.link_type,
+        snaplen: d.snaplen,
+        filter: this.o.filter,
+      });
+    } catch (e) {
+      if (e instanceof LinkTypeMismatchError || e instanceof RangeError) {
+        return this.#fail(e.message);
+      }
+      throw e;
+    }
+    this.#sources.set(id, {
+      writerId,
+      name,
+      short: displayName(d),
+      packets: 0,
+      bytes: 0,
+      startNs: nowNs(),
+      state: "capturing",
+    });
+    if (!this.o.quiet) this.progress.message(`capturing on ${name}`);
+    if (this.#sources.size === 1 && this.progress.live) {
+      // the live block starts with the first source, so a refused capture draws none
+      this.#timers.push(setInterval(() => this.progress.update(this.#progress(), this.#ms()), 250));
+    }
+  }
+
+  #packetsIn(id: number, count: number, records: Uint8Array): void {
+    const src = this.#sources.get(id);
+    if (!src) return this.#fail(`the pcap API sent packets for unannounced source ${id}`);
+    if (this.#limitHit || this.#phase === "aborted") return;
+    let n = count;
+    if (this.o.maxPackets && this.#packets + n > this.o.maxPackets) {
+      n = this.o.maxPackets - this.#packets;
+    }
+    const { end, bytes } = measureRecords(records, n);
+    this.#reorder.pushRecords(id, records.subarray(0, end), performance.now());
+    src.packets += n;
+    src.bytes += bytes;
+    this.#packets += n;
+    this.#bytes += bytes;
+    if (this.o.maxPackets && this.#packets >= this.o.maxPackets) {
+      this.#limitHit = true;
+      this.#stop(`--max-packets ${this.o.maxPackets} reached`);
+    } else if (this.o.maxBytes && this.#bytes >= this.o.maxBytes) {
+      this.#limitHit = true;
+      this.#stop(`--max-bytes ${this.o.maxBytes} reached`);
+    }
+  }
+
+  #progress(): SourceProgress[] {
+    return [...this.#sources.values()].map((s) => {
+      const st = s.stats;
+      const drops = st
+        ? st.dropped + st.if_dropped + st.engine_dropped + st.agent_dropped + st.api_dropped
+        : 0;
+      return { name: s.short, packets: s.packets, bytes: s.bytes, drops, state: s.state };
+    });
+  }
+
+  #finish(closed: SessionClosed): number {
+    this.#finishing = true;
+    for (const t of this.#timers) clearTimeout(t);
+    try {
+      return this.#close(closed);
+    } finally {
+      // only now: a Ctrl-C while the file is closed must not kill us half-way
+      for (const [sig, h] of this.#signals) Deno.removeSignalListener(sig, h);
+    }
+  }
+
+  #close(closed: SessionClosed): number {
+    try {
+      this.#reorder.flush();
+      for (const s of this.#sources.values()) this.#writer.writeStats(s.writerId, statisticsOf(s));
+      this.#writer.end();
+    } catch (e) {
+      this.#failure ??= (e as Error).message;
+    }
+    try {
+      this.output.close();
+    } catch (e) {
+      this.#failure ??= e instanceof OutputError ? e.message : String(e);
+    }
+    if (!this.#failure && !this.#ended && this.#phase !== "aborted") {
+      this.#failure = this.#problem ?? connectionLost(this.#session.url, closed);
+    }
+    if (this.#failure && this.#sources.size === 0) {
+      // nothing was captured: no summary (no live block was drawn), and no empty file
+      if (!isStdout(this.o.output)) {
+        try {
+          Deno.removeSync(this.o.output);
+        } catch { /* already gone */ }
+      }
+    } else {
+      const list = this.#progress();
+      this.progress.finish(list, this.#ms(), this.o.output);
+      // formatSummary lists sources with losses; list the healthy ones too (full names)
+      const names = [...this.#sources.values()].map((s) => s.name);
+      list.forEach((p, i) => {
+        if (this.o.quiet || p.drops > 0 || p.state === "unavailable") return;
+        this.io.writeErr(`  ${sanitize(names[i])}: ${formatCount(p.packets)} packets\n`);
+      });
+    }
+    if (this.#failure) {
+      this.io.writeErr(`pcap-bosh: capture failed: ${this.#failure}\n`);
+      return 1;
+    }
+    if (this.#stoppedByUser && !this.#ended && !this.o.quiet) {
+      this.io.writeErr("pcap-bosh: stopped at once; packets still in flight were not received\n");
+    }
+    return 0;
+  }
+}
+
+function connectionLost(url: string, c: SessionClosed): string {
+  const why = [c.error, c.reason, `code ${c.code}`].filter(Boolean).join(", ");
+  return c.opened
+    ? `the connection to the pcap API (${url}) closed before the capture ended (${why})`
+    : `cannot connect to the pcap API at ${url} (${why}); check -u and --ca-cert`;
+}

@@ -1,0 +1,221 @@
+/**
+ * `pcap bosh …` / `pcap-bosh …`: the BOSH client's command. Parses (usage errors exit 2), then
+ * refuses locally whatever it can before any server is contacted: the output path first, then
+ * the filter (compiled offline with libpcap when it is there). Then the BOSH token (config or
+ * client credentials), the output, and the capture session (bosh_capture.ts).
+ */
+import {
+  boshCaptureHelp,
+  type BoshCaptureOptions,
+  HelpRequested,
+  parseBoshCaptureArgs,
+  UsageError,
+} from "./bosh_flags.ts";
+import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
+import { BufferedOutput, isStdout, prepareOutput } from "./capture_output.ts";
+import { describeCapture } from "./pcapng_writer.ts";
+import { ProgressDisplay } from "./progress.ts";
+import { boshAuth } from "./uaa_token.ts";
+import { checkFilter, libpcapAvailable } from "../ffi/filter_check.ts";
+import type { BoshStartRequest } from "../protocol/messages.ts";
+import { PROTOCOL_VERSION } from "../protocol/version.ts";
+
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+
+const CAPTURE_EPILOG = `
+Authentication:
+  Uses the BOSH environment from the BOSH config (-c, BOSH_CONFIG, default ~/.bosh/config),
+  selected by -e/BOSH_ENVIRONMENT (alias or URL), refreshing its UAA token when it is about to
+  expire, like the bosh CLI. BOSH_CLIENT and BOSH_CLIENT_SECRET use client credentials instead.
+
+Stopping:
+  Ctrl-C, --duration, --max-packets or --max-bytes stop the capture cleanly: the api stops every
+  agent and delivers what is still in flight, then the file is closed. A second Ctrl-C stops at
+  once; the file is still valid (packets in flight are lost).
+
+Output:
+  pcapng (default): one interface per VM, named like "diego-cell/0 (<instance id>) eth0", and
+  statistics blocks with drops at the end. --format pcap writes classic pcap (one link type).
+  -o - writes to stdout, e.g. | wireshark -k -i -   or   | tcpdump -r -
+  Status and progress go to stderr.
+
+Exit codes:
+  0  the capture ended cleanly (also after Ctrl-C or a limit)
+  1  the capture failed: refused (bad filter, existing file, START_CAPTURE_FAILED,
+     UNAUTHENTICATED, PERMISSION_DENIED, INVALID_REQUEST), or the api could not be reached
+     or the connection broke
+  2  usage error (bad or missing flags)
+
+Examples:
+  pcap-bosh capture -d cf -g diego-cell -o cells.pcapng -u https://pcap.example.com
+  pcap-bosh capture -d cf router/0 -f "tcp port 443" -o - | wireshark -k -i -
+`;
+
+const BOSH_USAGE = `usage: pcap-bosh capture [flags] [INSTANCE...]
+
+Captures packets on BOSH VMs through the pcap API. Run \`pcap-bosh capture --help\` for flags.
+`;
+
+function captureHelp(text: string): string {
+  return text.replace(/\s*$/, "\n") + CAPTURE_EPILOG;
+}
+
+/** `user_name` or `client_id` of a JWT, for the file comment only (not verified here). */
+export function tokenUser(token: string): string | undefined {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part + "=".repeat((4 - part.length % 4) % 4)));
+    const u = claims.user_name ?? claims.client_id;
+    return typeof u === "string" ? u : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function startRequest(o: BoshCaptureOptions): BoshStartRequest {
+  return {
+    type: "start",
+    protocol_version: PROTOCOL_VERSION,
+    bosh: { deployment: o.deployment, groups: o.groups, instances: o.instances.map((i) => i.raw) },
+    interface: o.interface,
+    snaplen: o.snaplen,
+    filter: o.filter ?? "",
+    limits: {
+      ...(o.durationMs ? { duration_ms: o.durationMs } : {}),
+      ...(o.maxPackets ? { max_packets: o.maxPackets } : {}),
+      ...(o.maxBytes ? { max_bytes: o.maxBytes } : {}),
+    },
+  };
+}
+
+/** Refused before anything was captured (exit 1). */
+class Refusal extends Error {}
+
+/** Runs one capture; returns the exit code (0 clean, 1 failed). */
+export async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<number> {
+  const progress = new ProgressDisplay({
+    write: io.writeErr,
+    tty: io.stderrIsTty,
+    quiet: o.quiet,
+    width: io.width,
+  });
+  let output: BufferedOutput;
+  let auth;
+  let caCert: string | undefined;
+  try {
+    await preflight(o, io);
+    if (o.caCert) caCert = await readCa(o.caCert);
+    auth = await boshAuth({
+      configPath: o.boshConfig,
+      environment: o.boshEnvironment,
+      env: io.env,
+    });
+    if (o.verbose) progress.message(`BOSH Director ${auth.directorUrl} (token: ${auth.source})`);
+    output = await BufferedOutput.open(o.output, { force: o.forceOverwrite });
+  } catch (e) {
+    io.writeErr(`pcap-bosh: ${(e as Error).message}\n`);
+    return EXIT_FAILED;
+  }
+  const run = new CaptureRun(o, io, progress, output, {
+    comment: describeCapture({
+      target: describeTarget(o),
+      user: tokenUser(auth.accessToken),
+      start: new Date(),
+      interface: o.interface,
+      snaplen: o.snaplen,
+      filter: o.filter,
+    }),
+  });
+  return await run.run(auth.authorization, caCert, startRequest(o));
+}
+
+async function preflight(o: BoshCaptureOptions, io: CaptureIo): Promise<void> {
+  if (isStdout(o.output) && io.stdoutIsTty) {
+    throw new Refusal(
+      "refusing to write capture data to a terminal; pipe it (-o - | wireshark -k -i -) " +
+        "or write a file with -o FILE",
+    );
+  }
+  await prepareOutput(o.output, o.forceOverwrite);
+  if (o.filter && libpcapAvailable()) {
+    const r = checkFilter(o.filter, 1, o.snaplen);
+    if (!r.ok) throw new Refusal(`filter "${o.filter}" is not valid: ${r.error}`);
+  }
+}
+
+async function readCa(path: string): Promise<string> {
+  try {
+    const pem = await Deno.readTextFile(path);
+    if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new Error("no PEM certificate in it");
+    return pem;
+  } catch (e) {
+    throw new Refusal(`cannot use --ca-cert ${path}: ${(e as Error).message}`);
+  }
+}
+
+function describeTarget(o: BoshCaptureOptions): string {
+  const parts = [`deployment ${o.deployment}`];
+  if (o.groups.length) parts.push(`instance groups ${o.groups.join(", ")}`);
+  if (o.instances.length) parts.push(`instances ${o.instances.map((i) => i.raw).join(", ")}`);
+  return parts.join(", ");
+}
+
+/** Columns of the terminal on stderr; 80 when unknown (e.g. a pty without a size). */
+function terminalWidth(): number {
+  try {
+    return Deno.consoleSize().columns || 80;
+  } catch {
+    return 80;
+  }
+}
+
+/** Entry of mode `bosh`; `argv` starts after the mode, e.g. ["capture", "-d", "cf", …]. */
+export async function runBosh(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+    const help = command === "help" && rest[0] === "capture" ? captureHelp(boshCaptureHelp()) : "";
+    if (help) console.log(help);
+    else (command ? console.log : console.error)(BOSH_USAGE.trimEnd());
+    return command ? EXIT_OK : EXIT_USAGE;
+  }
+  if (command !== "capture") {
+    console.error(`pcap-bosh: unknown command "${command}"\n\n${BOSH_USAGE.trimEnd()}`);
+    return EXIT_USAGE;
+  }
+  const env = Deno.env.toObject();
+  let opts;
+  try {
+    opts = parseBoshCaptureArgs(rest, env);
+  } catch (e) {
+    if (e instanceof HelpRequested) {
+      console.log(captureHelp(e.text));
+      return EXIT_OK;
+    }
+    if (e instanceof UsageError) {
+      console.error(`pcap-bosh capture: ${e.message}`);
+      return EXIT_USAGE;
+    }
+    throw e;
+  }
+  if (opts.insecure) {
+    console.error(
+      "pcap-bosh capture: -k/--insecure is not supported (this runtime cannot skip certificate " +
+        "verification for one connection); pass the pcap API's CA with --ca-cert FILE\n" +
+        "(see pcap-bosh capture --help)",
+    );
+    return EXIT_USAGE;
+  }
+  const enc = new TextEncoder();
+  return await runBoshCapture(opts, {
+    env,
+    writeErr: (s) => {
+      const b = enc.encode(s);
+      for (let off = 0; off < b.length;) off += Deno.stderr.writeSync(b.subarray(off));
+    },
+    stderrIsTty: Deno.stderr.isTerminal(),
+    stdoutIsTty: Deno.stdout.isTerminal(),
+    width: terminalWidth(),
+  });
+}
