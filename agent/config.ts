@@ -8,28 +8,12 @@ import { createPrivateKey, createPublicKey, type KeyObject, X509Certificate } fr
 import { z } from "zod";
 import { ConfigError, loadYamlConfig, readConfiguredFile } from "../lib/config_load.ts";
 import type { LogLevel } from "../lib/log.ts";
+import { parseDuration } from "../lib/units.ts";
 import type { BufferLimits } from "./backpressure.ts";
-
-const UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** "90", 90 (seconds), "1500ms", "30s", "5m", "1h30m" → milliseconds; null if malformed. */
-export function parseDuration(value: string | number): number | null {
-  if (typeof value === "number") {
-    return Number.isFinite(value) && value > 0 ? Math.round(value * 1000) : null;
-  }
-  const text = value.trim();
-  if (/^\d+(\.\d+)?$/.test(text)) return parseDuration(Number(text));
-  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(text)) return null;
-  let total = 0;
-  for (const m of text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
-    total += Number(m[1]) * UNITS_MS[m[2]];
-  }
-  return total > 0 ? Math.round(total) : null;
-}
 
 const Duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const ms = parseDuration(v);
-  if (ms === null) {
+  if (ms === null || ms <= 0) {
     ctx.addIssue({
       code: "custom",
       message:

@@ -7,6 +7,10 @@
  * exit or print, so every problem becomes a UsageError (the caller prints it and exits 2).
  */
 import { Command, CommanderError, InvalidArgumentError } from "commander";
+import {
+  parseByteSize as parseByteSizeValue,
+  parseDuration as parseDurationValue,
+} from "../lib/units.ts";
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -60,58 +64,24 @@ export interface BoshCaptureOptions {
 }
 
 export const SNAPLEN_MAX = 262144;
-const UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
-/** `30s`, `5m`, `1h30m`, `250ms`, `1.5h`; a bare number means seconds. Returns ms (> 0). */
+/** `30s`, `5m`, `1h30m`, `250ms` or seconds → milliseconds (> 0). */
 export function parseDuration(text: string): number {
-  const t = text.trim();
-  let ms: number;
-  if (/^\d+(\.\d+)?$/.test(t)) {
-    ms = Number(t) * 1000;
-  } else {
-    if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(t)) {
-      throw new InvalidArgumentError(`"${text}" is not a duration; use e.g. 30s, 5m, 1h30m`);
-    }
-    ms = 0;
-    for (const m of t.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) ms += Number(m[1]) * UNITS_MS[m[2]];
+  const ms = parseDurationValue(text);
+  if (ms === null) {
+    throw new InvalidArgumentError(`"${text}" is not a duration; use e.g. 30s, 5m, 1h30m`);
   }
-  ms = Math.round(ms);
-  if (!(ms > 0)) throw new InvalidArgumentError(`duration "${text}" must be more than zero`);
+  if (ms <= 0) throw new InvalidArgumentError(`duration "${text}" must be more than zero`);
   return ms;
 }
 
-const BYTE_UNITS: Record<string, number> = {
-  "": 1,
-  b: 1,
-  k: 1e3,
-  kb: 1e3,
-  m: 1e6,
-  mb: 1e6,
-  g: 1e9,
-  gb: 1e9,
-  t: 1e12,
-  tb: 1e12,
-  ki: 2 ** 10,
-  kib: 2 ** 10,
-  mi: 2 ** 20,
-  mib: 2 ** 20,
-  gi: 2 ** 30,
-  gib: 2 ** 30,
-  ti: 2 ** 40,
-  tib: 2 ** 40,
-};
-
 /** `1048576`, `10MB` (10^6), `1GiB` (2^30), `500k`. Returns bytes (> 0). */
 export function parseByteSize(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
-  const unit = m ? BYTE_UNITS[m[2].toLowerCase()] : undefined;
-  if (!m || unit === undefined) {
+  const n = parseByteSizeValue(text);
+  if (n === null) {
     throw new InvalidArgumentError(`"${text}" is not a size; use e.g. 500000, 10MB, 1GiB`);
   }
-  const n = Math.round(Number(m[1]) * unit);
-  if (!(n > 0) || !Number.isSafeInteger(n)) {
-    throw new InvalidArgumentError(`size "${text}" must be more than zero`);
-  }
+  if (n <= 0) throw new InvalidArgumentError(`size "${text}" must be more than zero`);
   return n;
 }
 

@@ -7,44 +7,9 @@
 import { z } from "zod";
 import { ConfigError, loadYamlConfig, readConfiguredFile } from "../lib/config_load.ts";
 import type { LogLevel } from "../lib/log.ts";
+import { parseByteSize, parseDuration } from "../lib/units.ts";
 
 // ---------- value parsers ----------
-
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** Parses a Go-style duration ("10s", "1m30s", "500ms") or a number of seconds into ms. */
-export function parseDuration(value: string | number): number | null {
-  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? value * 1000 : null;
-  const text = value.trim();
-  if (/^\d+(\.\d+)?$/.test(text)) return Number(text) * 1000;
-  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(text)) return null;
-  let ms = 0;
-  for (const [, num, , unit] of text.matchAll(/(\d+(\.\d+)?)(ms|s|m|h)/g)) {
-    ms += Number(num) * DURATION_UNITS[unit];
-  }
-  return ms;
-}
-
-const SIZE_UNITS: Record<string, number> = {
-  "": 1,
-  b: 1,
-  kb: 1e3,
-  mb: 1e6,
-  gb: 1e9,
-  tb: 1e12,
-  kib: 1024,
-  mib: 1024 ** 2,
-  gib: 1024 ** 3,
-  tib: 1024 ** 4,
-};
-
-/** Parses a byte size: a number or "512MiB", "1GB", "10 kb" (case-insensitive). */
-export function parseByteSize(value: string | number): number | null {
-  if (typeof value === "number") return Number.isInteger(value) && value >= 0 ? value : null;
-  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
-  const factor = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
-  return m && factor !== undefined ? Math.floor(Number(m[1]) * factor) : null;
-}
 
 const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const ms = parseDuration(v);

@@ -4,7 +4,7 @@
  */
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./support/assert.ts";
 import { agentYaml, makePki, type TestPki } from "./support/agent_harness.ts";
-import { loadAgentConfig, parseDuration } from "../agent/config.ts";
+import { loadAgentConfig } from "../agent/config.ts";
 import { ConfigError } from "../lib/config_load.ts";
 
 let shared: { t: TestPki; dir: string } | null = null;
@@ -22,16 +22,6 @@ async function write(name: string, text: string): Promise<string> {
   await Deno.writeTextFile(file, text);
   return file;
 }
-
-Deno.test("parseDuration accepts seconds and unit strings", () => {
-  assertEquals(parseDuration(90), 90_000);
-  assertEquals(parseDuration("90"), 90_000);
-  assertEquals(parseDuration("1h"), 3_600_000);
-  assertEquals(parseDuration("1h30m"), 5_400_000);
-  assertEquals(parseDuration("1500ms"), 1500);
-  assertEquals(parseDuration("0.5s"), 500);
-  for (const bad of ["", "soon", "1d", "-5", 0, -1, "5 m"]) assertEquals(parseDuration(bad), null);
-});
 
 Deno.test("a valid config loads with defaults and PEM material", async () => {
   const { t } = await pki();

@@ -2,7 +2,7 @@
 // and the --check-config result. Certificates are real lab PEM files.
 import { Pki } from "../lab/pki.ts";
 import { ConfigError } from "../lib/config_load.ts";
-import { checkApiConfig, loadApiConfig, parseByteSize, parseDuration } from "../server/config.ts";
+import { checkApiConfig, loadApiConfig } from "../server/config.ts";
 import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts";
 import { stringify } from "yaml";
 
@@ -248,20 +248,4 @@ Deno.test("api config: missing and unreadable files; check-config lists them all
     assert(!bad.ok);
     assertStringIncludes(bad.errors[0], "not valid YAML");
   });
-});
-
-Deno.test("api config: duration and size parsers", () => {
-  assertEquals(parseDuration("10s"), 10_000);
-  assertEquals(parseDuration("1h2m3s"), 3_723_000);
-  assertEquals(parseDuration("250ms"), 250);
-  assertEquals(parseDuration(1.5), 1500);
-  assertEquals(parseDuration("30"), 30_000);
-  assertEquals(parseDuration("-1s"), null);
-  assertEquals(parseDuration("10 s"), null);
-  assertEquals(parseDuration(""), null);
-  assertEquals(parseByteSize("1GB"), 1e9);
-  assertEquals(parseByteSize("2 KiB"), 2048);
-  assertEquals(parseByteSize(123), 123);
-  assertEquals(parseByteSize("12 parsecs"), null);
-  assertEquals(parseByteSize(-1), null);
 });
