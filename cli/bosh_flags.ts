@@ -179,7 +179,7 @@ function buildCommand(write: (s: string) => void = () => {}): Command {
     )
     .option("--max-bytes <size>", "stop after this many bytes, e.g. 10MB, 1GiB", parseByteSize)
     .option("--ca-cert <file>", "CA certificate file for the pcap API")
-    .option("-k, --insecure", "do not verify the pcap API's certificate")
+    .option("-k, --insecure", "not supported (refused): pass the API's CA with --ca-cert instead")
     .option("-v, --verbose", "show debug information")
     .option("-q, --quiet", "show only warnings and errors, no progress")
     .helpOption("-h, --help", "show this help")
