@@ -64,7 +64,10 @@ export async function main(argv: string[]): Promise<number> {
   if (mode === "--version") return MODES.version.run([]);
   const selected = MODES[mode];
   if (!selected) {
-    console.error(`pcap: unknown mode "${mode}"\n\n${usage()}`);
+    const why = alias
+      ? `this build of pcap has no "${mode}" mode yet (invoked as ${invokedName()})`
+      : `unknown mode "${mode}"`;
+    console.error(`pcap: ${why}\n\n${usage()}`);
     return 2;
   }
   return await selected.run(rest);
