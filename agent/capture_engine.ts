@@ -1,8 +1,20 @@
 // Capture engine: one libpcap capture per Worker thread (see capture_worker.ts),
 // delivering batches of wire packet records through a bounded shared ring.
 // The main thread never changes namespace; only the worker's thread does.
+//
+// Contract (consumers):
+// - Borrowed records: a PacketBatch's `records` is a view into the engine's
+//   queue, valid only until the next call of next() (or close()). Use or copy
+//   it before calling next() again; never keep it (or a subarray of it) longer.
+// - stop() drains: every packet the kernel captured before stop() was called is
+//   delivered by next() before it returns null, whichever reader runs. stop() is
+//   prompt: on an idle interface within ~100 ms, otherwise within about
+//   2 × timeoutMs + 150 ms (the kernel hands over a partly filled block only
+//   when its timer retires it).
+// - close() aborts at once and discards what was not delivered.
 import { pcap } from "../ffi/libpcap.ts";
 import { C, createRing, RingReader, S } from "./capture_ring.ts";
+import type { ReaderChoice, ReaderKind } from "./capture_reading.ts";
 import type { WorkerReply, WorkerStart } from "./capture_worker.ts";
 
 export interface CaptureOptions {
@@ -22,6 +34,12 @@ export interface CaptureOptions {
   immediate?: boolean;
   /** Bound of the engine->consumer queue; default 16 MiB. */
   queueBytes?: number;
+  /**
+   * "auto" (default): read libpcap's TPACKET_V3 ring directly where that
+   * reproduces libpcap exactly, else pcap_next_ex. "pcap_next_ex" forces the
+   * fallback (tests, diagnostics).
+   */
+  reader?: ReaderChoice;
 }
 
 export interface CaptureStats {
@@ -34,8 +52,13 @@ export interface CaptureStats {
   bytes: number;
 }
 
+/** A batch of wire packet records (`u64 ts_ns | u32 caplen | u32 origlen | data`). */
 export interface PacketBatch {
   count: number;
+  /**
+   * Borrowed: a view into the engine's queue, valid only until the next call of
+   * next() (or close()); the engine then reuses the memory. Copy what you keep.
+   */
   records: Uint8Array;
 }
 
@@ -49,7 +72,7 @@ export class CaptureError extends Error {
 export const MAX_SNAPLEN = 262144;
 const DEFAULT_BUFFER = 32 << 20;
 const DEFAULT_QUEUE = 16 << 20;
-const MAX_BATCH = 256 << 10; // per next(): fresh copies this size stay off the page-fault path
+const MAX_BATCH = 256 << 10; // per next(); also bounds the agent's frame size
 
 // Ring memory the workers write into by address: held here until the worker has
 // ended, so it cannot be collected under a running worker even if the engine is.
@@ -78,6 +101,9 @@ function validate(o: CaptureOptions): void {
   if (!Number.isInteger(q) || q < 2 * (MAX_SNAPLEN + 16) || q > 2 ** 31 - 1) {
     bad(`queueBytes ${q} must be an integer from ${2 * (MAX_SNAPLEN + 16)} to 2147483647`);
   }
+  if (o.reader !== undefined && o.reader !== "auto" && o.reader !== "pcap_next_ex") {
+    bad(`reader "${o.reader}" must be "auto" or "pcap_next_ex"`);
+  }
 }
 
 export class CaptureEngine {
@@ -85,10 +111,11 @@ export class CaptureEngine {
   readonly snaplen: number;
   /** Namespace id the capture thread ran in (readlink of its /proc/thread-self/ns/net). */
   readonly netnsId: string;
+  /** How packets are read: libpcap's ring directly, or the pcap_next_ex fallback. */
+  readonly reader: ReaderKind;
   readonly #worker: Worker;
   readonly #reader: RingReader;
   readonly #ctrl: Int32Array;
-  readonly #handle: Deno.PointerObject;
   readonly #flushMs: number;
   readonly #done: Promise<void>;
   #finished = false;
@@ -111,7 +138,7 @@ export class CaptureEngine {
     this.linkType = ready.linkType;
     this.snaplen = ready.snaplen;
     this.netnsId = ready.netnsId;
-    this.#handle = Deno.UnsafePointer.create(ready.handle)!;
+    this.reader = ready.reader;
     this.#flushMs = flushMs;
     this.#done = done;
   }
@@ -138,8 +165,11 @@ export class CaptureEngine {
       bufferSize: opts.bufferSize ?? DEFAULT_BUFFER,
       timeoutMs,
       immediate,
+      reader: opts.reader ?? "auto",
       ring: ring.shared,
-      notifyBytes: immediate ? 1 : 64 * 1024,
+      // Wake the consumer per full batch (kernel block ends flush anyway): each
+      // wake-up is a waitAsync round trip on the main thread.
+      notifyBytes: immediate ? 1 : MAX_BATCH,
     };
     const worker = new Worker(new URL("./capture_worker.ts", import.meta.url), {
       type: "module",
@@ -192,12 +222,17 @@ export class CaptureEngine {
   }
 
   /**
-   * Next batch of records. After stop() it drains what was captured, then returns null.
+   * Next batch of records; the previous batch's `records` becomes invalid now.
+   * After stop() it drains what was captured, then returns null.
    * If the capture failed on its own (e.g. the interface vanished) it drains, then throws once.
+   * One call at a time: do not call again before the previous promise settled.
    */
   async next(): Promise<PacketBatch | null> {
     for (;;) {
-      if (this.#closed) return null;
+      if (this.#closed) {
+        this.#reader.release();
+        return null;
+      }
       const seq = Atomics.load(this.#ctrl, C.SEQ);
       const b = this.#reader.take(MAX_BATCH);
       if (b) {
@@ -229,19 +264,13 @@ export class CaptureEngine {
     };
   }
 
-  /** Wakes the worker out of libpcap (also out of poll on an idle interface). */
-  #breakLoop(): void {
-    const c = this.#ctrl;
-    if (Atomics.compareExchange(c, C.STATE, S.RUNNING, S.STOPPING) === S.RUNNING) {
-      pcap().pcap_breakloop(this.#handle);
-      Atomics.store(c, C.STATE, S.SIGNALED);
-      Atomics.notify(c, C.STATE);
-    }
-  }
-
-  /** Stops capturing promptly; the handle is closed and the worker ended when this resolves. */
+  /**
+   * Stops capturing; resolves once the worker has delivered (into the queue) every
+   * packet the kernel captured before this call, closed the handle and ended.
+   * The worker notices within its poll interval (100 ms); see the header for bounds.
+   */
   async stop(): Promise<void> {
-    this.#breakLoop();
+    Atomics.compareExchange(this.#ctrl, C.STATE, S.RUNNING, S.DRAIN);
     await this.#done;
   }
 
@@ -249,7 +278,13 @@ export class CaptureEngine {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#breakLoop();
+    this.#reader.release();
+    const c = this.#ctrl;
+    for (let st = Atomics.load(c, C.STATE); st === S.RUNNING || st === S.DRAIN;) {
+      const was = Atomics.compareExchange(c, C.STATE, st, S.ABORT);
+      if (was === st) break;
+      st = was;
+    }
   }
 
   /** Resolves once the worker has closed the handle and ended. */

@@ -1,8 +1,10 @@
 // Single-producer/single-consumer byte ring between the capture worker
 // (producer) and the main thread (consumer). Records are written whole (never
-// split across the end): when one does not fit at the end the producer stores
-// WRAP_AT and continues at 0. Positions are published with Atomics in a small
-// SharedArrayBuffer so the consumer only ever reads complete records.
+// split across the end): when one does not fit at the end the producer
+// continues at 0. Written records are published in chunks through a small log
+// of descriptors (start, end, record count, caplen sum) in a SharedArrayBuffer,
+// so the consumer never has to walk record headers (a cache miss per record on
+// memory the other core just wrote) to count them or find batch boundaries.
 // The data itself lives in a plain (non-shared) ArrayBuffer owned by the main
 // thread, which the worker aliases by address: V8 copies into and out of
 // SharedArrayBuffers with slow relaxed-atomic loops (~5x memcpy at 1514 B),
@@ -13,9 +15,9 @@ export const RECORD_HEADER = 16;
 
 /** Indexes into the Int32Array control block. */
 export const C = {
-  WRITE_POS: 0,
-  READ_POS: 1,
-  WRAP_AT: 2,
+  PUB_HEAD: 0, // descriptors published (producer), wraps as int32
+  READ_POS: 1, // end of the records the consumer has released
+  PUB_TAIL: 2, // descriptors released (consumer)
   SEQ: 3, // bumped + notified when the consumer should look
   STATE: 4,
   ENGINE_DROPPED: 5,
@@ -25,13 +27,23 @@ export const C = {
   SIZE: 16,
 } as const;
 
-/** STATE values: who may touch the pcap handle (breakloop vs close). */
+/** Descriptor log: LOG entries of 4 int32 (start, end, count, caplen sum) after the control words. */
+const LOG = 4096;
+const LOG_BASE = C.SIZE;
+/** A descriptor covers at most this much (when the log was full, chunks grow). */
+const MAX_CHUNK = 1 << 20;
+
+/**
+ * STATE values. Only the worker touches the pcap handle: main asks with DRAIN
+ * (stop) or ABORT (close), and the worker, which never blocks longer than its
+ * poll interval, notices and ends.
+ */
 export const S = {
   STARTING: 0,
   RUNNING: 1,
-  STOPPING: 2, // main is calling pcap_breakloop; the worker must not close yet
-  SIGNALED: 3, // breakloop done; the worker may close
-  ENDED: 4, // the worker ended on its own; main must not touch the handle
+  DRAIN: 2, // stop(): deliver everything captured so far, then end
+  ABORT: 3, // close(): end now, discard the rest
+  ENDED: 4,
 } as const;
 
 /** What the worker gets (postMessage-safe: no copy of the data). */
@@ -51,7 +63,8 @@ export interface Ring {
 export function createRing(bytes: number): Ring {
   const data = new ArrayBuffer(bytes);
   const dataPtr = Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(data)));
-  return { shared: { ctrl: new SharedArrayBuffer(C.SIZE * 4), dataPtr, size: bytes }, data };
+  const ctrl = new SharedArrayBuffer((C.SIZE + LOG * 4) * 4);
+  return { shared: { ctrl, dataPtr, size: bytes }, data };
 }
 
 /** The worker's view of the ring data. */
@@ -61,9 +74,8 @@ export function aliasRingData(r: RingShared): ArrayBuffer {
 
 /**
  * Producer side (worker): reserves space for whole records and publishes them.
- * Publication is batched: records become visible at publish() (the reader
- * position is only re-read when space runs out), so the control cache line is
- * not bounced between the threads once per packet.
+ * Publication is batched (every 64 KiB and at publish()/flush()), so the
+ * control cache lines are not bounced between the threads once per packet.
  */
 export class RingWriter {
   readonly ctrl: Int32Array;
@@ -71,10 +83,14 @@ export class RingWriter {
   readonly #view: DataView;
   readonly #size: number;
   readonly #notifyBytes: number;
-  #w: number; // next write offset (private until published)
-  #r: number; // last seen consumer position
-  #published: number;
-  #pending = 0; // record bytes not yet published
+  #w = 0; // next write offset
+  #r = 0; // last seen consumer position
+  #start = 0; // first unpublished record
+  #pendBytes = 0; // unpublished record bytes, records, caplen sum
+  #pendCount = 0;
+  #pendCaplen = 0;
+  #head = 0; // descriptors published
+  #tail = 0; // last seen consumer descriptor position
   #dropped = 0;
   #sinceNotify = 0;
 
@@ -85,8 +101,6 @@ export class RingWriter {
     this.#view = new DataView(data);
     this.#size = shared.size;
     this.#notifyBytes = notifyBytes;
-    this.#w = this.#published = Atomics.load(this.ctrl, C.WRITE_POS);
-    this.#r = Atomics.load(this.ctrl, C.READ_POS);
   }
 
   #fit(need: number): number {
@@ -98,6 +112,11 @@ export class RingWriter {
     return -1;
   }
 
+  #drop(): number {
+    Atomics.store(this.ctrl, C.ENGINE_DROPPED, ++this.#dropped | 0);
+    return -1;
+  }
+
   /** Offset for a record of `need` bytes, or -1 (counted as an engine drop) when full. */
   reserve(need: number): number {
     let at = this.#fit(need);
@@ -105,15 +124,13 @@ export class RingWriter {
       this.#r = Atomics.load(this.ctrl, C.READ_POS);
       at = this.#fit(need);
     }
-    if (at < 0) {
-      // Consumer too slow: count and drop, never grow.
-      Atomics.store(this.ctrl, C.ENGINE_DROPPED, ++this.#dropped | 0);
-      return -1;
-    }
+    // Consumer too slow: count and drop, never grow.
+    if (at < 0) return this.#drop();
+    if (this.#pendBytes + need > MAX_CHUNK && !this.publish()) return this.#drop();
     if (at === 0 && this.#w !== 0) {
-      // Wrapping: what was written at the end must be visible before WRAP_AT moves.
-      this.publish();
-      Atomics.store(this.ctrl, C.WRAP_AT, this.#w);
+      // Wrapping: a descriptor covers a contiguous range, so close the current one.
+      if (!this.publish()) return this.#drop();
+      this.#start = 0;
     }
     return at;
   }
@@ -135,24 +152,52 @@ export class RingWriter {
   /** The record at `at` is complete and ends at `end`; publishes every 64 KiB or so. */
   commit(end: number, recordBytes: number): void {
     this.#w = end;
-    this.#pending += recordBytes;
-    if (this.#pending >= 65536) this.publish();
+    this.#pendBytes += recordBytes;
+    this.#pendCount++;
+    this.#pendCaplen += recordBytes - RECORD_HEADER;
+    if (this.#pendBytes >= 65536) this.publish();
   }
 
-  /** Makes all committed records visible to the consumer (and wakes it per notifyBytes). */
-  publish(): void {
-    if (this.#w === this.#published) return;
-    this.#published = this.#w;
-    Atomics.store(this.ctrl, C.WRITE_POS, this.#w);
-    this.#sinceNotify += this.#pending;
-    this.#pending = 0;
+  /**
+   * Makes all committed records visible to the consumer (and wakes it per notifyBytes).
+   * False when the descriptor log is full (the consumer is far behind): they stay pending.
+   */
+  publish(): boolean {
+    if (this.#pendCount === 0) return true;
+    const c = this.ctrl;
+    if (((this.#head - this.#tail) | 0) >= LOG) {
+      this.#tail = Atomics.load(c, C.PUB_TAIL);
+      if (((this.#head - this.#tail) | 0) >= LOG) return false;
+    }
+    const i = LOG_BASE + (this.#head & (LOG - 1)) * 4;
+    c[i] = this.#start;
+    c[i + 1] = this.#w;
+    c[i + 2] = this.#pendCount;
+    c[i + 3] = this.#pendCaplen;
+    this.#head = (this.#head + 1) | 0;
+    Atomics.store(c, C.PUB_HEAD, this.#head); // orders the descriptor and data before it
+    this.#start = this.#w;
+    this.#sinceNotify += this.#pendBytes;
+    this.#pendBytes = this.#pendCount = this.#pendCaplen = 0;
     if (this.#sinceNotify >= this.#notifyBytes) this.notify();
+    return true;
   }
 
   /** Publishes and wakes the consumer if anything arrived since the last wake-up. */
   flush(): void {
     this.publish();
     if (this.#sinceNotify > 0) this.notify();
+  }
+
+  /** Last flush before the producer ends: what cannot be published counts as dropped. */
+  finish(): void {
+    this.flush();
+    if (this.#pendCount > 0) {
+      this.#dropped += this.#pendCount;
+      this.#pendBytes = this.#pendCount = this.#pendCaplen = 0;
+      Atomics.store(this.ctrl, C.ENGINE_DROPPED, this.#dropped | 0);
+    }
+    this.notify();
   }
 
   notify(): void {
@@ -162,51 +207,53 @@ export class RingWriter {
   }
 }
 
-/** Consumer side: takes up to maxBytes of whole records as a fresh copy. */
+/**
+ * Consumer side. take() lends a view into the ring: the records stay valid (the
+ * producer does not overwrite them) until the next take() or release().
+ * No copy is made and no record is read.
+ */
 export class RingReader {
   readonly #ctrl: Int32Array;
   readonly #data: Uint8Array;
-  readonly #view: DataView;
+  #tail = 0; // next descriptor to take
+  #lentEnd = -1; // end of the lent batch, released at the next take()
 
   constructor(ring: Ring) {
     this.#ctrl = new Int32Array(ring.shared.ctrl);
     this.#data = new Uint8Array(ring.data);
-    this.#view = new DataView(ring.data);
   }
 
   get ctrl(): Int32Array {
     return this.#ctrl;
   }
 
+  /** Hands the lent batch back to the producer. */
+  release(): void {
+    if (this.#lentEnd < 0) return;
+    Atomics.store(this.#ctrl, C.READ_POS, this.#lentEnd);
+    Atomics.store(this.#ctrl, C.PUB_TAIL, this.#tail);
+    this.#lentEnd = -1;
+  }
+
+  /** Lends whole published chunks of up to maxBytes (at least one chunk). */
   take(maxBytes: number): { count: number; records: Uint8Array; bytes: number } | null {
-    const ctrl = this.#ctrl;
-    let r = Atomics.load(ctrl, C.READ_POS);
-    const w = Atomics.load(ctrl, C.WRITE_POS);
-    if (w === r) return null;
-    let end = w;
-    if (w < r) {
-      end = Atomics.load(ctrl, C.WRAP_AT);
-      if (r === end) {
-        r = 0;
-        Atomics.store(ctrl, C.READ_POS, 0);
-        if (w === 0) return null;
-        end = w;
-      }
+    this.release();
+    const c = this.#ctrl;
+    const head = Atomics.load(c, C.PUB_HEAD);
+    let t = this.#tail;
+    if (t === head) return null;
+    let i = LOG_BASE + (t & (LOG - 1)) * 4;
+    const start = c[i];
+    let end = c[i + 1], count = c[i + 2], bytes = c[i + 3];
+    for (t = (t + 1) | 0; t !== head; t = (t + 1) | 0) {
+      i = LOG_BASE + (t & (LOG - 1)) * 4;
+      if (c[i] !== end || c[i + 1] - start > maxBytes) break;
+      end = c[i + 1];
+      count += c[i + 2];
+      bytes += c[i + 3];
     }
-    // Walk whole records up to maxBytes (at least one).
-    let pos = r;
-    let count = 0;
-    let bytes = 0;
-    while (pos < end) {
-      const caplen = this.#view.getUint32(pos + 8, true);
-      const next = pos + RECORD_HEADER + caplen;
-      if (count > 0 && next - r > maxBytes) break;
-      pos = next;
-      bytes += caplen;
-      count++;
-    }
-    const records = this.#data.slice(r, pos);
-    Atomics.store(ctrl, C.READ_POS, pos);
-    return { count, records, bytes };
+    this.#tail = t;
+    this.#lentEnd = end;
+    return { count, records: this.#data.subarray(start, end), bytes };
   }
 }

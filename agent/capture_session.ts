@@ -70,8 +70,6 @@ export interface SessionOptions {
   statsIntervalMs?: number;
   /** Called after an abort (e.g. to cut the HTTP connection). */
   onAbort?: (reason: string) => void;
-  /** Delay between a stop and the engine stop (see stop()); default 2 × timeoutMs + 50. */
-  stopGraceMs?: number;
   /** How long a finished stream may wait for a reader before it is cut (bounds memory). */
   lingerMs?: number;
 }
@@ -157,16 +155,12 @@ export class CaptureSession {
     this.#stopReason = reason;
     this.#clearTimers();
     this.#log.debug("capture stopping", { reason });
-    // libpcap (TPACKET_V3) hands over a kernel block only when it is full or its timeout
-    // retires it; breaking the loop earlier would lose packets captured before the stop. So
-    // the engine is stopped once every block open at stop time has been retired.
-    const grace = this.#opts.stopGraceMs ?? 2 * this.#opts.capture.timeoutMs + 50;
-    this.#timers.push(setTimeout(() => {
-      this.#engine.stop().catch((e) => {
-        this.#log.warn("engine stop failed; closing it", { error: e });
-        this.#releaseEngine();
-      });
-    }, grace));
+    // The engine's stop() itself delivers everything captured before this call (it
+    // waits for the kernel to retire the block in filling); #pump sends it, then END.
+    this.#engine.stop().catch((e) => {
+      this.#log.warn("engine stop failed; closing it", { error: e });
+      this.#releaseEngine();
+    });
   }
 
   /** Immediate end (client gone or shutdown deadline): releases the engine, drops the rest. */

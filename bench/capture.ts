@@ -55,6 +55,7 @@ async function engineChild(device: string, netns: string, outFile?: string): Pro
   });
   const file = outFile ? Deno.openSync(outFile, { write: true, create: true }) : null;
   const consume = (async () => {
+    // Records are borrowed until the next next(): written out synchronously here.
     for (let b; (b = await eng.next());) {
       if (file) {
         for (let off = 0; off < b.records.length;) off += file.writeSync(b.records.subarray(off));
@@ -82,6 +83,21 @@ function cpuNs(pid: number): number {
   }
   return sum;
 }
+
+/** CPU ns per thread name (comm) of pid, for the --threads breakdown. */
+function cpuByThread(pid: number): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      const dir = `/proc/${pid}/task/${t.name}`;
+      const name = Deno.readTextFileSync(`${dir}/comm`).trim();
+      const ns = Number(Deno.readTextFileSync(`${dir}/schedstat`).split(" ")[0]);
+      m.set(name, (m.get(name) ?? 0) + ns);
+    } catch { /* thread ended */ }
+  }
+  return m;
+}
+const showThreads = Deno.args.includes("--threads");
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -224,9 +240,21 @@ async function ladder(
       // Max rung: Infinity = as fast as the generator goes, 600k frames.
       const count = Number.isFinite(rate) ? Math.round(rate) : 600_000;
       const cpu0 = cpuNs(p.pid);
+      const byThread0 = showThreads ? cpuByThread(p.pid) : null;
       const g = await generate(l, payload, Number.isFinite(rate) ? rate : 1e9, count);
       const { counts, cpu } = await settle(p, base.captured + g.sent);
       const captured = counts.captured - base.captured;
+      if (byThread0) {
+        const parts = [...cpuByThread(p.pid)].map((
+          [k, v],
+        ) => [k, (v - (byThread0.get(k) ?? 0)) / captured])
+          .filter(([, v]) => (v as number) >= 1).map(([k, v]) =>
+            `${k} ${(v as number).toFixed(0)}`
+          );
+        console.log(
+          `${kind} ${payload + 42} B, ${count} frames: ns/packet by thread: ${parts.join(", ")}`,
+        );
+      }
       trials.push({
         capturer: kind,
         frame: payload + 42,
@@ -350,7 +378,7 @@ export async function runCaptureBench(opts: CaptureBenchOptions = {}): Promise<S
 if (import.meta.main) {
   if (Deno.args[0] === "--engine-child") {
     await engineChild(Deno.args[1], Deno.args[2], Deno.args[3]);
-  } else if (Deno.args[0] === "--quick") {
+  } else if (Deno.args.includes("--quick")) {
     await runCaptureBench({
       ladders: { 22: [300_000, Infinity], 1472: [200_000, Infinity] },
       fileRates: {},

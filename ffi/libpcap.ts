@@ -40,6 +40,7 @@ const symbols = {
   pcap_lib_version: { parameters: [], result: "pointer" },
   // Used by the capture worker's direct TPACKET_V3 ring reader.
   pcap_fileno: { parameters: ["pointer"], result: "i32" },
+  pcap_setnonblock: { parameters: ["pointer", "i32", "buffer"], result: "i32" },
   pcap_offline_filter: { parameters: ["buffer", "buffer", "pointer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 

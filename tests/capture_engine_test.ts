@@ -28,6 +28,7 @@ interface Rec {
   origlen: number;
   data: Uint8Array;
 }
+/** Parses a batch; the data is copied because `records` is only valid until the next next(). */
 function parse(b: PacketBatch): Rec[] {
   const v = new DataView(b.records.buffer, b.records.byteOffset, b.records.byteLength);
   const out: Rec[] = [];
@@ -37,7 +38,7 @@ function parse(b: PacketBatch): Rec[] {
       tsNs: v.getBigUint64(off, true),
       caplen,
       origlen: v.getUint32(off + 12, true),
-      data: b.records.subarray(off + 16, off + 16 + caplen),
+      data: b.records.slice(off + 16, off + 16 + caplen),
     });
     off += 16 + caplen;
   }
@@ -103,6 +104,7 @@ Deno.test({
         });
         assertEquals(eng.linkType, 1);
         assertEquals(eng.snaplen, 64);
+        assertEquals(eng.reader, "tpacket_v3", "the direct ring reader is used here");
         assertEquals(eng.netnsId, `net:[${Deno.statSync(a.path).ino}]`);
         assertEquals(Deno.readLinkSync("/proc/thread-self/ns/net"), hostNs);
         await send(lab, null, a.addr, 5000, marks("A", 50));
@@ -163,6 +165,37 @@ Deno.test({
         assertMatch(e.operation, /validating/);
       });
 
+      for (const reader of ["auto", "pcap_next_ex"] as const) {
+        await t.step(`${reader}: stop right after sending delivers every packet`, async () => {
+          // A 500 ms block timeout keeps the last packets in the kernel's open block
+          // well past the stop() call: only a draining stop delivers them.
+          const eng = await CaptureEngine.open({
+            device: a.dev,
+            netns: a.path,
+            snaplen: 200,
+            filter: "udp dst port 5003",
+            timeoutMs: 500,
+            reader,
+          });
+          assertEquals(eng.reader, reader === "auto" ? "tpacket_v3" : "pcap_next_ex");
+          const recs: Rec[] = [];
+          const consumer = (async () => {
+            for (let b; (b = await eng.next());) recs.push(...parse(b));
+          })();
+          await new Promise((r) => setTimeout(r, 100)); // the consumer is waiting
+          const n = 120;
+          await send(lab, null, a.addr, 5003, marks(`D${reader[0]}`, n));
+          const t0 = performance.now();
+          await eng.stop();
+          const took = performance.now() - t0;
+          await consumer;
+          assertEquals(recs.map(mark), marks(`D${reader[0]}`, n).map((m) => m.slice(0, 9)));
+          assertEquals(eng.stats().packets, n);
+          assert(took < 2 * 500 + 1000, `stop took ${took} ms`);
+          assertEquals(await eng.next(), null);
+        });
+      }
+
       await t.step("stop on an idle interface is prompt and leaves nothing behind", async () => {
         // Warm up once so lazily created runtime threads are not counted as leaks.
         const warm = await CaptureEngine.open({ device: b.dev, netns: b.path, snaplen: 100 });
@@ -179,19 +212,24 @@ Deno.test({
             }
           }).filter((l) => l !== "gone").sort();
         const tasks0 = tasks(), fds0 = fds();
-        const eng = await CaptureEngine.open({
-          device: b.dev,
-          netns: b.path,
-          snaplen: 100,
-          timeoutMs: 1000,
-        });
-        assert(tasks() > tasks0, "capture runs on its own thread");
-        await new Promise((r) => setTimeout(r, 300)); // worker is now blocked in poll
-        const t0 = performance.now();
-        await eng.stop();
-        const took = performance.now() - t0;
-        assert(took < 1000, `stop took ${took} ms`);
-        assertEquals(await eng.next(), null);
+        for (const reader of ["auto", "pcap_next_ex"] as const) {
+          // Filtered, so that stray IPv6 housekeeping frames cannot make it non-idle.
+          const eng = await CaptureEngine.open({
+            device: b.dev,
+            netns: b.path,
+            snaplen: 100,
+            filter: "udp dst port 9",
+            timeoutMs: 1000,
+            reader,
+          });
+          assert(tasks() > tasks0, "capture runs on its own thread");
+          await new Promise((r) => setTimeout(r, 300)); // worker is now waiting in poll
+          const t0 = performance.now();
+          await eng.stop();
+          const took = performance.now() - t0;
+          assert(took < 1000, `${reader}: stop took ${took} ms`);
+          assertEquals(await eng.next(), null);
+        }
         for (let i = 0; i < 50 && tasks() > tasks0; i++) {
           await new Promise((r) => setTimeout(r, 20));
         }
@@ -228,4 +266,65 @@ Deno.test({
       await lab.cleanup();
     }
   },
+});
+
+Deno.test("engine ring: records survive wrap-around, batches are borrowed until the next take", async () => {
+  const { createRing, RingReader, RingWriter, C } = await import("../agent/capture_ring.ts");
+  const size = 4096;
+  const ring = createRing(size);
+  const wr = new RingWriter(ring.shared, 1 << 30);
+  const rd = new RingReader(ring);
+  let nextId = 0, expectId = 0, taken = 0;
+  const write = (len: number): boolean => {
+    const at = wr.reserve(16 + len);
+    if (at < 0) return false;
+    wr.header(at, 1, nextId, len, len + 1);
+    wr.bytes.fill(nextId & 255, at + 16, at + 16 + len);
+    wr.commit(at + 16 + len, 16 + len);
+    nextId++;
+    return true;
+  };
+  const check = (maxBytes: number) => {
+    const b = rd.take(maxBytes);
+    if (!b) return false;
+    const v = new DataView(b.records.buffer, b.records.byteOffset, b.records.byteLength);
+    let off = 0, n = 0, caplens = 0;
+    for (; off < b.records.length; n++) {
+      const caplen = v.getUint32(off + 8, true);
+      assertEquals(v.getUint32(off, true) % 1e9, expectId, "record order");
+      assert(b.records.subarray(off + 16, off + 16 + caplen).every((x) => x === (expectId & 255)));
+      expectId++;
+      caplens += caplen;
+      off += 16 + caplen;
+    }
+    assertEquals([n, caplens], [b.count, b.bytes], "descriptor counts");
+    taken++;
+    return true;
+  };
+  // Many laps around a 4 KiB ring with odd sizes; publish at varying points.
+  for (let i = 0; i < 3000; i++) {
+    const len = 1 + (i * 37) % 300;
+    if (!write(len)) {
+      wr.flush();
+      while (check(1024));
+      assert(write(len), "fits once the reader released everything");
+    }
+    if (i % 7 === 0) wr.flush();
+    if (i % 11 === 0) check(i % 2 ? 64 : 4096);
+  }
+  wr.flush();
+  while (check(4096));
+  assertEquals(expectId, nextId, "every record read once");
+  assert(taken > 100);
+  // A lent batch is not overwritten: the writer sees it as used until the next take.
+  for (let i = 0; i < 10; i++) write(100);
+  wr.flush();
+  const lent = rd.take(1 << 20)!;
+  const drops0 = Atomics.load(wr.ctrl, C.ENGINE_DROPPED);
+  const copy = lent.records.slice();
+  let wrote = 0;
+  while (write(100)) wrote++;
+  assert(wrote > 0 && wrote < 30, `wrote ${wrote}`);
+  assertEquals(lent.records, copy, "lent records intact");
+  assertEquals(Atomics.load(wr.ctrl, C.ENGINE_DROPPED), drops0 + 1, "the full ring counted a drop");
 });
