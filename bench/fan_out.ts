@@ -1,0 +1,122 @@
+// Fan-out: time from the client's start request to every one of N agents streaming (all N
+// SOURCE frames received by the client), through the api process, on a lab of N VMs with real
+// agent processes. First the agents' memory (RSS idle and while capturing) and their idle CPU,
+// so the report says what N costs on this machine. One unmeasured warm-up capture (token keys,
+// connections, JIT), then `runs` measured ones; the median is reported.
+//   deno run -A bench/fan_out.ts [--quick] [--agents N]
+import type { Landscape } from "../lab/landscape.ts";
+import { ApiReader, startBenchApi, startBenchLab } from "./fan_in.ts";
+import { cpuNs, pidOf, sleep, statusKb, table } from "./bench_support.ts";
+
+export interface FanOutOptions {
+  quick?: boolean;
+  /** a running lab with ≥ agents VMs (its api must not be running); default: its own */
+  lab?: Landscape;
+  agents?: number;
+  /** how long the given lab took to start (for the report) */
+  labStartSecs?: number;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const mb = (kb: number) => Math.round(kb / 1024);
+
+/** Median and all runs of "start → all N SOURCE frames" for the first n VMs. */
+async function timeFanOut(lab: Landscape, n: number, runs: number, apiPid: number) {
+  const vms = lab.vms.slice(0, n);
+  const times: number[] = [];
+  let apiKb = 0;
+  for (let i = 0; i <= runs; i++) {
+    const r = new ApiReader(lab, await lab.mintToken(), vms.length);
+    try {
+      await r.start(vms);
+      if (i > 0) times.push(r.allSourcesMs); // run 0 warms up (keys, connections, JIT)
+      apiKb = Math.max(apiKb, statusKb(apiPid, "VmRSS"));
+      await r.stop();
+    } finally {
+      await r.close();
+    }
+    await sleep(300); // let agents release their capture threads before the next start
+  }
+  return { times, apiKb };
+}
+
+export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
+  const n = o.agents ?? 50;
+  const runs = o.quick ? 3 : 5;
+  const sizes = o.quick ? [n] : [...new Set([10, Math.round(n / 2), n])].filter((k) => k <= n);
+  const t0 = performance.now();
+  const lab = o.lab ?? await startBenchLab(n);
+  const labSecs = o.labStartSecs ?? (performance.now() - t0) / 1000;
+  try {
+    const vms = lab.vms.slice(0, n);
+    const agentPids = vms.map((vm) => pidOf(`${lab.dir}/${lab.agentLogName(vm)}.yml`, "agent"));
+    const apiPid = await startBenchApi(lab);
+    const rss = () => agentPids.map((p) => statusKb(p, "VmRSS"));
+    const idle = rss();
+    const cpu0 = agentPids.reduce((s, p) => s + cpuNs(p), 0);
+    await sleep(2000);
+    const idleCpu = (agentPids.reduce((s, p) => s + cpuNs(p), 0) - cpu0) / 2e9; // CPU-s per s
+    // Memory while all n capture (idle link), sampled once every SOURCE has arrived.
+    const r = new ApiReader(lab, await lab.mintToken(), n);
+    let capturing: number[];
+    try {
+      await r.start(vms);
+      capturing = rss();
+      await r.stop();
+    } finally {
+      await r.close();
+    }
+    await sleep(300);
+    const rows: Array<[string, number]> = [];
+    let apiKb = 0;
+    for (const k of sizes) {
+      const t = await timeFanOut(lab, k, runs, apiPid);
+      apiKb = Math.max(apiKb, t.apiKb);
+      rows.push([
+        `${k} agents: median (runs ${t.times.map(Math.round).join(", ")})`,
+        Math.round(median(t.times)),
+      ]);
+    }
+    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+    const text = [
+      `Fan-out (lab start-up with ${lab.vms.length} agents: ${labSecs.toFixed(1)} s)`,
+      "",
+      table(["agent memory", "median MB", "max MB", `sum of ${n} MB`], [
+        ["RSS idle", mb(median(idle)), mb(Math.max(...idle)), mb(sum(idle))],
+        [
+          "RSS capturing (idle link)",
+          mb(median(capturing)),
+          mb(Math.max(...capturing)),
+          mb(
+            sum(capturing),
+          ),
+        ],
+      ]),
+      "",
+      `Idle agents use ${idleCpu.toFixed(3)} CPU-seconds per second together; api RSS while ` +
+      `capturing: ${mb(apiKb)} MB.`,
+      "",
+      table(["start request → all SOURCE frames at the client", "ms"], rows),
+    ].join("\n");
+    console.log(text + "\n");
+    return text;
+  } catch (e) {
+    lab.dumpLogs(20);
+    throw e;
+  } finally {
+    await lab.stopApi();
+    if (!o.lab) await lab.stop();
+  }
+}
+
+if (import.meta.main) {
+  const i = Deno.args.indexOf("--agents");
+  console.log("## Fan-out\n");
+  await runFanOutBench({
+    quick: Deno.args.includes("--quick"),
+    agents: i >= 0 ? Number(Deno.args[i + 1]) : undefined,
+  });
+}
