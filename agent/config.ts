@@ -9,6 +9,7 @@ import { z } from "zod";
 import { ConfigError, loadYamlConfig, readConfiguredFile } from "../lib/config_load.ts";
 import type { LogLevel } from "../lib/log.ts";
 import { parseDuration } from "../lib/units.ts";
+import { MAX_CAPTURE_DURATION_MS } from "../protocol/messages.ts";
 import type { BufferLimits } from "./backpressure.ts";
 
 const Duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
@@ -19,6 +20,11 @@ const Duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
       message:
         `"${v}" is not a duration; use seconds (e.g. 3600) or a string like "90s", "5m", "1h"`,
     });
+    return z.NEVER;
+  }
+  if (ms > MAX_CAPTURE_DURATION_MS) {
+    // Timers fire at once above 2^31-1 ms, which would end every capture immediately.
+    ctx.addIssue({ code: "custom", message: `"${v}" is longer than the maximum of 7 days` });
     return z.NEVER;
   }
   return ms;

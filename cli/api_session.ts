@@ -100,7 +100,17 @@ export interface ApiSessionOptions {
   caCert?: string;
   /** give up connecting after this long (default 30 s) */
   connectTimeoutMs?: number;
+  /**
+   * give up when nothing arrives for this long once connected (default 45 s; the api sends a
+   * PING after 15 s of silence, so only a dead path or api stays silent this long)
+   */
+  idleTimeoutMs?: number;
 }
+
+/** Default bound on silence from the api (three of its 15 s keepalive intervals). */
+export const API_IDLE_TIMEOUT_MS = 45_000;
+/** How long a close may wait for the closing handshake over a dead path. */
+const CLOSE_GRACE_MS = 2_000;
 
 export interface SessionHandlers {
   /** every decoded message, in order */
@@ -116,6 +126,8 @@ export interface SessionClosed {
   opened: boolean;
   /** a transport error seen before the close, if any */
   error?: string;
+  /** the api went silent: the connection was given up as lost */
+  lost?: boolean;
 }
 
 /**
@@ -131,6 +143,11 @@ export class ApiSession {
   #error: string | undefined;
   #pendingStart: string | undefined;
   #connectTimer: ReturnType<typeof setTimeout> | undefined;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #graceTimer: ReturnType<typeof setTimeout> | undefined;
+  #idleTimeoutMs: number;
+  #lost = false;
+  #resolveClosed!: (c: SessionClosed) => void;
 
   constructor(opts: ApiSessionOptions, handlers: SessionHandlers) {
     this.url = webSocketUrl(opts.apiUrl, opts.path);
@@ -145,16 +162,33 @@ export class ApiSession {
       this.#error = `no connection within ${timeoutMs / 1000} s`;
       this.close();
     }, timeoutMs);
+    this.#idleTimeoutMs = opts.idleTimeoutMs ?? API_IDLE_TIMEOUT_MS;
+    let settled = false;
     this.closed = new Promise((resolve) => {
-      this.#ws.onclose = (ev) => {
+      this.#resolveClosed = (c) => {
+        if (settled) return;
+        settled = true;
         clearTimeout(this.#connectTimer);
-        this.#client?.close();
-        resolve({ code: ev.code, reason: ev.reason, opened: this.#opened, error: this.#error });
+        clearTimeout(this.#idleTimer);
+        clearTimeout(this.#graceTimer);
+        try {
+          this.#client?.close();
+        } catch { /* already closed */ }
+        resolve(c);
       };
+      this.#ws.onclose = (ev) =>
+        this.#resolveClosed({
+          code: ev.code,
+          reason: ev.reason,
+          opened: this.#opened,
+          error: this.#error,
+          lost: this.#lost || undefined,
+        });
     });
     this.#ws.onopen = () => {
       clearTimeout(this.#connectTimer);
       this.#opened = true;
+      this.#resetIdle();
       if (this.#pendingStart) this.#ws.send(this.#pendingStart);
     };
     this.#ws.onerror = (ev) => {
@@ -163,6 +197,7 @@ export class ApiSession {
     };
     this.#ws.onmessage = (ev) => {
       if (this.#ws.readyState !== WebSocket.OPEN) return;
+      this.#resetIdle();
       let event: ApiEvent;
       try {
         event = decodeApiMessage(ev.data);
@@ -174,6 +209,27 @@ export class ApiSession {
       }
       handlers.onEvent(event);
     };
+  }
+
+  /** Every message (PINGs included) proves the api and the path are alive. */
+  #resetIdle(): void {
+    clearTimeout(this.#idleTimer);
+    if (this.#idleTimeoutMs <= 0) return;
+    this.#idleTimer = setTimeout(() => {
+      this.#lost = true;
+      this.#error = `connection to the pcap api lost: nothing received for ` +
+        `${Math.round(this.#idleTimeoutMs / 1000)} s (the api sends a keepalive every 15 s)`;
+      this.close(1000, "api silent");
+      // Over a dead path the closing handshake never completes; do not wait for it.
+      this.#graceTimer = setTimeout(() =>
+        this.#resolveClosed({
+          code: 1006,
+          reason: "",
+          opened: this.#opened,
+          error: this.#error,
+          lost: true,
+        }), CLOSE_GRACE_MS);
+    }, this.#idleTimeoutMs);
   }
 
   get isOpen(): boolean {
@@ -197,6 +253,7 @@ export class ApiSession {
   /** Closes at once; `closed` resolves soon after. Idempotent. */
   close(code = 1000, reason = "client closed"): void {
     clearTimeout(this.#connectTimer);
+    clearTimeout(this.#idleTimer);
     const s = this.#ws.readyState;
     if (s === WebSocket.CLOSING || s === WebSocket.CLOSED) return;
     try {

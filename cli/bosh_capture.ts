@@ -44,6 +44,8 @@ export interface CaptureIo {
   width?: number;
   /** signals that stop the capture (default SIGINT, SIGTERM); [] for none */
   signals?: Deno.Signal[];
+  /** silence from the api after which the connection counts as lost (default 45 s; tests) */
+  apiIdleTimeoutMs?: number;
 }
 
 interface Source {
@@ -157,7 +159,13 @@ export class CaptureRun {
     request: BoshStartRequest,
   ): Promise<number> {
     this.#session = new ApiSession(
-      { apiUrl: this.o.pcapApiUrl, path: CAPTURE_PATH, authorization, caCert },
+      {
+        apiUrl: this.o.pcapApiUrl,
+        path: CAPTURE_PATH,
+        authorization,
+        caCert,
+        idleTimeoutMs: this.io.apiIdleTimeoutMs,
+      },
       {
         onEvent: (e) => this.#onEvent(e),
         onProtocolError: (e) => this.#fail(`the pcap API sent a malformed message: ${e.message}`),
@@ -356,6 +364,7 @@ export class CaptureRun {
     } catch (e) {
       this.#failure ??= e instanceof OutputError ? e.message : String(e);
     }
+    if (closed.lost && !this.#ended) this.#failure ??= closed.error;
     if (!this.#failure && !this.#ended && this.#phase !== "aborted") {
       this.#failure = this.#problem ?? connectionLost(this.#session.url, closed);
     }

@@ -11,6 +11,8 @@ import {
   parseByteSize as parseByteSizeValue,
   parseDuration as parseDurationValue,
 } from "../lib/units.ts";
+import { isLoopbackHost } from "../lib/url_policy.ts";
+import { MAX_CAPTURE_DURATION_MS } from "../protocol/messages.ts";
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -72,6 +74,9 @@ export function parseDuration(text: string): number {
     throw new InvalidArgumentError(`"${text}" is not a duration; use e.g. 30s, 5m, 1h30m`);
   }
   if (ms <= 0) throw new InvalidArgumentError(`duration "${text}" must be more than zero`);
+  if (ms > MAX_CAPTURE_DURATION_MS) {
+    throw new InvalidArgumentError(`duration "${text}" is longer than the maximum of 7 days`);
+  }
   return ms;
 }
 
@@ -96,7 +101,10 @@ function positiveInt(what: string, min: number, max: number) {
   };
 }
 
-/** `pcap.example.com` → `https://pcap.example.com`; only http(s); no trailing slash. */
+/**
+ * `pcap.example.com` → `https://pcap.example.com`; no trailing slash. Only https, because the
+ * bearer token travels with the request; http only to a loopback host (development).
+ */
 export function normalizeApiUrl(text: string): string {
   const raw = text.trim();
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(raw) ? raw : `https://${raw}`;
@@ -107,7 +115,13 @@ export function normalizeApiUrl(text: string): string {
     throw new UsageError(`pcap API URL "${text}" is not a valid URL`);
   }
   if (u.protocol !== "https:" && u.protocol !== "http:") {
-    throw new UsageError(`pcap API URL "${text}" must use https (or http)`);
+    throw new UsageError(`pcap API URL "${text}" must use https`);
+  }
+  if (u.protocol === "http:" && !isLoopbackHost(u.hostname)) {
+    throw new UsageError(
+      `pcap API URL "${text}" uses http, which would send your token in clear text; use ` +
+        "https (http is accepted only for loopback addresses such as 127.0.0.1)",
+    );
   }
   if (u.search || u.hash || u.username || u.password) {
     throw new UsageError(`pcap API URL "${text}" must not carry a query, fragment or credentials`);

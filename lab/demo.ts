@@ -41,7 +41,7 @@ function explainWithoutRoot(): number {
 
 /** What `bosh log-in` does: password grant as client bosh_cli; returns the refresh token. */
 async function logIn(lab: Landscape): Promise<string> {
-  const res = await fetch(`${lab.uaa.url}/oauth/token`, {
+  const res = await lab.fetchLab(`${lab.uaa.url}/oauth/token`, {
     method: "POST",
     headers: {
       "content-type": "application/x-www-form-urlencoded",
@@ -73,6 +73,8 @@ async function writeBoshConfig(lab: Landscape): Promise<string> {
       access_token: await lab.uaa.mintExpired({ userName: "admin" }),
       access_token_type: "bearer",
       refresh_token: await logIn(lab),
+      // the lab's Director and UAA speak HTTPS with the lab CA, as `bosh alias-env --ca-cert`
+      ca_cert: lab.pki.caCert,
     }],
   };
   await Deno.writeTextFile(path, stringify(config), { mode: 0o600 });

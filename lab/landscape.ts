@@ -183,9 +183,12 @@ export class Landscape {
         };
       });
       const hostIps = [...new Set(["127.0.0.1", topology.hostIp])];
-      const [apiClient, apiServer, ...agentCerts] = await Promise.all([
+      const [apiClient, apiServer, simServer, ...agentCerts] = await Promise.all([
         pki.issue("pcap-api", { client: true }),
         pki.issue("pcap-api", { server: true, dns: ["localhost"], ips: hostIps }),
+        // The Director and UAA simulators speak HTTPS like the real ones, so the lab exercises
+        // the production trust path (bosh.tls.ca), not the loopback-http convenience.
+        pki.issue("pcap-lab-bosh", { server: true, dns: ["localhost"], ips: ["127.0.0.1"] }),
         ...vms.map((vm) =>
           pki.issue(vm.agentDnsName, { server: true, dns: [vm.agentDnsName], ips: [vm.ip] })
         ),
@@ -197,12 +200,16 @@ export class Landscape {
       });
       cleanups.push(() => client.close());
       const adminPassword = crypto.randomUUID();
+      const simTls = { cert: simServer.cert, key: simServer.key };
       const uaa = await UaaSim.start({
+        tls: simTls,
         users: [{ username: USER, password: adminPassword, scopes: ["openid", "bosh.admin"] }],
       });
       cleanups.push(() => uaa.stop());
       const director = await DirectorSim.start({
+        tls: simTls,
         uaaUrl: uaa.url,
+        uaaCaCert: pki.caCert,
         deployments: [{
           name: opts.deployment ?? "cf",
           instances: vms.map((vm) => ({
@@ -268,6 +275,11 @@ export class Landscape {
     return this.uaa.mintValid(o);
   }
 
+  /** fetch trusting the lab CA (Director and UAA simulators, the api). */
+  fetchLab(url: string, init: RequestInit = {}): Promise<Response> {
+    return fetch(url, { ...init, client: this.#client });
+  }
+
   /** fetch against an agent with the api's client certificate. */
   fetchAgent(vm: LabVm, path: string, init: RequestInit = {}): Promise<Response> {
     return fetch(`${vm.agentUrl}${path}`, { ...init, client: this.#client });
@@ -324,7 +336,11 @@ export class Landscape {
         private_key: this.certs.apiClient.keyPath,
         ca: this.pki.caPath,
       },
-      bosh: { director_url: this.director.url, agent_port: DEFAULT_AGENT_PORT },
+      bosh: {
+        director_url: this.director.url,
+        agent_port: DEFAULT_AGENT_PORT,
+        tls: { ca: this.pki.caPath },
+      },
       audit: { enabled: true, file: `${this.dir}/audit.log` },
     }, extra);
   }

@@ -11,6 +11,34 @@ export const MAX_FILTER_LENGTH = 4096;
 export const MAX_AGENT_FILTER_LENGTH = MAX_FILTER_LENGTH + 512;
 /** Bound on any JSON control message; larger ones are refused before parsing. */
 export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
+/**
+ * Longest capture anyone may ask for or configure: 7 days. Timers fire at once for delays above
+ * 2^31-1 ms (~24.8 days), so an unbounded duration would end a capture immediately.
+ */
+export const MAX_CAPTURE_DURATION_MS = 7 * 24 * 3600 * 1000;
+/** What an agent accepts: the api adds a few seconds of safety margin to the capture duration. */
+export const MAX_AGENT_DURATION_MS = MAX_CAPTURE_DURATION_MS + 60_000;
+
+/**
+ * BOSH deployment names: the Director's charset, and never "." or ".." (which would change the
+ * Director path they are put into, dots survive encodeURIComponent).
+ */
+export function deploymentNameProblem(name: string): string | null {
+  if (typeof name !== "string" || name.length === 0 || name.length > 255) {
+    return "the deployment name must be 1..255 characters";
+  }
+  if (!/^[A-Za-z0-9_.-]+$/.test(name)) {
+    return `deployment name ${JSON.stringify(name.slice(0, 80))} may only contain letters, ` +
+      "digits, '_', '.' and '-'";
+  }
+  if (name === "." || name === "..") return `deployment name "${name}" is not allowed`;
+  return null;
+}
+
+export const DeploymentName = z.string().superRefine((name, ctx) => {
+  const problem = deploymentNameProblem(name);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
 
 export const STATUS_TYPES = [
   "INSTANCE_UNAVAILABLE",
@@ -73,7 +101,10 @@ export const AgentStartRequest = z.strictObject({
   snaplen: Snaplen,
   filter: AgentFilter.default(""),
   promiscuous: z.boolean().default(false),
-  duration_ms: z.number().int().positive().optional(),
+  duration_ms: z.number().int().positive().max(
+    MAX_AGENT_DURATION_MS,
+    `duration_ms must be at most ${MAX_AGENT_DURATION_MS} (7 days and a minute)`,
+  ).optional(),
   target: CaptureTarget.optional(),
   /** Who asked (user name from the api's token check), for the agent's log only. */
   requester: z.string().max(256).optional(),
@@ -81,7 +112,10 @@ export const AgentStartRequest = z.strictObject({
 export type AgentStartRequest = z.output<typeof AgentStartRequest>;
 
 export const CaptureLimits = z.strictObject({
-  duration_ms: z.number().int().positive().optional(),
+  duration_ms: z.number().int().positive().max(
+    MAX_CAPTURE_DURATION_MS,
+    `duration_ms must be at most ${MAX_CAPTURE_DURATION_MS} (7 days)`,
+  ).optional(),
   max_packets: z.number().int().positive().optional(),
   max_bytes: z.number().int().positive().optional(),
 });
@@ -92,7 +126,7 @@ export const BoshStartRequest = z.strictObject({
   type: z.literal("start"),
   protocol_version: z.number().int().nonnegative(),
   bosh: z.strictObject({
-    deployment: z.string().min(1).max(256),
+    deployment: DeploymentName,
     groups: z.array(z.string().min(1).max(256)).max(256).default([]),
     instances: z.array(z.string().min(1).max(256)).max(1024).default([]),
   }),

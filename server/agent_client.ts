@@ -1,21 +1,14 @@
 /**
  * Dials one agent over mutual TLS (DESIGN §5): GET /health for the compatibility check, then
  * POST /captures and hands back the decoded frame stream; stop() asks the agent to drain.
- *
- * Two transports, because Deno's fetch cannot override the TLS server name nor skip
- * verification per client:
- * - fetch + Deno.createHttpClient (default): the agent is dialled by IP and its certificate
- *   must carry that IP as a SAN;
- * - node:https, only when agents_mtls.server_name (dial the IP, verify that name) or
- *   agents_mtls.skip_verify is configured.
+ * The agent is dialled by IP; server/tls_fetch.ts verifies either that IP (a SAN of the agent's
+ * certificate) or agents_mtls.server_name, or nothing with agents_mtls.skip_verify.
  */
-import https from "node:https";
-import { Readable } from "node:stream";
-import type { IncomingMessage } from "node:http";
 import { decodeJson, type Frame, FrameDecoder, FrameKind } from "../protocol/frame_codec.ts";
 import { type AgentStartRequest, Hello } from "../protocol/messages.ts";
 import { checkPeerVersion, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { readLimited } from "./director_client.ts";
+import { createTlsFetch, type TlsFetch } from "./tls_fetch.ts";
 
 export interface AgentTlsOptions {
   /** PEM of the CA that signs agent certificates */
@@ -64,70 +57,26 @@ function hostForUrl(host: string): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 
-class FetchTransport implements Transport {
-  #client: Deno.HttpClient;
+/** The agent's base URL over the shared TLS client (one per capture: its connection). */
+class AgentTransport implements Transport {
+  #tls: TlsFetch;
   constructor(private readonly ep: AgentEndpoint, tls: AgentTlsOptions) {
-    this.#client = Deno.createHttpClient({ caCerts: [tls.ca], cert: tls.cert, key: tls.key });
+    this.#tls = createTlsFetch(tls);
   }
   async request(
     method: "GET" | "POST",
     path: string,
     body: string | undefined,
     signal: AbortSignal,
-  ) {
-    const res = await fetch(`https://${hostForUrl(this.ep.host)}:${this.ep.port}${path}`, {
-      method,
-      body,
-      headers: body ? { "content-type": "application/json" } : {},
-      client: this.#client,
-      redirect: "error",
-      signal,
-    });
+  ): Promise<RawResponse> {
+    const res = await this.#tls.fetch(
+      `https://${hostForUrl(this.ep.host)}:${this.ep.port}${path}`,
+      { method, body, headers: body ? { "content-type": "application/json" } : {}, signal },
+    );
     return { status: res.status, header: (n: string) => res.headers.get(n), body: res.body };
   }
   close() {
-    this.#client.close();
-  }
-}
-
-class NodeTransport implements Transport {
-  #agent: https.Agent;
-  constructor(private readonly ep: AgentEndpoint, private readonly tls: AgentTlsOptions) {
-    this.#agent = new https.Agent({ keepAlive: false });
-  }
-  request(method: "GET" | "POST", path: string, body: string | undefined, signal: AbortSignal) {
-    return new Promise<RawResponse>((resolve, reject) => {
-      const req = https.request({
-        agent: this.#agent,
-        host: this.ep.host,
-        port: this.ep.port,
-        path,
-        method,
-        servername: this.tls.serverName,
-        ca: this.tls.skipVerify ? undefined : this.tls.ca,
-        cert: this.tls.cert,
-        key: this.tls.key,
-        rejectUnauthorized: !this.tls.skipVerify,
-        headers: body
-          ? { "content-type": "application/json", "content-length": Buffer.byteLength(body) }
-          : {},
-        signal,
-      }, (res: IncomingMessage) => {
-        resolve({
-          status: res.statusCode ?? 0,
-          header: (n) => {
-            const v = res.headers[n.toLowerCase()];
-            return Array.isArray(v) ? v.join(", ") : v ?? null;
-          },
-          body: Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>,
-        });
-      });
-      req.on("error", reject);
-      req.end(body);
-    });
-  }
-  close() {
-    this.#agent.destroy();
+    this.#tls.close();
   }
 }
 
@@ -191,9 +140,7 @@ export class AgentCapture {
   /** Health + compatibility check, then POST /captures; resolves once the stream has begun. */
   static async dial(opts: DialOptions): Promise<AgentCapture> {
     const { endpoint: ep, timeoutMs } = opts;
-    const transport: Transport = opts.tls.serverName || opts.tls.skipVerify
-      ? new NodeTransport(ep, opts.tls)
-      : new FetchTransport(ep, opts.tls);
+    const transport: Transport = new AgentTransport(ep, opts.tls);
     const abort = new AbortController();
     const onOuterAbort = () => abort.abort(opts.signal.reason);
     opts.signal.addEventListener("abort", onOuterAbort, { once: true });

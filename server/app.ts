@@ -6,6 +6,11 @@
  * token or one in the query string does not fail the upgrade (a browser-style WebSocket client
  * cannot read a 401 body); the socket opens, gets HELLO and one STATUS UNAUTHENTICATED that says
  * what to do, and is closed with 1008. The query string is never logged.
+ *
+ * Unauthenticated resource use is bounded: at most `maxUnauthenticatedSessions` sockets may wait
+ * for their start request or its token check (more are refused with LIMIT_REACHED), each for at
+ * most `startTimeoutMs`; their refusals are aggregated in the audit log. A client that vanishes
+ * without closing is noticed by the WebSocket's ping/pong idle timeout.
  */
 import { Hono } from "hono";
 import { upgradeWebSocket } from "hono/deno";
@@ -17,9 +22,9 @@ import { AuditLog } from "./audit.ts";
 import { type ApiMetrics, createApiMetrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { DirectorClient } from "./director_client.ts";
 import { TokenVerifier } from "./token_verifier.ts";
-import { ConcurrencyLimiter } from "./limits.ts";
+import { ApiError, ConcurrencyLimiter, limitReached } from "./limits.ts";
 import type { FilterChecker } from "./filter_compose.ts";
-import { CaptureSession, type SessionDeps } from "./capture_route.ts";
+import { CaptureSession, type SessionCredential, type SessionDeps } from "./capture_route.ts";
 
 export interface ApiServerOptions {
   config: ApiConfig;
@@ -33,7 +38,16 @@ export interface ApiServerOptions {
   checkFilter?: FilterChecker;
   /** test hook: bind here instead of listen.port */
   port?: number;
+  /** sockets allowed to wait unauthenticated (before/while their start is checked); default 64 */
+  maxUnauthenticatedSessions?: number;
+  /** WebSocket ping/pong idle timeout in seconds (Deno.upgradeWebSocket); default 30 */
+  wsIdleTimeoutSec?: number;
+  /** test hook: called with each new session, before its socket opens */
+  onSession?: (session: CaptureSession) => void;
 }
+
+/** Default bound on sockets that have not authenticated yet. */
+export const MAX_UNAUTHENTICATED_SESSIONS = 64;
 
 const TOKEN_PARAMS = /^(access_token|token|bearer|authorization|auth)$/i;
 
@@ -81,13 +95,15 @@ export class ApiServer {
     this.#director = new DirectorClient({
       url: config.bosh.directorUrl,
       caCert: config.bosh.tls.ca?.pem,
+      serverName: config.bosh.tls.serverName,
+      skipVerify: config.bosh.tls.skipVerify,
       timeoutMs: config.timeouts.directorMs,
     });
     const verifier = new TokenVerifier({
       source: this.#director,
       requiredScope: config.bosh.tokenScope,
       timeoutMs: config.timeouts.uaaMs,
-      client: this.#director.httpClient,
+      fetch: this.#director.uaaFetch,
     });
     this.#deps = {
       config,
@@ -109,7 +125,7 @@ export class ApiServer {
       },
       checkFilter: opts.checkFilter,
       pingIntervalMs: opts.pingIntervalMs ?? 15_000,
-      startTimeoutMs: opts.startTimeoutMs ?? 30_000,
+      startTimeoutMs: opts.startTimeoutMs ?? 10_000,
       agentIdleTimeoutMs: opts.agentIdleTimeoutMs ?? 30_000,
       stopTimeoutMs: opts.stopTimeoutMs ?? Math.max(1000, config.drainTimeoutMs - 1000),
       draining: () => this.#draining,
@@ -119,8 +135,14 @@ export class ApiServer {
 
   /** Builds the app and listens on listen.address:port (TLS if configured). */
   static async start(opts: ApiServerOptions): Promise<ApiServer> {
-    const audit = await AuditLog.open({ ...opts.config.audit, sink: opts.auditSink });
-    const s = new ApiServer(opts, audit);
+    let server: ApiServer | undefined;
+    const audit = await AuditLog.open({
+      ...opts.config.audit,
+      sink: opts.auditSink,
+      onError: (e) => server && server.#auditFailed(e),
+    });
+    const s = server = new ApiServer(opts, audit);
+    s.#warnInsecure();
     const { listen } = opts.config;
     const { promise, resolve } = Promise.withResolvers<void>();
     const base = {
@@ -158,6 +180,27 @@ export class ApiServer {
     return s;
   }
 
+  #auditFailed(e: Error): void {
+    this.metrics.auditErrors.inc();
+    this.#log.error("cannot write an audit line", { error: e });
+  }
+
+  /** skip_verify turns TLS into encryption without authentication: say so, loudly, at start. */
+  #warnInsecure(): void {
+    const { config } = this.opts;
+    const what = [
+      config.bosh.tls.skipVerify &&
+      "bosh.tls.skip_verify: the Director's and its UAA's certificates are NOT verified; " +
+        "anyone on the path can impersonate them and forge the token keys",
+      config.agentsMtls.skipVerify &&
+      "agents_mtls.skip_verify: agent certificates are NOT verified; anyone on the path can " +
+        "impersonate an agent",
+    ].filter((x): x is string => typeof x === "string");
+    for (const text of what) {
+      this.#log.warn(`INSECURE CONFIGURATION: ${text}; set the CA instead (${config.file})`);
+    }
+  }
+
   get port(): number {
     return this.#server?.addr.port ?? 0;
   }
@@ -193,7 +236,15 @@ export class ApiServer {
     this.#draining = true;
     this.#log.info("api draining", { active_captures: this.sessions.size, timeout_ms: timeoutMs });
     const sessions = [...this.sessions];
-    for (const s of sessions) s.drain();
+    for (const s of sessions) {
+      try {
+        s.drain();
+      } catch (e) {
+        // One broken session must not stop the others from draining.
+        this.#log.error("drain of a session failed", { error: e as Error });
+        s.abort();
+      }
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<"timeout">((
       r,
@@ -221,10 +272,25 @@ export class ApiServer {
     this.#log.info("api stopped");
   }
 
+  #tooManyWaiting(max: number): ApiError {
+    return limitReached(
+      "unauthenticated_sessions",
+      max,
+      `the api already holds ${max} connections that have not sent a start request or are ` +
+        "being checked; retry in a moment",
+    );
+  }
+
   #routes(): Hono {
     const app = new Hono();
     app.get("/health", (c) => c.json(this.health(), this.#draining ? 503 : 200));
     app.get("/metrics", (c) => {
+      if (!this.opts.config.metrics.enabled) {
+        return c.json(
+          { type: "INVALID_REQUEST", text: "metrics are disabled (metrics.enabled)" },
+          404,
+        );
+      }
       c.header("content-type", METRICS_CONTENT_TYPE);
       return c.body(this.metrics.registry.render());
     });
@@ -232,10 +298,20 @@ export class ApiServer {
       "/v1/capture/bosh",
       upgradeWebSocket((c) => {
         const remote = (c.env as { remoteAddr?: Deno.NetAddr } | undefined)?.remoteAddr?.hostname;
-        const token = bearerToken(c.req.header("authorization"), new URL(c.req.url));
-        const session = new CaptureSession(this.#deps, token, remote);
+        const forwardedFor = c.req.header("x-forwarded-for")?.slice(0, 512);
+        let credential: SessionCredential = bearerToken(
+          c.req.header("authorization"),
+          new URL(c.req.url),
+        );
+        const max = this.opts.maxUnauthenticatedSessions ?? MAX_UNAUTHENTICATED_SESSIONS;
+        const waiting = [...this.sessions].filter((s) => s.unauthenticated).length;
+        if (waiting >= max) {
+          credential = { refused: this.#tooManyWaiting(max) };
+        }
+        const session = new CaptureSession(this.#deps, credential, { remote, forwardedFor });
         this.sessions.add(session);
         session.done.then(() => this.sessions.delete(session));
+        this.opts.onSession?.(session);
         return {
           onOpen: (_e, ws) => {
             session.onOpen(ws.raw as WebSocket);
@@ -245,7 +321,7 @@ export class ApiServer {
           onClose: () => session.onClose(),
           onError: () => session.onClose(),
         };
-      }),
+      }, { idleTimeout: this.opts.wsIdleTimeoutSec ?? 30 }),
       (c) =>
         c.json({
           type: "INVALID_REQUEST",

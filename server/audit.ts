@@ -7,8 +7,12 @@
 import { createLogger, type Logger } from "../lib/log.ts";
 
 export interface AuditRecord {
-  /** user_name or client id from the verified token */
+  /** user_name or client id from the verified token (for people to read) */
   user: string;
+  /** user_id (or sub) claim: the stable identity; user names repeat across origins */
+  userId?: string;
+  /** the token's identity-provider origin (uaa, ldap, ...) */
+  origin?: string;
   clientId?: string;
   resolver: "bosh" | "cf";
   deployment?: string;
@@ -25,8 +29,10 @@ export interface AuditRecord {
   outcome: string;
   /** short reason for a failed outcome */
   detail?: string;
-  /** remote address of the client, if known */
+  /** TCP peer address (gorouter's, behind a route) */
   remote?: string;
+  /** X-Forwarded-For as the client or proxy sent it; informational, never trusted */
+  forwardedFor?: string;
 }
 
 // Three base64url segments starting like a JSON header: a JWT (signature may be empty: alg none).
@@ -42,6 +48,8 @@ export function auditFields(r: AuditRecord): Record<string, unknown> {
   return {
     event: "capture",
     user: scrubSecrets(r.user),
+    user_id: r.userId,
+    origin: r.origin,
     client_id: r.clientId,
     resolver: r.resolver,
     deployment: r.deployment,
@@ -57,6 +65,7 @@ export function auditFields(r: AuditRecord): Record<string, unknown> {
     outcome: r.outcome,
     detail: r.detail === undefined ? undefined : scrubSecrets(r.detail),
     remote: r.remote,
+    forwarded_for: r.forwardedFor === undefined ? undefined : scrubSecrets(r.forwardedFor),
   };
 }
 
@@ -66,11 +75,17 @@ export interface AuditOptions {
   file?: string;
   /** test hook: receives each line instead of stderr/file */
   sink?: (line: string) => void;
+  /** a line could not be written (disk full, ...); the api keeps serving */
+  onError?: (e: Error) => void;
+  /** window in which refusals of unauthenticated sessions are aggregated (default 10 s) */
+  unauthenticatedWindowMs?: number;
+  now?: () => number;
 }
 
 export class AuditLog {
   #logger: Logger | null = null;
   #fileHandle: Deno.FsFile | null = null;
+  readonly #windows = new Map<string, { start: number; suppressed: number }>();
 
   private constructor(readonly opts: AuditOptions) {}
 
@@ -99,8 +114,33 @@ export class AuditLog {
     return log;
   }
 
-  write(record: AuditRecord): void {
-    this.#logger?.info("capture", auditFields(record));
+  /** Writes one line. Never throws: a failing audit sink must not crash a capture's end. */
+  write(record: AuditRecord, extra: Record<string, unknown> = {}): void {
+    try {
+      this.#logger?.info("capture", { ...auditFields(record), ...extra });
+    } catch (e) {
+      const err = e instanceof Error ? e : new Error(String(e));
+      try {
+        this.opts.onError?.(err);
+      } catch { /* the error reporter must not throw either */ }
+    }
+  }
+
+  /**
+   * Refusals of sessions that never authenticated (no token, bad token, too many waiting):
+   * the first of each outcome per window is written, the rest are counted and reported as
+   * `suppressed` on the next line written, so a flood of junk connections cannot fill the disk.
+   */
+  writeUnauthenticated(record: AuditRecord): void {
+    const now = (this.opts.now ?? Date.now)();
+    const windowMs = this.opts.unauthenticatedWindowMs ?? 10_000;
+    const w = this.#windows.get(record.outcome);
+    if (w && now - w.start < windowMs) {
+      w.suppressed++;
+      return;
+    }
+    this.#windows.set(record.outcome, { start: now, suppressed: 0 });
+    this.write(record, w?.suppressed ? { suppressed: w.suppressed } : {});
   }
 
   close(): void {

@@ -17,7 +17,7 @@ import { checkPeerVersion, MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protoco
 import { VERSION } from "../version.ts";
 import type { Logger } from "../lib/log.ts";
 import type { ApiConfig } from "./config.ts";
-import type { AuditLog } from "./audit.ts";
+import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { ApiMetrics } from "./metrics.ts";
 import type { AgentTlsOptions } from "./agent_client.ts";
 import type { Instance } from "./director_client.ts";
@@ -60,6 +60,19 @@ export interface SessionDeps {
 }
 
 type Phase = "awaiting-start" | "starting" | "running" | "stopping" | "done";
+
+/** The bearer token, or why the session is refused before it reads anything. */
+export type SessionCredential = { value: string } | { problem: string } | { refused: ApiError };
+
+/** Where the client connected from, as far as the api can tell. */
+export interface ClientPeer {
+  /** the TCP peer (gorouter, behind a route) */
+  remote?: string;
+  /** X-Forwarded-For as received: recorded for the audit, never trusted for anything */
+  forwardedFor?: string;
+}
+
+const SHUTTING_DOWN = "the api is shutting down; retry in a moment";
 type ServerSocket = SocketLike & { close(code?: number, reason?: string): void };
 
 const enc = new TextEncoder();
@@ -84,6 +97,8 @@ export class CaptureSession {
   #detail: string | undefined;
   #log: Logger;
   #stopReason = "";
+  /** a refusal decided before the socket opened (drain during the upgrade); sent on open */
+  #pendingRefusal: ApiError | null = null;
   #resolveDone!: () => void;
   /** resolves once the session ended AND its socket closed (bounded), so a drain never cuts a
    * closing handshake with the server's own 1001 */
@@ -92,11 +107,16 @@ export class CaptureSession {
 
   constructor(
     private readonly deps: SessionDeps,
-    /** the bearer token, or null with the reason it is unusable */
-    private readonly token: { value: string } | { problem: string },
-    private readonly remote: string | undefined,
+    /** the bearer token, or the reason it is unusable, or a refusal decided up front */
+    private readonly token: SessionCredential,
+    private readonly peer: ClientPeer = {},
   ) {
-    this.#log = deps.log.child({ remote });
+    this.#log = deps.log.child({ remote: peer.remote });
+  }
+
+  /** Not yet authenticated and not over: counts against the api's cap on such sessions. */
+  get unauthenticated(): boolean {
+    return this.#phase !== "done" && this.#user === null;
   }
 
   /** highest number of bytes held for this client (bounded by the buffer limits) */
@@ -110,6 +130,11 @@ export class CaptureSession {
 
   onOpen(socket: ServerSocket): void {
     this.#socket = socket;
+    if (this.#phase === "done") {
+      // Cut by abort() before the upgrade completed.
+      this.#close(1011, "api shutting down");
+      return;
+    }
     const { buffer } = this.deps.config;
     this.#merger = new ClientMerger(socket, buffer, {
       onCongested: () => this.deps.metrics.congestion.inc({ resolver: "bosh" }),
@@ -122,6 +147,14 @@ export class CaptureSession {
       id: this.deps.config.id,
     };
     this.#merger.control(encodeJsonFrame(FrameKind.HELLO, API_SOURCE, hello));
+    if (this.#pendingRefusal) {
+      this.#refuse(this.#pendingRefusal);
+      return;
+    }
+    if ("refused" in this.token) {
+      this.#refuse(this.token.refused);
+      return;
+    }
     if ("problem" in this.token) {
       this.#refuse(new ApiError("UNAUTHENTICATED", this.token.problem));
       return;
@@ -218,9 +251,17 @@ export class CaptureSession {
     this.#fanout?.stop();
   }
 
-  /** SIGTERM: refuse if not started, else stop and drain. */
+  /**
+   * SIGTERM: a session that has no capture yet (not open, waiting for its start, or still
+   * checking it) is refused with START_CAPTURE_FAILED so that the client retries rather than
+   * keeping an empty file; a running capture is stopped and drained.
+   */
   drain(): void {
-    if (this.#phase === "running" || this.#phase === "starting") {
+    if (this.#phase === "awaiting-start" || this.#phase === "starting") {
+      this.#refuse(new ApiError("START_CAPTURE_FAILED", SHUTTING_DOWN));
+      return;
+    }
+    if (this.#phase === "running") {
       this.#merger.status(
         API_SOURCE,
         "CAPTURE_STOPPED",
@@ -228,28 +269,29 @@ export class CaptureSession {
         "the api is shutting down; the capture is stopped and drained",
       );
     }
-    this.stop("the api is shutting down; retry in a moment");
+    this.stop(SHUTTING_DOWN);
   }
 
   /** Hard end (drain deadline passed). */
   abort(): void {
     this.#fanout?.abort();
-    if (this.#phase !== "done") this.#socket?.close(1011, "api shutting down");
+    if (this.#phase === "done") return;
+    if (this.#socket) this.#close(1011, "api shutting down");
+    else this.#finish("START_CAPTURE_FAILED", SHUTTING_DOWN); // never opened: nothing to close
   }
 
   async #begin(req: BoshStartRequest): Promise<void> {
     this.#request = req;
     const d = this.deps;
-    if (d.draining()) {
-      throw new ApiError("START_CAPTURE_FAILED", "the api is shutting down; retry in a moment");
-    }
+    if (d.draining()) throw new ApiError("START_CAPTURE_FAILED", SHUTTING_DOWN);
     const tooOld = checkPeerVersion(req.protocol_version, "client", "api");
     if (tooOld) throw new ApiError("INVALID_REQUEST", tooOld);
     const token = (this.token as { value: string }).value;
     this.#user = await d.verifier.verify(token);
-    this.#log = this.#log.child({ user: this.#user.user });
+    this.#log = this.#log.child({ user: this.#user.user, user_key: this.#user.key });
     if (this.#leftWhileStarting()) return;
-    this.#slot = d.limiter.acquire(this.#user.user);
+    // Keyed on the stable identity: user names repeat across UAA origins.
+    this.#slot = d.limiter.acquire(this.#user.key);
     const userFilter = validateUserFilter(req.filter, { check: d.checkFilter });
     this.#filter = userFilter;
     const instances = await d.director.instances(req.bosh.deployment, token);
@@ -383,9 +425,14 @@ export class CaptureSession {
       );
       return;
     }
-    const failed = summaries.filter((s) => s.outcome === "unavailable").length;
-    if (this.#outcome === "CAPTURE_STOPPED" && failed > 0) {
-      this.#detail = `${failed} of ${summaries.length} source(s) unavailable`;
+    const failed = summaries.filter((s) => s.outcome === "unavailable");
+    if (failed.length > 0) {
+      this.deps.metrics.sourcesFailed.inc({ resolver: "bosh" }, failed.length);
+    }
+    if (this.#outcome === "CAPTURE_STOPPED" && failed.length > 0) {
+      if (failed.length === summaries.length) this.#outcome = "INSTANCE_UNAVAILABLE";
+      this.#detail = `${failed.length} of ${summaries.length} source(s) unavailable: ` +
+        failed.map((s) => `${s.origin}: ${s.error ?? "failed"}`).join("; ").slice(0, 1000);
     }
     this.#merger.control(encodeFrame(FrameKind.END, API_SOURCE, new Uint8Array()));
     this.#close(1000, "capture ended");
@@ -395,6 +442,13 @@ export class CaptureSession {
   /** One STATUS with the error, close 1008/1011, audit. */
   #refuse(e: unknown): void {
     if (this.#phase === "done") return;
+    if (!this.#merger) {
+      // Not open yet (mid-upgrade): there is no socket to tell; onOpen sends it.
+      this.#pendingRefusal ??= e instanceof ApiError
+        ? e
+        : new ApiError("START_CAPTURE_FAILED", `internal error: ${(e as Error)?.message ?? e}`);
+      return;
+    }
     const err = e instanceof ApiError ? e : new ApiError(
       "START_CAPTURE_FAILED",
       `internal error: ${(e as Error)?.message ?? String(e)}`,
@@ -419,16 +473,29 @@ export class CaptureSession {
     if (this.#phase === "done") return;
     const wasRunning = this.#fanout !== null;
     this.#phase = "done";
-    for (const t of this.#timers) clearTimeout(t);
-    this.#merger?.close();
-    this.#slot?.release();
-    const d = this.deps;
-    if (wasRunning) d.metrics.activeCaptures.dec({ resolver: "bosh" });
-    d.metrics.captures.inc({ resolver: "bosh", outcome });
+    try {
+      for (const t of this.#timers) clearTimeout(t);
+      this.#merger?.close();
+      this.#slot?.release();
+      const d = this.deps;
+      if (wasRunning) d.metrics.activeCaptures.dec({ resolver: "bosh" });
+      d.metrics.captures.inc({ resolver: "bosh", outcome });
+      this.#audit(outcome, detail);
+      this.#log.info("capture ended", { outcome, packets: this.#packets, bytes: this.#bytes });
+    } finally {
+      // Whatever failed above, drain and shutdown must not wait forever for this session.
+      this.#resolveWhenClosed();
+    }
+  }
+
+  #audit(outcome: string, detail: string | undefined): void {
     const req = this.#request;
-    d.audit.write({
-      user: this.#user?.user ?? "(unauthenticated)",
-      clientId: this.#user?.clientId,
+    const user = this.#user;
+    const record: AuditRecord = {
+      user: user?.user ?? "(unauthenticated)",
+      userId: user?.userId,
+      origin: user?.origin,
+      clientId: user?.clientId,
       resolver: "bosh",
       deployment: req?.bosh.deployment,
       targets: this.#targets.map((t) => t.origin),
@@ -441,9 +508,15 @@ export class CaptureSession {
       bytes: this.#bytes,
       outcome,
       detail,
-      remote: this.remote,
-    });
-    this.#log.info("capture ended", { outcome, packets: this.#packets, bytes: this.#bytes });
+      remote: this.peer.remote,
+      forwardedFor: this.peer.forwardedFor,
+    };
+    // Refusals of sessions that never authenticated cost an attacker nothing: aggregate them.
+    if (user) this.deps.audit.write(record);
+    else this.deps.audit.writeUnauthenticated(record);
+  }
+
+  #resolveWhenClosed(): void {
     let t: ReturnType<typeof setTimeout> | undefined;
     Promise.race([
       this.#socketClosed.promise,

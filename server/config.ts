@@ -8,6 +8,8 @@ import { z } from "zod";
 import { ConfigError, loadYamlConfig, readConfiguredFile } from "../lib/config_load.ts";
 import type { LogLevel } from "../lib/log.ts";
 import { parseByteSize, parseDuration } from "../lib/units.ts";
+import { cleartextProblem } from "../lib/url_policy.ts";
+import { MAX_CAPTURE_DURATION_MS } from "../protocol/messages.ts";
 
 // ---------- value parsers ----------
 
@@ -17,6 +19,14 @@ const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
     ctx.addIssue({
       code: "custom",
       message: `invalid duration ${JSON.stringify(v)}: use e.g. "10s", "1m30s", "500ms" or seconds`,
+    });
+    return z.NEVER;
+  }
+  if (ms > MAX_CAPTURE_DURATION_MS) {
+    // Timers fire at once above 2^31-1 ms; 7 days is far below and far above any real need.
+    ctx.addIssue({
+      code: "custom",
+      message: `duration ${JSON.stringify(v)} is longer than 7 days (the maximum)`,
     });
     return z.NEVER;
   }
@@ -87,7 +97,12 @@ const agentsMtlsSchema = z.strictObject({
 });
 
 const boshSchema = z.strictObject({
-  director_url: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }),
+  director_url: z.url({ protocol: /^https?$/, error: "must be an https URL" }).superRefine(
+    (url, ctx) => {
+      const problem = cleartextProblem(url);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    },
+  ),
   agent_port: port.default(9494),
   token_scope: z.string().min(1).default("bosh.admin"),
   tls: z.strictObject({
@@ -99,7 +114,8 @@ const boshSchema = z.strictObject({
 
 const limitsSchema = z.strictObject({
   per_user_concurrent_captures: positiveInt.default(2),
-  max_targets: positiveInt.default(100),
+  // Sources are numbered 0..n-1 on the wire and 65535 is the api's own source number.
+  max_targets: positiveInt.max(65534).default(100),
   // 0 means unlimited for duration and bytes.
   max_duration: duration.prefault(3600),
   max_bytes: byteSize.prefault(1024 ** 3),
@@ -108,6 +124,12 @@ const limitsSchema = z.strictObject({
 const auditSchema = z.strictObject({
   enabled: z.boolean().default(true),
   file: path.optional(),
+});
+
+const metricsSchema = z.strictObject({
+  // /metrics is reachable through the public route like every other path; switch it off there
+  // when the counters (captures, users' activity) should not be public.
+  enabled: z.boolean().default(true),
 });
 
 const timeoutsSchema = z.strictObject({
@@ -127,6 +149,7 @@ export const apiConfigSchema = z.strictObject({
   bosh: boshSchema.optional(),
   limits: limitsSchema.prefault({}),
   audit: auditSchema.prefault({}),
+  metrics: metricsSchema.prefault({}),
   timeouts: timeoutsSchema.prefault({}),
 }).superRefine((c, ctx) => {
   if (!c.bosh) {
@@ -192,6 +215,7 @@ export interface ApiConfig {
     maxBytes: number;
   };
   audit: { enabled: boolean; file?: string };
+  metrics: { enabled: boolean };
   timeouts: { directorMs: number; uaaMs: number; agentConnectMs: number };
 }
 
@@ -277,6 +301,7 @@ async function resolve(file: string, raw: RawApiConfig): Promise<ApiConfig> {
       maxBytes: raw.limits.max_bytes,
     },
     audit: { enabled: raw.audit.enabled, file: raw.audit.file },
+    metrics: { enabled: raw.metrics.enabled },
     timeouts: {
       directorMs: raw.timeouts.director,
       uaaMs: raw.timeouts.uaa,

@@ -6,6 +6,9 @@
  */
 import { z } from "zod";
 import { ApiError } from "./limits.ts";
+import { deploymentNameProblem } from "../protocol/messages.ts";
+import { cleartextProblem } from "../lib/url_policy.ts";
+import { createTlsFetch, type TlsFetch, type TlsRequestInit } from "./tls_fetch.ts";
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
@@ -39,6 +42,10 @@ export interface DirectorClientOptions {
   url: string;
   /** PEM of the CA that signed the Director's certificate (bosh.tls.ca) */
   caCert?: string;
+  /** bosh.tls.server_name: verify the Director's certificate against this name */
+  serverName?: string;
+  /** bosh.tls.skip_verify: accept any certificate from the Director and its UAA */
+  skipVerify?: boolean;
   timeoutMs: number;
   /** How long /info stays cached (default 5 min). */
   infoTtlMs?: number;
@@ -47,23 +54,32 @@ export interface DirectorClientOptions {
 
 export class DirectorClient {
   readonly #base: string;
-  readonly #client: Deno.HttpClient | undefined;
+  readonly #director: TlsFetch;
+  readonly #uaa: TlsFetch;
   #info: { value: DirectorInfo; at: number } | null = null;
   #infoInFlight: Promise<DirectorInfo> | null = null;
 
   constructor(readonly opts: DirectorClientOptions) {
     this.#base = opts.url.replace(/\/+$/, "");
-    // An HttpClient with the configured CA; the system roots still apply in addition.
-    this.#client = opts.caCert ? Deno.createHttpClient({ caCerts: [opts.caCert] }) : undefined;
+    const problem = cleartextProblem(this.#base);
+    if (problem) throw new ApiError("CONNECTION_ERROR", `bosh.director_url ${problem}`);
+    // The configured CA (the system roots still apply in addition). The UAA usually shares the
+    // Director's CA, but not its name: server_name applies to the Director only.
+    this.#director = createTlsFetch({
+      ca: opts.caCert,
+      serverName: opts.serverName,
+      skipVerify: opts.skipVerify,
+    });
+    this.#uaa = createTlsFetch({ ca: opts.caCert, skipVerify: opts.skipVerify });
   }
 
-  /** The HTTP client for the Director's CA; the UAA usually shares it (same BOSH CA). */
-  get httpClient(): Deno.HttpClient | undefined {
-    return this.#client;
-  }
+  /** fetch for the Director's UAA (token keys) with the bosh.tls trust settings. */
+  readonly uaaFetch = (url: string, init?: TlsRequestInit): Promise<Response> =>
+    this.#uaa.fetch(url, init);
 
   close(): void {
-    this.#client?.close();
+    this.#director.close();
+    this.#uaa.close();
   }
 
   /** GET /info, cached for infoTtlMs; concurrent callers share one request. */
@@ -102,14 +118,23 @@ export class DirectorClient {
           `(type "${info.user_authentication.type}"); pcap api requires a UAA-backed Director`,
       );
     }
+    const problem = cleartextProblem(url);
+    if (problem) {
+      // The token keys are the root of trust: a cleartext UAA would let anyone on the path
+      // substitute their own keys and mint admin tokens.
+      throw new ApiError(
+        "CONNECTION_ERROR",
+        `the Director at ${this.#base} names its UAA ${problem}; refusing to load token keys ` +
+          "from it (fix the UAA URL the Director announces)",
+      );
+    }
     return url.replace(/\/+$/, "");
   }
 
   /** GET /deployments/<name>/instances with the user's bearer token. */
   async instances(deployment: string, token: string): Promise<Instance[]> {
-    if (!deployment || deployment.length > 255) {
-      throw new ApiError("INVALID_REQUEST", "the deployment name must be 1..255 characters");
-    }
+    const problem = deploymentNameProblem(deployment);
+    if (problem) throw new ApiError("INVALID_REQUEST", problem);
     const path = `/deployments/${encodeURIComponent(deployment)}/instances`;
     const body = await this.#get(path, token, `deployment '${deployment}'`);
     const parsed = z.array(instanceSchema).safeParse(body);
@@ -128,14 +153,12 @@ export class DirectorClient {
     let res: Response;
     let text: string;
     try {
-      res = await fetch(url, {
+      // tls_fetch never follows redirects: one could carry the bearer token elsewhere.
+      res = await this.#director.fetch(url, {
         headers: {
           accept: "application/json",
           ...(token ? { authorization: `Bearer ${token}` } : {}),
         },
-        client: this.#client,
-        // A redirect could carry the bearer token elsewhere; the Director API needs none here.
-        redirect: "error",
         signal: AbortSignal.timeout(this.opts.timeoutMs),
       });
       text = await readLimited(res, MAX_BODY_BYTES);

@@ -59,6 +59,8 @@ interface SourceState {
   lastStats: SourceStats | null;
   finalSent: boolean;
   stopRequested: boolean;
+  /** the agent reported INSTANCE_UNAVAILABLE for this source (its capture failed) */
+  agentFailure?: string;
   summary?: SourceSummary;
 }
 
@@ -152,11 +154,14 @@ export class Fanout {
       if (!ok) return;
       try {
         await this.#pump(s);
+        // A stream that ends properly after the agent said its capture failed is a failure.
+        if (s.agentFailure !== undefined) this.#agentReportedFailure(s, s.agentFailure);
         s.summary = {
           source: s.source,
           origin: s.target.origin,
-          outcome: "stopped",
+          outcome: s.agentFailure === undefined ? "stopped" : "unavailable",
           stats: s.lastStats,
+          ...(s.agentFailure === undefined ? {} : { error: s.agentFailure }),
         };
       } catch (e) {
         this.#fail(s, e);
@@ -191,6 +196,7 @@ export class Fanout {
         case FrameKind.STATUS: {
           const m = StatusMessage.safeParse(decodeJsonOr(s, f));
           if (!m.success) throw protocolError(s, "sent an invalid STATUS");
+          if (m.data.type === "INSTANCE_UNAVAILABLE") s.agentFailure ??= m.data.text;
           // The client knows sources by their instance origin, not the agent's own id.
           merger.status(
             s.announced ? s.source : API_SOURCE,
@@ -227,6 +233,12 @@ export class Fanout {
     s.announced = true;
     this.#opts.merger.addSource(s.source, t.origin);
     this.#opts.merger.control(encodeJsonFrame(FrameKind.SOURCE, s.source, desc));
+  }
+
+  #agentReportedFailure(s: SourceState, text: string): void {
+    if (this.#abort.signal.aborted) return;
+    this.#opts.onAgentError?.("capture");
+    this.#opts.log.warn("agent capture failed", { origin: s.target.origin, error: text });
   }
 
   #fail(s: SourceState, e: unknown): void {

@@ -184,6 +184,15 @@ export function createApiMetrics(registry = new Registry()) {
       "Rejected requests, by status type (UNAUTHENTICATED, PERMISSION_DENIED, ...).",
       ["type"],
     ),
+    auditErrors: registry.counter(
+      "pcap_api_audit_write_errors_total",
+      "Audit lines that could not be written (disk full, I/O error).",
+    ),
+    sourcesFailed: registry.counter(
+      "pcap_api_sources_failed_total",
+      "Sources that ended INSTANCE_UNAVAILABLE (agent unreachable or its capture failed).",
+      ["resolver"],
+    ),
   };
 }
 export type ApiMetrics = ReturnType<typeof createApiMetrics>;

@@ -1,8 +1,10 @@
 /**
  * Verifies a user's UAA access token (DESIGN §2.3). The signing keys come ONLY from the UAA that
  * the Director names in /info — a token cannot point us at keys of its choosing (`jku`, `iss`
- * and friends are never dereferenced). Keys are cached and refetched on an unknown `kid`, at most
- * once per refetch interval so that a flood of forged kids cannot turn us into a UAA hammer.
+ * and friends are never dereferenced). Keys are cached for a limited lifetime (so a key the UAA
+ * withdrew stops being trusted) and refetched on an unknown `kid`; fetches, failed ones included,
+ * are spaced by the refetch interval so that a flood of forged kids, or of tokens while the UAA is
+ * down, cannot turn us into a UAA hammer.
  */
 import { createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify } from "jose";
 import type { JSONWebKeySet, JWK, JWTPayload } from "jose";
@@ -23,8 +25,17 @@ export class AuthError extends ApiError {
 }
 
 export interface VerifiedToken {
-  /** user_name for users, client_id for client-credentials tokens */
+  /** user_name for users, client_id for client-credentials tokens (for people to read) */
   user: string;
+  /**
+   * Stable identity for limits and audit: `user_id` (else `sub`), prefixed with the `origin`
+   * claim when present. user_name is not unique across UAA origins (uaa, ldap, saml...).
+   */
+  key: string;
+  /** user_id / sub claim */
+  userId?: string;
+  /** UAA identity-provider origin claim (e.g. "uaa", "ldap") */
+  origin?: string;
   scopes: string[];
   clientId?: string;
   claims: JWTPayload;
@@ -42,10 +53,14 @@ export interface TokenVerifierOptions {
   requiredScope: string;
   /** timeouts.uaa: bound of one token_keys fetch */
   timeoutMs: number;
-  /** HTTP client holding the CA for the UAA (the Director's usually) */
-  client?: Deno.HttpClient;
-  /** minimum spacing of key refetches triggered by an unknown kid (default 30 s) */
+  /** fetch trusting the UAA's CA (DirectorClient.uaaFetch: the bosh.tls settings) */
+  fetch?: (url: string, init: { headers: Record<string, string>; signal: AbortSignal }) => Promise<
+    Response
+  >;
+  /** minimum spacing of key fetches, failed ones included (default 30 s) */
   refetchIntervalMs?: number;
+  /** how long fetched keys are trusted before they are fetched again (default 10 min) */
+  keysTtlMs?: number;
   /** clock skew tolerated on exp/nbf/iat (default 30 s) */
   leewaySec?: number;
   /** injectable clock (ms) for tests */
@@ -59,6 +74,8 @@ type KeyResolver = ReturnType<typeof createLocalJWKSet>;
 
 interface KeySet {
   uaaUrl: string;
+  /** when the keys were fetched (verifier clock) */
+  fetchedAt: number;
   /** kids published; a kid-less key is listed as undefined */
   kids: (string | undefined)[];
   /** jose's selector by kid and alg; imports each key lazily per algorithm */
@@ -68,6 +85,8 @@ interface KeySet {
 export class TokenVerifier {
   #keys: KeySet | null = null;
   #lastFetch = -Infinity;
+  /** the last fetch's failure, replayed until the refetch interval allows another try */
+  #failure: { uaaUrl: string; error: AuthError } | null = null;
   #inFlight: Promise<KeySet> | null = null;
   /** Count of token_keys fetches; exposed for metrics and tests. */
   fetchCount = 0;
@@ -130,13 +149,20 @@ export class TokenVerifier {
     return { alg: header.alg, kid: header.kid };
   }
 
+  get #interval(): number {
+    return this.opts.refetchIntervalMs ?? 30_000;
+  }
+
   async #key(uaaUrl: string, kid: string | undefined): Promise<KeyResolver> {
     let set = this.#keys;
-    if (!set || set.uaaUrl !== uaaUrl) {
-      set = await this.#fetchKeys(uaaUrl); // first use or the Director moved its UAA
+    const expired = set !== null && this.#now() - set.fetchedAt >= (this.opts.keysTtlMs ?? 600_000);
+    if (!set || set.uaaUrl !== uaaUrl || expired) {
+      // First use, the Director moved its UAA, or the keys are too old to trust: a withdrawn key
+      // must not outlive the cache. A failed refetch fails closed.
+      set = await this.#fetchKeys(uaaUrl);
     }
     let found = knows(set, kid);
-    if (!found && this.#now() - this.#lastFetch >= (this.opts.refetchIntervalMs ?? 30_000)) {
+    if (!found && this.#now() - this.#lastFetch >= this.#interval) {
       set = await this.#fetchKeys(uaaUrl); // maybe a key rotation
       found = knows(set, kid);
     }
@@ -151,7 +177,21 @@ export class TokenVerifier {
   }
 
   #fetchKeys(uaaUrl: string): Promise<KeySet> {
-    this.#inFlight ??= this.#doFetch(uaaUrl).finally(() => {
+    const failed = this.#failure;
+    if (
+      !this.#inFlight && failed && failed.uaaUrl === uaaUrl &&
+      this.#now() - this.#lastFetch < this.#interval
+    ) {
+      // The UAA failed moments ago: answer from memory instead of asking again for every token.
+      return Promise.reject(new AuthError(failed.error.kind, failed.error.message));
+    }
+    this.#inFlight ??= this.#doFetch(uaaUrl).then((set) => {
+      this.#failure = null;
+      return set;
+    }, (e) => {
+      if (e instanceof AuthError) this.#failure = { uaaUrl, error: e };
+      throw e;
+    }).finally(() => {
       this.#inFlight = null;
     });
     return this.#inFlight;
@@ -163,12 +203,13 @@ export class TokenVerifier {
     const url = `${uaaUrl}/token_keys`;
     let body: unknown;
     try {
-      const res = await fetch(url, {
+      const init = {
         headers: { accept: "application/json" },
-        client: this.opts.client,
-        redirect: "error",
         signal: AbortSignal.timeout(this.opts.timeoutMs),
-      });
+      };
+      const res = this.opts.fetch
+        ? await this.opts.fetch(url, init)
+        : await fetch(url, { ...init, redirect: "error" });
       const text = await readLimited(res, 1024 * 1024);
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       body = JSON.parse(text);
@@ -178,7 +219,8 @@ export class TokenVerifier {
         : (e as Error)?.message ?? String(e);
       throw new AuthError("CONNECTION_ERROR", `cannot load token keys from ${url}: ${why}`);
     }
-    const set = importKeys(uaaUrl, body);
+    // Replaces the whole set: keys the UAA no longer lists are dropped.
+    const set = importKeys(uaaUrl, body, this.#lastFetch);
     this.#keys = set;
     return set;
   }
@@ -189,6 +231,11 @@ export class TokenVerifier {
     const clientId = str(payload.client_id) ?? str(payload.cid);
     const user = str(payload.user_name) ?? clientId ?? str(payload.sub);
     if (!user) throw new AuthError("UNAUTHENTICATED", "the token names no user or client");
+    const userId = str(payload.user_id) ?? str(payload.sub);
+    const origin = str(payload.origin);
+    // Client-credentials tokens have no user_id; their sub is the client id.
+    const id = userId ?? (clientId ? `client:${clientId}` : user);
+    const key = origin ? `${origin}/${id}` : id;
     if (!scopes.some((s) => accepted.includes(s))) {
       throw new AuthError(
         "PERMISSION_DENIED",
@@ -196,7 +243,7 @@ export class TokenVerifier {
           "ask the BOSH operator to grant it",
       );
     }
-    return { user, scopes, clientId, claims: payload };
+    return { user, key, userId, origin, scopes, clientId, claims: payload };
   }
 }
 
@@ -206,7 +253,7 @@ function knows(set: KeySet, kid: string | undefined): boolean {
 }
 
 /** UAA `/token_keys` → a key set of its RSA signing keys (UAA's extra `value` PEM is ignored). */
-function importKeys(uaaUrl: string, body: unknown): KeySet {
+function importKeys(uaaUrl: string, body: unknown, fetchedAt: number): KeySet {
   const list = (body as { keys?: unknown })?.keys;
   if (!Array.isArray(list)) {
     throw new AuthError(
@@ -228,7 +275,12 @@ function importKeys(uaaUrl: string, body: unknown): KeySet {
     );
   }
   const jwks: JSONWebKeySet = { keys };
-  return { uaaUrl, kids: keys.map((k) => k.kid), resolve: createLocalJWKSet(jwks) };
+  return {
+    uaaUrl,
+    fetchedAt,
+    kids: keys.map((k) => k.kid),
+    resolve: createLocalJWKSet(jwks),
+  };
 }
 
 function scopeList(scope: unknown): string[] {

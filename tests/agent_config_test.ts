@@ -132,6 +132,12 @@ Deno.test("each invalid config gives one error naming the file, the key and the 
       includes: "key that belongs",
     },
     {
+      name: "duration above 7 days (timers would fire at once)",
+      text: base + "limits:\n  max_duration: 600h\n",
+      key: "limits.max_duration",
+      includes: "7 days",
+    },
+    {
       name: "bad duration",
       text: base + "limits:\n  max_duration: soon\n",
       key: "limits.max_duration",

@@ -178,7 +178,7 @@ Deno.test("api config: wrong types, missing keys, bad values", async () => {
     await loadFails(
       await f.write((c) => (c.bosh.director_url = "ftp://x")),
       'key "bosh.director_url"',
-      "http(s) URL",
+      "https URL",
     );
     await loadFails(await f.write((c) => delete c.bosh), 'key "bosh"', "no target resolver");
     await loadFails(
@@ -191,6 +191,49 @@ Deno.test("api config: wrong types, missing keys, bad values", async () => {
       'key "timeouts.uaa"',
       "must be > 0",
     );
+  });
+});
+
+Deno.test("api config: the Director URL must be https, except on loopback", async () => {
+  await withFixture(async (f) => {
+    for (const url of ["http://10.0.0.6:25555", "http://director.example.com:25555"]) {
+      await loadFails(
+        await f.write((c) => (c.bosh.director_url = url)),
+        'key "bosh.director_url"',
+        "uses http",
+        "loopback",
+      );
+    }
+    for (const url of ["http://127.0.0.1:25555", "http://localhost:25555", "http://[::1]:25555"]) {
+      const cfg = await loadApiConfig(await f.write((c) => (c.bosh.director_url = url)));
+      assertEquals(cfg.bosh.directorUrl, url);
+    }
+  });
+});
+
+Deno.test("api config: durations bounded to 7 days, max_targets below the api source", async () => {
+  await withFixture(async (f) => {
+    // 2^31 ms (~24.8 days) and more would fire timers at once.
+    for (const d of ["169h", 2 ** 31 / 1000, "600h"]) {
+      await loadFails(
+        await f.write((c) => (c.limits = { max_duration: d })),
+        'key "limits.max_duration"',
+        "7 days",
+      );
+    }
+    await loadFails(
+      await f.write((c) => (c.drain_timeout = "1000h")),
+      'key "drain_timeout"',
+      "7 days",
+    );
+    const ok = await loadApiConfig(await f.write((c) => (c.limits = { max_duration: "168h" })));
+    assertEquals(ok.limits.maxDurationMs, 7 * 24 * 3600 * 1000);
+    await loadFails(
+      await f.write((c) => (c.limits = { max_targets: 65535 })),
+      'key "limits.max_targets"',
+    );
+    const t = await loadApiConfig(await f.write((c) => (c.limits = { max_targets: 65534 })));
+    assertEquals(t.limits.maxTargets, 65534);
   });
 });
 
@@ -247,5 +290,65 @@ Deno.test("api config: missing and unreadable files; check-config lists them all
     const bad = await checkApiConfig(`${f.dir}/bad.yml`);
     assert(!bad.ok);
     assertStringIncludes(bad.errors[0], "not valid YAML");
+  });
+});
+
+Deno.test("api config: skip_verify is honoured but warned about loudly at start", async () => {
+  const { ApiServer } = await import("../server/app.ts");
+  const { createLogger } = await import("../lib/log.ts");
+  await withFixture(async (f) => {
+    const path = await f.write((c) => {
+      c.listen = { address: "127.0.0.1" };
+      c.bosh.tls = { skip_verify: true, server_name: "director.bosh.internal" };
+      c.audit = { enabled: false };
+    });
+    const cfg = await loadApiConfig(path);
+    assertEquals([cfg.bosh.tls.skipVerify, cfg.bosh.tls.serverName], [
+      true,
+      "director.bosh.internal",
+    ]);
+    const logs: string[] = [];
+    const server = await ApiServer.start({
+      config: cfg,
+      log: createLogger({ component: "api", level: "info", sink: (l) => logs.push(l) }),
+      port: 0,
+    });
+    await server.close();
+    const warning = logs.map((l) => JSON.parse(l)).find((l) =>
+      /INSECURE CONFIGURATION: bosh\.tls\.skip_verify/.test(l.msg ?? l.message ?? "")
+    );
+    assert(warning, `no warning in ${logs.join("\n")}`);
+    assertEquals(warning.level, "warn");
+  });
+});
+
+Deno.test("api config: metrics.enabled false takes /metrics off the (public) route", async () => {
+  const { ApiServer } = await import("../server/app.ts");
+  const { createLogger } = await import("../lib/log.ts");
+  await withFixture(async (f) => {
+    for (const enabled of [true, false]) {
+      const cfg = await loadApiConfig(
+        await f.write((c) => {
+          c.listen = { address: "127.0.0.1" };
+          c.audit = { enabled: false };
+          c.metrics = { enabled };
+        }),
+      );
+      const server = await ApiServer.start({
+        config: cfg,
+        log: createLogger({ component: "api", level: "error", sink: () => {} }),
+        port: 0,
+      });
+      try {
+        const m = await fetch(`${server.url}/metrics`);
+        await m.body?.cancel();
+        assertEquals(m.status, enabled ? 200 : 404);
+        const h = await fetch(`${server.url}/health`);
+        await h.body?.cancel();
+        assertEquals(h.status, 200);
+      } finally {
+        await server.close();
+      }
+    }
   });
 });

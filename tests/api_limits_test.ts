@@ -187,3 +187,54 @@ Deno.test("audit: appends to a file; disabled writes nothing", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("audit: a failing sink (disk full) never throws; the error is reported", async () => {
+  const errors: Error[] = [];
+  // /dev/full fails every write with ENOSPC, as a full log partition does.
+  const log = await AuditLog.open({
+    enabled: true,
+    file: "/dev/full",
+    onError: (e) => errors.push(e),
+  });
+  try {
+    log.write(record());
+    log.write(record({ outcome: "LIMIT_REACHED" }));
+  } finally {
+    log.close();
+  }
+  assertEquals(errors.length, 2);
+  assertMatch(errors[0].message, /No space left|ENOSPC|space/i);
+  // A throwing error reporter does not escape either.
+  const again = await AuditLog.open({
+    enabled: true,
+    file: "/dev/full",
+    onError: () => {
+      throw new Error("reporter broke");
+    },
+  });
+  again.write(record());
+  again.close();
+});
+
+Deno.test("audit: refusals of unauthenticated sessions are aggregated per window", async () => {
+  const lines: Record<string, unknown>[] = [];
+  let now = 0;
+  const log = await AuditLog.open({
+    enabled: true,
+    sink: (l) => lines.push(JSON.parse(l)),
+    now: () => now,
+  });
+  const refused = (outcome = "UNAUTHENTICATED") =>
+    log.writeUnauthenticated(record({ user: "(unauthenticated)", outcome, remote: "10.1.1.1" }));
+  for (let i = 0; i < 100; i++) refused();
+  refused("LIMIT_REACHED"); // another outcome has its own window
+  assertEquals(lines.map((l) => l.outcome), ["UNAUTHENTICATED", "LIMIT_REACHED"]);
+  now += 10_000;
+  refused();
+  assertEquals(lines.length, 3);
+  assertEquals(lines[2].suppressed, 99, "the next line says how many were not written");
+  // Authenticated captures are always written, one line each.
+  for (let i = 0; i < 3; i++) log.write(record());
+  assertEquals(lines.length, 6);
+  log.close();
+});

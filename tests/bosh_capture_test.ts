@@ -265,7 +265,8 @@ Deno.test({
       await Deno.writeTextFile(
         config,
         `environments:\n- url: ${lab.director.url}\n  alias: lab\n` +
-          `  access_token: ${await lab.mintToken()}\n  access_token_type: bearer\n`,
+          `  access_token: ${await lab.mintToken()}\n  access_token_type: bearer\n` +
+          `  ca_cert: |-\n${lab.pki.caCert.trim().replace(/^/gm, "    ")}\n`,
       );
       const env = {
         HOME: dir,
@@ -401,6 +402,7 @@ Deno.test({
           BOSH_ENVIRONMENT: lab.director.url,
           BOSH_CLIENT: "pcap-ops",
           BOSH_CLIENT_SECRET: secret,
+          BOSH_CA_CERT: lab.pki.caPath,
         });
         clients.push(c);
         assertEquals(await exitCode(c), 0, c.stderr());

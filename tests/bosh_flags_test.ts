@@ -192,6 +192,26 @@ Deno.test("flags: value parsers", () => {
   assertThrows(() => parseInstanceSelector("/0"), UsageError);
 });
 
+Deno.test("flags: an http pcap API URL is refused unless it is loopback (the token is in it)", () => {
+  for (
+    const url of ["http://pcap.example.com", "http://10.0.0.5:8080", "HTTP://pcap.example.com"]
+  ) {
+    assertThrows(() => normalizeApiUrl(url), UsageError, "clear text");
+  }
+  assertEquals(normalizeApiUrl("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
+  assertEquals(normalizeApiUrl("http://127.1.2.3:8080"), "http://127.1.2.3:8080");
+  assertEquals(normalizeApiUrl("http://localhost:8080"), "http://localhost:8080");
+  assertEquals(normalizeApiUrl("http://[::1]:8080"), "http://[::1]:8080");
+  assertThrows(() => normalizeApiUrl("http://127.0.0.1.example.com"), UsageError, "clear text");
+  assertThrows(() => normalizeApiUrl("ws://pcap.example.com"), UsageError, "https");
+});
+
+Deno.test("flags: --duration above 7 days is refused (timers would fire at once)", () => {
+  assertEquals(parseDuration("168h"), 7 * 24 * 3600 * 1000);
+  assertThrows(() => parseDuration("169h"), Error, "7 days");
+  assertThrows(() => parseDuration(String(2 ** 31 / 1000)), Error, "7 days");
+});
+
 // ---- progress display (cli/progress.ts): pure formatting, checked on a tiny terminal model ----
 
 /** Minimal terminal: printable text, \r, \n, ESC[nA (up), ESC[J (clear to end of screen). */

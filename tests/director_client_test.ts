@@ -60,7 +60,7 @@ async function withLab(
             { job: "errand", index: 0, id: crypto.randomUUID(), ips: [], expectsVm: false },
           ],
         },
-        { name: "odd name/with slash", instances: makeGroup("web", 1, "198.18.1.10") },
+        { name: "odd_name.v2-1", instances: makeGroup("web", 1, "198.18.1.10") },
       ],
     });
     client = new DirectorClient({ url: director.url, caCert: pki.caCert, timeoutMs: 2000 });
@@ -84,7 +84,7 @@ Deno.test("director client: /info over HTTPS, cached", async () => {
   });
 });
 
-Deno.test("director client: instances with the user's token; names are URL-encoded", async () => {
+Deno.test("director client: instances with the user's token; BOSH-charset names", async () => {
   await withLab(async ({ uaa, client }) => {
     const token = await uaa.mintValid({ scopes: ["bosh.teams.cf-team.read"] });
     const list = await client.instances("cf", token);
@@ -93,8 +93,22 @@ Deno.test("director client: instances with the user's token; names are URL-encod
     assertEquals(list[2].ips, []);
     assertEquals(list[2].expects_vm, false);
     assertEquals(list[2].agent_id, null);
-    const odd = await client.instances("odd name/with slash", await uaa.mintValid());
+    const odd = await client.instances("odd_name.v2-1", await uaa.mintValid());
     assertEquals(odd.map((i) => i.job), ["web"]);
+  });
+});
+
+Deno.test("director client: '.', '..' and names outside the BOSH charset never reach the Director", async () => {
+  await withLab(async ({ uaa, director, client }) => {
+    const token = await uaa.mintValid();
+    await client.info();
+    const before = director.requestCount;
+    // "." and ".." survive encodeURIComponent and would turn /deployments/../instances into
+    // /instances on the Director.
+    for (const name of [".", "..", "a/b", "cf?x=1", "cf#x", "with space", "%2e%2e"]) {
+      await rejects(client.instances(name, token), "INVALID_REQUEST", /deployment name/, token);
+    }
+    assertEquals(director.requestCount, before, "no request for an invalid name");
   });
 });
 
@@ -221,4 +235,131 @@ Deno.test("director client: 500, garbage JSON, wrong shapes, huge body, non-UAA"
       assertEquals(seenAuth, "", "/info is fetched without the user's token");
     });
   });
+});
+
+Deno.test("director client: cleartext Director or UAA is refused unless on loopback", async () => {
+  // The constructor refuses http to another host: the user's token would travel in clear.
+  for (const url of ["http://10.0.0.6:25555", "http://director.example.invalid", "ftp://x"]) {
+    let err: unknown;
+    try {
+      new DirectorClient({ url, timeoutMs: 1000 }).close();
+    } catch (e) {
+      err = e;
+    }
+    assert(err instanceof ApiError, `${url} must be refused`);
+    assertMatch(err.message, /https/);
+  }
+  new DirectorClient({ url: "http://127.0.0.1:25555", timeoutMs: 1000 }).close();
+  new DirectorClient({ url: "http://[::1]:25555", timeoutMs: 1000 }).close();
+  new DirectorClient({ url: "http://localhost:25555", timeoutMs: 1000 }).close();
+
+  // The UAA URL in /info is the root of trust for token keys: http to a remote host is refused
+  // (a man in the middle could serve their own keys), http on loopback is accepted.
+  await withLab(async ({ pki, tls }) => {
+    let uaa = "http://uaa.example.invalid:8080";
+    await withFake(tls, pki.caCert, (req) => {
+      if (new URL(req.url).pathname !== "/info") return new Response("no", { status: 404 });
+      return Response.json({
+        uuid: "u",
+        user_authentication: { type: "uaa", options: { url: uaa } },
+      });
+    }, async (client) => {
+      await rejects(client.uaaUrl(), "CONNECTION_ERROR", /names its UAA .*uses http/);
+      const fresh = new DirectorClient({
+        url: client.opts.url,
+        caCert: pki.caCert,
+        timeoutMs: 2000,
+      });
+      try {
+        uaa = "http://127.0.0.1:8080/";
+        assertEquals(await fresh.uaaUrl(), "http://127.0.0.1:8080");
+      } finally {
+        fresh.close();
+      }
+    });
+  });
+});
+
+Deno.test("director client: bosh.tls.server_name verifies that name; skip_verify accepts any", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pcap_dc_sn_" });
+  let uaa: UaaSim | undefined;
+  let director: DirectorSim | undefined;
+  try {
+    const pki = await Pki.create(dir);
+    // Like a Director certificate issued for its DNS name only: dialled by IP it does not match.
+    const named = await pki.issue("director.bosh.internal", {
+      server: true,
+      dns: ["director.bosh.internal"],
+    });
+    uaa = await UaaSim.start();
+    director = await DirectorSim.start({
+      tls: { cert: named.cert, key: named.key },
+      uaaUrl: uaa.url,
+      deployments: [{ name: "cf", instances: makeGroup("router", 1, "198.18.0.20") }],
+    });
+    const token = await uaa.mintValid();
+    const byIp = new DirectorClient({ url: director.url, caCert: pki.caCert, timeoutMs: 2000 });
+    try {
+      await rejects(byIp.info(), "CONNECTION_ERROR", /cannot reach/);
+    } finally {
+      byIp.close();
+    }
+    const withName = new DirectorClient({
+      url: director.url,
+      caCert: pki.caCert,
+      serverName: "director.bosh.internal",
+      timeoutMs: 2000,
+    });
+    try {
+      assertEquals((await withName.info()).uuid, director.uuid);
+      assertEquals((await withName.instances("cf", token)).length, 1);
+    } finally {
+      withName.close();
+    }
+    const wrongName = new DirectorClient({
+      url: director.url,
+      caCert: pki.caCert,
+      serverName: "other.bosh.internal",
+      timeoutMs: 2000,
+    });
+    try {
+      await rejects(wrongName.info(), "CONNECTION_ERROR", /cannot reach/);
+    } finally {
+      wrongName.close();
+    }
+    // A certificate from a CA nobody configured: refused, unless skip_verify.
+    const rogue = await (await Pki.create(`${dir}/rogue`, "rogue")).issue("x", {
+      server: true,
+      ips: ["127.0.0.1"],
+    });
+    const other = await DirectorSim.start({
+      tls: { cert: rogue.cert, key: rogue.key },
+      uaaUrl: uaa.url,
+    });
+    try {
+      const strict = new DirectorClient({ url: other.url, caCert: pki.caCert, timeoutMs: 2000 });
+      try {
+        await rejects(strict.info(), "CONNECTION_ERROR", /cannot reach/);
+      } finally {
+        strict.close();
+      }
+      const lax = new DirectorClient({
+        url: other.url,
+        caCert: pki.caCert,
+        skipVerify: true,
+        timeoutMs: 2000,
+      });
+      try {
+        assertEquals((await lax.info()).uuid, other.uuid);
+      } finally {
+        lax.close();
+      }
+    } finally {
+      await other.stop();
+    }
+  } finally {
+    await director?.stop();
+    await uaa?.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -192,3 +192,40 @@ Deno.test("start requests validate interface names, snaplen, filter and unknown 
   });
   assertEquals([bosh.interface, bosh.snaplen, bosh.bosh.instances], ["eth0", 65535, []]);
 });
+
+Deno.test("messages: deployment names follow the BOSH charset, never '.' or '..'", async () => {
+  const { BoshStartRequest } = await import("../protocol/messages.ts");
+  const start = (deployment: string) =>
+    BoshStartRequest.safeParse({ type: "start", protocol_version: 1, bosh: { deployment } });
+  for (const ok of ["cf", "cf-2.v1_x", "a".repeat(255)]) {
+    if (!start(ok).success) throw new Error(`${ok} must be accepted`);
+  }
+  for (const bad of [".", "..", "", "a/b", "a b", "cf%2f", "a".repeat(256), "ü"]) {
+    if (start(bad).success) throw new Error(`${JSON.stringify(bad)} must be refused`);
+  }
+});
+
+Deno.test("messages: durations are bounded to 7 days (timers fire at once past 2^31-1 ms)", async () => {
+  const { AgentStartRequest, BoshStartRequest, MAX_CAPTURE_DURATION_MS } = await import(
+    "../protocol/messages.ts"
+  );
+  const bosh = (duration_ms: number) =>
+    BoshStartRequest.safeParse({
+      type: "start",
+      protocol_version: 1,
+      bosh: { deployment: "cf" },
+      limits: { duration_ms },
+    }).success;
+  const agent = (duration_ms: number) =>
+    AgentStartRequest.safeParse({
+      protocol_version: 1,
+      interface: "eth0",
+      snaplen: 100,
+      duration_ms,
+    }).success;
+  if (!bosh(MAX_CAPTURE_DURATION_MS)) throw new Error("7 days must be accepted");
+  if (bosh(MAX_CAPTURE_DURATION_MS + 1) || bosh(2 ** 31)) throw new Error("> 7 days accepted");
+  // The api adds a safety margin of a few seconds for the agent.
+  if (!agent(MAX_CAPTURE_DURATION_MS + 5000)) throw new Error("api's margin must be accepted");
+  if (agent(2 ** 31)) throw new Error("2^31 ms must be refused by the agent");
+});

@@ -133,7 +133,10 @@ Deno.test({
       // The Director lists these VMs for a real RS256 token from the UAA sim.
       const token = await lab.mintToken({ scopes: ["bosh.admin"] });
       assertEquals(decodePayloadUnverified(token).iss, lab.uaa.issuer);
-      const res = await fetch(`${lab.director.url}/deployments/cf/instances`, {
+      // The simulators speak HTTPS with the lab CA, like a real Director and UAA.
+      assert(lab.director.url.startsWith("https://"), lab.director.url);
+      assert(lab.uaa.url.startsWith("https://"), lab.uaa.url);
+      const res = await lab.fetchLab(`${lab.director.url}/deployments/cf/instances`, {
         headers: { authorization: `bearer ${token}` },
       });
       const instances = await res.json() as Array<{ id: string; job: string; ips: string[] }>;

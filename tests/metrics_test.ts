@@ -102,6 +102,8 @@ Deno.test("metrics: the api metric set renders with HELP and TYPE for each", () 
     "pcap_api_congestion_events_total",
     "pcap_api_agent_errors_total",
     "pcap_api_auth_failures_total",
+    "pcap_api_audit_write_errors_total",
+    "pcap_api_sources_failed_total",
   ]);
   for (const n of names) assert(text.includes(`# HELP ${n} `), `HELP for ${n}`);
   assert(text.includes('pcap_api_active_captures{resolver="bosh"} 1\n'));

@@ -38,7 +38,7 @@ async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
         source: c,
         requiredScope: "bosh.admin",
         timeoutMs: o.timeoutMs ?? 3000,
-        client: c.httpClient,
+        fetch: c.uaaFetch,
         now: () => Date.now() + offset,
       });
     await fn({
@@ -235,5 +235,76 @@ Deno.test("token verifier: UAA or Director down or slow → CONNECTION_ERROR", a
     } finally {
       fresh.close();
     }
+  });
+});
+
+Deno.test("token verifier: cached keys expire; a key the UAA withdrew stops being trusted", async () => {
+  await withLab(async ({ uaa, verifier, advance }) => {
+    const oldToken = await uaa.mintValid({ ttlSec: 7200 });
+    await verifier.verify(oldToken);
+    assertEquals(verifier.fetchCount, 1);
+    // The UAA rotates and withdraws the old key (e.g. it leaked).
+    await uaa.rotate(false);
+    advance(5 * 60_000);
+    // Still inside the 10 min lifetime: served from the cache, no traffic.
+    await verifier.verify(oldToken);
+    assertEquals(verifier.fetchCount, 1);
+    advance(6 * 60_000);
+    // Past the lifetime the keys are fetched again and the withdrawn one is gone.
+    await rejects(verifier.verify(oldToken), "UNAUTHENTICATED", /does not publish/, oldToken);
+    assertEquals(verifier.fetchCount, 2);
+    // Tokens signed with the new key work from that same fetch (minted on the verifier's clock).
+    assertEquals((await verifier.verify(await uaa.mintValid({ ttlSec: 7200 }))).user, "admin");
+    assertEquals(verifier.fetchCount, 2);
+  });
+});
+
+Deno.test("token verifier: a failed key fetch is remembered for the refetch interval", async () => {
+  await withLab(async ({ uaa, newVerifier, advance }) => {
+    const v = newVerifier();
+    await uaa.setDown(true);
+    try {
+      // Every new token while the UAA is down would otherwise be one more fetch.
+      for (let i = 0; i < 5; i++) {
+        const t = await uaa.mintValid({ userName: `u${i}` });
+        await rejects(v.verify(t), "CONNECTION_ERROR", /token_keys/, t);
+      }
+      assertEquals(v.fetchCount, 1);
+      advance(31_000);
+      const t = await uaa.mintValid();
+      await rejects(v.verify(t), "CONNECTION_ERROR", /token_keys/, t);
+      assertEquals(v.fetchCount, 2);
+    } finally {
+      await uaa.setDown(false);
+    }
+    // Back up, but the last failure is still fresh: no fetch until the interval passed.
+    const t = await uaa.mintValid();
+    await rejects(v.verify(t), "CONNECTION_ERROR", /token_keys/, t);
+    assertEquals(v.fetchCount, 2);
+    advance(31_000);
+    assertEquals((await v.verify(t)).user, "admin");
+    assertEquals(v.fetchCount, 3);
+  });
+});
+
+Deno.test("token verifier: identity key is user_id (+ origin), not the reusable user_name", async () => {
+  await withLab(async ({ uaa, verifier }) => {
+    const a = await verifier.verify(await uaa.mintValid({ userName: "alice" }));
+    const b = await verifier.verify(
+      await uaa.mintValid({
+        userName: "alice",
+        extra: { origin: "ldap", user_id: "ldap-alice-id", sub: "ldap-alice-id" },
+      }),
+    );
+    assertEquals([a.user, b.user], ["alice", "alice"]);
+    assertEquals(b.key, "ldap/ldap-alice-id");
+    assertEquals(b.origin, "ldap");
+    assert(a.key !== b.key, "two alices from two origins are two users");
+    assertMatch(a.key, /^uaa\/[0-9a-f-]{36}$/);
+    const c = await verifier.verify(
+      await uaa.mintValid({ clientId: "ci-bot", scopes: ["bosh.admin"] }),
+    );
+    assertEquals(c.user, "ci-bot");
+    assert(c.key.endsWith("ci-bot"), c.key);
   });
 });

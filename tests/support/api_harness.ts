@@ -14,6 +14,10 @@ import { createLogger } from "../../lib/log.ts";
 import {
   decodeJson,
   decodeSingleFrame,
+  encodeFrame,
+  encodeJsonFrame,
+  encodePacketsFrame,
+  encodeRecords,
   forEachPacket,
   type Frame,
   FrameKind,
@@ -95,9 +99,13 @@ export function connect(
   url: string,
   token: string | null,
   path = "/v1/capture/bosh",
+  extraHeaders: Record<string, string> = {},
 ): WsClient {
   const client = Deno.createHttpClient({ caCerts: [lab.pki.caCert] });
-  const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  const headers: Record<string, string> = {
+    ...extraHeaders,
+    ...(token ? { authorization: `Bearer ${token}` } : {}),
+  };
   // deno-lint-ignore no-explicit-any
   const ws = new WebSocket(url + path, { headers, client } as any);
   ws.binaryType = "arraybuffer";
@@ -219,4 +227,75 @@ export function countTokens(list: string[]): Map<string, number> {
   const m = new Map<string, number>();
   for (const t of list) m.set(t, (m.get(t) ?? 0) + 1);
   return m;
+}
+
+export interface FakeAgent {
+  port: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * An HTTPS server speaking the agent protocol (docs/protocol.md) whose capture fails at once:
+ * HELLO, SOURCE, one packet, STATUS INSTANCE_UNAVAILABLE, final STATS, END, exactly as a real
+ * agent reports a libpcap error mid-capture (which the lab cannot provoke on demand).
+ */
+export function startFakeAgent(
+  cert: { cert: string; key: string },
+  o: { failure: string },
+): Promise<FakeAgent> {
+  const { promise, resolve } = Promise.withResolvers<number>();
+  const health = {
+    healthy: true,
+    draining: false,
+    id: "fake-agent",
+    version: "0.0.0",
+    protocol_version: PROTOCOL_VERSION,
+    min_protocol_version: 1,
+    active_captures: 0,
+  };
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: cert.cert,
+    key: cert.key,
+    onListen: (a) => resolve(a.port),
+  }, async (req) => {
+    const path = new URL(req.url).pathname;
+    if (req.method === "GET" && path === "/health") return Response.json(health);
+    if (req.method === "POST" && path === "/captures") {
+      const start = await req.json();
+      const stats = {
+        received: 1,
+        dropped: 0,
+        if_dropped: 0,
+        engine_dropped: 0,
+        agent_dropped: 0,
+        packets: 1,
+        bytes: 60,
+        final: true,
+      };
+      const frames = [
+        encodeJsonFrame(FrameKind.HELLO, 0, { ...health, component: "agent" }),
+        encodeJsonFrame(FrameKind.SOURCE, 0, {
+          origin: "fake-agent",
+          interface: start.interface,
+          link_type: 1,
+          snaplen: start.snaplen,
+        }),
+        encodePacketsFrame(0, 1, encodeRecords([{ tsNs: 1n, data: new Uint8Array(60) }])),
+        encodeJsonFrame(FrameKind.STATUS, 0, {
+          type: "INSTANCE_UNAVAILABLE",
+          origin: "fake-agent",
+          text: o.failure,
+        }),
+        encodeJsonFrame(FrameKind.STATS, 0, stats),
+        encodeFrame(FrameKind.END, 0, new Uint8Array()),
+      ];
+      return new Response(new Blob(frames as BlobPart[]).stream(), {
+        headers: { "content-type": "application/octet-stream", "x-pcap-capture-id": "fake-1" },
+      });
+    }
+    return Response.json({ type: "INVALID_REQUEST", text: "gone" }, { status: 404 });
+  });
+  return promise.then((port) => ({ port, stop: () => server.shutdown() }));
 }
