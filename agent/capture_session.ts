@@ -17,42 +17,19 @@ import {
   status,
   type StatusMessage,
 } from "../protocol/messages.ts";
-import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
-import { VERSION } from "../version.ts";
 import type { Logger } from "../lib/log.ts";
 import { Backpressure, type BufferLimits, type Transition } from "./backpressure.ts";
 import { FrameQueue } from "./frame_queue.ts";
+import type { EngineLike, OpenEngine } from "./engine_like.ts";
+import {
+  agentHello,
+  congestionStatus,
+  maxDurationStatus,
+  sourceDescriptor,
+  sourceStats,
+} from "./session_messages.ts";
 
-/** The parts of agent/capture_engine.ts a session uses (structural, so tests can inject). */
-export interface EngineLike {
-  readonly linkType: number;
-  readonly snaplen: number;
-  next(): Promise<{ count: number; records: Uint8Array } | null>;
-  stats(): {
-    received: number;
-    dropped: number;
-    ifDropped: number;
-    engineDropped: number;
-    packets: number;
-    bytes: number;
-  };
-  stop(): Promise<void>;
-  close(): void;
-  /** Resolves once the engine has released its handle and thread (optional for fakes). */
-  readonly finished?: Promise<void>;
-}
-
-export interface EngineOpenOptions {
-  device: string;
-  netns?: string;
-  snaplen: number;
-  promiscuous?: boolean;
-  filter?: string;
-  bufferSize?: number;
-  timeoutMs?: number;
-  immediate?: boolean;
-}
-export type OpenEngine = (opts: EngineOpenOptions) => Promise<EngineLike>;
+export type { EngineLike, EngineOpenOptions, OpenEngine } from "./engine_like.ts";
 
 export interface SessionOptions {
   id: string;
@@ -184,19 +161,14 @@ export class CaptureSession {
 
   #begin(): void {
     const { request: r, origin } = this.#opts;
-    this.#push(encodeJsonFrame(FrameKind.HELLO, SOURCE, {
-      protocol_version: PROTOCOL_VERSION,
-      min_protocol_version: MIN_PEER_VERSION,
-      component: "agent",
-      version: VERSION,
-      id: origin,
-    }));
-    this.#push(encodeJsonFrame(FrameKind.SOURCE, SOURCE, {
-      origin,
-      interface: r.interface,
-      link_type: this.#engine.linkType,
-      snaplen: this.#engine.snaplen,
-    }));
+    this.#push(encodeJsonFrame(FrameKind.HELLO, SOURCE, agentHello(origin)));
+    this.#push(
+      encodeJsonFrame(
+        FrameKind.SOURCE,
+        SOURCE,
+        sourceDescriptor(origin, r.interface, this.#engine),
+      ),
+    );
     const interval = this.#opts.statsIntervalMs ?? 1000;
     this.#timers.push(setInterval(() => this.#pushStats(false), interval));
     this.#armDuration();
@@ -222,12 +194,7 @@ export class CaptureSession {
     }
     this.#timers.push(setTimeout(() => {
       const seconds = maxDurationMs / 1000;
-      this.#pushStatus(status(
-        "LIMIT_REACHED",
-        this.#opts.origin,
-        `capture reached this agent's maximum duration of ${seconds} s (limits.max_duration); stopping`,
-        { limit: { name: "max_duration", value: seconds } },
-      ));
+      this.#pushStatus(maxDurationStatus(this.#opts.origin, seconds));
       this.stop(`maximum duration of ${seconds} s reached`);
     }, maxDurationMs));
   }
@@ -268,50 +235,15 @@ export class CaptureSession {
   }
 
   #announce(t: Transition): void {
-    const origin = this.#opts.origin;
     if (t.kind === "congested") {
       this.#log.warn("client too slow, discarding packets", { queued: t.queued });
-      this.#pushStatus(status(
-        "CONGESTED",
-        origin,
-        `reader too slow: ${t.queued} packet batches queued (buffer.upper_limit ` +
-          `${this.#bp.limits.upperLimit}); discarding packets until the queue drains to ` +
-          `${this.#bp.limits.lowerLimit}`,
-        { counts: { queued: t.queued, discarded_total: this.#bp.total.packets } },
-      ));
-    } else {
-      const c = t.counts;
-      this.#log.info("congestion cleared", { discarded: c.packets });
-      this.#pushStatus(status(
-        "CONGESTED",
-        origin,
-        `congestion cleared: ${c.packets} packets (${c.batches} batches) were discarded`,
-        {
-          counts: {
-            discarded_packets: c.packets,
-            discarded_batches: c.batches,
-            discarded_bytes: c.bytes,
-            discarded_total: this.#bp.total.packets,
-            cleared: 1,
-          },
-        },
-      ));
-    }
+    } else this.#log.info("congestion cleared", { discarded: t.counts.packets });
+    const { origin } = this.#opts;
+    this.#pushStatus(congestionStatus(t, origin, this.#bp.limits, this.#bp.total.packets));
   }
 
   #stats(final: boolean): SourceStats {
-    const s = this.#engine.stats();
-    return {
-      received: s.received,
-      dropped: s.dropped,
-      if_dropped: s.ifDropped,
-      engine_dropped: s.engineDropped,
-      agent_dropped: this.#bp.total.packets,
-      api_dropped: 0,
-      packets: this.#sent.packets,
-      bytes: this.#sent.bytes,
-      final,
-    };
+    return sourceStats(this.#engine.stats(), this.#bp.total.packets, this.#sent, final);
   }
 
   #pushStats(final: boolean): void {

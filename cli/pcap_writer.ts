@@ -12,6 +12,7 @@ import {
   type SourceInfo,
   type SourceStatistics,
 } from "./capture_output.ts";
+import { encodeRecords } from "./wire_records.ts";
 
 const MAGIC_NS = 0xa1b23c4d;
 const LINKTYPE_ETHERNET = 1;
@@ -79,30 +80,9 @@ export class PcapWriter implements CaptureWriter {
 
   writeRecords(id: number, records: Uint8Array): number {
     this.#check(id);
-    try {
-      return this.#records(id, records);
-    } catch (e) {
-      this.#b.reset(); // all or nothing: no half-written batch reaches the sink
-      throw e;
-    }
-  }
-
-  #records(id: number, records: Uint8Array): number {
-    const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
-    let off = 0;
-    let n = 0;
-    while (off < records.length) {
-      if (off + 16 > records.length) throw new RangeError(`truncated packet record at ${off}`);
-      const ts = view.getBigUint64(off, true);
-      const caplen = view.getUint32(off + 8, true);
-      const origlen = view.getUint32(off + 12, true);
-      if (off + 16 + caplen > records.length) {
-        throw new RangeError(`packet record at ${off} claims ${caplen} bytes past the end`);
-      }
-      this.#record(ts, caplen, origlen, records, off + 16);
-      off += 16 + caplen;
-      n++;
-    }
+    const n = encodeRecords(this.#b, records, (view, off, caplen, origlen) => {
+      this.#record(view.getBigUint64(off, true), caplen, origlen, records, off + 16);
+    });
     this.#counts[id] += n;
     this.#b.drainTo(this.#sink);
     return n;

@@ -15,6 +15,7 @@ import {
   type SourceInfo,
   type SourceStatistics,
 } from "./capture_output.ts";
+import { encodeRecords } from "./wire_records.ts";
 
 const SHB = 0x0a0d0d0a;
 const IDB = 0x00000001;
@@ -170,35 +171,15 @@ export class PcapngWriter implements CaptureWriter {
    * one sink write for the whole batch, no per-packet allocation.
    */
   writeRecords(ifId: number, records: Uint8Array): number {
-    this.#iface(ifId);
-    try {
-      return this.#records(ifId, records);
-    } catch (e) {
-      this.#b.reset(); // all or nothing: no half-written batch reaches the sink
-      throw e;
-    }
-  }
-
-  #records(ifId: number, records: Uint8Array): number {
     const st = this.#iface(ifId);
-    const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
-    let off = 0;
-    let n = 0;
     let lo = 0, hi = 0;
-    while (off < records.length) {
-      if (off + 16 > records.length) throw new RangeError(`truncated packet record at ${off}`);
+    // The timestamp stays two u32 halves: no BigInt per packet on the hot path.
+    const n = encodeRecords(this.#b, records, (view, off, caplen, origlen) => {
       lo = view.getUint32(off, true);
       hi = view.getUint32(off + 4, true);
-      const caplen = view.getUint32(off + 8, true);
-      const origlen = view.getUint32(off + 12, true);
-      if (off + 16 + caplen > records.length) {
-        throw new RangeError(`packet record at ${off} claims ${caplen} bytes past the end`);
-      }
       this.#epb(ifId, hi, lo, caplen, origlen, records, off + 16);
-      if (n === 0 && st.firstTs === undefined) st.firstTs = (BigInt(hi) << 32n) | BigInt(lo);
-      off += 16 + caplen;
-      n++;
-    }
+      st.firstTs ??= (BigInt(hi) << 32n) | BigInt(lo);
+    });
     if (n > 0) {
       st.packets += n;
       st.lastTs = (BigInt(hi) << 32n) | BigInt(lo);

@@ -2,7 +2,7 @@
 // processes and their stats, spaces and organizations, with CF's role-based visibility and
 // error bodies. Tokens are verified against the UAA simulator's /token_keys.
 import { type Context, Hono, type Next } from "hono";
-import { type SimServeOptions, SimServer } from "./http_sim_server.ts";
+import { type SimServeOptions, SimService } from "./http_sim_server.ts";
 import { TokenVerifier, type VerifiedToken } from "./sim_auth.ts";
 import {
   appJson,
@@ -50,16 +50,16 @@ const notFound = (what: string) => ccError(404, 10010, "CF-ResourceNotFound", `$
 
 type Env = { Variables: { token: VerifiedToken } };
 
-export class CcSim {
+export class CcSim extends SimService {
   orgs: CcOrg[];
   spaces: CcSpace[];
   apps: CcApp[];
   roles: CcRole[];
   allowSsh: boolean;
-  private server!: SimServer;
   private readonly verifier: TokenVerifier;
 
   private constructor(private readonly cfg: CcSimConfig) {
+    super();
     this.orgs = cfg.orgs ?? [];
     this.spaces = cfg.spaces ?? [];
     this.apps = cfg.apps ?? [];
@@ -70,31 +70,12 @@ export class CcSim {
 
   static async start(cfg: CcSimConfig): Promise<CcSim> {
     const sim = new CcSim(cfg);
-    sim.server = await SimServer.start(
+    await sim.serve(
       sim.app().fetch,
       cfg,
       () => ccError(500, 10001, "UnknownError", "An unknown error occurred."),
     );
     return sim;
-  }
-
-  get url(): string {
-    return this.server.url;
-  }
-  get port(): number {
-    return this.server.port;
-  }
-  get faults() {
-    return this.server.faults;
-  }
-  get requestCount(): number {
-    return this.server.requestCount;
-  }
-  setDown(down: boolean): Promise<void> {
-    return this.server.setDown(down);
-  }
-  stop(): Promise<void> {
-    return this.server.stop();
   }
 
   /** What a token may see of a space, following CC's role rules. */

@@ -2,7 +2,7 @@
 // GET /deployments/:name/instances with the Director's UAA token checks, team scoping,
 // response fields and error bodies (shapes taken from the Director's controllers and errors.rb).
 import { type Context, Hono, type Next } from "hono";
-import { type SimServeOptions, SimServer } from "./http_sim_server.ts";
+import { type SimServeOptions, SimService } from "./http_sim_server.ts";
 import { TokenVerifier, type VerifiedToken } from "./sim_auth.ts";
 
 export interface DirectorInstance {
@@ -100,13 +100,13 @@ function directorError(status: number, code: number, description: string): Respo
   return Response.json({ code, description }, { status });
 }
 
-export class DirectorSim {
+export class DirectorSim extends SimService {
   readonly uuid: string;
   deployments: DirectorDeployment[];
-  private server!: SimServer;
   private readonly verifier: TokenVerifier;
 
   private constructor(private readonly cfg: DirectorSimConfig) {
+    super();
     this.uuid = cfg.uuid ?? crypto.randomUUID();
     this.deployments = cfg.deployments ?? [];
     this.verifier = new TokenVerifier({ uaaUrl: cfg.uaaUrl, caCert: cfg.uaaCaCert });
@@ -114,32 +114,12 @@ export class DirectorSim {
 
   static async start(cfg: DirectorSimConfig): Promise<DirectorSim> {
     const sim = new DirectorSim(cfg);
-    sim.server = await SimServer.start(
+    await sim.serve(
       sim.app().fetch,
       cfg,
       () => directorError(500, 100, "simulated director failure"),
     );
     return sim;
-  }
-
-  get url(): string {
-    return this.server.url;
-  }
-  get port(): number {
-    return this.server.port;
-  }
-  /** delayMs / flakyEvery switches */
-  get faults() {
-    return this.server.faults;
-  }
-  get requestCount(): number {
-    return this.server.requestCount;
-  }
-  setDown(down: boolean): Promise<void> {
-    return this.server.setDown(down);
-  }
-  stop(): Promise<void> {
-    return this.server.stop();
   }
 
   private canRead(token: VerifiedToken, d: DirectorDeployment): boolean {

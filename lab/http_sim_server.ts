@@ -144,3 +144,43 @@ export class SimServer {
     });
   }
 }
+
+/**
+ * Base of the simulators: exposes their SimServer's address, fault switches and up/down
+ * control, so that each simulator only adds its own API.
+ */
+export abstract class SimService {
+  #server: SimServer | null = null;
+
+  /** Starts listening; called once from the simulator's static start(). */
+  protected async serve(handler: Handler, opts: SimServeOptions, flakyBody: FlakyBody) {
+    this.#server = await SimServer.start(handler, opts, flakyBody);
+  }
+
+  get #s(): SimServer {
+    if (!this.#server) throw new Error("simulator is not started; use its static start()");
+    return this.#server;
+  }
+
+  get url(): string {
+    return this.#s.url;
+  }
+  get port(): number {
+    return this.#s.port;
+  }
+  /** delayMs / flakyEvery switches */
+  get faults(): Faults {
+    return this.#s.faults;
+  }
+  /** requests seen (including faulted ones), for tests */
+  get requestCount(): number {
+    return this.#s.requestCount;
+  }
+  /** See SimServer.setDown. */
+  setDown(down: boolean): Promise<void> {
+    return this.#s.setDown(down);
+  }
+  stop(): Promise<void> {
+    return this.#s.stop();
+  }
+}

@@ -1,25 +1,22 @@
 // A small data centre in one call: topology (namespaces, bridge, host link), per-run PKI, UAA and
 // Director simulators populated with the VMs, real agent processes in the VMs, optionally the
 // api, and traffic generators. stop() removes everything; so do SIGINT/SIGTERM while it is up.
-import { stringify } from "yaml";
 import { isRoot } from "./netns.ts";
-import { type CertPair, Pki } from "./pki.ts";
+import { Pki } from "./pki.ts";
 import { type MintOptions, UaaSim } from "./uaa_sim.ts";
 import { DirectorSim } from "./director_sim.ts";
 import { stopOnSignal, Topology } from "./topology.ts";
 import { ProcessLogs } from "./process_logs.ts";
-import {
-  DEFAULT_AGENT_PORT,
-  type Json,
-  LabAgents,
-  mergeConfig,
-  modeCommand,
-  REPO_ROOT,
-  stopGracefully,
-  waitHealthy,
-} from "./lab_agents.ts";
+import { DEFAULT_AGENT_PORT, type Json, LabAgents, stopGracefully } from "./lab_agents.ts";
 import { Traffic } from "./traffic.ts";
 import type { LoggedProcess } from "./process_logs.ts";
+import { directorInstances, type LabVm, labVms, vmSpecs } from "./lab_vms.ts";
+import { issueLabCerts, type LabCerts } from "./lab_certs.ts";
+import { freePort, labApiConfig, spawnLabApi } from "./lab_api.ts";
+
+export type { LabVm } from "./lab_vms.ts";
+export type { LabCerts } from "./lab_certs.ts";
+export { vmSpecs };
 
 export interface LandscapeOptions {
   /** BOSH deployment name (default "cf") */
@@ -42,35 +39,6 @@ export interface LandscapeOptions {
   keepDir?: boolean;
   /** where lab progress lines go (default stderr) */
   log?: (line: string) => void;
-}
-
-export interface LabVm {
-  deployment: string;
-  group: string;
-  index: number;
-  /** instance uuid */
-  id: string;
-  ip: string;
-  /** namespace name, null in loopback mode */
-  netns: string | null;
-  /** capture device inside the VM: eth0 (lo in loopback mode) */
-  device: string;
-  agentPort: number;
-  agentUrl: string;
-  /** DNS SAN of the agent's server certificate */
-  agentDnsName: string;
-}
-
-export interface LabCerts {
-  /** the api's client certificate for agents */
-  apiClient: CertPair;
-  /** the api's server certificate (127.0.0.1, localhost, host ip) */
-  apiServer: CertPair;
-  agentServer(vm: LabVm): CertPair;
-  /** certificates of a second CA the lab's parties must refuse (made on first use) */
-  rogue(): Promise<{ caPath: string; client: CertPair; server: CertPair }>;
-  /** a client certificate of the lab CA that has expired (made on first use) */
-  expiredClient(): Promise<CertPair>;
 }
 
 const USER = "admin";
@@ -166,37 +134,13 @@ export class Landscape {
       const pki = await Pki.create(`${dir}/pki`, `pcap-lab-ca-${topology.runId}`);
       // Loopback mode: all agents share 127.0.0.1, so each gets its own free port.
       const ports = topology.vms.map(() => topology.loopback ? freePort() : DEFAULT_AGENT_PORT);
-      const port = (i: number) => ports[i];
-      const vms: LabVm[] = topology.vms.map((v, i) => {
-        const id = crypto.randomUUID();
-        return {
-          deployment: v.deployment,
-          group: v.group,
-          index: v.index,
-          id,
-          ip: v.ip,
-          netns: v.netns,
-          device: v.device,
-          agentPort: port(i),
-          agentUrl: `https://${v.ip}:${port(i)}`,
-          agentDnsName: `${id}.pcap-agent.internal`,
-        };
-      });
+      const vms = labVms(topology.vms, ports);
       const hostIps = [...new Set(["127.0.0.1", topology.hostIp])];
-      const [apiClient, apiServer, simServer, ...agentCerts] = await Promise.all([
-        pki.issue("pcap-api", { client: true }),
-        pki.issue("pcap-api", { server: true, dns: ["localhost"], ips: hostIps }),
-        // The Director and UAA simulators speak HTTPS like the real ones, so the lab exercises
-        // the production trust path (bosh.tls.ca), not the loopback-http convenience.
-        pki.issue("pcap-lab-bosh", { server: true, dns: ["localhost"], ips: ["127.0.0.1"] }),
-        ...vms.map((vm) =>
-          pki.issue(vm.agentDnsName, { server: true, dns: [vm.agentDnsName], ips: [vm.ip] })
-        ),
-      ]);
+      const { certs, simServer, agentCerts } = await issueLabCerts(pki, vms, hostIps);
       const client = Deno.createHttpClient({
         caCerts: [pki.caCert],
-        cert: apiClient.cert,
-        key: apiClient.key,
+        cert: certs.apiClient.cert,
+        key: certs.apiClient.key,
       });
       cleanups.push(() => client.close());
       const adminPassword = crypto.randomUUID();
@@ -212,15 +156,7 @@ export class Landscape {
         uaaCaCert: pki.caCert,
         deployments: [{
           name: opts.deployment ?? "cf",
-          instances: vms.map((vm) => ({
-            job: vm.group,
-            index: vm.index,
-            id: vm.id,
-            az: `z${(vm.index % 2) + 1}`,
-            ips: [vm.ip],
-            agentId: `agent-${vm.id}`,
-            cid: `${topology.runId}-vm-${vm.id.slice(0, 8)}`,
-          })),
+          instances: directorInstances(vms, topology.runId),
         }],
       });
       cleanups.push(() => director.stop());
@@ -232,7 +168,7 @@ export class Landscape {
         pki,
         uaa,
         director,
-        certs: makeCerts(pki, apiClient, apiServer, vms, agentCerts),
+        certs,
         client,
         adminPassword,
       });
@@ -320,29 +256,18 @@ export class Landscape {
 
   /** The api.yml the lab would use (pure apart from reading this lab's state). */
   apiConfig(port: number, extra: Json = {}): Json {
-    return mergeConfig({
-      id: `lab-api-${this.runId}`,
-      log_level: "debug",
-      listen: {
-        address: "127.0.0.1",
-        port,
-        tls: {
-          certificate: this.certs.apiServer.certPath,
-          private_key: this.certs.apiServer.keyPath,
-        },
+    return labApiConfig(
+      {
+        runId: this.runId,
+        dir: this.dir,
+        apiServer: this.certs.apiServer,
+        apiClient: this.certs.apiClient,
+        caPath: this.pki.caPath,
+        directorUrl: this.director.url,
       },
-      agents_mtls: {
-        certificate: this.certs.apiClient.certPath,
-        private_key: this.certs.apiClient.keyPath,
-        ca: this.pki.caPath,
-      },
-      bosh: {
-        director_url: this.director.url,
-        agent_port: DEFAULT_AGENT_PORT,
-        tls: { ca: this.pki.caPath },
-      },
-      audit: { enabled: true, file: `${this.dir}/audit.log` },
-    }, extra);
+      port,
+      extra,
+    );
   }
 
   /**
@@ -351,36 +276,19 @@ export class Landscape {
    */
   async startApi(extra: Json = {}): Promise<string> {
     if (this.#api) throw new Error(`lab ${this.runId}: the api is already running`);
-    const argv = modeCommand("api");
-    if (!argv) throw new Error(`cannot start the api: ${REPO_ROOT}/main.ts has no api mode yet`);
-    const cfg = this.apiConfig(freePort(), extra);
-    const listen = cfg.listen as Json;
-    const configPath = `${this.dir}/api.yml`;
-    await Deno.writeTextFile(configPath, stringify(cfg));
-    const tls = listen.tls !== undefined;
-    const url = `${tls ? "https" : "http"}://${listen.address}:${listen.port}`;
-    this.#api = this.#logs.spawn(
-      this.topology.netns,
-      null,
-      "api",
-      [Deno.execPath(), ...argv, "--config", configPath],
-      { cwd: REPO_ROOT, env: { NO_COLOR: "1" } },
-    );
-    const client = Deno.createHttpClient({ caCerts: [this.pki.caCert] });
+    let url: string;
     try {
-      await waitHealthy({
-        url: `${url}/health`,
-        client,
-        proc: this.#api,
-        timeoutMs: this.#opts.readyTimeoutMs ?? 30_000,
-        what: `api (${url})`,
+      url = await spawnLabApi({
+        netns: this.topology.netns,
         logs: this.#logs,
-      });
+        dir: this.dir,
+        caCert: this.pki.caCert,
+        config: this.apiConfig(freePort(), extra),
+        readyTimeoutMs: this.#opts.readyTimeoutMs ?? 30_000,
+      }, (proc) => this.#api = proc);
     } catch (e) {
       await this.stopApi();
       throw e;
-    } finally {
-      client.close();
     }
     this.apiUrl = url;
     return url;
@@ -443,61 +351,6 @@ export async function withLandscape<T>(
   } finally {
     await lab.stop();
   }
-}
-
-/** VM specs from the group counts, in the order given. Pure. */
-export function vmSpecs(opts: Pick<LandscapeOptions, "deployment" | "groups">) {
-  const deployment = opts.deployment ?? "cf";
-  return Object.entries(opts.groups).flatMap(([group, n]) => {
-    if (!Number.isInteger(n) || n < 0) {
-      throw new Error(`lab: group "${group}" count ${n} is not a non-negative integer`);
-    }
-    return Array.from({ length: n }, (_, index) => ({ deployment, group, index }));
-  });
-}
-
-function makeCerts(
-  pki: Pki,
-  apiClient: CertPair,
-  apiServer: CertPair,
-  vms: LabVm[],
-  agentCerts: CertPair[],
-): LabCerts {
-  let rogue: Promise<{ caPath: string; client: CertPair; server: CertPair }> | null = null;
-  let expired: Promise<CertPair> | null = null;
-  return {
-    apiClient,
-    apiServer,
-    agentServer(vm) {
-      const i = vms.findIndex((v) => v.id === vm.id);
-      if (i < 0) throw new Error(`lab: VM ${vm.group}/${vm.index} is not part of this lab`);
-      return agentCerts[i];
-    },
-    rogue() {
-      // Same names as the real ones, signed by a CA nobody trusts.
-      rogue ??= (async () => {
-        const other = await Pki.create(`${pki.dir}/rogue`, "pcap-lab-rogue-ca");
-        const [client, server] = await Promise.all([
-          other.issue("pcap-api", { client: true }),
-          other.issue("pcap-api", { server: true, dns: ["localhost"], ips: ["127.0.0.1"] }),
-        ]);
-        return { caPath: other.caPath, client, server };
-      })();
-      return rogue;
-    },
-    expiredClient() {
-      expired ??= pki.issue("pcap-api-expired", { client: true, expired: true });
-      return expired;
-    },
-  };
-}
-
-/** A free TCP port on 127.0.0.1 (closed again; tiny race accepted in the lab). */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 export { isRoot };

@@ -3,7 +3,7 @@
 // valid and deliberately broken tokens for tests.
 import { Hono } from "hono";
 import { jwtVerify } from "jose";
-import { type SimServeOptions, SimServer } from "./http_sim_server.ts";
+import { type SimServeOptions, SimService } from "./http_sim_server.ts";
 import {
   buildClaims,
   type ClaimsInput,
@@ -64,7 +64,7 @@ function oauthError(status: 400 | 401, error: string, description: string): Resp
   });
 }
 
-export class UaaSim {
+export class UaaSim extends SimService {
   private keys: SigningKey[] = [];
   private activeKid = "";
   private readonly userIds = new Map<string, string>();
@@ -76,11 +76,11 @@ export class UaaSim {
     refresh_token: 0,
     client_credentials: 0,
   };
-  private server!: SimServer;
   users: UaaUser[];
   clients: UaaClient[];
 
   private constructor(private readonly cfg: UaaSimConfig) {
+    super();
     this.users = [...(cfg.users ?? [])];
     this.clients = [...(cfg.clients ?? DEFAULT_CLIENTS)];
   }
@@ -88,7 +88,7 @@ export class UaaSim {
   static async start(cfg: UaaSimConfig = {}): Promise<UaaSim> {
     const sim = new UaaSim(cfg);
     await sim.addKey(undefined, true);
-    sim.server = await SimServer.start(
+    await sim.serve(
       sim.app().fetch,
       cfg,
       () => oauthError(401, "server_error", "simulated failure"),
@@ -96,27 +96,12 @@ export class UaaSim {
     return sim;
   }
 
-  get url(): string {
-    return this.server.url;
-  }
-  get port(): number {
-    return this.server.port;
-  }
   /** `iss` of every token: `<url>/oauth/token` */
   get issuer(): string {
     return `${this.url}/oauth/token`;
   }
-  get faults() {
-    return this.server.faults;
-  }
   get signingKid(): string {
     return this.activeKid;
-  }
-  setDown(down: boolean): Promise<void> {
-    return this.server.setDown(down);
-  }
-  stop(): Promise<void> {
-    return this.server.stop();
   }
 
   // ---- key rotation ----
@@ -315,15 +300,17 @@ export class UaaSim {
     withRefresh: boolean,
   ): Promise<Response> {
     const ttl = this.cfg.accessTokenTtlSec ?? 600;
-    const claims = buildClaims({
-      issuer: this.issuer,
-      clientId: client.id,
-      scopes,
-      grantType: grant,
-      userName,
-      userId: userName ? this.userId(userName) : undefined,
-      ttlSeconds: ttl,
-    });
+    const claimsFor = (ttlSeconds: number) =>
+      buildClaims({
+        issuer: this.issuer,
+        clientId: client.id,
+        scopes,
+        grantType: grant,
+        userName,
+        userId: userName ? this.userId(userName) : undefined,
+        ttlSeconds,
+      });
+    const claims = claimsFor(ttl);
     const access = await signRs256(claims, this.active(), `${this.url}/token_keys`);
     const body: Record<string, unknown> = {
       access_token: access,
@@ -333,15 +320,7 @@ export class UaaSim {
       jti: claims.jti,
     };
     if (withRefresh && client.grantTypes.includes("refresh_token")) {
-      const r = buildClaims({
-        issuer: this.issuer,
-        clientId: client.id,
-        scopes,
-        grantType: grant,
-        userName,
-        userId: userName ? this.userId(userName) : undefined,
-        ttlSeconds: this.cfg.refreshTokenTtlSec ?? 86_400,
-      });
+      const r = claimsFor(this.cfg.refreshTokenTtlSec ?? 86_400);
       r.jti = `${r.jti}-r`;
       this.refreshTokens.add(r.jti as string);
       body.refresh_token = await signRs256(r, this.active());

@@ -6,39 +6,33 @@
  * failures close with 1011. An audit line is written for every capture request.
  */
 import { encodeFrame, encodeJsonFrame, FrameKind } from "../protocol/frame_codec.ts";
-import {
-  BoshStartRequest,
-  describeZodError,
-  type Hello,
-  MAX_CONTROL_MESSAGE_BYTES,
-  StopRequest,
-} from "../protocol/messages.ts";
+import type { BoshStartRequest, Hello } from "../protocol/messages.ts";
 import { checkPeerVersion, MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { VERSION } from "../version.ts";
 import type { Logger } from "../lib/log.ts";
 import type { ApiConfig } from "./config.ts";
-import type { AuditLog, AuditRecord } from "./audit.ts";
+import type { AuditLog } from "./audit.ts";
 import type { ApiMetrics } from "./metrics.ts";
 import type { AgentTlsOptions } from "./agent_client.ts";
 import type { Instance } from "./director_client.ts";
 import type { VerifiedToken } from "./token_verifier.ts";
 import {
   ApiError,
-  ByteBudget,
   type CaptureSlot,
   type ConcurrencyLimiter,
   durationLimitError,
-  effectiveBounds,
 } from "./limits.ts";
-import { selectTargets, type Target } from "./target_selection.ts";
-import {
-  composeFilter,
-  exclusionFilter,
-  type FilterChecker,
-  validateUserFilter,
-} from "./filter_compose.ts";
-import { API_SOURCE, batchBytes, ClientMerger, type SocketLike, truncateBatch } from "./merge.ts";
+import type { Target } from "./target_selection.ts";
+import { type FilterChecker, validateUserFilter } from "./filter_compose.ts";
+import { agentRequest, captureBounds, planTargets } from "./capture_plan.ts";
+import { API_SOURCE, batchBytes, ClientMerger, type SocketLike } from "./merge.ts";
 import { Fanout, type SourceSummary } from "./fanout.ts";
+import { type ClientPeer, writeCaptureAudit } from "./capture_audit.ts";
+import { readClientMessage } from "./client_message.ts";
+import { CaptureTally } from "./capture_tally.ts";
+import { asApiError, endOutcome, noneStarted, recordDrops } from "./capture_outcome.ts";
+
+export type { ClientPeer } from "./capture_audit.ts";
 
 export interface SessionDeps {
   config: ApiConfig;
@@ -64,18 +58,9 @@ type Phase = "awaiting-start" | "starting" | "running" | "stopping" | "done";
 /** The bearer token, or why the session is refused before it reads anything. */
 export type SessionCredential = { value: string } | { problem: string } | { refused: ApiError };
 
-/** Where the client connected from, as far as the api can tell. */
-export interface ClientPeer {
-  /** the TCP peer (gorouter, behind a route) */
-  remote?: string;
-  /** X-Forwarded-For as received: recorded for the audit, never trusted for anything */
-  forwardedFor?: string;
-}
-
 const SHUTTING_DOWN = "the api is shutting down; retry in a moment";
 type ServerSocket = SocketLike & { close(code?: number, reason?: string): void };
 
-const enc = new TextEncoder();
 /** How long a finished session waits for the client to complete the closing handshake. */
 const CLOSE_WAIT_MS = 3000;
 
@@ -91,8 +76,7 @@ export class CaptureSession {
   #targets: Target[] = [];
   #filter = "";
   #start = new Date();
-  #packets = 0;
-  #bytes = 0;
+  #tally: CaptureTally | null = null;
   #outcome = "CAPTURE_STOPPED";
   #detail: string | undefined;
   #log: Logger;
@@ -180,45 +164,17 @@ export class CaptureSession {
   }
 
   onMessage(data: unknown): void {
-    const text = typeof data === "string" ? data : null;
-    const size = text === null
-      ? (data as ArrayBuffer)?.byteLength ?? 0
-      : enc.encode(text).byteLength;
-    let problem: string | null = null;
-    let msg: unknown;
-    if (size > MAX_CONTROL_MESSAGE_BYTES) {
-      problem = `message of ${size} bytes exceeds the ${MAX_CONTROL_MESSAGE_BYTES}-byte limit`;
-    } else if (text === null) {
-      problem = "binary messages are not accepted; send JSON text messages";
-    } else {
-      try {
-        msg = JSON.parse(text);
-      } catch {
-        problem = "message is not JSON; send a JSON start or stop request";
-      }
+    const msg = readClientMessage(data, this.#phase === "awaiting-start");
+    if (msg.kind === "start") {
+      this.#phase = "starting";
+      this.#begin(msg.request).catch((e) => this.#refuse(e));
+      return;
     }
-    const type = (msg as { type?: unknown })?.type;
-    if (!problem && this.#phase === "awaiting-start") {
-      if (type !== "start") {
-        problem = `expected a start request first, got message type ${JSON.stringify(type)}`;
-      } else {
-        const parsed = BoshStartRequest.safeParse(msg);
-        if (!parsed.success) problem = `invalid start request: ${describeZodError(parsed.error)}`;
-        else {
-          this.#phase = "starting";
-          this.#begin(parsed.data).catch((e) => this.#refuse(e));
-          return;
-        }
-      }
-    } else if (!problem) {
-      if (type === "stop" && StopRequest.safeParse(msg).success) {
-        this.stop("stopped by the client");
-        return;
-      }
-      problem = `unexpected message type ${JSON.stringify(type)}; only {"type":"stop"} is ` +
-        "accepted after the start request";
+    if (msg.kind === "stop") {
+      this.stop("stopped by the client");
+      return;
     }
-    const err = new ApiError("INVALID_REQUEST", problem!);
+    const err = new ApiError("INVALID_REQUEST", msg.problem);
     if (this.#phase === "running" || this.#phase === "starting") {
       this.#merger.status(API_SOURCE, "INVALID_REQUEST", "api", err.message);
       this.stop("invalid client message");
@@ -295,36 +251,17 @@ export class CaptureSession {
     const userFilter = validateUserFilter(req.filter, { check: d.checkFilter });
     this.#filter = userFilter;
     const instances = await d.director.instances(req.bosh.deployment, token);
-    const selection = selectTargets(
-      instances,
-      { groups: req.bosh.groups, instances: req.bosh.instances },
-      d.config.limits.maxTargets,
-    );
-    if (selection.targets.length === 0) {
-      throw new ApiError(
-        "START_CAPTURE_FAILED",
-        "no selected instance can be captured: " +
-          selection.skipped.map((s) => `${s.origin} ${s.reason}`).join("; "),
-      );
-    }
-    this.#targets = selection.targets;
-    const port = d.config.bosh.agentPort;
-    const filters = new Map(selection.targets.map((t) => [
-      t.id,
-      composeFilter(userFilter, exclusionFilter({ host: t.ip, port }), { check: d.checkFilter }),
-    ]));
+    const plan = planTargets(instances, req, userFilter, d.config, d.checkFilter);
+    this.#targets = plan.targets;
     if (this.#leftWhileStarting()) return;
-    const bounds = effectiveBounds(
-      { durationMs: req.limits.duration_ms, bytes: req.limits.max_bytes },
-      { maxDurationMs: d.config.limits.maxDurationMs, maxBytes: d.config.limits.maxBytes },
-    );
-    const budget = new ByteBudget(bounds);
-    const maxPackets = req.limits.max_packets ?? 0;
-    for (const s of selection.skipped) {
+    const bounds = captureBounds(req, d.config);
+    const tally = new CaptureTally(bounds, req.limits.max_packets ?? 0);
+    for (const s of plan.skipped) {
       this.#merger.status(API_SOURCE, "INSTANCE_UNAVAILABLE", s.origin, `${s.origin} ${s.reason}`);
     }
     this.#phase = "running";
     this.#start = new Date();
+    this.#tally = tally;
     d.metrics.activeCaptures.inc({ resolver: "bosh" });
     this.#log.info("capture starting", {
       deployment: req.bosh.deployment,
@@ -334,18 +271,9 @@ export class CaptureSession {
     const fanout = new Fanout({
       deployment: req.bosh.deployment,
       targets: this.#targets,
-      agentPort: port,
+      agentPort: d.config.bosh.agentPort,
       tls: d.agentTls,
-      requestFor: (t) => ({
-        protocol_version: PROTOCOL_VERSION,
-        interface: req.interface,
-        snaplen: req.snaplen,
-        filter: filters.get(t.id)!,
-        promiscuous: false,
-        // Safety net only: the api stops agents itself, a little before this.
-        ...(bounds.durationMs > 0 ? { duration_ms: bounds.durationMs + 5000 } : {}),
-        requester: this.#user!.user,
-      }),
+      requestFor: (t) => agentRequest(req, plan.filters.get(t.id)!, bounds, this.#user!.user),
       merger: this.#merger,
       connectTimeoutMs: d.config.timeouts.agentConnectMs,
       idleTimeoutMs: d.agentIdleTimeoutMs,
@@ -354,23 +282,14 @@ export class CaptureSession {
       log: this.#log,
       onPackets: (source, payload, count) => {
         if (this.#phase === "done") return;
-        if (budget.exhausted || (maxPackets > 0 && this.#packets >= maxPackets)) return;
-        if (maxPackets > 0 && this.#packets + count > maxPackets) {
-          count = maxPackets - this.#packets;
-          payload = truncateBatch(payload, count);
-        }
-        if (!this.#merger.packets(source, payload, count)) return;
-        const bytes = batchBytes(payload, count);
-        this.#packets += count;
-        this.#bytes += bytes;
-        d.metrics.packets.inc({ resolver: "bosh" }, count);
+        const batch = tally.admit(payload, count);
+        if (!batch || !this.#merger.packets(source, batch.payload, batch.count)) return;
+        const bytes = batchBytes(batch.payload, batch.count);
+        d.metrics.packets.inc({ resolver: "bosh" }, batch.count);
         d.metrics.bytes.inc({ resolver: "bosh" }, bytes);
-        const limitErr = budget.add(bytes);
-        if (limitErr) this.#limit(limitErr);
-        else if (budget.exhausted) this.stop(`byte limit of ${bounds.bytes} reached`);
-        else if (maxPackets > 0 && this.#packets >= maxPackets) {
-          this.stop(`packet limit of ${maxPackets} reached`);
-        }
+        const verdict = tally.record(batch.count, bytes);
+        if (verdict && "limit" in verdict) this.#limit(verdict.limit);
+        else if (verdict) this.stop(verdict.stop);
       },
     });
     this.#fanout = fanout;
@@ -410,30 +329,15 @@ export class CaptureSession {
   }
 
   #end(started: number, summaries: SourceSummary[]): void {
-    for (const s of summaries) {
-      const st = s.stats;
-      if (!st) continue;
-      const m = this.deps.metrics.drops;
-      m.inc({ resolver: "bosh", stage: "kernel" }, st.dropped + st.if_dropped);
-      m.inc({ resolver: "bosh", stage: "agent" }, st.engine_dropped + st.agent_dropped);
-      m.inc({ resolver: "bosh", stage: "api" }, this.#merger.dropped(s.source));
-    }
+    recordDrops(this.deps.metrics, summaries, (source) => this.#merger.dropped(source));
     if (started === 0 && this.#outcome !== "CLIENT_GONE") {
-      const reasons = summaries.map((s) => s.error).filter(Boolean).join("; ");
-      this.#refuse(
-        new ApiError("START_CAPTURE_FAILED", `no instance could start capturing: ${reasons}`),
-      );
+      this.#refuse(noneStarted(summaries));
       return;
     }
-    const failed = summaries.filter((s) => s.outcome === "unavailable");
-    if (failed.length > 0) {
-      this.deps.metrics.sourcesFailed.inc({ resolver: "bosh" }, failed.length);
-    }
-    if (this.#outcome === "CAPTURE_STOPPED" && failed.length > 0) {
-      if (failed.length === summaries.length) this.#outcome = "INSTANCE_UNAVAILABLE";
-      this.#detail = `${failed.length} of ${summaries.length} source(s) unavailable: ` +
-        failed.map((s) => `${s.origin}: ${s.error ?? "failed"}`).join("; ").slice(0, 1000);
-    }
+    const end = endOutcome(this.#outcome, summaries);
+    if (end.failed > 0) this.deps.metrics.sourcesFailed.inc({ resolver: "bosh" }, end.failed);
+    this.#outcome = end.outcome;
+    if (end.detail !== undefined) this.#detail = end.detail;
     this.#merger.control(encodeFrame(FrameKind.END, API_SOURCE, new Uint8Array()));
     this.#close(1000, "capture ended");
     this.#finish(this.#outcome, this.#detail ?? (this.#stopReason || undefined));
@@ -442,17 +346,12 @@ export class CaptureSession {
   /** One STATUS with the error, close 1008/1011, audit. */
   #refuse(e: unknown): void {
     if (this.#phase === "done") return;
+    const err = asApiError(e);
     if (!this.#merger) {
       // Not open yet (mid-upgrade): there is no socket to tell; onOpen sends it.
-      this.#pendingRefusal ??= e instanceof ApiError
-        ? e
-        : new ApiError("START_CAPTURE_FAILED", `internal error: ${(e as Error)?.message ?? e}`);
+      this.#pendingRefusal ??= err;
       return;
     }
-    const err = e instanceof ApiError ? e : new ApiError(
-      "START_CAPTURE_FAILED",
-      `internal error: ${(e as Error)?.message ?? String(e)}`,
-    );
     if (!(e instanceof ApiError)) this.#log.error("capture failed", { error: e as Error });
     if (["UNAUTHENTICATED", "PERMISSION_DENIED"].includes(err.kind)) {
       this.deps.metrics.authFailures.inc({ type: err.kind });
@@ -480,40 +379,25 @@ export class CaptureSession {
       const d = this.deps;
       if (wasRunning) d.metrics.activeCaptures.dec({ resolver: "bosh" });
       d.metrics.captures.inc({ resolver: "bosh", outcome });
-      this.#audit(outcome, detail);
-      this.#log.info("capture ended", { outcome, packets: this.#packets, bytes: this.#bytes });
+      const packets = this.#tally?.packets ?? 0;
+      const bytes = this.#tally?.bytes ?? 0;
+      writeCaptureAudit(d.audit, {
+        user: this.#user,
+        request: this.#request,
+        targets: this.#targets,
+        filter: this.#filter,
+        start: this.#start,
+        packets,
+        bytes,
+        outcome,
+        detail,
+        peer: this.peer,
+      });
+      this.#log.info("capture ended", { outcome, packets, bytes });
     } finally {
       // Whatever failed above, drain and shutdown must not wait forever for this session.
       this.#resolveWhenClosed();
     }
-  }
-
-  #audit(outcome: string, detail: string | undefined): void {
-    const req = this.#request;
-    const user = this.#user;
-    const record: AuditRecord = {
-      user: user?.user ?? "(unauthenticated)",
-      userId: user?.userId,
-      origin: user?.origin,
-      clientId: user?.clientId,
-      resolver: "bosh",
-      deployment: req?.bosh.deployment,
-      targets: this.#targets.map((t) => t.origin),
-      interface: req?.interface ?? "",
-      filter: this.#filter || req?.filter || "",
-      snaplen: req?.snaplen ?? 0,
-      start: this.#start,
-      end: new Date(),
-      packets: this.#packets,
-      bytes: this.#bytes,
-      outcome,
-      detail,
-      remote: this.peer.remote,
-      forwardedFor: this.peer.forwardedFor,
-    };
-    // Refusals of sessions that never authenticated cost an attacker nothing: aggregate them.
-    if (user) this.deps.audit.write(record);
-    else this.deps.audit.writeUnauthenticated(record);
   }
 
   #resolveWhenClosed(): void {

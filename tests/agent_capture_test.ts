@@ -8,33 +8,33 @@ import {
   agentYaml,
   clientWith,
   type Lab,
-  makeLab,
-  makePki,
   markedSequence,
   postJson,
   readStream,
+  type RunningAgent,
   sendMarked,
   startAgent,
   startBody,
   statuses,
   type TestPki,
   waitFor,
+  withAgent,
+  withVmLab,
 } from "./support/agent_harness.ts";
 import { FrameKind } from "../protocol/frame_codec.ts";
 import { isRoot } from "../lab/netns.ts";
 
 const range = (a: number, n: number) => Array.from({ length: n }, (_, i) => a + i);
 
-async function withLab(fn: (lab: Lab, t: TestPki) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "agent-capture-" });
-  const lab = await makeLab();
-  try {
-    await fn(lab, await makePki(dir));
-  } finally {
-    await lab.cleanup();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withLab = (fn: (lab: Lab, t: TestPki) => Promise<void>) => withVmLab("agent-capture-", fn);
+
+/** A "VM" lab with an in-process agent capturing in its namespace, and an mTLS client. */
+const withVmAgent = (
+  fn: (lab: Lab, agent: RunningAgent, client: Deno.HttpClient) => Promise<void>,
+) =>
+  withLab((lab, t) =>
+    withAgent(t, { netns: `/run/netns/${lab.vm}` }, (agent, client) => fn(lab, agent, client))
+  );
 
 /** Packet sockets open in the VM namespace (libpcap's capture socket), from /proc/net/packet. */
 async function packetSockets(lab: Lab): Promise<number> {
@@ -49,61 +49,54 @@ Deno.test({
   name: "agent streams every marked packet once, in order; stop drains to END",
   ignore: !isRoot(),
   fn: () =>
-    withLab(async (lab, t) => {
-      const agent = await startAgent(t, { netns: `/run/netns/${lab.vm}` });
-      const client = clientWith(t, t.client);
-      try {
-        const res = await postJson(client, agent.url("/captures"), captureRequest(lab));
-        assertEquals(res.status, 200);
-        assertEquals(res.headers.get("content-type"), "application/octet-stream");
-        const id = res.headers.get("x-pcap-capture-id")!;
-        assert(id, "capture id header");
-        let sent: Promise<void> | null = null;
-        const result = await readStream(res.body!, (f) => {
-          // The SOURCE frame comes after activation: send now, then stop right after the last
-          // datagram left the sender, before the agent can have streamed them all.
-          if (f.kind === FrameKind.SOURCE) {
-            sent = sendMarked(lab, 300).then(async () => {
-              const r = await postJson(client, agent.url(`/captures/${id}/stop`), "");
-              assertEquals(r.status, 202);
-              await r.body?.cancel();
-            });
-          }
-        });
-        await sent;
-        assertEquals(result.kinds[0], "HELLO");
-        assertEquals(result.kinds[1], "SOURCE");
-        assertEquals(result.kinds.at(-1), "END");
-        assertEquals(result.kinds.at(-2), "STATUS");
-        const hello = result.json[0];
-        assertEquals(hello.protocol_version, 1);
-        assertEquals(hello.id, "test-vm/0");
-        const source = result.json[1];
-        assertEquals(source.origin, "test-vm/0");
-        assertEquals(source.interface, lab.vmDev);
-        assertEquals(source.link_type, 1);
-        assertEquals(source.snaplen, 65535);
-        assertEquals(markedSequence(result.packets), range(0, 300));
-        const stopped = statuses(result, "CAPTURE_STOPPED");
-        assertEquals(stopped.length, 1);
-        assert(String(stopped[0].text).includes("stop requested"), String(stopped[0].text));
-        const stats = result.json.filter((j) => j.kind === "STATS");
-        const final = stats.at(-1)!;
-        assertEquals(final.final, true);
-        assertEquals(final.packets, 300);
-        assertEquals(final.agent_dropped, 0);
-        assert((final.received as number) >= 300, `kernel received ${final.received}`);
-        await waitFor(() => agent.server.activeCaptures === 0, 3000, "capture released");
-        const ended = agent.logs.find((l) => l.msg === "capture ended")!;
-        assertEquals(ended.packets, 300);
-        assertEquals(ended.peer, "pcap-api");
-        assertEquals(ended.interface, lab.vmDev);
-        assertEquals(ended.filter, "udp dst port 9999");
-        assert(agent.logs.some((l) => l.msg === "capture started" && l.peer === "pcap-api"));
-      } finally {
-        client.close();
-        await agent.close();
-      }
+    withVmAgent(async (lab, agent, client) => {
+      const res = await postJson(client, agent.url("/captures"), captureRequest(lab));
+      assertEquals(res.status, 200);
+      assertEquals(res.headers.get("content-type"), "application/octet-stream");
+      const id = res.headers.get("x-pcap-capture-id")!;
+      assert(id, "capture id header");
+      let sent: Promise<void> | null = null;
+      const result = await readStream(res.body!, (f) => {
+        // The SOURCE frame comes after activation: send now, then stop right after the last
+        // datagram left the sender, before the agent can have streamed them all.
+        if (f.kind === FrameKind.SOURCE) {
+          sent = sendMarked(lab, 300).then(async () => {
+            const r = await postJson(client, agent.url(`/captures/${id}/stop`), "");
+            assertEquals(r.status, 202);
+            await r.body?.cancel();
+          });
+        }
+      });
+      await sent;
+      assertEquals(result.kinds[0], "HELLO");
+      assertEquals(result.kinds[1], "SOURCE");
+      assertEquals(result.kinds.at(-1), "END");
+      assertEquals(result.kinds.at(-2), "STATUS");
+      const hello = result.json[0];
+      assertEquals(hello.protocol_version, 1);
+      assertEquals(hello.id, "test-vm/0");
+      const source = result.json[1];
+      assertEquals(source.origin, "test-vm/0");
+      assertEquals(source.interface, lab.vmDev);
+      assertEquals(source.link_type, 1);
+      assertEquals(source.snaplen, 65535);
+      assertEquals(markedSequence(result.packets), range(0, 300));
+      const stopped = statuses(result, "CAPTURE_STOPPED");
+      assertEquals(stopped.length, 1);
+      assert(String(stopped[0].text).includes("stop requested"), String(stopped[0].text));
+      const stats = result.json.filter((j) => j.kind === "STATS");
+      const final = stats.at(-1)!;
+      assertEquals(final.final, true);
+      assertEquals(final.packets, 300);
+      assertEquals(final.agent_dropped, 0);
+      assert((final.received as number) >= 300, `kernel received ${final.received}`);
+      await waitFor(() => agent.server.activeCaptures === 0, 3000, "capture released");
+      const ended = agent.logs.find((l) => l.msg === "capture ended")!;
+      assertEquals(ended.packets, 300);
+      assertEquals(ended.peer, "pcap-api");
+      assertEquals(ended.interface, lab.vmDev);
+      assertEquals(ended.filter, "udp dst port 9999");
+      assert(agent.logs.some((l) => l.msg === "capture started" && l.peer === "pcap-api"));
     }),
 });
 
@@ -111,34 +104,27 @@ Deno.test({
   name: "client disconnect stops and releases the capture within 1 s",
   ignore: !isRoot(),
   fn: () =>
-    withLab(async (lab, t) => {
-      const agent = await startAgent(t, { netns: `/run/netns/${lab.vm}` });
-      const client = clientWith(t, t.client);
-      try {
-        const res = await postJson(client, agent.url("/captures"), captureRequest(lab));
-        assertEquals(res.status, 200);
-        let sawPackets = false;
-        await readStream(res.body!, async (f) => {
-          if (f.kind === FrameKind.SOURCE) {
-            assertEquals(await packetSockets(lab), 1, "the capture holds one packet socket");
-            await sendMarked(lab, 20);
-          }
-          if (f.kind === FrameKind.PACKETS) sawPackets = true;
-          return sawPackets; // cancel the body: the client goes away mid-capture
-        });
-        const t0 = Date.now();
-        await waitFor(() => agent.server.activeCaptures === 0, 1000, "release within 1 s");
-        assert(Date.now() - t0 <= 1000);
-        const ended = agent.logs.find((l) => l.msg === "capture ended")!;
-        assertEquals(ended.outcome, "aborted");
-        assertEquals(ended.reason, "client disconnected");
-        const h = await (await fetch(agent.url("/health"), { client })).json();
-        assertEquals(h.active_captures, 0);
-        assertEquals(await packetSockets(lab), 0, "the capture's packet socket is closed");
-      } finally {
-        client.close();
-        await agent.close();
-      }
+    withVmAgent(async (lab, agent, client) => {
+      const res = await postJson(client, agent.url("/captures"), captureRequest(lab));
+      assertEquals(res.status, 200);
+      let sawPackets = false;
+      await readStream(res.body!, async (f) => {
+        if (f.kind === FrameKind.SOURCE) {
+          assertEquals(await packetSockets(lab), 1, "the capture holds one packet socket");
+          await sendMarked(lab, 20);
+        }
+        if (f.kind === FrameKind.PACKETS) sawPackets = true;
+        return sawPackets; // cancel the body: the client goes away mid-capture
+      });
+      const t0 = Date.now();
+      await waitFor(() => agent.server.activeCaptures === 0, 1000, "release within 1 s");
+      assert(Date.now() - t0 <= 1000);
+      const ended = agent.logs.find((l) => l.msg === "capture ended")!;
+      assertEquals(ended.outcome, "aborted");
+      assertEquals(ended.reason, "client disconnected");
+      const h = await (await fetch(agent.url("/health"), { client })).json();
+      assertEquals(h.active_captures, 0);
+      assertEquals(await packetSockets(lab), 0, "the capture's packet socket is closed");
     }),
 });
 

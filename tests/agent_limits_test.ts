@@ -6,16 +6,15 @@
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "./support/assert.ts";
 import {
   agentYaml,
-  clientWith,
   type Lab,
-  makeLab,
-  makePki,
   postJson,
   readStream,
-  startAgent,
   startBody,
   statuses,
   type TestPki,
+  withAgent,
+  withPki,
+  withVmLab,
 } from "./support/agent_harness.ts";
 import { Backpressure } from "../agent/backpressure.ts";
 import { FrameKind } from "../protocol/frame_codec.ts";
@@ -47,49 +46,41 @@ Deno.test("Backpressure: discards from upper_limit until the queue drains to low
   assertThrows(() => new Backpressure({ size: 5, upperLimit: 3, lowerLimit: 3 }), RangeError);
 });
 
-async function withPki(fn: (t: TestPki) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "agent-limits-" });
-  try {
-    await fn(await makePki(dir));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withLimitsPki = (fn: (t: TestPki) => Promise<void>) => withPki("agent-limits-", fn);
 
 Deno.test({
   name: "concurrency limit: the capture beyond limits.concurrent_captures gets 429 LIMIT_REACHED",
   ignore: !isRoot(),
   fn: () =>
-    withPki(async (t) => {
-      const agent = await startAgent(t, { extra: "limits:\n  concurrent_captures: 1\n" });
-      const client = clientWith(t, t.client);
-      try {
-        const first = await postJson(client, agent.url("/captures"), startBody());
-        assertEquals(first.status, 200);
-        const id = first.headers.get("x-pcap-capture-id")!;
-        const reading = readStream(first.body!);
-        const second = await postJson(client, agent.url("/captures"), startBody());
-        assertEquals(second.status, 429);
-        const body = await second.json();
-        assertEquals(body.type, "LIMIT_REACHED");
-        assertEquals(body.limit, { name: "concurrent_captures", value: 1 });
-        assertStringIncludes(body.text, "limits.concurrent_captures");
-        const h = await (await fetch(agent.url("/health"), { client })).json();
-        assertEquals(h.active_captures, 1);
-        (await postJson(client, agent.url(`/captures/${id}/stop`), "")).body?.cancel();
-        assertEquals((await reading).kinds.at(-1), "END");
-        // The slot is free again once the first capture has ended.
-        const end = Date.now() + 3000;
-        while (agent.server.activeCaptures > 0 && Date.now() < end) {
-          await new Promise((r) => setTimeout(r, 20));
-        }
-        const third = await postJson(client, agent.url("/captures"), startBody());
-        assertEquals(third.status, 200);
-        await third.body!.cancel();
-      } finally {
-        client.close();
-        await agent.close();
-      }
+    withLimitsPki(async (t) => {
+      await withAgent(
+        t,
+        { extra: "limits:\n  concurrent_captures: 1\n" },
+        async (agent, client) => {
+          const first = await postJson(client, agent.url("/captures"), startBody());
+          assertEquals(first.status, 200);
+          const id = first.headers.get("x-pcap-capture-id")!;
+          const reading = readStream(first.body!);
+          const second = await postJson(client, agent.url("/captures"), startBody());
+          assertEquals(second.status, 429);
+          const body = await second.json();
+          assertEquals(body.type, "LIMIT_REACHED");
+          assertEquals(body.limit, { name: "concurrent_captures", value: 1 });
+          assertStringIncludes(body.text, "limits.concurrent_captures");
+          const h = await (await fetch(agent.url("/health"), { client })).json();
+          assertEquals(h.active_captures, 1);
+          (await postJson(client, agent.url(`/captures/${id}/stop`), "")).body?.cancel();
+          assertEquals((await reading).kinds.at(-1), "END");
+          // The slot is free again once the first capture has ended.
+          const end = Date.now() + 3000;
+          while (agent.server.activeCaptures > 0 && Date.now() < end) {
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          const third = await postJson(client, agent.url("/captures"), startBody());
+          assertEquals(third.status, 200);
+          await third.body!.cancel();
+        },
+      );
     }),
 });
 
@@ -97,10 +88,8 @@ Deno.test({
   name: "duration: limits.max_duration ends with STATUS LIMIT_REACHED; a shorter ask just stops",
   ignore: !isRoot(),
   fn: () =>
-    withPki(async (t) => {
-      const agent = await startAgent(t, { extra: "limits:\n  max_duration: 1s\n" });
-      const client = clientWith(t, t.client);
-      try {
+    withLimitsPki(async (t) => {
+      await withAgent(t, { extra: "limits:\n  max_duration: 1s\n" }, async (agent, client) => {
         const res = await postJson(client, agent.url("/captures"), startBody());
         const limited = await readStream(res.body!);
         const reached = statuses(limited, "LIMIT_REACHED");
@@ -122,10 +111,7 @@ Deno.test({
           "duration of 0.3 s elapsed",
         );
         assertEquals(asked.kinds.at(-1), "END");
-      } finally {
-        client.close();
-        await agent.close();
-      }
+      });
     }),
 });
 
@@ -143,16 +129,13 @@ Deno.test({
   name: "slow reader: CONGESTED with counts, discards bounded by buffer limits, then cleared",
   ignore: !isRoot(),
   fn: () =>
-    withPki(async (t) => {
-      const lab = await makeLab();
+    withVmLab("agent-limits-", async (lab, t) => {
       const yaml = agentYaml(t, {
         extra: "buffer:\n  size: 8\n  upper_limit: 6\n  lower_limit: 2\n" +
           "capture:\n  timeout_ms: 20\n",
       });
-      const agent = await startAgent(t, { yaml, netns: `/run/netns/${lab.vm}` });
-      const client = clientWith(t, t.client);
       const sent = 12000;
-      try {
+      await withAgent(t, { yaml, netns: `/run/netns/${lab.vm}` }, async (agent, client) => {
         const res = await postJson(
           client,
           agent.url("/captures"),
@@ -205,10 +188,6 @@ Deno.test({
         assert((ended.peak_queued as number) <= 8, `queue peaked at ${ended.peak_queued} frames`);
         assertEquals(ended.discarded, final.agent_dropped);
         assertEquals(result.kinds.at(-1), "END");
-      } finally {
-        client.close();
-        await agent.close();
-        await lab.cleanup();
-      }
+      });
     }),
 });

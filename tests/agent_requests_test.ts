@@ -4,13 +4,12 @@
  */
 import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts";
 import {
-  clientWith,
-  makePki,
   postJson,
   readStream,
-  startAgent,
   startBody,
   statuses,
+  withAgent,
+  withPki,
 } from "./support/agent_harness.ts";
 import { parseStartRequest } from "../agent/start_request.ts";
 import { FrameKind } from "../protocol/frame_codec.ts";
@@ -90,51 +89,43 @@ const cases: Case[] = [
 Deno.test({
   name: "agent answers bad start requests with 400 and a clear text, and keeps serving",
   ignore: !isRoot(),
-  fn: async () => {
-    const dir = await Deno.makeTempDir({ prefix: "agent-req-" });
-    const t = await makePki(dir);
-    const agent = await startAgent(t);
-    const client = clientWith(t, t.client);
-    try {
-      for (const c of cases) {
-        const res = await postJson(client, agent.url("/captures"), c.body);
-        const body = await res.json();
-        assertEquals(res.status, 400, `${c.name}: ${JSON.stringify(body)}`);
-        assertEquals(body.type, c.type ?? "INVALID_REQUEST", c.name);
-        assertStringIncludes(body.text, c.includes, `${c.name}: ${body.text}`);
-      }
-      assertEquals(agent.server.activeCaptures, 0);
-      const refusals = agent.logs.filter((l) => l.msg === "capture refused");
-      assertEquals(refusals.length, cases.length);
-
-      const stop = await postJson(client, agent.url("/captures/nope/stop"), "");
-      assertEquals(stop.status, 404);
-      assertStringIncludes((await stop.json()).text, "no running capture");
-      const wrong = await fetch(agent.url("/nowhere"), { client });
-      assertEquals(wrong.status, 404);
-      await wrong.body?.cancel();
-
-      // Still serving: a valid capture on lo starts, stops and ends cleanly.
-      const res = await postJson(
-        client,
-        agent.url("/captures"),
-        startBody({ filter: "udp port 9" }),
-      );
-      assertEquals(res.status, 200);
-      const id = res.headers.get("x-pcap-capture-id")!;
-      const result = await readStream(res.body!, async (f) => {
-        if (f.kind === FrameKind.SOURCE) {
-          const r = await postJson(client, agent.url(`/captures/${id}/stop`), "");
-          assertEquals(r.status, 202);
-          await r.body?.cancel();
+  fn: () =>
+    withPki("agent-req-", (t) =>
+      withAgent(t, {}, async (agent, client) => {
+        for (const c of cases) {
+          const res = await postJson(client, agent.url("/captures"), c.body);
+          const body = await res.json();
+          assertEquals(res.status, 400, `${c.name}: ${JSON.stringify(body)}`);
+          assertEquals(body.type, c.type ?? "INVALID_REQUEST", c.name);
+          assertStringIncludes(body.text, c.includes, `${c.name}: ${body.text}`);
         }
-      });
-      assertEquals(result.kinds.at(-1), "END");
-      assertEquals(statuses(result, "CAPTURE_STOPPED").length, 1);
-    } finally {
-      client.close();
-      await agent.close();
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+        assertEquals(agent.server.activeCaptures, 0);
+        const refusals = agent.logs.filter((l) => l.msg === "capture refused");
+        assertEquals(refusals.length, cases.length);
+
+        const stop = await postJson(client, agent.url("/captures/nope/stop"), "");
+        assertEquals(stop.status, 404);
+        assertStringIncludes((await stop.json()).text, "no running capture");
+        const wrong = await fetch(agent.url("/nowhere"), { client });
+        assertEquals(wrong.status, 404);
+        await wrong.body?.cancel();
+
+        // Still serving: a valid capture on lo starts, stops and ends cleanly.
+        const res = await postJson(
+          client,
+          agent.url("/captures"),
+          startBody({ filter: "udp port 9" }),
+        );
+        assertEquals(res.status, 200);
+        const id = res.headers.get("x-pcap-capture-id")!;
+        const result = await readStream(res.body!, async (f) => {
+          if (f.kind === FrameKind.SOURCE) {
+            const r = await postJson(client, agent.url(`/captures/${id}/stop`), "");
+            assertEquals(r.status, 202);
+            await r.body?.cancel();
+          }
+        });
+        assertEquals(result.kinds.at(-1), "END");
+        assertEquals(statuses(result, "CAPTURE_STOPPED").length, 1);
+      })),
 });

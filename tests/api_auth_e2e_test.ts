@@ -5,15 +5,13 @@
  * Also: first message not a start, unknown message types, oversized and binary messages.
  */
 import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts";
-import { connect, type RunningApi, startApi, startLab, statusesOf } from "./support/api_harness.ts";
+import { connect, ROUTERS, statusesOf, withApiLab } from "./support/api_harness.ts";
 
-const START = { bosh: { deployment: "cf", groups: ["router"] } };
+const START = { bosh: ROUTERS };
 
 Deno.test("api authentication and request validation", async (t) => {
-  const lab = await startLab({ groups: { router: 1 } });
-  let api: RunningApi | null = null;
-  try {
-    api = await startApi(lab);
+  await withApiLab({ groups: { router: 1 } }, async (lab, startApi) => {
+    const api = await startApi();
     const url = api.url;
     const uaa = lab.uaa;
     const refused = async (
@@ -127,11 +125,5 @@ Deno.test("api authentication and request validation", async (t) => {
       assertStringIncludes(statusesOf(c.got, "INVALID_REQUEST")[0].text as string, "pause");
       assertEquals(statusesOf(c.got, "CAPTURE_STOPPED").length, 1);
     });
-  } catch (e) {
-    lab.dumpLogs(40);
-    throw e;
-  } finally {
-    await api?.close();
-    await lab.stop();
-  }
+  });
 });

@@ -7,21 +7,17 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "./suppo
 import {
   connect,
   countTokens,
+  ROUTERS,
   type RunningApi,
   sourceOf,
-  startApi,
-  startLab,
   statusesOf,
+  withApiLab,
 } from "./support/api_harness.ts";
 import type { Landscape } from "../lab/landscape.ts";
 
-const ROUTER = { deployment: "cf", groups: ["router"] };
-
 Deno.test("api capture end to end", async (t) => {
-  const lab = await startLab({ groups: { router: 2, "diego-cell": 1 } });
-  let api: RunningApi | null = null;
-  try {
-    api = await startApi(lab);
+  await withApiLab({ groups: { router: 2, "diego-cell": 1 } }, async (lab, startApi) => {
+    const api = await startApi();
     const url = api.url;
     const token = await lab.mintToken();
     const [r0, r1] = [lab.vm("router", 0), lab.vm("router", 1)];
@@ -48,7 +44,7 @@ Deno.test("api capture end to end", async (t) => {
 
     await t.step("two agents: every marked packet once per source, clean stop", async () => {
       const c = connect(lab, url, token);
-      c.start({ bosh: ROUTER, filter: "udp port 5555" });
+      c.start({ bosh: ROUTERS, filter: "udp port 5555" });
       await c.waitFor("two sources", (r) => r.sources.length === 2);
       assertEquals(c.got.kinds[0], "HELLO");
       const s0 = c.got.sources.find((s) => s.source === sourceOf(c.got, r0))!;
@@ -139,7 +135,7 @@ Deno.test("api capture end to end", async (t) => {
     await t.step("filter breakout and bad filters are refused before fan-out", async () => {
       for (const filter of ["port 80) or (port 443", "udp port", "(tcp"]) {
         const c = connect(lab, url, token);
-        c.start({ bosh: ROUTER, filter });
+        c.start({ bosh: ROUTERS, filter });
         assertEquals((await c.closed).code, 1008);
         const st = statusesOf(c.got, "INVALID_REQUEST");
         assertEquals(st.length, 1, filter);
@@ -163,7 +159,7 @@ Deno.test("api capture end to end", async (t) => {
 
     await t.step("client vanishes: agents release their captures within a second", async () => {
       const c = connect(lab, url, token);
-      c.start({ bosh: ROUTER });
+      c.start({ bosh: ROUTERS });
       await c.waitFor("sources", (r) => r.sources.length === 2);
       const t0 = Date.now();
       c.close();
@@ -190,31 +186,17 @@ Deno.test("api capture end to end", async (t) => {
       c.send({ type: "stop" });
       assertEquals((await c.closed).code, 1000);
     });
-  } catch (e) {
-    lab.dumpLogs(40);
-    throw e;
-  } finally {
-    await api?.close();
-    await lab.stop();
-  }
+  });
 });
 
 Deno.test("api limits: concurrency (global, per user), max_duration, max_targets", async (t) => {
-  const lab = await startLab({ groups: { router: 2 } });
-  let api: RunningApi | null = null;
-  try {
-    api = await startApi(lab, {
+  await withApiLab({ groups: { router: 2 } }, async (lab, startApi) => {
+    const api = await startApi({
       concurrent_captures: 2,
       limits: { per_user_concurrent_captures: 1, max_duration: "2s", max_targets: 1 },
     });
     await runLimitSteps(t, lab, api);
-  } catch (e) {
-    lab.dumpLogs(40);
-    throw e;
-  } finally {
-    await api?.close();
-    await lab.stop();
-  }
+  });
 });
 
 async function waitAudit(api: RunningApi, outcome: string) {
@@ -230,7 +212,7 @@ async function runLimitSteps(t: Deno.TestContext, lab: Landscape, api: RunningAp
   const one = { deployment: "cf", groups: [], instances: ["router/0"] };
   await t.step("max_targets", async () => {
     const c = connect(lab, api.url, await lab.mintToken());
-    c.start({ bosh: ROUTER });
+    c.start({ bosh: ROUTERS });
     assertEquals((await c.closed).code, 1008);
     const st = statusesOf(c.got, "LIMIT_REACHED");
     assertEquals(st[0].limit, { name: "max_targets", value: 1 });

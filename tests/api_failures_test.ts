@@ -7,32 +7,23 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "./suppo
 import {
   connect,
   countTokens,
-  type RunningApi,
+  ROUTERS,
   sourceOf,
   startApi,
-  startLab,
   statusesOf,
+  withApiLab,
 } from "./support/api_harness.ts";
 import { API_SOURCE } from "../server/merge.ts";
 
-const ROUTER = { deployment: "cf", groups: ["router"] };
-
 Deno.test("api failure handling", async (t) => {
-  const lab = await startLab({ groups: { router: 2 } });
-  const apis: RunningApi[] = [];
-  const api = async (extra = {}) => {
-    const a = await startApi(lab, extra);
-    apis.push(a);
-    return a;
-  };
-  try {
+  await withApiLab({ groups: { router: 2 } }, async (lab, api) => {
     const token = await lab.mintToken();
     const [r0, r1] = [lab.vm("router", 0), lab.vm("router", 1)];
 
     await t.step("SIGTERM: the api process drains a running capture and exits", async () => {
       const url = (await lab.startApi({ drain_timeout: "8s" })).replace(/^http/, "ws");
       const c = connect(lab, url, token);
-      c.start({ bosh: ROUTER, filter: "udp port 5600" });
+      c.start({ bosh: ROUTERS, filter: "udp port 5600" });
       await c.waitFor("sources", (r) => r.sources.length === 2);
       const sent = await lab.traffic.udp({ from: r0, to: r1, port: 5600, count: 20, rate: 400 });
       const t0 = Date.now();
@@ -56,7 +47,7 @@ Deno.test("api failure handling", async (t) => {
     await t.step("draining in-process api: /health 503, new captures refused", async () => {
       const d = await startApi(lab, { drain_timeout: "8s" });
       const c = connect(lab, d.url, token);
-      c.start({ bosh: ROUTER });
+      c.start({ bosh: ROUTERS });
       await c.waitFor("sources", (r) => r.sources.length === 2);
       const drained = d.server.drain();
       const client = Deno.createHttpClient({ caCerts: [lab.pki.caCert] });
@@ -68,7 +59,7 @@ Deno.test("api failure handling", async (t) => {
         client.close();
       }
       const late = connect(lab, d.url, token);
-      late.start({ bosh: ROUTER });
+      late.start({ bosh: ROUTERS });
       await drained;
       assertEquals((await c.closed).code, 1000);
       assertEquals(statusesOf(c.got, "CAPTURE_STOPPED").length, 3); // 2 sources + capture-wide
@@ -81,7 +72,7 @@ Deno.test("api failure handling", async (t) => {
       const rogue = await lab.certs.rogue();
       const a = await api({ agents_mtls: { ca: rogue.caPath } });
       const c = connect(lab, a.url, token);
-      c.start({ bosh: ROUTER });
+      c.start({ bosh: ROUTERS });
       assertEquals((await c.closed).code, 1008);
       const un = statusesOf(c.got, "INSTANCE_UNAVAILABLE");
       assertEquals(un.length, 2, JSON.stringify(c.got.statuses));
@@ -93,13 +84,13 @@ Deno.test("api failure handling", async (t) => {
     await t.step("agents_mtls.server_name: dial by IP, verify the name", async () => {
       const good = await api({ agents_mtls: { server_name: r0.agentDnsName } });
       const c = connect(lab, good.url, token);
-      c.start({ bosh: { ...ROUTER, instances: ["router/0"] } });
+      c.start({ bosh: { ...ROUTERS, instances: ["router/0"] } });
       await c.waitFor("source", (r) => r.sources.length === 1);
       c.send({ type: "stop" });
       assertEquals((await c.closed).code, 1000);
       const bad = await api({ agents_mtls: { server_name: "other.pcap-agent.internal" } });
       const d = connect(lab, bad.url, token);
-      d.start({ bosh: { ...ROUTER, instances: ["router/0"] } });
+      d.start({ bosh: { ...ROUTERS, instances: ["router/0"] } });
       assertEquals((await d.closed).code, 1008);
       assertMatch(statusesOf(d.got, "INSTANCE_UNAVAILABLE")[0].text as string, /TLS/);
     });
@@ -109,7 +100,7 @@ Deno.test("api failure handling", async (t) => {
       await lab.director.setDown(true);
       try {
         const c = connect(lab, a.url, token);
-        c.start({ bosh: ROUTER });
+        c.start({ bosh: ROUTERS });
         assertEquals((await c.closed).code, 1008);
         assertMatch(statusesOf(c.got, "CONNECTION_ERROR")[0].text as string, /Director/);
       } finally {
@@ -117,7 +108,7 @@ Deno.test("api failure handling", async (t) => {
       }
       // /info is cached now; the instance list is what is slow.
       const warm = connect(lab, a.url, token);
-      warm.start({ bosh: ROUTER });
+      warm.start({ bosh: ROUTERS });
       await warm.waitFor("sources", (r) => r.sources.length === 2);
       warm.send({ type: "stop" });
       await warm.closed;
@@ -125,7 +116,7 @@ Deno.test("api failure handling", async (t) => {
       try {
         const t0 = Date.now();
         const c = connect(lab, a.url, token);
-        c.start({ bosh: ROUTER });
+        c.start({ bosh: ROUTERS });
         assertEquals((await c.closed).code, 1008);
         const took = Date.now() - t0;
         assert(took < 3000, `CONNECTION_ERROR after ${took} ms, timeout is 1 s`);
@@ -144,7 +135,7 @@ Deno.test("api failure handling", async (t) => {
       await lab.killAgent(r1);
       try {
         const c = connect(lab, a.url, token);
-        c.start({ bosh: ROUTER, filter: "udp port 5601" });
+        c.start({ bosh: ROUTERS, filter: "udp port 5601" });
         await c.waitFor(
           "r1 unavailable",
           (r) => statusesOf(r, "INSTANCE_UNAVAILABLE").length === 1,
@@ -164,7 +155,7 @@ Deno.test("api failure handling", async (t) => {
 
     await t.step("agent killed mid-capture: its source ends, the other goes on", async () => {
       const c = connect(lab, a.url, token);
-      c.start({ bosh: ROUTER, filter: "udp port 5602" });
+      c.start({ bosh: ROUTERS, filter: "udp port 5602" });
       await c.waitFor("sources", (r) => r.sources.length === 2);
       const src1 = sourceOf(c.got, r1);
       await lab.killAgent(r1);
@@ -184,18 +175,12 @@ Deno.test("api failure handling", async (t) => {
     await t.step("all agents down: START_CAPTURE_FAILED", async () => {
       await lab.killAgent(r0);
       const c = connect(lab, a.url, token);
-      c.start({ bosh: ROUTER });
+      c.start({ bosh: ROUTERS });
       const closed = await c.closed;
       assertEquals(closed.code, 1008);
       assertEquals(closed.reason, "START_CAPTURE_FAILED");
       assertEquals(statusesOf(c.got, "INSTANCE_UNAVAILABLE").length, 2);
       assertEquals(a.server.metrics.activeCaptures.get({ resolver: "bosh" }), 0);
     });
-  } catch (e) {
-    lab.dumpLogs(40);
-    throw e;
-  } finally {
-    for (const a of apis) await a.close();
-    await lab.stop();
-  }
+  });
 });

@@ -7,49 +7,25 @@ import { DirectorSim, makeGroup } from "../lab/director_sim.ts";
 import { DirectorClient } from "../server/director_client.ts";
 import { ApiError, type ApiErrorKind } from "../server/limits.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { type BoshSims, rejectsWith, withBoshSims } from "./support/bosh_sims.ts";
 
-async function rejects(
+function rejects(
   p: Promise<unknown>,
   kind: ApiErrorKind,
   re: RegExp,
   token?: string,
 ): Promise<ApiError> {
-  try {
-    await p;
-  } catch (e) {
-    assert(e instanceof ApiError, `expected ApiError, got ${e}`);
-    assertEquals(e.kind, kind, e.message);
-    assertMatch(e.message, re);
-    if (token) assert(!e.message.includes(token.split(".")[2]), "error text leaks the token");
-    return e;
-  }
-  throw new Error(`expected ${kind}, but the promise resolved`);
+  return rejectsWith(p, ApiError, kind, re, token ? [token.split(".")[2]] : []);
 }
 
-interface Lab {
-  uaa: UaaSim;
-  director: DirectorSim;
-  client: DirectorClient;
-  pki: Pki;
-  tls: { cert: string; key: string };
-}
-
-async function withLab(
-  fn: (lab: Lab) => Promise<void>,
+function withLab(
+  fn: (lab: BoshSims) => Promise<void>,
   opts: { forbiddenStatus?: 401 | 403 } = {},
 ): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "pcap_dc_" });
-  const pki = await Pki.create(dir);
-  const cert = await pki.issue("127.0.0.1", { server: true, ips: ["127.0.0.1"] });
-  const tls = { cert: cert.cert, key: cert.key };
-  let uaa: UaaSim | undefined;
-  let director: DirectorSim | undefined;
-  let client: DirectorClient | undefined;
-  try {
-    uaa = await UaaSim.start();
-    director = await DirectorSim.start({
-      tls,
-      uaaUrl: uaa.url,
+  return withBoshSims({
+    prefix: "pcap_dc_",
+    clientTimeoutMs: 2000,
+    director: () => ({
       forbiddenStatus: opts.forbiddenStatus,
       deployments: [
         {
@@ -62,15 +38,8 @@ async function withLab(
         },
         { name: "odd_name.v2-1", instances: makeGroup("web", 1, "198.18.1.10") },
       ],
-    });
-    client = new DirectorClient({ url: director.url, caCert: pki.caCert, timeoutMs: 2000 });
-    await fn({ uaa, director, client, pki, tls });
-  } finally {
-    client?.close();
-    await director?.stop();
-    await uaa?.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+    }),
+  }, fn);
 }
 
 Deno.test("director client: /info over HTTPS, cached", async () => {

@@ -1,38 +1,29 @@
 // Token verification against the lab's simulated UAA and Director over real HTTPS, with real
 // RS256 JWTs: the full matrix of good and bad tokens, key refetch with its rate limit, and the
 // connection failures. Every error text is checked for token leakage.
-import { Pki } from "../lab/pki.ts";
 import { UaaSim } from "../lab/uaa_sim.ts";
 import { generateSigningKey, signRs256 } from "../lab/token_mint.ts";
-import { DirectorSim } from "../lab/director_sim.ts";
 import { DirectorClient } from "../server/director_client.ts";
 import { AuthError, type AuthErrorKind, TokenVerifier } from "../server/token_verifier.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { type BoshSims, rejectsWith, withBoshSims } from "./support/bosh_sims.ts";
 
-interface Lab {
-  uaa: UaaSim;
-  director: DirectorSim;
-  client: DirectorClient;
+interface Lab extends BoshSims {
   verifier: TokenVerifier;
   /** advances the verifier's clock (ms) */
   advance(ms: number): void;
   newVerifier(opts?: { timeoutMs?: number }): TokenVerifier;
 }
 
-async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "pcap_tv_" });
-  const pki = await Pki.create(dir);
-  const cert = await pki.issue("127.0.0.1", { server: true, ips: ["127.0.0.1"] });
-  const tls = { cert: cert.cert, key: cert.key };
-  let uaa: UaaSim | undefined;
-  let director: DirectorSim | undefined;
-  let client: DirectorClient | undefined;
-  try {
-    uaa = await UaaSim.start({ tls });
-    director = await DirectorSim.start({ tls, uaaUrl: uaa.url, uaaCaCert: pki.caCert });
-    client = new DirectorClient({ url: director.url, caCert: pki.caCert, timeoutMs: 3000 });
+function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
+  return withBoshSims({
+    prefix: "pcap_tv_",
+    uaaTls: true,
+    clientTimeoutMs: 3000,
+    director: ({ pki }) => ({ uaaCaCert: pki.caCert }),
+  }, async (sims) => {
     let offset = 0;
-    const c = client;
+    const c = sims.client;
     const make = (o: { timeoutMs?: number } = {}) =>
       new TokenVerifier({
         source: c,
@@ -41,43 +32,19 @@ async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
         fetch: c.uaaFetch,
         now: () => Date.now() + offset,
       });
-    await fn({
-      uaa,
-      director,
-      client,
-      verifier: make(),
-      advance: (ms) => (offset += ms),
-      newVerifier: make,
-    });
-  } finally {
-    client?.close();
-    await director?.stop();
-    await uaa?.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+    await fn({ ...sims, verifier: make(), advance: (ms) => (offset += ms), newVerifier: make });
+  });
 }
 
-async function rejects(
+function rejects(
   p: Promise<unknown>,
   kind: AuthErrorKind,
   re: RegExp,
   token?: string,
 ): Promise<AuthError> {
-  try {
-    await p;
-  } catch (e) {
-    assert(e instanceof AuthError, `expected AuthError, got ${e}`);
-    assertEquals(e.kind, kind, e.message);
-    assertMatch(e.message, re);
-    if (token) {
-      // Neither the token nor any of its segments may leak into the text.
-      for (const part of token.split(".").filter((s) => s.length > 8)) {
-        assert(!e.message.includes(part), `error text leaks the token: ${e.message}`);
-      }
-    }
-    return e;
-  }
-  throw new Error(`expected ${kind}, but the promise resolved`);
+  // Neither the token nor any of its segments may leak into the text.
+  const parts = token ? token.split(".").filter((s) => s.length > 8) : [];
+  return rejectsWith(p, AuthError, kind, re, parts);
 }
 
 Deno.test("token verifier: valid user and client tokens; Director-uuid scope", async () => {

@@ -295,3 +295,47 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, ms: number
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Runs `fn` with a fresh test PKI in a temp dir (`prefix`), removed afterwards. */
+export async function withPki(prefix: string, fn: (t: TestPki) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    await fn(await makePki(dir));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Runs `fn` with a test PKI and a "VM" namespace lab; both are removed afterwards. */
+export function withVmLab(
+  prefix: string,
+  fn: (lab: Lab, t: TestPki) => Promise<void>,
+): Promise<void> {
+  return withPki(prefix, async (t) => {
+    const lab = await makeLab();
+    try {
+      await fn(lab, t);
+    } finally {
+      await lab.cleanup();
+    }
+  });
+}
+
+/**
+ * Runs `fn` with an in-process agent (`opts` as for startAgent) and an mTLS client holding the
+ * test's client certificate; closes both afterwards.
+ */
+export async function withAgent(
+  t: TestPki,
+  opts: Parameters<typeof startAgent>[1],
+  fn: (agent: RunningAgent, client: Deno.HttpClient) => Promise<void>,
+): Promise<void> {
+  const agent = await startAgent(t, opts);
+  const client = clientWith(t, t.client);
+  try {
+    await fn(agent, client);
+  } finally {
+    client.close();
+    await agent.close();
+  }
+}

@@ -299,3 +299,34 @@ export function startFakeAgent(
   });
   return promise.then((port) => ({ port, stop: () => server.shutdown() }));
 }
+
+/** Starts an in-process api on the test's landscape (see startApi). */
+export type ApiStarter = (extra?: Json, opts?: Partial<ApiServerOptions>) => Promise<RunningApi>;
+
+/**
+ * Runs `fn` on a fresh landscape; every api it starts through `startApi` is closed afterwards.
+ * When `fn` fails the process logs are printed first; the landscape is always torn down.
+ */
+export async function withApiLab(
+  opts: LandscapeOptions,
+  fn: (lab: Landscape, startApi: ApiStarter) => Promise<void>,
+): Promise<void> {
+  const lab = await startLab(opts);
+  const apis: RunningApi[] = [];
+  try {
+    await fn(lab, async (extra, o) => {
+      const api = await startApi(lab, extra, o);
+      apis.push(api);
+      return api;
+    });
+  } catch (e) {
+    lab.dumpLogs(40);
+    throw e;
+  } finally {
+    for (const a of apis) await a.close();
+    await lab.stop();
+  }
+}
+
+/** The router group of the lab's "cf" deployment. */
+export const ROUTERS = { deployment: "cf", groups: ["router"] };
