@@ -15,7 +15,7 @@
 import { pcap } from "../ffi/libpcap.ts";
 import { C, createRing, RingReader, S } from "./capture_ring.ts";
 import type { ReaderChoice, ReaderKind } from "./capture_reading.ts";
-import type { WorkerReply, WorkerStart } from "./capture_worker.ts";
+import type { WorkerReply, WorkerStart, WorkerWarm } from "./capture_worker.ts";
 
 export interface CaptureOptions {
   device: string;
@@ -77,6 +77,55 @@ const MAX_BATCH = 256 << 10; // per next(); also bounds the agent's frame size
 // Ring memory the workers write into by address: held here until the worker has
 // ended, so it cannot be collected under a running worker even if the engine is.
 const liveRings = new Set<ArrayBuffer>();
+
+// Pre-warmed worker: a new Worker costs ~30-45 ms of CPU (isolate, module graph,
+// dlopen) before it can activate a capture; when many agents start at once on
+// shared cores that is most of a fan-out's time. With prewarm() on, one idle
+// worker waits; open() takes it and a replacement is started a little later
+// (not at once, so it does not compete with the capture that is starting).
+// An idle worker holds no pcap handle and has not entered any namespace.
+const REWARM_DELAY_MS = 2000;
+interface IdleWorker {
+  worker: Worker;
+  failed: boolean;
+}
+const warm = {
+  enabled: false,
+  idle: null as IdleWorker | null,
+  timer: undefined as ReturnType<typeof setTimeout> | undefined,
+};
+
+function newWorker(): Worker {
+  return new Worker(new URL("./capture_worker.ts", import.meta.url), { type: "module" });
+}
+
+function startIdleWorker(): void {
+  warm.timer = undefined;
+  if (!warm.enabled || warm.idle) return;
+  const idle: IdleWorker = { worker: newWorker(), failed: false };
+  // A worker that failed to load must not take the process down, nor be used.
+  idle.worker.onerror = (ev) => {
+    ev.preventDefault();
+    idle.failed = true;
+  };
+  idle.worker.postMessage({ warm: true } satisfies WorkerWarm);
+  warm.idle = idle;
+}
+
+/** The idle worker if there is a usable one (a replacement is scheduled), else a new one. */
+function takeWorker(): Worker {
+  const idle = warm.idle;
+  warm.idle = null;
+  if (warm.enabled && warm.timer === undefined) {
+    warm.timer = setTimeout(startIdleWorker, REWARM_DELAY_MS);
+  }
+  if (idle && !idle.failed) {
+    idle.worker.onerror = null;
+    return idle.worker;
+  }
+  idle?.worker.terminate();
+  return newWorker();
+}
 
 function validate(o: CaptureOptions): void {
   const bad = (what: string) => {
@@ -171,9 +220,7 @@ export class CaptureEngine {
       // wake-up is a waitAsync round trip on the main thread.
       notifyBytes: immediate ? 1 : MAX_BATCH,
     };
-    const worker = new Worker(new URL("./capture_worker.ts", import.meta.url), {
-      type: "module",
-    });
+    const worker = takeWorker();
     return new Promise((resolve, reject) => {
       let engine: CaptureEngine | null = null;
       let doneResolve!: () => void;
@@ -219,6 +266,25 @@ export class CaptureEngine {
         }
       };
     });
+  }
+
+  /**
+   * Keeps one idle capture worker ready from now on (the agent calls this at start), so that
+   * open() does not pay for a new Worker; each open() takes it and a replacement follows.
+   * Idempotent. The idle worker is a thread that has loaded the engine and libpcap, nothing more.
+   */
+  static prewarm(): void {
+    warm.enabled = true;
+    startIdleWorker();
+  }
+
+  /** Ends pre-warming and terminates the idle worker (shutdown); running captures are not touched. */
+  static releasePrewarmed(): void {
+    warm.enabled = false;
+    clearTimeout(warm.timer);
+    warm.timer = undefined;
+    warm.idle?.worker.terminate();
+    warm.idle = null;
   }
 
   /**

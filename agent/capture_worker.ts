@@ -5,7 +5,7 @@
 // pcap_next_ex as a fallback), copying every packet into the engine ring in
 // wire record format. All FFI here is synchronous on purpose:
 // nonblocking calls would run on pool threads in the host namespace.
-import { enterNetns } from "../ffi/libc.ts";
+import { enterNetns, libc } from "../ffi/libc.ts";
 import {
   type BpfProgram,
   compileFilter,
@@ -87,7 +87,20 @@ function reader(o: WorkerStart, p: Deno.PointerObject, program: BpfProgram | nul
   return { kind, run };
 }
 
-self.onmessage = (ev: MessageEvent<WorkerStart>) => {
+/** Sent to a pre-warmed worker while it idles: load the libraries now, off a start's path. */
+export interface WorkerWarm {
+  warm: true;
+}
+
+self.onmessage = (ev: MessageEvent<WorkerStart | WorkerWarm>) => {
+  if ("warm" in ev.data) {
+    // dlopen only: no handle, no namespace (the thread stays in the agent's own).
+    try {
+      pcap();
+      libc();
+    } catch { /* reported by the start that needs them */ }
+    return;
+  }
   const o = ev.data;
   const ctrl = new Int32Array(o.ring.ctrl);
   let p: Deno.PointerObject;

@@ -14,6 +14,7 @@ import { VERSION } from "../version.ts";
 import type { Logger } from "../lib/log.ts";
 import type { AgentConfig, AgentTls } from "./config.ts";
 import { CaptureSession, type OpenEngine } from "./capture_session.ts";
+import { CaptureEngine } from "./capture_engine.ts";
 import { isPeerAllowed, type PeerIdentity, peerIdentity, peerLabel } from "./peer_identity.ts";
 import { parseStartRequest, readBodyLimited } from "./start_request.ts";
 
@@ -27,6 +28,8 @@ export interface AgentServerOptions {
   netns?: string;
   statsIntervalMs?: number;
   lingerMs?: number;
+  /** Keep an idle capture worker ready so a start skips Worker start-up (default true). */
+  prewarmEngine?: boolean;
 }
 
 export interface Health {
@@ -100,6 +103,7 @@ export class AgentServer {
         resolve();
       });
     });
+    if (opts.prewarmEngine ?? true) CaptureEngine.prewarm();
     const bound = s.#server.address();
     s.#port = typeof bound === "object" && bound ? bound.port : port;
     s.#log.info("agent listening", {
@@ -144,6 +148,8 @@ export class AgentServer {
       this.#draining = true;
       this.#log.info("agent draining", { active_captures: this.#sessions.size });
     }
+    // No capture starts from now on: the idle worker has no job left.
+    CaptureEngine.releasePrewarmed();
     // Stop accepting, but keep established keep-alive connections (node's close() would drop
     // the idle ones) so that a client can still see `draining: true` on /health.
     const server = this.#server as Server & { closeIdleConnections(): void };

@@ -180,36 +180,16 @@ export function forEachPacket(
  * message and use decodeSingleFrame instead.
  */
 export class FrameDecoder {
-  #buf = new Uint8Array(0);
-  #start = 0;
-  #end = 0;
+  readonly #assembler = new FrameAssembler();
 
-  /** Appends a chunk and returns every complete frame it finished. */
+  /** Appends a chunk and returns every complete frame it finished (each owns its bytes). */
   push(chunk: Uint8Array): Frame[] {
-    this.#append(chunk);
-    const frames: Frame[] = [];
-    while (this.#end - this.#start >= FRAME_HEADER_BYTES) {
-      const view = new DataView(this.#buf.buffer, this.#start, FRAME_HEADER_BYTES);
-      const kind = view.getUint8(0);
-      const len = view.getUint32(4, true);
-      checkHeader(kind, view.getUint8(1), len);
-      if (this.#end - this.#start < FRAME_HEADER_BYTES + len) break;
-      const begin = this.#start + FRAME_HEADER_BYTES;
-      frames.push({
-        kind: kind as FrameKind,
-        flags: view.getUint8(1),
-        source: view.getUint16(2, true),
-        // Copy so that frames stay valid after the buffer is compacted or reused.
-        payload: this.#buf.slice(begin, begin + len),
-      });
-      this.#start = begin + len;
-    }
-    return frames;
+    return [...this.#assembler.frames(chunk)];
   }
 
   /** Bytes of an incomplete frame still held; non-zero at end of stream means truncation. */
   get pending(): number {
-    return this.#end - this.#start;
+    return this.#assembler.pending;
   }
 
   /** Call at end of stream: throws if it stopped inside a frame. */
@@ -218,22 +198,116 @@ export class FrameDecoder {
       throw new DecodeError(`stream ended inside a frame (${this.pending} bytes left over)`);
     }
   }
+}
 
-  #append(chunk: Uint8Array): void {
-    const live = this.#end - this.#start;
-    if (this.#buf.byteLength - this.#end < chunk.byteLength) {
-      const need = live + chunk.byteLength;
-      const next = need <= this.#buf.byteLength
-        ? this.#buf
-        : new Uint8Array(Math.max(need, this.#buf.byteLength * 2, 64 * 1024));
-      next.set(this.#buf.subarray(this.#start, this.#end), 0);
-      this.#buf = next;
-      this.#start = 0;
-      this.#end = live;
-    }
-    this.#buf.set(chunk, this.#end);
-    this.#end += chunk.byteLength;
+/** A frame from FrameAssembler: the payload is a view into `bytes`, the whole encoded frame. */
+export interface AssembledFrame extends Frame {
+  /** the complete frame, header included (payload = bytes.subarray(8)) */
+  bytes: Uint8Array;
+  /**
+   * true when the frame sits in the assembler's reused scratch space (the caller asked to
+   * discard it): valid only until the next frame is taken from the assembler.
+   */
+  borrowed: boolean;
+}
+
+/**
+ * Incremental decoder like FrameDecoder, with one copy per frame instead of two: each frame is
+ * assembled straight into a buffer of exactly its size (header included), which the caller may
+ * forward as is (see enclosingFrame/setFrameSource). Frames that `scratch(kind, source)` says
+ * will be discarded are assembled into one reused buffer instead, so dropping costs no garbage.
+ * `frames(chunk)` is lazy: take each frame before the next (a borrowed one is overwritten).
+ */
+export class FrameAssembler {
+  readonly #scratch?: (kind: number, source: number) => boolean;
+  readonly #head = new Uint8Array(FRAME_HEADER_BYTES);
+  #headFill = 0;
+  #cur: Uint8Array | null = null;
+  #curFill = 0;
+  #curBorrowed = false;
+  #scratchBuf = new Uint8Array(0);
+
+  constructor(scratch?: (kind: number, source: number) => boolean) {
+    this.#scratch = scratch;
   }
+
+  /** Appends a chunk; yields every frame it completes, one at a time. Throws DecodeError. */
+  *frames(chunk: Uint8Array): Generator<AssembledFrame> {
+    let off = 0;
+    const n = chunk.byteLength;
+    while (off < n) {
+      if (this.#cur === null) {
+        const k = Math.min(FRAME_HEADER_BYTES - this.#headFill, n - off);
+        this.#head.set(chunk.subarray(off, off + k), this.#headFill);
+        this.#headFill += k;
+        off += k;
+        if (this.#headFill < FRAME_HEADER_BYTES) break;
+        this.#begin();
+      }
+      const cur = this.#cur!;
+      const k = Math.min(cur.byteLength - this.#curFill, n - off);
+      if (k > 0) {
+        cur.set(chunk.subarray(off, off + k), this.#curFill);
+        this.#curFill += k;
+        off += k;
+      }
+      if (this.#curFill < cur.byteLength) break;
+      this.#cur = null;
+      this.#headFill = 0;
+      yield {
+        kind: cur[0] as FrameKind,
+        flags: 0,
+        source: cur[2] | (cur[3] << 8),
+        payload: cur.subarray(FRAME_HEADER_BYTES),
+        bytes: cur,
+        borrowed: this.#curBorrowed,
+      };
+    }
+  }
+
+  /** Bytes of an incomplete frame held; non-zero at end of stream means truncation. */
+  get pending(): number {
+    return this.#cur === null ? this.#headFill : this.#curFill;
+  }
+
+  #begin(): void {
+    const h = this.#head;
+    const view = new DataView(h.buffer);
+    const kind = h[0], len = view.getUint32(4, true);
+    checkHeader(kind, h[1], len);
+    const total = FRAME_HEADER_BYTES + len;
+    this.#curBorrowed = this.#scratch?.(kind, view.getUint16(2, true)) ?? false;
+    if (this.#curBorrowed) {
+      // Always strictly larger than the frame it holds, so enclosingFrame never takes it
+      // for an exactly-sized (owned) frame.
+      if (this.#scratchBuf.byteLength <= total) this.#scratchBuf = new Uint8Array(total + 4096);
+      this.#cur = this.#scratchBuf.subarray(0, total);
+    } else this.#cur = new Uint8Array(total);
+    this.#cur.set(h);
+    this.#curFill = FRAME_HEADER_BYTES;
+  }
+}
+
+/**
+ * The whole encoded frame around `payload` when `payload` is the payload of a `kind` frame
+ * that fills its buffer exactly (as FrameAssembler allocates owned frames), else null: such a
+ * frame can be forwarded without re-encoding.
+ */
+export function enclosingFrame(payload: Uint8Array, kind: FrameKind): Uint8Array | null {
+  if (
+    payload.byteOffset !== FRAME_HEADER_BYTES ||
+    payload.buffer.byteLength !== FRAME_HEADER_BYTES + payload.byteLength
+  ) return null;
+  const frame = new Uint8Array(payload.buffer as ArrayBuffer);
+  const len = new DataView(frame.buffer).getUint32(4, true);
+  return frame[0] === kind && frame[1] === 0 && len === payload.byteLength ? frame : null;
+}
+
+/** Rewrites the source field of an encoded frame in place (forwarding under a new number). */
+export function setFrameSource(frame: Uint8Array, source: number): void {
+  checkSource(source);
+  frame[2] = source & 0xff;
+  frame[3] = source >> 8;
 }
 
 function checkHeader(kind: number, flags: number, len: number): void {

@@ -174,7 +174,10 @@ export class Fanout {
 
   async #pump(s: SourceState): Promise<void> {
     const { merger } = this.#opts;
-    for await (const f of s.capture!.frames(this.#opts.idleTimeoutMs)) {
+    // While the client is congested, PACKETS are assembled in reused memory: the merger will
+    // most likely discard them (it still validates and counts them).
+    const congested = () => merger.congested;
+    for await (const f of s.capture!.frames(this.#opts.idleTimeoutMs, congested)) {
       switch (f.kind) {
         case FrameKind.SOURCE:
           this.#announce(s, f);

@@ -10,7 +10,13 @@
  * lower/size ratios. Congested when either bound is reached; cleared when both are below the
  * lower marks. Memory per capture therefore stays near maxBufferedBytes whatever the client does.
  */
-import { encodeFrame, encodeJsonFrame, FrameKind } from "../protocol/frame_codec.ts";
+import {
+  enclosingFrame,
+  encodeFrame,
+  encodeJsonFrame,
+  FrameKind,
+  setFrameSource,
+} from "../protocol/frame_codec.ts";
 import { type SourceStats, status } from "../protocol/messages.ts";
 
 /** Frame source for messages about the capture as a whole (no SOURCE frame announces it). */
@@ -131,7 +137,11 @@ export class ClientMerger {
       this.#episode.set(source, (this.#episode.get(source) ?? 0) + count);
       return false;
     }
-    this.#send(encodeFrame(FrameKind.PACKETS, source, payload));
+    // An agent's frame as received (owned, exactly sized) goes out as is under the client's
+    // source number; anything else (a truncated batch, a borrowed frame) is encoded anew.
+    const frame = enclosingFrame(payload, FrameKind.PACKETS);
+    if (frame) setFrameSource(frame, source);
+    this.#send(frame ?? encodeFrame(FrameKind.PACKETS, source, payload));
     this.#evaluate();
     return true;
   }

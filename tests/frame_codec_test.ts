@@ -2,15 +2,18 @@ import {
   DecodeError,
   decodeJson,
   decodeSingleFrame,
+  enclosingFrame,
   encodeFrame,
   encodeJsonFrame,
   encodePacketsFrame,
   encodeRecords,
   forEachPacket,
   type Frame,
+  FrameAssembler,
   FrameDecoder,
   FrameKind,
   MAX_PAYLOAD_BYTES,
+  setFrameSource,
   validatePackets,
 } from "../protocol/frame_codec.ts";
 import { checkPeerVersion, MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
@@ -228,4 +231,36 @@ Deno.test("messages: durations are bounded to 7 days (timers fire at once past 2
   // The api adds a safety margin of a few seconds for the agent.
   if (!agent(MAX_CAPTURE_DURATION_MS + 5000)) throw new Error("api's margin must be accepted");
   if (agent(2 ** 31)) throw new Error("2^31 ms must be refused by the agent");
+});
+
+Deno.test("assembler: owned frames forward as is under a new source; discarded ones reuse scratch", () => {
+  const batch = encodePacketsFrame(4, 3, encodeRecords(packets(3)));
+  const status = encodeJsonFrame(FrameKind.STATUS, 4, { type: "CONGESTED" });
+  const stream = new Uint8Array([...batch, ...status, ...batch, ...batch]);
+  let discard = false;
+  const asm = new FrameAssembler((kind) => discard && kind === FrameKind.PACKETS);
+  const owned: Uint8Array[] = [];
+  let scratch: Uint8Array | null = null;
+  for (let i = 0; i < stream.byteLength; i += 5) {
+    for (const f of asm.frames(stream.subarray(i, i + 5))) {
+      if (f.kind === FrameKind.STATUS) discard = true; // congestion starts after the status
+      if (f.borrowed) {
+        assertEquals(f.bytes, batch, "a discarded frame is still assembled and checkable");
+        if (scratch) assertEquals(f.bytes.buffer, scratch.buffer, "scratch space is reused");
+        scratch = f.bytes;
+        assertEquals(enclosingFrame(f.payload, FrameKind.PACKETS), null, "scratch never forwards");
+      } else owned.push(f.bytes);
+    }
+  }
+  assertEquals(asm.pending, 0);
+  assertEquals(owned.length, 2);
+  const frame = enclosingFrame(owned[0].subarray(8), FrameKind.PACKETS);
+  assert(frame !== null && frame.buffer === owned[0].buffer, "an owned frame is its own buffer");
+  assertEquals(enclosingFrame(owned[0].subarray(8), FrameKind.STATUS), null, "kind must match");
+  assertEquals(enclosingFrame(batch.slice(8), FrameKind.PACKETS), null, "a bare payload is not");
+  setFrameSource(frame, 513);
+  const forwarded = decodeSingleFrame(frame);
+  assertEquals([forwarded.source, forwarded.kind], [513, FrameKind.PACKETS]);
+  assertEquals(validatePackets(forwarded.payload).count, 3);
+  assertThrows(() => setFrameSource(frame, 70000), RangeError);
 });
