@@ -12,7 +12,7 @@ import {
   type SourceInfo,
   type SourceStatistics,
 } from "./capture_output.ts";
-import { encodeRecords } from "./wire_records.ts";
+import { appendRecords } from "./wire_records.ts";
 
 const MAGIC_NS = 0xa1b23c4d;
 const LINKTYPE_ETHERNET = 1;
@@ -80,7 +80,7 @@ export class PcapWriter implements CaptureWriter {
 
   writeRecords(id: number, records: Uint8Array): number {
     this.#check(id);
-    const n = encodeRecords(this.#b, records, (view, off, caplen, origlen) => {
+    const n = appendRecords(this.#b, records, (view, off, caplen, origlen) => {
       this.#record(view.getBigUint64(off, true), caplen, origlen, records, off + 16);
     });
     this.#counts[id] += n;

@@ -15,7 +15,7 @@ import {
   type SourceInfo,
   type SourceStatistics,
 } from "./capture_output.ts";
-import { encodeRecords } from "./wire_records.ts";
+import { appendRecords } from "./wire_records.ts";
 
 const SHB = 0x0a0d0d0a;
 const IDB = 0x00000001;
@@ -174,7 +174,7 @@ export class PcapngWriter implements CaptureWriter {
     const st = this.#iface(ifId);
     let lo = 0, hi = 0;
     // The timestamp stays two u32 halves: no BigInt per packet on the hot path.
-    const n = encodeRecords(this.#b, records, (view, off, caplen, origlen) => {
+    const n = appendRecords(this.#b, records, (view, off, caplen, origlen) => {
       lo = view.getUint32(off, true);
       hi = view.getUint32(off + 4, true);
       this.#epb(ifId, hi, lo, caplen, origlen, records, off + 16);

@@ -10,6 +10,7 @@
  *
  * Pure: the caller passes the (monotonic) wall time in ms, so tests control time.
  */
+import { walkRecords } from "../protocol/frame_codec.ts";
 
 export interface HeldPacket {
   source: number;
@@ -80,25 +81,14 @@ export class ReorderWindow {
    * packets reference `records` without copying, so the caller must not reuse that buffer.
    */
   pushRecords(source: number, records: Uint8Array, nowMs: number): number {
-    const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
-    let off = 0;
-    let n = 0;
-    while (off < records.length) {
-      if (off + 16 > records.length) throw new RangeError(`truncated packet record at ${off}`);
-      const caplen = view.getUint32(off + 8, true);
-      if (off + 16 + caplen > records.length) {
-        throw new RangeError(`packet record at ${off} claims ${caplen} bytes past the end`);
-      }
+    const n = walkRecords(records, (view, off, caplen, origlen) =>
       this.#add({
         source,
         tsNs: view.getBigUint64(off, true),
         caplen,
-        origlen: view.getUint32(off + 12, true),
+        origlen,
         data: records.subarray(off + 16, off + 16 + caplen),
-      }, nowMs);
-      off += 16 + caplen;
-      n++;
-    }
+      }, nowMs));
     this.#release(nowMs);
     return n;
   }

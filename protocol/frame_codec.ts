@@ -126,34 +126,55 @@ export interface PacketView {
   offset: number;
 }
 
+/** One record: `off` is where its 16-byte header starts inside the walked buffer. */
+export type RecordVisitor = (view: DataView, off: number, caplen: number, origlen: number) => void;
+
+/**
+ * Walks packet records, checking each header against the buffer before `visit` sees it, so that
+ * visitors need no bounds checks. Returns the count; DecodeError on the first malformed record.
+ */
+export function walkRecords(records: Uint8Array, visit?: RecordVisitor): number {
+  const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
+  const end = records.byteLength;
+  let off = 0;
+  let n = 0;
+  while (off < end) {
+    const which = `packet ${n + 1} (byte ${off})`;
+    if (off + RECORD_HEADER_BYTES > end) {
+      throw new DecodeError(`${which}: truncated packet record header`);
+    }
+    const caplen = view.getUint32(off + 8, true);
+    const origlen = view.getUint32(off + 12, true);
+    if (caplen > MAX_SNAPLEN) throw new DecodeError(`${which}: caplen ${caplen} too large`);
+    if (origlen < caplen) {
+      throw new DecodeError(`${which}: origlen ${origlen} is below its caplen ${caplen}`);
+    }
+    if (off + RECORD_HEADER_BYTES + caplen > end) {
+      throw new DecodeError(`${which}: claims ${caplen} bytes past the end of the batch`);
+    }
+    visit?.(view, off, caplen, origlen);
+    off += RECORD_HEADER_BYTES + caplen;
+    n++;
+  }
+  return n;
+}
+
 /**
  * Validates a PACKETS payload and returns the record count and the records slice, checking
  * every record header so that consumers can then walk it without bounds checks.
  */
 export function validatePackets(payload: Uint8Array): { count: number; records: Uint8Array } {
   if (payload.byteLength < 4) throw new DecodeError("PACKETS frame shorter than its count field");
-  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  const count = view.getUint32(0, true);
-  let off = 4;
-  for (let i = 0; i < count; i++) {
-    if (off + RECORD_HEADER_BYTES > payload.byteLength) {
-      throw new DecodeError(`PACKETS frame truncated in the header of packet ${i + 1} of ${count}`);
-    }
-    const caplen = view.getUint32(off + 8, true);
-    const origlen = view.getUint32(off + 12, true);
-    if (caplen > MAX_SNAPLEN) throw new DecodeError(`packet ${i + 1} caplen ${caplen} too large`);
-    if (origlen < caplen) {
-      throw new DecodeError(`packet ${i + 1} origlen ${origlen} is below its caplen ${caplen}`);
-    }
-    off += RECORD_HEADER_BYTES + caplen;
-    if (off > payload.byteLength) {
-      throw new DecodeError(`PACKETS frame truncated in the data of packet ${i + 1} of ${count}`);
-    }
+  const count = new DataView(payload.buffer, payload.byteOffset, 4).getUint32(0, true);
+  const records = payload.subarray(4);
+  const found = walkRecords(records);
+  if (found !== count) {
+    const what = found < count ? "truncated" : "has trailing records";
+    throw new DecodeError(
+      `PACKETS frame ${what}: it announces ${count} packets but holds ${found}`,
+    );
   }
-  if (off !== payload.byteLength) {
-    throw new DecodeError(`PACKETS frame has ${payload.byteLength - off} trailing bytes`);
-  }
-  return { count, records: payload.subarray(4) };
+  return { count, records };
 }
 
 /** Walks validated records; the callback gets the records buffer and offsets, no copies. */
@@ -161,18 +182,13 @@ export function forEachPacket(
   records: Uint8Array,
   cb: (p: PacketView, records: Uint8Array) => void,
 ): void {
-  const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
-  let off = 0;
-  while (off + RECORD_HEADER_BYTES <= records.byteLength) {
-    const caplen = view.getUint32(off + 8, true);
+  walkRecords(records, (view, off, caplen, origlen) =>
     cb({
       tsNs: view.getBigUint64(off, true),
       caplen,
-      origlen: view.getUint32(off + 12, true),
+      origlen,
       offset: off + RECORD_HEADER_BYTES,
-    }, records);
-    off += RECORD_HEADER_BYTES + caplen;
-  }
+    }, records));
 }
 
 /**

@@ -116,15 +116,19 @@ Deno.test("packet payload validation catches every kind of inconsistency", () =>
   const payload = encodePacketsFrame(0, 3, recs).subarray(8);
   validatePackets(payload);
   assertThrows(() => validatePackets(payload.subarray(0, 2)), DecodeError, "count field");
-  assertThrows(() => validatePackets(payload.subarray(0, 10)), DecodeError, "header of packet 1");
+  assertThrows(
+    () => validatePackets(payload.subarray(0, 10)),
+    DecodeError,
+    "packet 1 (byte 0): truncated packet record header",
+  );
   assertThrows(
     () => validatePackets(payload.subarray(0, payload.byteLength - 1)),
     DecodeError,
-    "data of packet 3",
+    "packet 3",
   );
   const wrongCount = payload.slice();
   new DataView(wrongCount.buffer).setUint32(0, 2, true);
-  assertThrows(() => validatePackets(wrongCount), DecodeError, "trailing bytes");
+  assertThrows(() => validatePackets(wrongCount), DecodeError, "announces 2 packets but holds 3");
   const lying = payload.slice();
   new DataView(lying.buffer).setUint32(4 + 12, 0, true); // origlen 0 < caplen
   assertThrows(() => validatePackets(lying), DecodeError, "below its caplen");

@@ -4,6 +4,7 @@ import { assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
 import { describeCapture, PcapngWriter } from "../cli/pcapng_writer.ts";
 import { BufferedOutput, MemorySink } from "../cli/capture_output.ts";
 import { VERSION } from "../version.ts";
+import { DecodeError } from "../protocol/frame_codec.ts";
 
 const enc = new TextEncoder();
 
@@ -329,12 +330,12 @@ Deno.test("pcapng: bad input is refused with a clear error", () => {
   const before = sink.length;
   assertThrows(
     () => w.writeRecords(id, rec.subarray(0, rec.length - 1)),
-    RangeError,
+    DecodeError,
     "past the end",
   );
   assertThrows(
     () => w.writeRecords(id, rec.subarray(0, 10)),
-    RangeError,
+    DecodeError,
     "truncated packet record",
   );
   assertThrows(
