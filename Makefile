@@ -1,7 +1,8 @@
 # Entry points that work on a fresh machine with only Node/npm: they install what is missing.
 SHELL := /bin/bash
 DENO_VERSION := 2.9.6
-export PATH := $(HOME)/.deno/bin:/usr/local/bin:$(PATH)
+# npm's global bin is where `npm install -g deno` puts deno.
+export PATH := $(shell npm prefix -g 2>/dev/null)/bin:$(HOME)/.deno/bin:/usr/local/bin:$(PATH)
 
 .PHONY: test demo build deps check lint fmt bench lab-down
 
