@@ -12,6 +12,10 @@
 //   2 × timeoutMs + 150 ms (the kernel hands over a partly filled block only
 //   when its timer retires it).
 // - close() aborts at once and discards what was not delivered.
+// - Latency: the worker wakes next() per 1 MiB published or once published
+//   records have waited NOTIFY_DELAY_MS (10 ms, at most timeoutMs; immediate
+//   mode: every record), not per kernel block: a wake-up costs the main thread
+//   tens of µs. So delivery may lag the kernel's hand-over by up to 10 ms.
 import { pcap } from "../ffi/libpcap.ts";
 import { C, createRing, RingReader, S } from "./capture_ring.ts";
 import type { ReaderChoice, ReaderKind } from "./capture_reading.ts";
@@ -73,6 +77,8 @@ export const MAX_SNAPLEN = 262144;
 const DEFAULT_BUFFER = 32 << 20;
 const DEFAULT_QUEUE = 16 << 20;
 const MAX_BATCH = 256 << 10; // per next(); also bounds the agent's frame size
+const NOTIFY_BYTES = 4 * MAX_BATCH;
+const NOTIFY_DELAY_MS = 10;
 
 // Ring memory the workers write into by address: held here until the worker has
 // ended, so it cannot be collected under a running worker even if the engine is.
@@ -216,9 +222,11 @@ export class CaptureEngine {
       immediate,
       reader: opts.reader ?? "auto",
       ring: ring.shared,
-      // Wake the consumer per full batch (kernel block ends flush anyway): each
-      // wake-up is a waitAsync round trip on the main thread.
-      notifyBytes: immediate ? 1 : MAX_BATCH,
+      // Each wake-up is a waitAsync round trip that costs the main thread tens of
+      // µs, so wake it per few batches (next() hands them out one by one without
+      // waiting) or once records have waited NOTIFY_DELAY_MS, not per kernel block.
+      notifyBytes: immediate ? 1 : NOTIFY_BYTES,
+      notifyDelayMs: immediate ? 0 : Math.min(NOTIFY_DELAY_MS, timeoutMs),
     };
     const worker = takeWorker();
     return new Promise((resolve, reject) => {

@@ -85,23 +85,24 @@ export function readWithNextEx(
       if (draining) {
         if (reached()) break;
       } else if ((seen & 1023) === 0) {
+        wr.tick();
         stats.tick();
         if (!keepGoing()) break; // busy interface: rc 0 may never come
       }
       continue;
     }
     if (rc === 0) { // nothing ready
-      wr.flush();
+      const due = wr.idle();
       if (!keepGoing()) break;
       if (!draining) {
         stats.tick();
-        err = waiter.wait(POLL_MS);
+        err = waiter.wait(Math.min(POLL_MS, due));
       } else {
         // Everything from before the stop delivered, or its block never came in time.
         if (reached()) break;
         const left = deadline - performance.now();
         if (left <= 0) break;
-        err = waiter.wait(Math.min(POLL_MS, left));
+        err = waiter.wait(Math.min(POLL_MS, left, due));
       }
       if (err) break;
       continue;

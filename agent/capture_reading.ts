@@ -33,6 +33,7 @@ export interface WorkerStart {
   reader: ReaderChoice;
   ring: RingShared;
   notifyBytes: number;
+  notifyDelayMs: number;
 }
 
 export class StepError extends Error {

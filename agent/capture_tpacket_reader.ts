@@ -121,8 +121,7 @@ export function readRing(
     if (drainLeft === 0) break;
     const bo = blk * TP_BLOCK;
     if (!userBlock(blk)) {
-      wr.flush();
-      let wait = POLL_MS;
+      let wait = Math.min(POLL_MS, wr.idle());
       if (drainLeft > 0) {
         wait = Math.min(wait, deadline - performance.now());
         if (wait <= 0) break; // the kernel did not retire it in time
@@ -192,7 +191,7 @@ export function readRing(
     if (prefilter > 0) prefilter--;
     if (drainLeft > 0) drainLeft--;
     blk = blk + 1 === ring.blocks ? 0 : blk + 1;
-    wr.flush();
+    wr.tick();
     stats.tick();
   }
   stats.update();

@@ -81,7 +81,7 @@ function reader(o: WorkerStart, p: Deno.PointerObject, program: BpfProgram | nul
   const ring = o.reader === "auto" ? findPacketRing(p, o, program !== null) : null;
   const kind: ReaderKind = ring ? "tpacket_v3" : "pcap_next_ex";
   const run = () => {
-    const wr = new RingWriter(o.ring, o.notifyBytes);
+    const wr = new RingWriter(o.ring, o.notifyBytes, o.notifyDelayMs);
     return ring ? readRing(o, p, ring, program, wr) : readWithNextEx(o, p, wr);
   };
   return { kind, run };

@@ -84,15 +84,16 @@ function cpuNs(pid: number): number {
   return sum;
 }
 
-/** CPU ns per thread name (comm) of pid, for the --threads breakdown. */
-function cpuByThread(pid: number): Map<string, number> {
-  const m = new Map<string, number>();
+/** CPU ns and wake-ups (schedstat's timeslices) per thread name (comm) of pid, for --threads. */
+function cpuByThread(pid: number): Map<string, [number, number]> {
+  const m = new Map<string, [number, number]>();
   for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
     try {
       const dir = `/proc/${pid}/task/${t.name}`;
       const name = Deno.readTextFileSync(`${dir}/comm`).trim();
-      const ns = Number(Deno.readTextFileSync(`${dir}/schedstat`).split(" ")[0]);
-      m.set(name, (m.get(name) ?? 0) + ns);
+      const [ns, , slices] = Deno.readTextFileSync(`${dir}/schedstat`).split(" ").map(Number);
+      const was = m.get(name) ?? [0, 0];
+      m.set(name, [was[0] + ns, was[1] + slices]);
     } catch { /* thread ended */ }
   }
   return m;
@@ -245,12 +246,10 @@ async function ladder(
       const { counts, cpu } = await settle(p, base.captured + g.sent);
       const captured = counts.captured - base.captured;
       if (byThread0) {
-        const parts = [...cpuByThread(p.pid)].map((
-          [k, v],
-        ) => [k, (v - (byThread0.get(k) ?? 0)) / captured])
-          .filter(([, v]) => (v as number) >= 1).map(([k, v]) =>
-            `${k} ${(v as number).toFixed(0)}`
-          );
+        const parts = [...cpuByThread(p.pid)].map(([k, [ns, slices]]) => {
+          const [ns0, slices0] = byThread0.get(k) ?? [0, 0];
+          return { k, ns: (ns - ns0) / captured, slices: slices - slices0 };
+        }).filter((t) => t.ns >= 1).map((t) => `${t.k} ${t.ns.toFixed(0)} (${t.slices} runs)`);
         console.log(
           `${kind} ${payload + 42} B, ${count} frames: ns/packet by thread: ${parts.join(", ")}`,
         );

@@ -327,4 +327,15 @@ Deno.test("engine ring: records survive wrap-around, batches are borrowed until 
   assert(wrote > 0 && wrote < 30, `wrote ${wrote}`);
   assertEquals(lent.records, copy, "lent records intact");
   assertEquals(Atomics.load(wr.ctrl, C.ENGINE_DROPPED), drops0 + 1, "the full ring counted a drop");
+  // Once the reader has released everything, the writer starts over at offset 0 (hot lines).
+  wr.flush();
+  while (rd.take(4096));
+  rd.release();
+  assert(wr.reserve(100) === 0, "writes restart at the queue's start");
+  // ...but not while a batch is lent.
+  wr.commit(100, 100);
+  wr.flush();
+  const held = rd.take(4096)!;
+  assert(wr.reserve(50) === 100, "a lent batch keeps its place");
+  assertEquals(held.records.byteLength, 100);
 });
