@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 DENO_VERSION := 2.9.6
 # npm's global bin is where `npm install -g deno` puts deno.
-export PATH := $(shell npm prefix -g 2>/dev/null)/bin:$(HOME)/.deno/bin:/usr/local/bin:$(PATH)
+export PATH := $(shell npm prefix -g 2>/dev/null)/bin:$(HOME)/.deno/bin:/usr/local/bin:$(PATH):/usr/sbin:/sbin
 
 .PHONY: test demo build deps check lint fmt bench lab-down
 

@@ -100,11 +100,13 @@ async function ipBatch(ns: string | null, commands: string[]): Promise<void> {
   await run("ip", [...nsArgs, "-batch", "-"], { stdin: commands.join("\n") + "\n" });
 }
 
+// Written through /proc rather than with sysctl(8), which lives in /usr/sbin (procps) and may be
+// missing or off the PATH; /proc/sys/net shows the namespace of the writing process.
 const NO_IPV6 = [
-  "sysctl",
-  "-qw",
-  "net.ipv6.conf.all.disable_ipv6=1",
-  "net.ipv6.conf.default.disable_ipv6=1",
+  "sh",
+  "-c",
+  "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && " +
+  "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
 ];
 
 // ---- cleanup on SIGINT/SIGTERM and uncaught errors ----
@@ -287,9 +289,8 @@ export class Topology {
     if (opts.hostLink !== false) {
       hostLink = `${id}h`;
       await netns.addVethPair(hostLink, null, `${id}hb`, bridgeNs);
-      await run("sysctl", ["-qw", `net.ipv6.conf.${hostLink}.disable_ipv6=1`], {
-        allowFailure: true,
-      });
+      await Deno.writeTextFile(`/proc/sys/net/ipv6/conf/${hostLink}/disable_ipv6`, "1")
+        .catch(() => {}); // IPv6 may be off in the kernel already: nothing to silence then
       await ipBatch(null, [
         `addr add ${plan.hostIp}/${prefixLen} dev ${hostLink}`,
         `link set ${hostLink} up`,

@@ -18,6 +18,8 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v ruby >/dev/null || missing+=(ruby)
 command -v gcc >/dev/null || missing+=(gcc)
+command -v python3 >/dev/null || missing+=(python3)
+command -v taskset >/dev/null || missing+=(util-linux)
 
 if ((${#missing[@]})); then
   if [[ "$(id -u)" == 0 ]]; then
