@@ -268,3 +268,39 @@ Deno.test("assembler: owned frames forward as is under a new source; discarded o
   assertEquals(validatePackets(forwarded.payload).count, 3);
   assertThrows(() => setFrameSource(frame, 70000), RangeError);
 });
+
+Deno.test("fuzz: the assembler yields the same frames as one-shot decoding under any chunking", () => {
+  let seed = 777;
+  const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+  for (let iter = 0; iter < 200; iter++) {
+    const frames: Uint8Array[] = [];
+    for (let i = 0; i < 1 + Math.floor(rnd() * 6); i++) {
+      frames.push(
+        rnd() < 0.5
+          ? encodePacketsFrame(i, 4, encodeRecords(packets(4, iter + i)))
+          : encodeJsonFrame(FrameKind.STATS, i, { n: iter, pad: "x".repeat(rnd() * 50) }),
+      );
+    }
+    const stream = new Uint8Array(frames.reduce((n, f) => n + f.byteLength, 0));
+    frames.reduce((off, f) => (stream.set(f, off), off + f.byteLength), 0);
+    const asm = new FrameAssembler();
+    const got: Uint8Array[] = [];
+    for (let off = 0; off < stream.byteLength;) {
+      const n = 1 + Math.floor(rnd() * 40);
+      for (const f of asm.frames(stream.subarray(off, off + n))) got.push(f.bytes.slice());
+      off += n;
+    }
+    assertEquals(asm.pending, 0);
+    assertEquals(got, frames, `iteration ${iter}`);
+    // A corrupted header surfaces as DecodeError as soon as the header is complete.
+    const bad = stream.slice();
+    bad[0] = 0xee;
+    const partial = new FrameAssembler();
+    assertEquals([...partial.frames(bad.subarray(0, 1 + iter % 7))], []);
+    assertThrows(
+      () => [...partial.frames(bad.subarray(1 + iter % 7, 12))],
+      DecodeError,
+      "kind 238",
+    );
+  }
+});
