@@ -27,6 +27,9 @@ export function parseStartRequest(
   body: string,
   filterCheck: typeof checkFilter = checkFilter,
 ): StartRequestResult {
+  if (body.trim() === "") {
+    return invalid("request body is empty; send an AgentStartRequest JSON object");
+  }
   let raw: unknown;
   try {
     raw = JSON.parse(body);

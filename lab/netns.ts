@@ -110,12 +110,59 @@ export interface SpawnOptions {
   cwd?: string;
 }
 
+// ---- cleanup on SIGINT/SIGTERM ----
+// A killed test or lab process would otherwise leave its namespaces behind: while any Netns holds
+// resources, SIGINT/SIGTERM remove them all and then exit 130/143. The listeners are installed with
+// the first resource and removed with the last cleanup, so an idle process keeps its defaults.
+// An owner that tears down in its own order on a signal calls releaseSignalGuard(). When another
+// guard (lab/topology.ts stopOnSignal) handles the same signal, both await the same in-flight
+// cleanup() and exit with the same code, so nothing is removed twice or cut short.
+
+const guarded = new Set<Netns>();
+let signalsInstalled = false;
+let signalled = false;
+
+function cleanupAllAndExit(signal: string, code: number): void {
+  if (signalled) Deno.exit(code); // a second signal: give up waiting
+  signalled = true;
+  console.error(`lab: ${signal}: removing ${guarded.size} lab run(s)…`);
+  Promise.allSettled([...guarded].map((n) => n.cleanup())).then((results) => {
+    for (const r of results) {
+      if (r.status === "rejected") console.error(`lab: cleanup error: ${r.reason}`);
+    }
+    Deno.exit(code);
+  });
+}
+
+const onSigint = () => cleanupAllAndExit("SIGINT", 130);
+const onSigterm = () => cleanupAllAndExit("SIGTERM", 143);
+
+function guard(n: Netns): void {
+  guarded.add(n);
+  if (!signalsInstalled) {
+    Deno.addSignalListener("SIGINT", onSigint);
+    Deno.addSignalListener("SIGTERM", onSigterm);
+    signalsInstalled = true;
+  }
+}
+
+function unguard(n: Netns): void {
+  guarded.delete(n);
+  if (guarded.size === 0 && signalsInstalled) {
+    Deno.removeSignalListener("SIGINT", onSigint);
+    Deno.removeSignalListener("SIGTERM", onSigterm);
+    signalsInstalled = false;
+  }
+}
+
 /** One run's namespaces, host-side links and processes. cleanup() removes them all. */
 export class Netns {
   readonly runId: string;
   #namespaces: string[] = [];
   #hostLinks: string[] = [];
   #children = new Map<number, Deno.ChildProcess>();
+  #signalGuard = true;
+  #cleaning: Promise<void> | null = null;
 
   constructor(runId: string) {
     if (!RUN_ID_RE.test(runId)) {
@@ -123,6 +170,24 @@ export class Netns {
     }
     this.runId = runId;
     registerRun(runId);
+  }
+
+  /** Whether a SIGINT/SIGTERM would clean this run up (only while it holds resources). */
+  get signalGuarded(): boolean {
+    return guarded.has(this);
+  }
+
+  /**
+   * For an owner that removes this run itself on SIGINT/SIGTERM (in its own order): the Netns no
+   * longer handles those signals for it.
+   */
+  releaseSignalGuard(): void {
+    this.#signalGuard = false;
+    unguard(this);
+  }
+
+  #holds(): void {
+    if (this.#signalGuard) guard(this);
   }
 
   /** Names of the namespaces created so far. */
@@ -136,6 +201,7 @@ export class Netns {
     if (!/^[0-9a-z_-]+$/.test(short)) throw new Error(`invalid namespace suffix "${short}"`);
     await run("ip", ["netns", "add", name]);
     this.#namespaces.push(name);
+    this.#holds();
     await run("ip", ["-n", name, "link", "set", "lo", "up"]);
     return name;
   }
@@ -160,6 +226,7 @@ export class Netns {
     // Links inside our namespaces vanish with them; host ends need explicit deletion.
     if (nsA === null) this.#hostLinks.push(a);
     else if (nsB === null) this.#hostLinks.push(b);
+    this.#holds();
   }
 
   async addAddress(ns: string | null, dev: string, cidr: string): Promise<void> {
@@ -187,6 +254,7 @@ export class Netns {
       cwd: opts.cwd,
     }).spawn();
     this.#children.set(child.pid, child);
+    this.#holds();
     child.status.then(() => this.#children.delete(child.pid), () => {});
     return child;
   }
@@ -197,8 +265,18 @@ export class Netns {
     this.#children.delete(child.pid);
   }
 
-  /** Removes everything this run made. Idempotent; throws only if something could not be removed. */
-  async cleanup(): Promise<void> {
+  /**
+   * Removes everything this run made. Idempotent; concurrent calls (a test's finally and a signal
+   * handler) share one removal. Throws only if something could not be removed.
+   */
+  cleanup(): Promise<void> {
+    this.#cleaning ??= this.#cleanup().finally(() => {
+      this.#cleaning = null;
+    });
+    return this.#cleaning;
+  }
+
+  async #cleanup(): Promise<void> {
     const errors: string[] = [];
     const children = [...this.#children.values()];
     this.#children.clear();
@@ -214,6 +292,7 @@ export class Netns {
       if (err) errors.push(err);
     }
     unregisterRun(this.runId);
+    unguard(this);
     if (errors.length) {
       throw new Error(`lab cleanup of ${this.runId} incomplete: ${errors.join("; ")}`);
     }

@@ -212,6 +212,8 @@ export class Topology {
   static async create(opts: TopologyOptions): Promise<Topology> {
     const log = opts.log ?? ((l: string) => console.error(l));
     const netns = new Netns(opts.runId ?? newRunId());
+    // The topology (and a landscape above it) tears down in its own order on signals.
+    netns.releaseSignalGuard();
     checkVmSpecs(opts.vms);
     if (opts.loopback || !isRoot()) {
       log(

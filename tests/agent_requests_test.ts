@@ -11,7 +11,8 @@ import {
   withAgent,
   withPki,
 } from "./support/agent_harness.ts";
-import { parseStartRequest } from "../agent/start_request.ts";
+import { MAX_START_BODY_BYTES, parseStartRequest } from "../agent/start_request.ts";
+import { MAX_AGENT_DURATION_MS } from "../protocol/messages.ts";
 import { FrameKind } from "../protocol/frame_codec.ts";
 import { isRoot } from "../lab/netns.ts";
 
@@ -36,6 +37,30 @@ Deno.test("parseStartRequest: a filter is compiled before starting", () => {
   assert(parseStartRequest(startBody({ filter: "" })).ok);
 });
 
+/** A valid start request (lo, udp port 9, 300 ms) padded with JSON whitespace to `bytes`. */
+function paddedTo(bytes: number): string {
+  const body = startBody({ filter: "udp port 9", duration_ms: 300 });
+  return body.slice(0, -1) + " ".repeat(bytes - body.length) + "}";
+}
+
+/** Edges that must be accepted: parsed fine by the agent's validation. */
+Deno.test("parseStartRequest: edge values inside the limits are accepted", () => {
+  for (
+    const extra of [
+      { snaplen: 1 },
+      { snaplen: 262144 },
+      { duration_ms: 1 },
+      { duration_ms: MAX_AGENT_DURATION_MS },
+      { requester: "r".repeat(256) },
+      { promiscuous: true },
+    ]
+  ) {
+    const r = parseStartRequest(startBody(extra));
+    assert(r.ok, `${JSON.stringify(extra)} should be accepted: ${r.ok ? "" : r.text}`);
+  }
+  assert(parseStartRequest(paddedTo(MAX_START_BODY_BYTES)).ok, "64 KiB body");
+});
+
 interface Case {
   name: string;
   body: string;
@@ -52,6 +77,48 @@ const cases: Case[] = [
   { name: "snaplen 0", body: startBody({ snaplen: 0 }), includes: "snaplen" },
   { name: "snaplen 300000", body: startBody({ snaplen: 300000 }), includes: "snaplen" },
   { name: "snaplen text", body: startBody({ snaplen: "big" }), includes: "snaplen" },
+  {
+    name: "snaplen 1.5",
+    body: startBody({ snaplen: 1.5 }),
+    includes: "snaplen: Invalid input: expected int",
+  },
+  { name: "duration 0", body: startBody({ duration_ms: 0 }), includes: "duration_ms: Too small" },
+  {
+    name: "duration negative",
+    body: startBody({ duration_ms: -5 }),
+    includes: "duration_ms: Too small",
+  },
+  {
+    name: "duration fractional",
+    body: startBody({ duration_ms: 1.5 }),
+    includes: "duration_ms: Invalid input: expected int",
+  },
+  {
+    name: "duration above the maximum",
+    body: startBody({ duration_ms: MAX_AGENT_DURATION_MS + 1 }),
+    includes: `duration_ms must be at most ${MAX_AGENT_DURATION_MS}`,
+  },
+  {
+    name: "promiscuous not boolean",
+    body: startBody({ promiscuous: "yes" }),
+    includes: "promiscuous: Invalid input: expected boolean",
+  },
+  {
+    name: "requester of 257 chars",
+    body: startBody({ requester: "r".repeat(257) }),
+    includes: "requester: Too big",
+  },
+  {
+    name: "protocol_version as text",
+    body: startBody({ protocol_version: "1" }),
+    includes: "did not announce a valid protocol version",
+  },
+  {
+    name: "protocol_version -1",
+    body: startBody({ protocol_version: -1 }),
+    includes: "did not announce a valid protocol version",
+  },
+  { name: "empty body", body: "", includes: "request body is empty" },
   { name: "bad filter", body: startBody({ filter: "port eighty" }), includes: "invalid filter" },
   {
     name: "long filter",
@@ -72,6 +139,11 @@ const cases: Case[] = [
     name: "container target",
     body: startBody({ target: { container: "abc-123" } }),
     includes: "not supported",
+  },
+  {
+    name: "body of 64 KiB + 1",
+    body: paddedTo(MAX_START_BODY_BYTES + 1),
+    includes: "exceeds 64 KiB",
   },
   {
     name: "huge body",
@@ -109,6 +181,38 @@ Deno.test({
         const wrong = await fetch(agent.url("/nowhere"), { client });
         assertEquals(wrong.status, 404);
         await wrong.body?.cancel();
+        // GET on the POST-only route: 404 naming the method and path, not a capture.
+        const get = await fetch(agent.url("/captures"), { client });
+        assertEquals(get.status, 404);
+        const getBody = await get.json();
+        assertEquals(getBody.type, "INVALID_REQUEST");
+        assertStringIncludes(getBody.text, "no route GET /captures");
+
+        // Accepted edges, each a real capture on lo that ends by its own duration_ms: snaplen 1
+        // and 262144, and a body of exactly 64 KiB.
+        const edges: [string, string, number][] = [
+          ["snaplen 1", startBody({ snaplen: 1, filter: "udp port 9", duration_ms: 300 }), 1],
+          [
+            "snaplen 262144",
+            startBody({ snaplen: 262144, filter: "udp port 9", duration_ms: 300 }),
+            262144,
+          ],
+          ["body of exactly 64 KiB", paddedTo(MAX_START_BODY_BYTES), 65535],
+        ];
+        for (const [what, body, snaplen] of edges) {
+          assertEquals(new TextEncoder().encode(body).length <= MAX_START_BODY_BYTES, true, what);
+          const edge = await postJson(client, agent.url("/captures"), body);
+          assertEquals(edge.status, 200, what);
+          const got = await readStream(edge.body!);
+          assertEquals(got.json[1].snaplen, snaplen, what);
+          assertStringIncludes(
+            String(statuses(got, "CAPTURE_STOPPED")[0]?.text),
+            "duration of 0.3 s elapsed",
+            what,
+          );
+          assertEquals(got.kinds.at(-1), "END", what);
+        }
+        assertEquals(new TextEncoder().encode(paddedTo(MAX_START_BODY_BYTES)).length, 65536);
 
         // Still serving: a valid capture on lo starts, stops and ends cleanly.
         const res = await postJson(

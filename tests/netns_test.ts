@@ -186,3 +186,98 @@ Deno.test({
     assert(!runIsLive(lab.runId), "cleanup unregisters the run");
   },
 });
+
+/** Starts a process that builds a lab with a bare Netns and reports its names on stdout. */
+function spawnLabChild(runId: string): Deno.ChildProcess {
+  const netnsUrl = new URL("../lab/netns.ts", import.meta.url).href;
+  const code = `import { Netns } from ${JSON.stringify(netnsUrl)};
+const lab = new Netns(${JSON.stringify(runId)});
+const ns = await lab.addNamespace("s");
+await lab.addVethPair("${runId}h", null, "${runId}n", ns);
+const sleeper = lab.spawn(ns, ["sleep", "60"]);
+console.log(JSON.stringify({ ns, pid: sleeper.pid, guarded: lab.signalGuarded }));
+await new Promise(() => {}); // wait for the signal`;
+  return new Deno.Command(Deno.execPath(), {
+    args: ["eval", code],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+async function firstLine(stream: ReadableStream<Uint8Array>, ms: number): Promise<string> {
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no line from the lab child in ${ms} ms`)), ms);
+  });
+  try {
+    while (!text.includes("\n")) {
+      const { done, value } = await Promise.race([reader.read(), expired]);
+      if (done) break;
+      text += value;
+    }
+  } finally {
+    clearTimeout(timer);
+    await reader.cancel().catch(() => {});
+  }
+  return text.split("\n")[0];
+}
+
+Deno.test({
+  name: "SIGINT/SIGTERM to a process holding a bare Netns removes its lab, exit 130/143",
+  ignore: !root,
+  async fn() {
+    for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
+      const runId = newRunId();
+      const child = spawnLabChild(runId);
+      const stderr = new Response(child.stderr).text();
+      let status: Deno.CommandStatus | null = null;
+      try {
+        const line = await firstLine(child.stdout, 20_000).catch(async (e) => {
+          child.kill("SIGKILL");
+          throw new Error(`${e.message}: ${await stderr}`);
+        });
+        const info = JSON.parse(line) as { ns: string; pid: number; guarded: boolean };
+        assert(info.guarded, "a Netns holding resources is guarded");
+        assert((await namespaces()).includes(info.ns), "namespace exists before the signal");
+        assert(await hostLinkExists(`${runId}h`), "host link exists before the signal");
+        assert(pidAlive(info.pid), "tracked process runs before the signal");
+        child.kill(signal);
+        status = await child.status;
+        assertEquals([signal, status.code], [signal, code]);
+        assert(!(await namespaces()).includes(info.ns), `${signal}: namespace ${info.ns} left`);
+        assert(!(await hostLinkExists(`${runId}h`)), `${signal}: host link left`);
+        assert(!pidAlive(info.pid), `${signal}: tracked process ${info.pid} left`);
+        assert(!runIsLive(runId), `${signal}: run still registered as live`);
+        assertMatch(await stderr, new RegExp(`lab: ${signal}: removing 1 lab run`));
+      } finally {
+        if (!status) {
+          try {
+            child.kill("SIGKILL");
+          } catch {
+            // already gone
+          }
+          await child.status;
+        }
+        await stderr.catch(() => "");
+        // Whatever a failed child left: only this run's names.
+        await run("ip", ["netns", "del", `${runId}s`], { allowFailure: true });
+        await run("ip", ["link", "del", `${runId}h`], { allowFailure: true });
+      }
+    }
+  },
+});
+
+Deno.test("a Netns holds no signal listeners before it has resources and after cleanup", async () => {
+  const lab = new Netns(newRunId());
+  assert(!lab.signalGuarded, "no resources yet");
+  await lab.cleanup();
+  assert(!lab.signalGuarded, "cleaned up");
+  const child = lab.spawn(null, ["sleep", "30"]);
+  assert(lab.signalGuarded, "a tracked process is a resource");
+  lab.releaseSignalGuard();
+  assert(!lab.signalGuarded, "released to an owner");
+  await Promise.all([lab.cleanup(), lab.cleanup()]); // concurrent calls share one removal
+  assert(!pidAlive(child.pid));
+});

@@ -155,31 +155,64 @@ export function emptyResult(): StreamResult {
 }
 
 /**
+ * Safety limit put on every test capture (`duration_ms` in startBody): a capture whose stop is
+ * broken still ends on its own, so the test fails on its assertions instead of hanging.
+ */
+export const TEST_CAPTURE_DURATION_MS = 10_000;
+
+/**
+ * Deadline of readStream: longer than TEST_CAPTURE_DURATION_MS (so that a capture ended by its
+ * duration limit is still read to END) and short enough that a hung agent fails a test fast.
+ */
+export const STREAM_DEADLINE_MS = 20_000;
+
+/**
  * Reads a capture stream; `onFrame` may return true to stop reading (the reader is then
- * cancelled). Resolves with everything decoded.
+ * cancelled). Resolves with everything decoded. Reading and `onFrame` together must finish
+ * within `deadlineMs`, otherwise the stream is cancelled and readStream rejects saying so.
  */
 export async function readStream(
   body: ReadableStream<Uint8Array>,
   onFrame?: (f: Frame, r: StreamResult) => boolean | void | Promise<boolean | void>,
+  deadlineMs = STREAM_DEADLINE_MS,
 ): Promise<StreamResult> {
   const r = emptyResult();
   const dec = new FrameDecoder();
   const reader = body.getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() =>
+      reject(
+        new Error(
+          `capture stream did not end within ${deadlineMs} ms (frames so far: ` +
+            `${r.kinds.join(", ") || "none"}): the agent hangs or ignores stop/duration_ms`,
+        ),
+      ), deadlineMs);
+  });
+  const within = <T>(p: Promise<T>): Promise<T> => Promise.race([p, expired]);
   try {
     for (;;) {
-      const { done, value } = await reader.read();
+      const { done, value } = await within(reader.read());
       if (done) break;
       for (const f of dec.push(value)) {
         addFrame(r, f);
-        if (await onFrame?.(f, r)) {
+        if (await within(Promise.resolve(onFrame?.(f, r)))) {
           await reader.cancel();
           return r;
         }
       }
     }
     dec.finish();
+  } catch (e) {
+    await reader.cancel().catch(() => {});
+    throw e;
   } finally {
-    reader.releaseLock();
+    clearTimeout(timer);
+    try {
+      reader.releaseLock();
+    } catch {
+      // a read still pending after a cancel: the stream is done with anyway
+    }
   }
   return r;
 }
@@ -265,11 +298,13 @@ export function markedSequence(packets: DecodedPacket[]): number[] {
   return seq;
 }
 
+/** A valid start request on lo, limited to TEST_CAPTURE_DURATION_MS; `extra` overrides fields. */
 export function startBody(extra: Record<string, unknown> = {}): string {
   return JSON.stringify({
     protocol_version: 1,
     interface: "lo",
     snaplen: 65535,
+    duration_ms: TEST_CAPTURE_DURATION_MS,
     ...extra,
   });
 }
