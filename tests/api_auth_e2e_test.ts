@@ -19,8 +19,9 @@ Deno.test("api authentication and request validation", async (t) => {
       type: string,
       text: RegExp,
       path?: string,
+      headers: Record<string, string> = {},
     ) => {
-      const c = connect(lab, url, token, path);
+      const c = connect(lab, url, token, path, headers);
       c.start(START);
       const closed = await c.closed;
       assertEquals(closed.code, 1008, JSON.stringify(c.got.statuses));
@@ -67,6 +68,12 @@ Deno.test("api authentication and request validation", async (t) => {
       );
       assert(!api!.logs.join("\n").includes(token), "query token logged");
       await refused("garbage", "UNAUTHENTICATED", /not a JWT/);
+      // other schemes and an empty bearer token are refused, never taken for a token
+      const basic = { authorization: `Basic ${btoa("admin:secret")}` };
+      await refused(null, "UNAUTHENTICATED", /Bearer/, undefined, basic);
+      await refused(null, "UNAUTHENTICATED", /Bearer|missing/, undefined, {
+        authorization: "Bearer ",
+      });
     });
 
     await t.step("bad signatures and algorithms", async () => {
@@ -124,6 +131,69 @@ Deno.test("api authentication and request validation", async (t) => {
       assertEquals((await c.closed).code, 1000);
       assertStringIncludes(statusesOf(c.got, "INVALID_REQUEST")[0].text as string, "pause");
       assertEquals(statusesOf(c.got, "CAPTURE_STOPPED").length, 1);
+    });
+
+    await t.step("start request matrix over the wire: refused with the reason", async () => {
+      const token = await uaa.mintValid();
+      const req = { ...START, type: "start", protocol_version: 1, interface: "eth0" };
+      const refusedStart = async (msg: unknown, text: RegExp) => {
+        const c = connect(lab, url, token);
+        c.send(msg);
+        const closed = await c.closed;
+        assertEquals([closed.code, closed.reason], [1008, "INVALID_REQUEST"], String(text));
+        const st = statusesOf(c.got, "INVALID_REQUEST");
+        assertEquals(st.length, 1, JSON.stringify(c.got.statuses));
+        assert(text.test(st[0].text as string), `${st[0].text} !~ ${text}`);
+        assertEquals(c.got.sources.length, 0);
+      };
+      await refusedStart(
+        { ...req, protocol_version: 0 },
+        /speaks protocol v0 but this api needs at least v1; upgrade/,
+      );
+      await refusedStart({ ...req, colour: "red" }, /colour/);
+      await refusedStart({ ...req, bosh: { deployment: "cf", groups: "router" } }, /groups/);
+      await refusedStart({ ...req, snaplen: "x" }, /snaplen/);
+      await refusedStart({ ...req, limits: { duration_ms: 604_800_001 } }, /duration_ms/);
+      await refusedStart({ ...req, limits: { max_packets: 0 } }, /max_packets/);
+      await refusedStart({ ...req, limits: { max_packets: -5 } }, /max_packets/);
+      await refusedStart({ ...req, bosh: { deployment: "..", groups: ["router"] } }, /deployment/);
+      await refusedStart(
+        { ...req, filter: "port 80\x1b[2J" },
+        /filter contains control characters/,
+      );
+      await refusedStart({ ...req, filter: "port 1 ".repeat(600) }, /longer than 4096/);
+      await refusedStart({ ...req, interface: "eth0; reboot" }, /interface/);
+      // the api keeps serving after all of them
+      const c = connect(lab, url, token);
+      c.start(START);
+      await c.waitFor("source", (r) => r.sources.length === 1);
+      c.send({ type: "stop" });
+      assertEquals((await c.closed).code, 1000);
+    });
+
+    await t.step("a second start during a capture, a message after the stop", async () => {
+      const token = await uaa.mintValid();
+      const c = connect(lab, url, token);
+      c.start(START);
+      await c.waitFor("source", (r) => r.sources.length === 1);
+      c.start(START);
+      assertEquals((await c.closed).code, 1000, JSON.stringify(c.got.statuses));
+      const st = statusesOf(c.got, "INVALID_REQUEST");
+      assertEquals(st.length, 1, JSON.stringify(c.got.statuses));
+      assertStringIncludes(st[0].text as string, `unexpected message type "start"`);
+      assertEquals(statusesOf(c.got, "CAPTURE_STOPPED").length, 1);
+      assertEquals(c.got.kinds.at(-1), "END");
+
+      // after a stop the capture is already ending: a further message does not disturb the drain
+      const d = connect(lab, url, token);
+      d.start(START);
+      await d.waitFor("source", (r) => r.sources.length === 1);
+      d.send({ type: "stop" });
+      d.send({ type: "pause" });
+      assertEquals((await d.closed).code, 1000, JSON.stringify(d.got.statuses));
+      assertEquals(statusesOf(d.got, "CAPTURE_STOPPED").length, 1);
+      assertEquals(statusesOf(d.got, "INVALID_REQUEST").length, 0);
+      assertEquals(d.got.kinds.at(-1), "END");
     });
   });
 });

@@ -64,7 +64,12 @@ Deno.test("api failure handling", async (t) => {
       assertEquals((await c.closed).code, 1000);
       assertEquals(statusesOf(c.got, "CAPTURE_STOPPED").length, 3); // 2 sources + capture-wide
       const lateClose = await late.closed;
-      assert(lateClose.code !== 1000, "a new capture is not served while draining");
+      // refused as a start that failed, never END/1000 (an empty capture) nor a bare cut
+      assertEquals(lateClose.code, 1008, JSON.stringify(late.got.statuses));
+      assertEquals(lateClose.reason, "START_CAPTURE_FAILED");
+      const refusal = statusesOf(late.got, "START_CAPTURE_FAILED");
+      assertEquals(refusal.length, 1, JSON.stringify(late.got.statuses));
+      assertMatch(refusal[0].text as string, /shutting down.*retry/);
       assertEquals(late.got.sources.length, 0);
     });
 

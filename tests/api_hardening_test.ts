@@ -3,14 +3,15 @@
  * agents, real RS256 tokens and real TLS: the cap on unauthenticated sockets, the WebSocket idle
  * timeout for a silently vanished client, SIGTERM-style drains while a session is mid-upgrade,
  * waiting for its start or still starting, audit sinks that fail, per-user limits keyed on the
- * stable user id, X-Forwarded-For in the audit, and a capture that fails on the agent.
+ * stable user id, X-Forwarded-For in the audit, and a capture that fails on a real agent (its eth0 goes down).
  */
-import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
 import {
   connect,
+  countTokens,
   type RunningApi,
+  sourceOf,
   startApi,
-  startFakeAgent,
   startLab,
   statusesOf,
   type WsClient,
@@ -18,6 +19,7 @@ import {
 import type { Landscape } from "../lab/landscape.ts";
 import type { ApiServerOptions } from "../server/app.ts";
 import type { Json } from "../lab/lab_agents.ts";
+import { run } from "../lab/netns.ts";
 
 const ONE = { deployment: "cf", instances: ["router/0"] };
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -216,32 +218,44 @@ Deno.test("api hardening", async (t) => {
     });
 
     await t.step("a capture that fails on the agent is recorded as unavailable", async () => {
-      const fake = await startFakeAgent(lab.certs.apiServer, {
-        failure: "capture on eth0 failed: The interface went down",
-      });
-      const id = crypto.randomUUID();
-      lab.director.deployments.push({
-        name: "broken",
-        instances: [{ job: "fake", index: 0, id, ips: ["127.0.0.1"] }],
-      });
+      // A real agent whose interface goes down mid-capture: libpcap fails, the agent reports
+      // INSTANCE_UNAVAILABLE. eth0 also carries the agent's stream to the api, so it comes back
+      // up after a moment and TCP delivers the agent's report.
+      const [r0, r1] = [lab.vm("router", 0), lab.vm("router", 1)];
+      const a = await api();
+      const c = open(a, token);
+      c.start({ bosh: { deployment: "cf", groups: ["router"] }, filter: "udp port 5620" });
+      await c.waitFor("sources", (r) => r.sources.length === 2);
+      const src1 = sourceOf(c.got, r1);
+      let down = false;
       try {
-        const a = await api({ bosh: { agent_port: fake.port } });
-        const c = open(a, token);
-        c.start({ bosh: { deployment: "broken", groups: ["fake"] } });
-        const closed = await c.closed;
-        assertEquals(closed.code, 1000, JSON.stringify(c.got.statuses));
-        const un = statusesOf(c.got, "INSTANCE_UNAVAILABLE");
-        assertEquals(un.length, 1);
-        assertMatch(un[0].text as string, /interface went down/);
-        const line = a.audit.at(-1)!;
-        assertEquals(line.outcome, "INSTANCE_UNAVAILABLE");
-        assertMatch(line.detail as string, /1 of 1 source\(s\) unavailable.*interface went down/);
-        assertEquals(a.server.metrics.sourcesFailed.get({ resolver: "bosh" }), 1);
-        assertEquals(a.server.metrics.agentErrors.get({ kind: "capture" }), 1);
+        await run("ip", ["-n", r1.netns!, "link", "set", "eth0", "down"]);
+        down = true;
+        await delay(1000);
       } finally {
-        lab.director.deployments = lab.director.deployments.filter((d) => d.name !== "broken");
-        await fake.stop();
+        if (down) await run("ip", ["-n", r1.netns!, "link", "set", "eth0", "up"]);
       }
+      await c.waitFor("r1 unavailable", (r) => statusesOf(r, "INSTANCE_UNAVAILABLE").length > 0);
+      const un = statusesOf(c.got, "INSTANCE_UNAVAILABLE");
+      assertEquals(un.length, 1, JSON.stringify(c.got.statuses));
+      assertEquals(un[0].source, src1);
+      assertMatch(un[0].text as string, /went down/, un[0].text as string);
+      // the other source goes on
+      const sent = await lab.traffic.udp({ from: r1, to: r0, port: 5620, count: 10, rate: 200 });
+      const realSrc = sourceOf(c.got, r0);
+      await c.waitFor("r0 packets", (r) => {
+        const got = countTokens(r.tokens.get(realSrc) ?? []);
+        return sent.every((tk) => got.get(tk) === 1);
+      });
+      c.send({ type: "stop" });
+      assertEquals((await c.closed).code, 1000, JSON.stringify(c.got.statuses));
+      const line = a.audit.at(-1)!;
+      // one of two failed: the capture as a whole stopped cleanly, the detail names the failure
+      assertEquals(line.outcome, "CAPTURE_STOPPED");
+      assertMatch(line.detail as string, /^1 of 2 source\(s\) unavailable: .*router\/1/);
+      assertStringIncludes(line.detail as string, un[0].text as string);
+      assertEquals(a.server.metrics.sourcesFailed.get({ resolver: "bosh" }), 1);
+      assertEquals(a.server.metrics.agentErrors.get({ kind: "capture" }), 1);
     });
   } catch (e) {
     lab.dumpLogs(40);

@@ -9,12 +9,32 @@ import { modeCommand } from "../lab/lab_agents.ts";
 import { markerTokens, randomMarker, readMarkers } from "../lab/traffic.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { type Client, delay, exitCode, killClient, startClient } from "./support/bosh_client.ts";
+import { DRAIN_TIMEOUT_MS } from "../cli/bosh_capture.ts";
 import { interfaces, packets } from "./support/capture_readback.ts";
 
 const root = isRoot();
 const ready = modeCommand("api") !== null;
 const quiet = () => {};
 const dec = new TextDecoder();
+/** the second Ctrl-C must end the client this fast: far below DRAIN_TIMEOUT_MS and the api's
+ * own stop timeout (9 s in the lab), generous for a loaded 2-core box */
+const SECOND_CTRL_C_BOUND_MS = 5_000;
+
+/** Pid of the VM's agent: the lab's deno process in the VM namespace running its agent.yml. */
+async function agentPid(lab: Landscape, vm: LabVm): Promise<number> {
+  const config = `/${lab.agentLogName(vm)}.yml`;
+  const { stdout } = await run("ip", ["netns", "pids", vm.netns!]);
+  for (const pid of stdout.split(/\s+/).filter(Boolean)) {
+    let argv: string[];
+    try {
+      argv = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0");
+    } catch {
+      continue; // exited meanwhile
+    }
+    if (argv[0] === Deno.execPath() && argv.some((a) => a.endsWith(config))) return Number(pid);
+  }
+  throw new Error(`no agent process of ${vm.group}/${vm.index} in ${vm.netns}`);
+}
 
 Deno.test({
   name: "pcap bosh capture on the lab" + (root && ready ? "" : " (ignored: needs root and api)"),
@@ -186,18 +206,41 @@ Deno.test({
             lab.traffic.steady({ from: ep(router), to: ep(cell), port: 5555, rate: 300 })
           ),
         );
+        // A frozen agent makes the clean drain impossible: the api would wait for it for its
+        // stop timeout (drain_timeout - 1 s = 9 s in the lab) and the client for DRAIN_TIMEOUT_MS
+        // (30 s). Only a second Ctrl-C that really stops at once ends the client within the bound.
+        const frozen = await agentPid(lab, cells[2]);
+        let stopped = false;
         try {
           const c = client(["-g", "diego-cell", "-o", file]);
           await c.waitFor(/capturing on diego-cell/, 3);
           await delay(500);
+          // frozen before the first Ctrl-C: after it, the agents could drain (~100 ms) before
+          // the SIGSTOP lands, and the client would be gone before the second Ctrl-C
+          Deno.kill(frozen, "SIGSTOP");
+          stopped = true;
           c.child.kill("SIGINT");
           await c.waitFor(/stopping \(interrupted\)/, 1);
+          // let the other two agents drain, so their final STATS show up in the file
+          await delay(1000);
+          const t0 = performance.now();
           c.child.kill("SIGINT");
-          assertEquals(await exitCode(c, 10_000), 0, c.stderr());
-          assertMatch(c.stderr(), /interrupted again/);
+          assertEquals(await exitCode(c, DRAIN_TIMEOUT_MS + 10_000), 0, c.stderr());
+          const took = performance.now() - t0;
+          assert(
+            took < SECOND_CTRL_C_BOUND_MS,
+            `second Ctrl-C: exited after ${Math.round(took)} ms, not within ` +
+              `${SECOND_CTRL_C_BOUND_MS} ms (drain timeout ${DRAIN_TIMEOUT_MS} ms)`,
+          );
+          assertMatch(c.stderr(), /interrupted again: stopping at once/);
+          assertMatch(c.stderr(), /stopped at once; packets still in flight were not received/);
         } finally {
+          if (stopped) Deno.kill(frozen, "SIGCONT");
           await Promise.all(flows.map((f) => f.stop()));
         }
+        // the file is complete: capinfos reads it to the end, every interface has its ISB
+        const info = await run("capinfos", ["-c", "-M", file]);
+        assertMatch(info.stdout, /Number of packets:\s+[1-9]\d*/, info.stdout);
         const ifs = await interfaces(file);
         assertEquals(ifs.length, 3);
         assert(ifs.every((i) => i.statEntries === 1), JSON.stringify(ifs));

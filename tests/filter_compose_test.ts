@@ -142,23 +142,27 @@ Deno.test("filter: exclusion drops only the capture's own TCP stream", async () 
 });
 
 Deno.test("filter: composed filters keep the user's meaning minus the own connection", async () => {
-  const cases: [string, string[]][] = [
-    ["port 80 or port 443", ["web", "tls"]],
-    ["udp", ["dns", "udp-9494"]],
-    ["tcp port 9494", ["other-9494"]], // asking for the own stream does not get it
-    [`host ${API}`, ["web", "dns", "udp-9494"]],
-    ["(tcp) and (port 80 or (port 443))", ["web", "tls"]],
+  // [user filter, what the composed filter selects, own-stream packets the bare filter selects]
+  const cases: [string, string[], string[]][] = [
+    ["port 80 or port 443", ["web", "tls"], []],
+    ["udp", ["dns", "udp-9494"], []],
+    ["tcp port 9494", ["other-9494"], ["own-out", "own-back"]], // asking for it does not get it
+    [`host ${API}`, ["web", "dns", "udp-9494"], ["own-out", "own-back"]],
+    ["(tcp) and (port 80 or (port 443))", ["web", "tls"], []],
   ];
-  for (const [user, expected] of cases) {
+  for (const [user, expected, own] of cases) {
     assert(checkFilter(user).ok, `user filter ${user} compiles alone`);
     const composed = composeFilter(user, EXCL);
     assertEquals(composed, `(${EXCL}) and (${user})`);
     assert(checkFilter(composed).ok);
     assertEquals(await matching(composed), expected, user);
-    // Without the exclusion the user's filter would have matched the own stream where relevant.
+    // Without the exclusion the user's filter selects exactly that plus the own stream, so the
+    // exclusion is what removes it (and a composition that lost it would fail above).
     const plain = await matching(user);
-    for (const name of expected) assert(plain.includes(name));
+    const want = PACKETS.map((p) => p.name).filter((n) => expected.includes(n) || own.includes(n));
+    assertEquals(plain, want, `bare ${user}`);
   }
+  assert(cases.some(([, , own]) => own.length > 0), "no case shows the exclusion at work");
 });
 
 Deno.test("filter: paren break-out is refused; naive wrapping would leak", async () => {

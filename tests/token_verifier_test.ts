@@ -2,7 +2,8 @@
 // RS256 JWTs: the full matrix of good and bad tokens, key refetch with its rate limit, and the
 // connection failures. Every error text is checked for token leakage.
 import { UaaSim } from "../lab/uaa_sim.ts";
-import { generateSigningKey, signRs256 } from "../lab/token_mint.ts";
+import { buildClaims, generateSigningKey, type SigningKey, signRs256 } from "../lab/token_mint.ts";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { DirectorClient } from "../server/director_client.ts";
 import { AuthError, type AuthErrorKind, TokenVerifier } from "../server/token_verifier.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
@@ -274,4 +275,155 @@ Deno.test("token verifier: identity key is user_id (+ origin), not the reusable 
     assertEquals(c.user, "ci-bot");
     assert(c.key.endsWith("ci-bot"), c.key);
   });
+});
+
+/**
+ * A stand-in UAA on loopback whose /token_keys the test controls (a sim cannot publish RS384
+ * keys or serve broken key sets), with the Director sim pointing at it.
+ */
+function withKeyServer(
+  fn: (o: {
+    verifier: TokenVerifier;
+    key: SigningKey;
+    issuer: string;
+    keys: { body: () => Response };
+  }) => Promise<void>,
+): Promise<void> {
+  const keys = { body: () => Response.json({ keys: [] }) };
+  const { promise, resolve } = Promise.withResolvers<number>();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: (a) => resolve(a.port) },
+    (req) =>
+      new URL(req.url).pathname === "/token_keys" ? keys.body() : new Response(null, {
+        status: 404,
+      }),
+  );
+  return promise.then(async (port) => {
+    const url = `http://127.0.0.1:${port}`;
+    try {
+      await withBoshSims({
+        prefix: "pcap_tv_keys_",
+        clientTimeoutMs: 3000,
+        director: () => ({ uaaUrl: url }),
+      }, async ({ client }) => {
+        const verifier = new TokenVerifier({
+          source: client,
+          requiredScope: "bosh.admin",
+          timeoutMs: 3000,
+          fetch: client.uaaFetch,
+        });
+        await fn({ verifier, key: await generateSigningKey(), issuer: `${url}/oauth/token`, keys });
+      });
+    } finally {
+      await server.shutdown();
+    }
+  });
+}
+
+const b64 = (s: string) => btoa(s).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+
+function sign(
+  alg: string,
+  claims: Record<string, unknown>,
+  key: CryptoKey,
+  header: Record<string, unknown>,
+): Promise<string> {
+  return new SignJWT(claims).setProtectedHeader({ alg, typ: "JWT", ...header }).sign(key);
+}
+
+Deno.test("token verifier: claim and header matrix", async () => {
+  await withLab(async ({ uaa, verifier, newVerifier }) => {
+    // the sim keeps its signing key private; the test needs it to sign odd headers and claims
+    const key = (uaa as unknown as { active(): SigningKey }).active();
+    const kid = uaa.signingKid;
+    const claims = () => uaa.claims();
+    const rs = (c: Record<string, unknown>, h: Record<string, unknown> = { kid }) =>
+      sign("RS256", c, key.privateKey, h);
+
+    const noExp = claims();
+    delete noExp.exp;
+    const t1 = await rs(noExp);
+    await rejects(verifier.verify(t1), "UNAUTHENTICATED", /exp/, t1);
+    const noIss = claims();
+    delete noIss.iss;
+    const t2 = await rs(noIss);
+    await rejects(verifier.verify(t2), "UNAUTHENTICATED", /iss/, t2);
+    const noScope = claims();
+    delete noScope.scope;
+    const t3 = await rs(noScope);
+    await rejects(verifier.verify(t3), "PERMISSION_DENIED", /lacks a required scope/, t3);
+    // A space-delimited string (RFC 8693 style) is read as a scope list, as UAA's own checks do.
+    const v = await verifier.verify(await rs({ ...claims(), scope: "openid bosh.admin" }));
+    assertEquals(v.scopes, ["openid", "bosh.admin"]);
+    const t4 = await rs({ ...claims(), scope: "openid bosh.read" });
+    await rejects(verifier.verify(t4), "PERMISSION_DENIED", /lacks a required scope/, t4);
+
+    // No kid: accepted while the UAA publishes exactly one key, refused once there are two.
+    assertEquals((await verifier.verify(await rs(claims(), {}))).user, "admin");
+    await uaa.addKey();
+    const t5 = await rs(claims(), {});
+    // (a fresh verifier: the first one cached the one-key set)
+    const fresh = newVerifier();
+    await rejects(fresh.verify(t5), "UNAUTHENTICATED", /no kid/, t5);
+
+    // RSA-PSS with the UAA's own key and ECDSA are refused from the header alone.
+    const pss = await generateKeyPair("PS256");
+    const ps = await sign("PS256", claims(), pss.privateKey, { kid });
+    await rejects(verifier.verify(ps), "UNAUTHENTICATED", /algorithm "PS256"/, ps);
+    const ec = await generateKeyPair("ES256");
+    const es = await sign("ES256", claims(), ec.privateKey, { kid });
+    await rejects(verifier.verify(es), "UNAUTHENTICATED", /algorithm "ES256"/, es);
+
+    // Not three segments, payload not JSON.
+    const good = await rs(claims());
+    const [h, p, s] = good.split(".");
+    await rejects(verifier.verify(`${h}.${p}`), "UNAUTHENTICATED", /not a JWT/);
+    await rejects(verifier.verify(`${h}.${p}.${s}.${s}`), "UNAUTHENTICATED", /not a JWT/);
+    const notJson = `${h}.${b64("not json {")}.${s}`;
+    const e = await rejects(verifier.verify(notJson), "UNAUTHENTICATED", /\w+/, notJson);
+    assert(!/internal|TypeError|SyntaxError/.test(e.message), e.message);
+  });
+});
+
+Deno.test("token verifier: RS384 from the UAA's key set is accepted", async () => {
+  await withKeyServer(async ({ verifier, key, issuer, keys }) => {
+    // WebCrypto keys are bound to one hash: an RS384 key pair, published as UAA does
+    const rs384 = await generateKeyPair("RS384", { extractable: true });
+    const jwk = await exportJWK(rs384.publicKey);
+    const published = { kty: "RSA", use: "sig", kid: key.kid, alg: "RS384", n: jwk.n, e: jwk.e };
+    keys.body = () => Response.json({ keys: [published] });
+    const c = buildClaims({
+      issuer,
+      clientId: "bosh_cli",
+      scopes: ["openid", "bosh.admin"],
+      grantType: "password",
+      userName: "carol",
+    });
+    const v = await verifier.verify(await sign("RS384", c, rs384.privateKey, { kid: key.kid }));
+    assertEquals(v.user, "carol");
+  });
+});
+
+Deno.test("token verifier: key endpoint answering 500, garbage or no keys: CONNECTION_ERROR", async () => {
+  for (
+    const [name, body, kind, re] of [
+      ["500", () => new Response("boom", { status: 500 }), "CONNECTION_ERROR", /500/],
+      ["garbage", () => new Response("<html>", { status: 200 }), "CONNECTION_ERROR", /token_keys/],
+      ["keys: []", () => Response.json({ keys: [] }), "CONNECTION_ERROR", /no usable RSA/],
+    ] as const
+  ) {
+    await withKeyServer(async ({ verifier, key, issuer, keys }) => {
+      keys.body = body;
+      const c = buildClaims({
+        issuer,
+        clientId: "bosh_cli",
+        scopes: ["bosh.admin"],
+        grantType: "password",
+        userName: "dave",
+      });
+      const token = await sign("RS256", c, key.privateKey, { kid: key.kid });
+      const e = await rejects(verifier.verify(token), kind, re, token);
+      assert(e.message.length > 20, `${name}: ${e.message}`);
+    });
+  }
 });

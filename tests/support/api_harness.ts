@@ -231,17 +231,26 @@ export function countTokens(list: string[]): Map<string, number> {
 
 export interface FakeAgent {
   port: number;
+  /** start requests it received */
+  starts: number;
   stop(): Promise<void>;
 }
 
 /**
- * An HTTPS server speaking the agent protocol (docs/protocol.md) whose capture fails at once:
- * HELLO, SOURCE, one packet, STATUS INSTANCE_UNAVAILABLE, final STATS, END, exactly as a real
- * agent reports a libpcap error mid-capture (which the lab cannot provoke on demand).
+ * Agent failures a real agent cannot produce on demand (a real one's mid-capture failure, e.g.
+ * its interface going down, is tested with a real agent):
+ * - `malformed`: a frame with non-zero flags after HELLO, SOURCE and one packet;
+ * - `bad-hello`: a HELLO that is not a valid Hello message;
+ * - `old-hello`: a HELLO with protocol_version 0 (below the api's MIN_PEER_VERSION);
+ * - `silent`: HELLO, SOURCE, one packet, then nothing while the connection stays open;
+ * - `cut`: HELLO, SOURCE, one packet, then the body ends without END.
  */
+export type FakeAgentMode = "malformed" | "bad-hello" | "old-hello" | "silent" | "cut";
+
+/** An HTTPS server speaking the agent protocol (docs/protocol.md) that fails as `mode` says. */
 export function startFakeAgent(
   cert: { cert: string; key: string },
-  o: { failure: string },
+  o: { mode: FakeAgentMode; hostname?: string; port?: number },
 ): Promise<FakeAgent> {
   const { promise, resolve } = Promise.withResolvers<number>();
   const health = {
@@ -253,9 +262,11 @@ export function startFakeAgent(
     min_protocol_version: 1,
     active_captures: 0,
   };
+  const open = new Set<ReadableStreamDefaultController<Uint8Array>>();
+  const fake = { port: 0, starts: 0, stop: async () => {} };
   const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
+    hostname: o.hostname ?? "127.0.0.1",
+    port: o.port ?? 0,
     cert: cert.cert,
     key: cert.key,
     onListen: (a) => resolve(a.port),
@@ -264,18 +275,15 @@ export function startFakeAgent(
     if (req.method === "GET" && path === "/health") return Response.json(health);
     if (req.method === "POST" && path === "/captures") {
       const start = await req.json();
-      const stats = {
-        received: 1,
-        dropped: 0,
-        if_dropped: 0,
-        engine_dropped: 0,
-        agent_dropped: 0,
-        packets: 1,
-        bytes: 60,
-        final: true,
-      };
-      const frames = [
-        encodeJsonFrame(FrameKind.HELLO, 0, { ...health, component: "agent" }),
+      fake.starts++;
+      const hello = { ...health, component: "agent" };
+      const head = [
+        o.mode === "bad-hello"
+          ? encodeJsonFrame(FrameKind.HELLO, 0, { component: "agent", hello: "there" })
+          : encodeJsonFrame(FrameKind.HELLO, 0, {
+            ...hello,
+            ...(o.mode === "old-hello" ? { protocol_version: 0, min_protocol_version: 0 } : {}),
+          }),
         encodeJsonFrame(FrameKind.SOURCE, 0, {
           origin: "fake-agent",
           interface: start.interface,
@@ -283,21 +291,41 @@ export function startFakeAgent(
           snaplen: start.snaplen,
         }),
         encodePacketsFrame(0, 1, encodeRecords([{ tsNs: 1n, data: new Uint8Array(60) }])),
-        encodeJsonFrame(FrameKind.STATUS, 0, {
-          type: "INSTANCE_UNAVAILABLE",
-          origin: "fake-agent",
-          text: o.failure,
-        }),
-        encodeJsonFrame(FrameKind.STATS, 0, stats),
-        encodeFrame(FrameKind.END, 0, new Uint8Array()),
       ];
-      return new Response(new Blob(frames as BlobPart[]).stream(), {
+      if (o.mode === "malformed") {
+        const bad = encodeFrame(FrameKind.PING, 0, new Uint8Array());
+        bad[1] = 0x80; // flags must be 0 in v1
+        head.push(bad);
+      }
+      const body = new ReadableStream<Uint8Array>({
+        start(c) {
+          for (const f of head) c.enqueue(f);
+          if (o.mode === "silent") open.add(c);
+          else c.close();
+        },
+        cancel() {
+          open.forEach((c) => open.delete(c));
+        },
+      });
+      return new Response(body, {
         headers: { "content-type": "application/octet-stream", "x-pcap-capture-id": "fake-1" },
       });
     }
+    if (req.method === "POST" && path.endsWith("/stop")) return new Response(null, { status: 202 });
     return Response.json({ type: "INVALID_REQUEST", text: "gone" }, { status: 404 });
   });
-  return promise.then((port) => ({ port, stop: () => server.shutdown() }));
+  return promise.then((port) => {
+    fake.port = port;
+    fake.stop = async () => {
+      for (const c of open) {
+        try {
+          c.close();
+        } catch { /* cancelled */ }
+      }
+      await server.shutdown();
+    };
+    return fake;
+  });
 }
 
 /** Starts an in-process api on the test's landscape (see startApi). */
