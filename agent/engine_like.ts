@@ -2,6 +2,8 @@
  * What a capture session needs of a capture engine (structural, so tests can inject fakes; the
  * real one is agent/capture_engine.ts).
  */
+import type { CaptureOptions } from "./capture_engine.ts";
+
 export interface EngineLike {
   readonly linkType: number;
   readonly snaplen: number;
@@ -20,14 +22,6 @@ export interface EngineLike {
   readonly finished?: Promise<void>;
 }
 
-export interface EngineOpenOptions {
-  device: string;
-  netns?: string;
-  snaplen: number;
-  promiscuous?: boolean;
-  filter?: string;
-  bufferSize?: number;
-  timeoutMs?: number;
-  immediate?: boolean;
-}
+/** What the session passes to the engine: everything but the engine's own tuning knobs. */
+export type EngineOpenOptions = Omit<CaptureOptions, "queueBytes" | "reader">;
 export type OpenEngine = (opts: EngineOpenOptions) => Promise<EngineLike>;

@@ -11,6 +11,7 @@ import {
 } from "../protocol/messages.ts";
 import { checkPeerVersion } from "../protocol/version.ts";
 import { checkFilter } from "../ffi/filter_check.ts";
+import { readTextLimited } from "../lib/read_limited.ts";
 
 export type StartRequestResult =
   | { ok: true; request: AgentStartRequest }
@@ -59,29 +60,9 @@ export function parseStartRequest(
 }
 
 /** Reads at most `limit` bytes of a request body; null when it is larger. */
-export async function readBodyLimited(
+export function readBodyLimited(
   body: ReadableStream<Uint8Array> | null,
   limit = MAX_START_BODY_BYTES,
 ): Promise<string | null> {
-  if (!body) return "";
-  const reader = body.getReader();
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel().catch(() => {});
-      return null;
-    }
-    parts.push(value);
-  }
-  const all = new Uint8Array(size);
-  let off = 0;
-  for (const p of parts) {
-    all.set(p, off);
-    off += p.byteLength;
-  }
-  return new TextDecoder().decode(all);
+  return readTextLimited(body, limit);
 }

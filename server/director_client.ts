@@ -9,6 +9,7 @@ import { ApiError } from "./limits.ts";
 import { deploymentNameProblem } from "../protocol/messages.ts";
 import { cleartextProblem } from "../lib/url_policy.ts";
 import { createTlsFetch, type TlsFetch, type TlsRequestInit } from "./tls_fetch.ts";
+import { readTextLimited } from "../lib/read_limited.ts";
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
@@ -237,21 +238,9 @@ function connectionText(base: string, e: unknown, timeoutMs: number): string {
 
 /** Reads the body as text, aborting past `max` bytes so a broken peer cannot exhaust memory. */
 export async function readLimited(res: Response, max: number): Promise<string> {
-  if (!res.body) return "";
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of res.body) {
-    total += chunk.byteLength;
-    if (total > max) throw new Error(`response exceeds the ${max}-byte limit`);
-    chunks.push(chunk);
-  }
-  const all = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    all.set(c, off);
-    off += c.byteLength;
-  }
-  return new TextDecoder().decode(all);
+  const text = await readTextLimited(res.body, max);
+  if (text === null) throw new Error(`response exceeds the ${max}-byte limit`);
+  return text;
 }
 
 export function describeZod(err: z.ZodError): string {
