@@ -2,20 +2,13 @@
  * What a capture session needs of a capture engine (structural, so tests can inject fakes; the
  * real one is agent/capture_engine.ts).
  */
-import type { CaptureOptions } from "./capture_engine.ts";
+import type { CaptureOptions, CaptureStats } from "./capture_engine.ts";
 
 export interface EngineLike {
   readonly linkType: number;
   readonly snaplen: number;
   next(): Promise<{ count: number; records: Uint8Array } | null>;
-  stats(): {
-    received: number;
-    dropped: number;
-    ifDropped: number;
-    engineDropped: number;
-    packets: number;
-    bytes: number;
-  };
+  stats(): CaptureStats;
   stop(): Promise<void>;
   close(): void;
   /** Resolves once the engine has released its handle and thread (optional for fakes). */
