@@ -9,6 +9,7 @@ import {
   cleanup,
   type Job,
   type Json,
+  readSpec,
   type Rendered,
   renderJob,
   runPreStart,
@@ -151,6 +152,40 @@ for (const [job, cases] of [["pcap-agent", AGENT_CASES], ["pcap-api", API_CASES]
     }
   });
 }
+
+/** Declared properties tested by the edge-case and TLS tests rather than the value tables. */
+const COVERED_ELSEWHERE = [
+  "pcap-agent.listen.tls.certificate",
+  "pcap-agent.listen.tls.private_key",
+  "pcap-agent.listen.tls.client_cas",
+  "pcap-agent.listen.tls.ca",
+  "pcap-agent.cf.enabled",
+  "pcap-agent.cf.container_store",
+  "pcap-agent.cf.runc_root",
+  "pcap-agent.cf.netns_dir",
+  "pcap-api.listen.tls.certificate",
+  "pcap-api.listen.tls.private_key",
+  "pcap-api.listen.tls.client_cas",
+  "pcap-api.agents_mtls.enabled",
+  "pcap-api.agents_mtls.certificate",
+  "pcap-api.agents_mtls.private_key",
+  "pcap-api.agents_mtls.ca",
+  "pcap-api.bosh.tls.ca",
+  "pcap-api.cf.api_url",
+  "pcap-api.cf.agent_port",
+  "pcap-api.cf.tls.ca",
+  "pcap-api.cf.tls.server_name",
+  "pcap-api.cf.tls.skip_verify",
+  "pcap-api.cf.require_ssh_enabled",
+];
+
+Deno.test("every declared property is exercised by a test here", () => {
+  const tested = new Set([...AGENT_CASES, ...API_CASES].map((c) => c[0]).concat(COVERED_ELSEWHERE));
+  for (const job of ["pcap-agent", "pcap-api"] as const) {
+    const missing = Object.keys(readSpec(job).properties).filter((n) => !tested.has(n));
+    assertEquals(missing, [], `${job} properties without a rendering test`);
+  }
+});
 
 Deno.test("missing TLS material fails rendering, naming the property", async (t) => {
   const pki = await makeReleasePki();
