@@ -93,6 +93,9 @@ Deno.test({
       assert(r.ok, r.errors);
       return r;
     };
+    const apiTls = (pki.apiProps["pcap-api"] as Record<string, Record<string, unknown>>).listen.tls;
+    const health = (r: Rendered) =>
+      new Deno.Command(`${r.jobDir}/bin/health`, { stdout: "null", stderr: "null" }).output();
     const lab = await Landscape.start({
       groups: { router: 1, "diego-cell": 1 },
       api: { drain_timeout: "8s" },
@@ -158,8 +161,12 @@ Deno.test({
       });
 
       await t.step("api drain: running captures get CAPTURE_STOPPED and a valid file", async () => {
-        const r = await render("pcap-api", { drain_timeout: 8 });
+        const port = Number(new URL(lab.apiUrl!).port);
+        const r = await render("pcap-api", { drain_timeout: 8, listen: { port, tls: apiTls } });
+        // The route registrar's health check passes against the live api, and fails once it is gone.
+        assertEquals((await health(r)).code, 0, "bin/health against the running api");
         const res = await drainedCapture("diego-cell", "pcap-api", await apiPid(lab), r);
+        assertEquals((await health(r)).code === 0, false, "bin/health after the api stopped");
         assertEquals(res.code, 0, res.stderr);
         assertStringIncludes(res.stderr, "api (CAPTURE_STOPPED): the api is shutting down");
         assertMatch(res.stderr, /captured 5 packets .* from 1 source/);
