@@ -4,7 +4,7 @@ DENO_VERSION := 2.9.6
 # npm's global bin is where `npm install -g deno` puts deno.
 export PATH := $(shell npm prefix -g 2>/dev/null)/bin:$(HOME)/.deno/bin:/usr/local/bin:$(PATH):/usr/sbin:/sbin
 
-.PHONY: test demo build deps check lint fmt bench lab-down
+.PHONY: test demo build release deps check lint fmt bench lab-down
 
 deps:
 	@bash scripts/install_deps.sh $(DENO_VERSION)
@@ -29,6 +29,10 @@ bench: deps
 
 build: deps
 	sh build.sh
+
+# dist/release/: the BOSH release directory with the compiled executable as its blob.
+release: deps
+	sh scripts/make_release.sh
 
 lab-down: deps
 	deno task lab down
