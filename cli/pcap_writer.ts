@@ -9,14 +9,18 @@ import {
   ByteBuilder,
   type ByteSink,
   type CaptureWriter,
+  encodeRecordsInto,
+  linkTypeName,
   type SourceInfo,
   type SourceStatistics,
-} from "./capture_output.ts";
-import { appendRecords } from "./wire_records.ts";
+} from "./capture_writer.ts";
+import { RECORD_HEADER_BYTES } from "../protocol/frame_codec.ts";
 
 const MAGIC_NS = 0xa1b23c4d;
 const LINKTYPE_ETHERNET = 1;
 const NS_PER_S = 1_000_000_000n;
+/** classic pcap's per-packet header: ts_sec, ts_nsec, incl_len, orig_len */
+const PACKET_HEADER_BYTES = 16;
 
 export class LinkTypeMismatchError extends Error {
   constructor(readonly first: SourceInfo, readonly other: SourceInfo) {
@@ -28,18 +32,6 @@ export class LinkTypeMismatchError extends Error {
     );
     this.name = "LinkTypeMismatchError";
   }
-}
-
-const LINKTYPE_NAMES: Record<number, string> = {
-  0: "NULL",
-  1: "ETHERNET",
-  101: "RAW",
-  113: "LINUX_SLL",
-  276: "LINUX_SLL2",
-};
-
-export function linkTypeName(t: number): string {
-  return LINKTYPE_NAMES[t] ?? "unknown";
 }
 
 export class PcapWriter implements CaptureWriter {
@@ -68,20 +60,16 @@ export class PcapWriter implements CaptureWriter {
     return this.#sources.length - 1;
   }
 
-  writePacket(id: number, tsNs: bigint, caplen: number, origlen: number, data: Uint8Array) {
-    this.#check(id);
-    if (data.length < caplen) {
-      throw new RangeError(`packet data has ${data.length} bytes, caplen says ${caplen}`);
-    }
-    this.#record(tsNs, caplen, origlen, data, 0);
-    this.#counts[id]++;
-    this.#b.drainTo(this.#sink);
-  }
-
   writeRecords(id: number, records: Uint8Array): number {
     this.#check(id);
-    const n = appendRecords(this.#b, records, (view, off, caplen, origlen) => {
-      this.#record(view.getBigUint64(off, true), caplen, origlen, records, off + 16);
+    const n = encodeRecordsInto(this.#b, records, (view, off, caplen, origlen) => {
+      this.#record(
+        view.getBigUint64(off, true),
+        caplen,
+        origlen,
+        records,
+        off + RECORD_HEADER_BYTES,
+      );
     });
     this.#counts[id] += n;
     this.#b.drainTo(this.#sink);
@@ -124,7 +112,7 @@ export class PcapWriter implements CaptureWriter {
 
   #record(ts: bigint, caplen: number, origlen: number, src: Uint8Array, at: number): void {
     const b = this.#b;
-    b.ensure(16 + caplen);
+    b.ensure(PACKET_HEADER_BYTES + caplen);
     b.u32(Number(ts / NS_PER_S));
     b.u32(Number(ts % NS_PER_S));
     b.u32(caplen);

@@ -12,10 +12,11 @@ import {
   ByteBuilder,
   type ByteSink,
   type CaptureWriter,
+  encodeRecordsInto,
   type SourceInfo,
   type SourceStatistics,
-} from "./capture_output.ts";
-import { appendRecords } from "./wire_records.ts";
+} from "./capture_writer.ts";
+import { RECORD_HEADER_BYTES } from "../protocol/frame_codec.ts";
 
 const SHB = 0x0a0d0d0a;
 const IDB = 0x00000001;
@@ -154,18 +155,6 @@ export class PcapngWriter implements CaptureWriter {
     return this.#ifaces.length - 1;
   }
 
-  writePacket(ifId: number, tsNs: bigint, caplen: number, origlen: number, data: Uint8Array) {
-    const st = this.#iface(ifId);
-    if (data.length < caplen) {
-      throw new RangeError(`packet data has ${data.length} bytes, caplen says ${caplen}`);
-    }
-    const hi = Number((tsNs >> 32n) & 0xffffffffn);
-    const lo = Number(tsNs & 0xffffffffn);
-    this.#epb(ifId, hi, lo, caplen, origlen, data, 0);
-    this.#count(st, tsNs);
-    this.#b.drainTo(this.#sink);
-  }
-
   /**
    * Fast path: wire records (`u64 ts_ns | u32 caplen | u32 origlen | bytes`) straight to EPBs,
    * one sink write for the whole batch, no per-packet allocation.
@@ -174,10 +163,10 @@ export class PcapngWriter implements CaptureWriter {
     const st = this.#iface(ifId);
     let lo = 0, hi = 0;
     // The timestamp stays two u32 halves: no BigInt per packet on the hot path.
-    const n = appendRecords(this.#b, records, (view, off, caplen, origlen) => {
+    const n = encodeRecordsInto(this.#b, records, (view, off, caplen, origlen) => {
       lo = view.getUint32(off, true);
       hi = view.getUint32(off + 4, true);
-      this.#epb(ifId, hi, lo, caplen, origlen, records, off + 16);
+      this.#epb(ifId, hi, lo, caplen, origlen, records, off + RECORD_HEADER_BYTES);
       st.firstTs ??= (BigInt(hi) << 32n) | BigInt(lo);
     });
     if (n > 0) {
@@ -220,12 +209,6 @@ export class PcapngWriter implements CaptureWriter {
     const st = this.#ifaces[ifId];
     if (!st) throw new RangeError(`unknown interface id ${ifId} (call addSource first)`);
     return st;
-  }
-
-  #count(st: IfaceState, ts: bigint): void {
-    st.packets++;
-    if (st.firstTs === undefined) st.firstTs = ts;
-    st.lastTs = ts;
   }
 
   #epb(
