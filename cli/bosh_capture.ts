@@ -28,7 +28,7 @@ import type {
 import { checkPeerVersion, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { VERSION } from "../version.ts";
 
-export const CAPTURE_PATH = "/v1/capture/bosh";
+const CAPTURE_PATH = "/v1/capture/bosh";
 /** how long a stop may take before the client gives up waiting for END */
 export const DRAIN_TIMEOUT_MS = 30_000;
 /**
@@ -85,13 +85,13 @@ export function sourceName(d: SourceDescriptor): string {
 }
 
 /** Shorter name for the live display, where the uuid would push the counters off screen. */
-export function displayName(d: SourceDescriptor): string {
+function displayName(d: SourceDescriptor): string {
   const i = d.instance;
   return i?.index !== undefined ? `${i.group}/${i.index} ${d.interface}` : sourceName(d);
 }
 
 /** The end-of-capture counters of a source, as the writers take them. Pure. */
-export function statisticsOf(s: { startNs?: bigint; stats?: SourceStats; statsNs?: bigint }) {
+function statisticsOf(s: { startNs?: bigint; stats?: SourceStats; statsNs?: bigint }) {
   const st = s.stats;
   const out: SourceStatistics = { startNs: s.startNs, endNs: s.statsNs };
   if (!st) return { ...out, comment: "no statistics arrived from the agent" };

@@ -95,7 +95,7 @@ function osdropOf(s: SourceStatistics): number {
 }
 
 /** Human-readable breakdown of where packets were lost, for the ISB comment. */
-export function describeStats(s: SourceStatistics, written: number): string {
+function describeStats(s: SourceStatistics, written: number): string {
   const d = s.discards ?? {};
   const parts = [
     `written ${written}` + (s.received !== undefined ? ` of ${s.received} received` : ""),
