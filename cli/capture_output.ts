@@ -6,6 +6,8 @@
  * one buffer (1 MiB by default) and writes that buffer when it is full, on a 250 ms timer and at
  * close. Flushing only whole buffers of whole blocks keeps the file valid at every moment, and the
  * timer makes `-o - | tcpdump -r -` show packets while the capture runs.
+ *
+ * @module
  */
 import type { ByteSink, CaptureWriter, OutputFormat } from "./capture_writer.ts";
 import { PcapngWriter, type SectionInfo } from "./pcapng_writer.ts";
@@ -24,6 +26,7 @@ export function createCaptureWriter(
 
 /** The output cannot be checked, opened or written; the message says which and why. */
 export class OutputError extends Error {
+  /** `message` is shown to the operator as it is */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "OutputError";
@@ -80,6 +83,7 @@ function dirname(path: string): string {
   return i === 0 ? "/" : path.slice(0, i);
 }
 
+/** Buffering and opening options of {@link BufferedOutput}. */
 export interface BufferedOutputOptions {
   /** bytes held before a write; default 1 MiB */
   bufferBytes?: number;
@@ -101,6 +105,7 @@ interface SyncWriter {
  * by the next `write`/`flush`/`close`.
  */
 export class BufferedOutput implements ByteSink {
+  /** the output path; `-` is stdout */
   readonly path: string;
   #out: SyncWriter;
   #ownsOut: boolean;
@@ -109,6 +114,7 @@ export class BufferedOutput implements ByteSink {
   #timer: ReturnType<typeof setInterval> | undefined;
   #error: OutputError | undefined;
   #closed = false;
+  /** bytes written out so far */
   bytesWritten = 0;
 
   private constructor(path: string, out: SyncWriter, owns: boolean, opts: BufferedOutputOptions) {

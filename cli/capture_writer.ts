@@ -20,6 +20,8 @@
  */
 import { type RecordVisitor, walkRecords } from "../protocol/frame_codec.ts";
 
+export type { RecordVisitor };
+
 /** Receives encoded bytes. It must copy or consume `chunk` before returning. */
 export interface ByteSink {
   /** Takes `chunk`; the caller may reuse its memory once this returns. */

@@ -4,6 +4,8 @@
  * Classic pcap has one link type per file and no per-packet interface, so the header is written
  * when the first source appears and a later source with another link type is refused: silently
  * mixing link types would make every packet of one of them undecodable.
+ *
+ * @module
  */
 import {
   ByteBuilder,
@@ -22,7 +24,9 @@ const NS_PER_S = 1_000_000_000n;
 /** classic pcap's per-packet header: ts_sec, ts_nsec, incl_len, orig_len */
 const PACKET_HEADER_BYTES = 16;
 
+/** A second source whose link type differs from the first one's (classic pcap holds one). */
 export class LinkTypeMismatchError extends Error {
+  /** `first` set the file's link type; `other` does not match it */
   constructor(readonly first: SourceInfo, readonly other: SourceInfo) {
     super(
       `cannot write classic pcap: source "${other.name}" has link type ${other.linkType} ` +
@@ -34,7 +38,9 @@ export class LinkTypeMismatchError extends Error {
   }
 }
 
+/** Classic pcap {@link CaptureWriter} with nanosecond timestamps and one link type. */
 export class PcapWriter implements CaptureWriter {
+  /** always `pcap` */
   readonly format = "pcap" as const;
   #sink: ByteSink;
   #b = new ByteBuilder();

@@ -6,6 +6,20 @@
  * nanosecond timestamps (if_tsresol = 9), and Interface Statistics Blocks at the end.
  * Every call encodes whole blocks into a reusable buffer and hands them to the sink, so the file
  * is valid at every block boundary.
+ *
+ * @example A file with one source and one packet
+ * ```ts
+ * import { PcapngWriter } from "./pcapng_writer.ts";
+ * import { encodeRecords } from "../protocol/frame_codec.ts";
+ *
+ * const chunks: Uint8Array[] = [];
+ * const w = new PcapngWriter({ write: (c) => chunks.push(c.slice()) }, { comment: "example" });
+ * const id = w.addSource({ name: "router/0 (uuid) eth0", linkType: 1, snaplen: 65535 });
+ * w.writeRecords(id, encodeRecords([{ tsNs: 1_700_000_000_000_000_000n, data: new Uint8Array(60) }]));
+ * w.writeStats(id, { received: 1 });
+ * ```
+ *
+ * @module
  */
 import { VERSION } from "../version.ts";
 import {
@@ -44,6 +58,7 @@ const ISB_USRDELIV = 8;
 const MAX_OPTION_BYTES = 0xfffc;
 const encoder = new TextEncoder();
 
+/** What the Section Header Block says about the capture. */
 export interface SectionInfo {
   /** opt_comment: what was captured, by whom, when, with which filter */
   comment?: string;
@@ -51,18 +66,25 @@ export interface SectionInfo {
   userAppl?: string;
   /** shb_os; defaults to the OS and architecture of this process */
   os?: string;
+  /** shb_hardware; omitted when not given */
   hardware?: string;
 }
 
 /** Facts for the section comment; see describeCapture. */
 export interface CaptureDescription {
+  /** the tool and version; defaults to `pcap <VERSION>` */
   tool?: string;
   /** e.g. `deployment cf, instance groups diego-cell, router` */
   target: string;
+  /** who captured (the token's user) */
   user?: string;
+  /** when the capture started */
   start: Date;
+  /** the interface captured on */
   interface?: string;
+  /** the requested snap length */
   snaplen?: number;
+  /** the capture filter */
   filter?: string;
 }
 
@@ -114,7 +136,9 @@ interface IfaceState {
   lastTs: bigint | undefined;
 }
 
+/** pcapng {@link CaptureWriter}: one section, an IDB per source, EPBs, ISBs at the end. */
 export class PcapngWriter implements CaptureWriter {
+  /** always `pcapng` */
   readonly format = "pcapng" as const;
   #sink: ByteSink;
   #b = new ByteBuilder();
