@@ -163,7 +163,7 @@ export class ReorderWindow {
   /** One walk over the batch: where each record starts, its timestamp halves and its caplen. */
   #index(source: number, records: Uint8Array, limit: number): Batch {
     // every record has at least a header, which bounds the count without a second walk
-    const most = Math.min(Math.floor(records.byteLength / RECORD_HEADER_BYTES), limit);
+    const most = Math.max(0, Math.min(Math.floor(records.byteLength / RECORD_HEADER_BYTES), limit));
     const start = new Uint32Array(most + 1);
     const hi = new Uint32Array(most);
     const lo = new Uint32Array(most);
