@@ -108,7 +108,7 @@ export interface ApiSessionOptions {
 }
 
 /** Default bound on silence from the api (three of its 15 s keepalive intervals). */
-export const API_IDLE_TIMEOUT_MS = 45_000;
+const API_IDLE_TIMEOUT_MS = 45_000;
 /** How long a close may wait for the closing handshake over a dead path. */
 const CLOSE_GRACE_MS = 2_000;
 

@@ -9,31 +9,43 @@
  */
 import {
   type BufferedOutput,
-  type CaptureWriter,
   createCaptureWriter,
   isStdout,
   OutputError,
-  type SourceStatistics,
 } from "./capture_output.ts";
+import type { CaptureWriter, SourceStatistics } from "./capture_writer.ts";
 import { LinkTypeMismatchError } from "./pcap_writer.ts";
 import { ReorderWindow } from "./reorder_window.ts";
 import type { BoshCaptureOptions } from "./bosh_flags.ts";
 import { formatCount, type ProgressDisplay, sanitize, type SourceProgress } from "./progress.ts";
 import { type ApiEvent, ApiSession, type SessionClosed } from "./api_session.ts";
-import type { BoshStartRequest, SourceDescriptor, SourceStats } from "../protocol/messages.ts";
+import type {
+  BoshStartRequest,
+  SourceDescriptor,
+  SourceStats,
+  StatusType,
+} from "../protocol/messages.ts";
 import { checkPeerVersion, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { VERSION } from "../version.ts";
 
-export const CAPTURE_PATH = "/v1/capture/bosh";
+const CAPTURE_PATH = "/v1/capture/bosh";
 /** how long a stop may take before the client gives up waiting for END */
 export const DRAIN_TIMEOUT_MS = 30_000;
-/** status types after which the capture counts as failed even if it ended */
-const FATAL = new Set([
-  "START_CAPTURE_FAILED",
-  "UNAUTHENTICATED",
-  "PERMISSION_DENIED",
-  "INVALID_REQUEST",
-]);
+/**
+ * What each status type means for the outcome, decided once for every type: `fatal` fails the
+ * capture even if it ended, `problem` explains a connection that closes without END.
+ */
+const STATUS_OUTCOME: Record<StatusType, "fatal" | "problem" | "info"> = {
+  START_CAPTURE_FAILED: "fatal",
+  UNAUTHENTICATED: "fatal",
+  PERMISSION_DENIED: "fatal",
+  INVALID_REQUEST: "fatal",
+  CONNECTION_ERROR: "problem",
+  INSTANCE_UNAVAILABLE: "info",
+  CONGESTED: "info",
+  LIMIT_REACHED: "info",
+  CAPTURE_STOPPED: "info",
+};
 
 export interface CaptureIo {
   env: Record<string, string | undefined>;
@@ -73,13 +85,13 @@ export function sourceName(d: SourceDescriptor): string {
 }
 
 /** Shorter name for the live display, where the uuid would push the counters off screen. */
-export function displayName(d: SourceDescriptor): string {
+function displayName(d: SourceDescriptor): string {
   const i = d.instance;
   return i?.index !== undefined ? `${i.group}/${i.index} ${d.interface}` : sourceName(d);
 }
 
 /** The end-of-capture counters of a source, as the writers take them. Pure. */
-export function statisticsOf(s: { startNs?: bigint; stats?: SourceStats; statsNs?: bigint }) {
+function statisticsOf(s: { startNs?: bigint; stats?: SourceStats; statsNs?: bigint }) {
   const st = s.stats;
   const out: SourceStatistics = { startNs: s.startNs, endNs: s.statsNs };
   if (!st) return { ...out, comment: "no statistics arrived from the agent" };
@@ -91,19 +103,6 @@ export function statisticsOf(s: { startNs?: bigint; stats?: SourceStats; statsNs
     discards: { engine: st.engine_dropped, agent: st.agent_dropped, api: st.api_dropped },
     comment: st.final ? undefined : "capture ended before the final statistics arrived",
   };
-}
-
-/** Byte length of the first `n` records and their caplen sum. Pure. */
-export function measureRecords(records: Uint8Array, n: number): { end: number; bytes: number } {
-  const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
-  let off = 0;
-  let bytes = 0;
-  for (let i = 0; i < n && off + 16 <= records.byteLength; i++) {
-    const caplen = view.getUint32(off + 8, true);
-    bytes += caplen;
-    off += 16 + caplen;
-  }
-  return { end: off, bytes };
 }
 
 type Phase = "running" | "stopping" | "aborted";
@@ -140,11 +139,11 @@ export class CaptureRun {
       section: { ...section, userAppl: `pcap-bosh ${VERSION}` },
       snaplen: o.snaplen,
     });
-    this.#reorder = new ReorderWindow((p) => {
+    this.#reorder = new ReorderWindow((source, records) => {
       if (this.#outputFailed) return;
-      const src = this.#sources.get(p.source)!;
+      const src = this.#sources.get(source)!;
       try {
-        this.#writer.writePacket(src.writerId, p.tsNs, p.caplen, p.origlen, p.data);
+        this.#writer.writeRecords(src.writerId, records);
       } catch (e) {
         this.#outputFailed = true; // e.g. the reader of -o - went away
         this.#fail((e as Error).message);
@@ -246,8 +245,9 @@ export class CaptureRun {
         if (src && s.type === "CAPTURE_STOPPED" && src.state !== "unavailable") {
           src.state = "stopped";
         }
-        if (FATAL.has(s.type)) this.#failure ??= `${s.type}: ${s.text}`;
-        if (s.type === "CONNECTION_ERROR") this.#problem = `${s.type}: ${s.text}`;
+        const outcome = STATUS_OUTCOME[s.type];
+        if (outcome === "fatal") this.#failure ??= `${s.type}: ${s.text}`;
+        if (outcome === "problem") this.#problem = `${s.type}: ${s.text}`;
         return;
       }
       case "stats": {
@@ -311,12 +311,8 @@ export class CaptureRun {
     const src = this.#sources.get(id);
     if (!src) return this.#fail(`the pcap API sent packets for unannounced source ${id}`);
     if (this.#limitHit || this.#phase === "aborted") return;
-    let n = count;
-    if (this.o.maxPackets && this.#packets + n > this.o.maxPackets) {
-      n = this.o.maxPackets - this.#packets;
-    }
-    const { end, bytes } = measureRecords(records, n);
-    this.#reorder.pushRecords(id, records.subarray(0, end), performance.now());
+    const limit = this.o.maxPackets ? this.o.maxPackets - this.#packets : count;
+    const { packets: n, bytes } = this.#reorder.pushRecords(id, records, performance.now(), limit);
     src.packets += n;
     src.bytes += bytes;
     this.#packets += n;

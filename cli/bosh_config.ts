@@ -17,7 +17,7 @@
  */
 import { type Document, isMap, isSeq, parseDocument } from "yaml";
 
-export const BOSH_DEFAULT_PORT = 25555;
+const BOSH_DEFAULT_PORT = 25555;
 
 export interface BoshEnvironment {
   /** position in `environments`, for setTokens */
@@ -36,13 +36,6 @@ export class BoshConfigError extends Error {
     super(message, options);
     this.name = "BoshConfigError";
   }
-}
-
-/** `$HOME/.bosh/config`, as the bosh CLI uses it. */
-export function defaultBoshConfigPath(env: Record<string, string | undefined>): string {
-  const home = env.HOME;
-  if (!home) throw new BoshConfigError("HOME is not set; pass the BOSH config file with -c PATH");
-  return `${home}/.bosh/config`;
 }
 
 /** `10.0.0.6` → `https://10.0.0.6:25555`, like the bosh CLI; no trailing slash. */

@@ -65,7 +65,7 @@ export interface BoshCaptureOptions {
   quiet: boolean;
 }
 
-export const SNAPLEN_MAX = 262144;
+const SNAPLEN_MAX = 262144;
 
 /** `30s`, `5m`, `1h30m`, `250ms` or seconds → milliseconds (> 0). */
 export function parseDuration(text: string): number {

@@ -20,9 +20,9 @@ import { checkFilter, libpcapAvailable } from "../ffi/filter_check.ts";
 import type { BoshStartRequest } from "../protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
 
-export const EXIT_OK = 0;
-export const EXIT_FAILED = 1;
-export const EXIT_USAGE = 2;
+const EXIT_OK = 0;
+const EXIT_FAILED = 1;
+const EXIT_USAGE = 2;
 
 const CAPTURE_EPILOG = `
 Authentication:
@@ -63,7 +63,7 @@ function captureHelp(text: string): string {
 }
 
 /** `user_name` or `client_id` of a JWT, for the file comment only (not verified here). */
-export function tokenUser(token: string): string | undefined {
+function tokenUser(token: string): string | undefined {
   try {
     const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
     const claims = JSON.parse(atob(part + "=".repeat((4 - part.length % 4) % 4)));
@@ -94,7 +94,7 @@ export function startRequest(o: BoshCaptureOptions): BoshStartRequest {
 class Refusal extends Error {}
 
 /** Runs one capture; returns the exit code (0 clean, 1 failed). */
-export async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<number> {
+async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<number> {
   const progress = new ProgressDisplay({
     write: io.writeErr,
     tty: io.stderrIsTty,

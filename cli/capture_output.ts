@@ -1,79 +1,17 @@
 /**
- * Where a capture goes: the interface shared by the pcapng and classic pcap writers, the growing
- * byte buffer they encode into, and the buffered file/stdout sink behind them.
+ * Where a capture goes: the writer for `--format`, the checks on `-o` before a capture starts, and
+ * the buffered file/stdout sink behind the writer.
  *
  * The sink is synchronous on purpose: a writer hands over whole blocks, the sink copies them into
  * one buffer (1 MiB by default) and writes that buffer when it is full, on a 250 ms timer and at
  * close. Flushing only whole buffers of whole blocks keeps the file valid at every moment, and the
  * timer makes `-o - | tcpdump -r -` show packets while the capture runs.
+ *
+ * @module
  */
+import type { ByteSink, CaptureWriter, OutputFormat } from "./capture_writer.ts";
 import { PcapngWriter, type SectionInfo } from "./pcapng_writer.ts";
 import { PcapWriter } from "./pcap_writer.ts";
-
-/** Receives encoded bytes. It must copy or consume `chunk` before returning. */
-export interface ByteSink {
-  write(chunk: Uint8Array): void;
-}
-
-/** One capture source, i.e. one interface on one VM or container. */
-export interface SourceInfo {
-  /** e.g. `diego-cell/2 (0f1e...) eth0` */
-  name: string;
-  description?: string;
-  /** DLT_/LINKTYPE_ value from the agent's libpcap */
-  linkType: number;
-  snaplen: number;
-  filter?: string;
-}
-
-/** Counters for one source at the end of a capture; everything optional. */
-export interface SourceStatistics {
-  /** capture start/end in ns since the epoch */
-  startNs?: bigint;
-  endNs?: bigint;
-  /** packets the kernel saw (pcap_stats ps_recv) */
-  received?: number;
-  /** packets the interface/driver dropped (ps_ifdrop) */
-  ifDropped?: number;
-  /** packets the kernel dropped (ps_drop) */
-  kernelDropped?: number;
-  /** packets discarded on the way, by who discarded them */
-  discards?: { engine?: number; agent?: number; api?: number; client?: number };
-  /** free text appended to the generated breakdown comment */
-  comment?: string;
-}
-
-/** Packet in the terms of the wire record: `u64 ts_ns | u32 caplen | u32 origlen | bytes`. */
-export interface Packet {
-  tsNs: bigint;
-  caplen: number;
-  origlen: number;
-  data: Uint8Array;
-}
-
-/** The common face of the pcapng and classic pcap writers. */
-export interface CaptureWriter {
-  readonly format: OutputFormat;
-  /** Announces a source; returns its id for the other calls. May throw (classic pcap). */
-  addSource(source: SourceInfo): number;
-  writePacket(
-    sourceId: number,
-    tsNs: bigint,
-    caplen: number,
-    origlen: number,
-    data: Uint8Array,
-  ): void;
-  /** Writes `records` (wire packet records back to back); returns the number of packets. */
-  writeRecords(sourceId: number, records: Uint8Array): number;
-  /** Records end-of-capture statistics (pcapng: an ISB; classic pcap has no place for them). */
-  writeStats(sourceId: number, stats: SourceStatistics): void;
-  /** Packets written per source so far. */
-  packetsWritten(sourceId: number): number;
-  /** Writes whatever a valid file still needs (classic pcap: the header if no source came). */
-  end(): void;
-}
-
-export type OutputFormat = "pcapng" | "pcap";
 
 /** Writer for `--format`; `snaplen` is the requested one (classic pcap header). */
 export function createCaptureWriter(
@@ -86,100 +24,9 @@ export function createCaptureWriter(
     : new PcapngWriter(sink, opts.section);
 }
 
-/**
- * A reusable little-endian byte buffer that grows by doubling. Writers encode one or many blocks,
- * hand `bytes()` to a sink and `reset()`, so the hot path allocates nothing once it is warm.
- */
-export class ByteBuilder {
-  #buf: Uint8Array;
-  #view: DataView;
-  pos = 0;
-
-  constructor(initial = 64 * 1024) {
-    this.#buf = new Uint8Array(initial);
-    this.#view = new DataView(this.#buf.buffer);
-  }
-
-  /** Makes room for `n` more bytes. */
-  ensure(n: number): void {
-    const need = this.pos + n;
-    if (need <= this.#buf.length) return;
-    let size = this.#buf.length * 2;
-    while (size < need) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.#buf.subarray(0, this.pos));
-    this.#buf = next;
-    this.#view = new DataView(next.buffer);
-  }
-
-  u8(v: number): void {
-    this.ensure(1);
-    this.#buf[this.pos++] = v;
-  }
-  u16(v: number): void {
-    this.ensure(2);
-    this.#view.setUint16(this.pos, v, true);
-    this.pos += 2;
-  }
-  u32(v: number): void {
-    this.ensure(4);
-    this.#view.setUint32(this.pos, v >>> 0, true);
-    this.pos += 4;
-  }
-  u64(v: bigint): void {
-    this.ensure(8);
-    this.#view.setBigUint64(this.pos, BigInt.asUintN(64, v), true);
-    this.pos += 8;
-  }
-  /** Overwrites a u32 already written (block lengths known only at the end). */
-  patchU32(at: number, v: number): void {
-    this.#view.setUint32(at, v >>> 0, true);
-  }
-  bytes(src: Uint8Array): void {
-    this.ensure(src.length);
-    this.#buf.set(src, this.pos);
-    this.pos += src.length;
-  }
-  /** Zero bytes up to the next multiple of 4. */
-  pad4(): void {
-    const pad = (4 - (this.pos & 3)) & 3;
-    this.ensure(pad);
-    for (let i = 0; i < pad; i++) this.#buf[this.pos++] = 0;
-  }
-  /** The bytes written since the last reset (a view, valid until the next write). */
-  view(): Uint8Array {
-    return this.#buf.subarray(0, this.pos);
-  }
-  reset(): void {
-    this.pos = 0;
-  }
-  /** Hands everything to `sink` and resets. */
-  drainTo(sink: ByteSink): void {
-    if (this.pos > 0) sink.write(this.#buf.subarray(0, this.pos));
-    this.pos = 0;
-  }
-}
-
-/** Collects everything in memory; for tests and for callers that post-process. */
-export class MemorySink implements ByteSink {
-  #chunks: Uint8Array[] = [];
-  length = 0;
-  write(chunk: Uint8Array): void {
-    this.#chunks.push(chunk.slice());
-    this.length += chunk.length;
-  }
-  bytes(): Uint8Array {
-    const out = new Uint8Array(this.length);
-    let at = 0;
-    for (const c of this.#chunks) {
-      out.set(c, at);
-      at += c.length;
-    }
-    return out;
-  }
-}
-
+/** The output cannot be checked, opened or written; the message says which and why. */
 export class OutputError extends Error {
+  /** `message` is shown to the operator as it is */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "OutputError";
@@ -236,6 +83,7 @@ function dirname(path: string): string {
   return i === 0 ? "/" : path.slice(0, i);
 }
 
+/** Buffering and opening options of {@link BufferedOutput}. */
 export interface BufferedOutputOptions {
   /** bytes held before a write; default 1 MiB */
   bufferBytes?: number;
@@ -257,6 +105,7 @@ interface SyncWriter {
  * by the next `write`/`flush`/`close`.
  */
 export class BufferedOutput implements ByteSink {
+  /** the output path; `-` is stdout */
   readonly path: string;
   #out: SyncWriter;
   #ownsOut: boolean;
@@ -265,6 +114,7 @@ export class BufferedOutput implements ByteSink {
   #timer: ReturnType<typeof setInterval> | undefined;
   #error: OutputError | undefined;
   #closed = false;
+  /** bytes written out so far */
   bytesWritten = 0;
 
   private constructor(path: string, out: SyncWriter, owns: boolean, opts: BufferedOutputOptions) {

@@ -4,21 +4,29 @@
  * Classic pcap has one link type per file and no per-packet interface, so the header is written
  * when the first source appears and a later source with another link type is refused: silently
  * mixing link types would make every packet of one of them undecodable.
+ *
+ * @module
  */
 import {
   ByteBuilder,
   type ByteSink,
   type CaptureWriter,
+  encodeRecordsInto,
+  linkTypeName,
   type SourceInfo,
   type SourceStatistics,
-} from "./capture_output.ts";
-import { appendRecords } from "./wire_records.ts";
+} from "./capture_writer.ts";
+import { RECORD_HEADER_BYTES } from "../protocol/frame_codec.ts";
 
 const MAGIC_NS = 0xa1b23c4d;
 const LINKTYPE_ETHERNET = 1;
 const NS_PER_S = 1_000_000_000n;
+/** classic pcap's per-packet header: ts_sec, ts_nsec, incl_len, orig_len */
+const PACKET_HEADER_BYTES = 16;
 
+/** A second source whose link type differs from the first one's (classic pcap holds one). */
 export class LinkTypeMismatchError extends Error {
+  /** `first` set the file's link type; `other` does not match it */
   constructor(readonly first: SourceInfo, readonly other: SourceInfo) {
     super(
       `cannot write classic pcap: source "${other.name}" has link type ${other.linkType} ` +
@@ -30,19 +38,9 @@ export class LinkTypeMismatchError extends Error {
   }
 }
 
-const LINKTYPE_NAMES: Record<number, string> = {
-  0: "NULL",
-  1: "ETHERNET",
-  101: "RAW",
-  113: "LINUX_SLL",
-  276: "LINUX_SLL2",
-};
-
-export function linkTypeName(t: number): string {
-  return LINKTYPE_NAMES[t] ?? "unknown";
-}
-
+/** Classic pcap {@link CaptureWriter} with nanosecond timestamps and one link type. */
 export class PcapWriter implements CaptureWriter {
+  /** always `pcap` */
   readonly format = "pcap" as const;
   #sink: ByteSink;
   #b = new ByteBuilder();
@@ -68,20 +66,16 @@ export class PcapWriter implements CaptureWriter {
     return this.#sources.length - 1;
   }
 
-  writePacket(id: number, tsNs: bigint, caplen: number, origlen: number, data: Uint8Array) {
-    this.#check(id);
-    if (data.length < caplen) {
-      throw new RangeError(`packet data has ${data.length} bytes, caplen says ${caplen}`);
-    }
-    this.#record(tsNs, caplen, origlen, data, 0);
-    this.#counts[id]++;
-    this.#b.drainTo(this.#sink);
-  }
-
   writeRecords(id: number, records: Uint8Array): number {
     this.#check(id);
-    const n = appendRecords(this.#b, records, (view, off, caplen, origlen) => {
-      this.#record(view.getBigUint64(off, true), caplen, origlen, records, off + 16);
+    const n = encodeRecordsInto(this.#b, records, (view, off, caplen, origlen) => {
+      this.#record(
+        view.getBigUint64(off, true),
+        caplen,
+        origlen,
+        records,
+        off + RECORD_HEADER_BYTES,
+      );
     });
     this.#counts[id] += n;
     this.#b.drainTo(this.#sink);
@@ -124,7 +118,7 @@ export class PcapWriter implements CaptureWriter {
 
   #record(ts: bigint, caplen: number, origlen: number, src: Uint8Array, at: number): void {
     const b = this.#b;
-    b.ensure(16 + caplen);
+    b.ensure(PACKET_HEADER_BYTES + caplen);
     b.u32(Number(ts / NS_PER_S));
     b.u32(Number(ts % NS_PER_S));
     b.u32(caplen);

@@ -6,16 +6,31 @@
  * nanosecond timestamps (if_tsresol = 9), and Interface Statistics Blocks at the end.
  * Every call encodes whole blocks into a reusable buffer and hands them to the sink, so the file
  * is valid at every block boundary.
+ *
+ * @example A file with one source and one packet
+ * ```ts
+ * import { PcapngWriter } from "./pcapng_writer.ts";
+ * import { encodeRecords } from "../protocol/frame_codec.ts";
+ *
+ * const chunks: Uint8Array[] = [];
+ * const w = new PcapngWriter({ write: (c) => chunks.push(c.slice()) }, { comment: "example" });
+ * const id = w.addSource({ name: "router/0 (uuid) eth0", linkType: 1, snaplen: 65535 });
+ * w.writeRecords(id, encodeRecords([{ tsNs: 1_700_000_000_000_000_000n, data: new Uint8Array(60) }]));
+ * w.writeStats(id, { received: 1 });
+ * ```
+ *
+ * @module
  */
 import { VERSION } from "../version.ts";
 import {
   ByteBuilder,
   type ByteSink,
   type CaptureWriter,
+  encodeRecordsInto,
   type SourceInfo,
   type SourceStatistics,
-} from "./capture_output.ts";
-import { appendRecords } from "./wire_records.ts";
+} from "./capture_writer.ts";
+import { RECORD_HEADER_BYTES } from "../protocol/frame_codec.ts";
 
 const SHB = 0x0a0d0d0a;
 const IDB = 0x00000001;
@@ -43,6 +58,7 @@ const ISB_USRDELIV = 8;
 const MAX_OPTION_BYTES = 0xfffc;
 const encoder = new TextEncoder();
 
+/** What the Section Header Block says about the capture. */
 export interface SectionInfo {
   /** opt_comment: what was captured, by whom, when, with which filter */
   comment?: string;
@@ -50,18 +66,25 @@ export interface SectionInfo {
   userAppl?: string;
   /** shb_os; defaults to the OS and architecture of this process */
   os?: string;
+  /** shb_hardware; omitted when not given */
   hardware?: string;
 }
 
 /** Facts for the section comment; see describeCapture. */
 export interface CaptureDescription {
+  /** the tool and version; defaults to `pcap <VERSION>` */
   tool?: string;
   /** e.g. `deployment cf, instance groups diego-cell, router` */
   target: string;
+  /** who captured (the token's user) */
   user?: string;
+  /** when the capture started */
   start: Date;
+  /** the interface captured on */
   interface?: string;
+  /** the requested snap length */
   snaplen?: number;
+  /** the capture filter */
   filter?: string;
 }
 
@@ -94,7 +117,7 @@ function osdropOf(s: SourceStatistics): number {
 }
 
 /** Human-readable breakdown of where packets were lost, for the ISB comment. */
-export function describeStats(s: SourceStatistics, written: number): string {
+function describeStats(s: SourceStatistics, written: number): string {
   const d = s.discards ?? {};
   const parts = [
     `written ${written}` + (s.received !== undefined ? ` of ${s.received} received` : ""),
@@ -113,7 +136,9 @@ interface IfaceState {
   lastTs: bigint | undefined;
 }
 
+/** pcapng {@link CaptureWriter}: one section, an IDB per source, EPBs, ISBs at the end. */
 export class PcapngWriter implements CaptureWriter {
+  /** always `pcapng` */
   readonly format = "pcapng" as const;
   #sink: ByteSink;
   #b = new ByteBuilder();
@@ -154,18 +179,6 @@ export class PcapngWriter implements CaptureWriter {
     return this.#ifaces.length - 1;
   }
 
-  writePacket(ifId: number, tsNs: bigint, caplen: number, origlen: number, data: Uint8Array) {
-    const st = this.#iface(ifId);
-    if (data.length < caplen) {
-      throw new RangeError(`packet data has ${data.length} bytes, caplen says ${caplen}`);
-    }
-    const hi = Number((tsNs >> 32n) & 0xffffffffn);
-    const lo = Number(tsNs & 0xffffffffn);
-    this.#epb(ifId, hi, lo, caplen, origlen, data, 0);
-    this.#count(st, tsNs);
-    this.#b.drainTo(this.#sink);
-  }
-
   /**
    * Fast path: wire records (`u64 ts_ns | u32 caplen | u32 origlen | bytes`) straight to EPBs,
    * one sink write for the whole batch, no per-packet allocation.
@@ -174,10 +187,10 @@ export class PcapngWriter implements CaptureWriter {
     const st = this.#iface(ifId);
     let lo = 0, hi = 0;
     // The timestamp stays two u32 halves: no BigInt per packet on the hot path.
-    const n = appendRecords(this.#b, records, (view, off, caplen, origlen) => {
+    const n = encodeRecordsInto(this.#b, records, (view, off, caplen, origlen) => {
       lo = view.getUint32(off, true);
       hi = view.getUint32(off + 4, true);
-      this.#epb(ifId, hi, lo, caplen, origlen, records, off + 16);
+      this.#epb(ifId, hi, lo, caplen, origlen, records, off + RECORD_HEADER_BYTES);
       st.firstTs ??= (BigInt(hi) << 32n) | BigInt(lo);
     });
     if (n > 0) {
@@ -220,12 +233,6 @@ export class PcapngWriter implements CaptureWriter {
     const st = this.#ifaces[ifId];
     if (!st) throw new RangeError(`unknown interface id ${ifId} (call addSource first)`);
     return st;
-  }
-
-  #count(st: IfaceState, ts: bigint): void {
-    st.packets++;
-    if (st.firstTs === undefined) st.firstTs = ts;
-    st.lastTs = ts;
   }
 
   #epb(

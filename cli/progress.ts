@@ -79,7 +79,7 @@ function totals(sources: SourceProgress[]) {
   );
 }
 
-export function formatSourceLine(s: SourceProgress, nameWidth: number, width: number): string {
+function formatSourceLine(s: SourceProgress, nameWidth: number, width: number): string {
   const state = s.state && s.state !== "capturing" ? `  ${s.state}` : "";
   const drops = s.drops > 0 ? `  ${formatCount(s.drops)} dropped` : "";
   const line =
@@ -131,7 +131,7 @@ export function formatSummary(
 }
 
 /** Escape sequence that replaces a block of `previous` lines with `lines` (cursor on last). */
-export function redraw(previous: number, lines: string[]): string {
+function redraw(previous: number, lines: string[]): string {
   const up = previous > 1 ? `\x1b[${previous - 1}A` : "";
   const clear = previous > 0 ? `\r${up}\x1b[J` : "";
   return clear + lines.join("\n");

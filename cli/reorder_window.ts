@@ -1,5 +1,6 @@
 /**
- * Bounded reorder window: merges packets of many sources into timestamp order.
+ * Bounded reorder window: merges the packet records of many sources into timestamp order, and
+ * releases them as runs of whole records, so that a writer encodes each run in one batch.
  *
  * Batches from different agents arrive interleaved and late relative to each other, so a packet
  * is held until the capture clock has moved `windowMs` past it, then released in (ts, arrival)
@@ -8,18 +9,33 @@
  * memory; `flush` releases everything. A packet older than one already released cannot be put in
  * order any more: it is released at once and counted as `late`.
  *
+ * Nothing is held per packet: a batch is walked once, split where its timestamps go back into
+ * ascending runs, and a heap orders the runs by their first unreleased record. A release takes
+ * from the top run as many records as come before every other run, and emits them as one slice
+ * of the batch (no copy). One source with in-order timestamps therefore costs one emit per batch.
+ *
  * Pure: the caller passes the (monotonic) wall time in ms, so tests control time.
+ *
+ * @example Two sources merged in timestamp order
+ * ```ts
+ * import { ReorderWindow } from "./reorder_window.ts";
+ * import { encodeRecords } from "../protocol/frame_codec.ts";
+ *
+ * const released: number[] = [];
+ * const w = new ReorderWindow((source, _records) => released.push(source), { windowMs: 500 });
+ * w.pushRecords(0, encodeRecords([{ tsNs: 2_000_000n, data: new Uint8Array(60) }]), 0);
+ * w.pushRecords(1, encodeRecords([{ tsNs: 1_000_000n, data: new Uint8Array(60) }]), 0);
+ * w.flush(); // released: [1, 0]
+ * ```
+ *
+ * @module
  */
-import { walkRecords } from "../protocol/frame_codec.ts";
+import { RECORD_HEADER_BYTES, walkRecords } from "../protocol/frame_codec.ts";
 
-export interface HeldPacket {
-  source: number;
-  tsNs: bigint;
-  caplen: number;
-  origlen: number;
-  data: Uint8Array;
-}
+/** Receives released records: whole records of one source, in order, a view into its batch. */
+export type RunSink = (source: number, records: Uint8Array) => void;
 
+/** Bounds of a {@link ReorderWindow}. */
 export interface ReorderOptions {
   /** how far behind the newest timestamp packets are held; default 500 ms */
   windowMs?: number;
@@ -29,31 +45,78 @@ export interface ReorderOptions {
   maxBytes?: number;
 }
 
-interface Node {
-  p: HeldPacket;
-  seq: number;
+/** What {@link ReorderWindow.pushRecords} took from a batch. */
+export interface Taken {
+  /** records taken (at most the limit) */
+  packets: number;
+  /** their captured bytes (caplen sum) */
+  bytes: number;
 }
 
-function before(a: Node, b: Node): boolean {
-  return a.p.tsNs < b.p.tsNs || (a.p.tsNs === b.p.tsNs && a.seq < b.seq);
+/** Per-record facts of one batch, indexed by record number; shared by the batch's runs. */
+interface Batch {
+  source: number;
+  records: Uint8Array;
+  /** record i spans start[i] .. start[i + 1] */
+  start: Uint32Array;
+  hi: Uint32Array;
+  lo: Uint32Array;
+  caplen: Uint32Array;
+  /** arrival number of record 0 (record i has seq0 + i) */
+  seq0: number;
 }
 
+/** Records `head .. end` of a batch, ascending in timestamp; `head` is the next to release. */
+interface Run {
+  batch: Batch;
+  head: number;
+  end: number;
+}
+
+/** (hi, lo) of record `i` of `a` before record `j` of `b`: timestamp, then arrival. */
+function recordBefore(a: Batch, i: number, b: Batch, j: number): boolean {
+  const ah = a.hi[i], bh = b.hi[j];
+  if (ah !== bh) return ah < bh;
+  const al = a.lo[i], bl = b.lo[j];
+  if (al !== bl) return al < bl;
+  return a.seq0 + i < b.seq0 + j;
+}
+
+function runBefore(a: Run, b: Run): boolean {
+  return recordBefore(a.batch, a.head, b.batch, b.head);
+}
+
+/** (hi, lo) <= (wHi, wLo) */
+function notAfter(hi: number, lo: number, wHi: number, wLo: number): boolean {
+  return hi < wHi || (hi === wHi && lo <= wLo);
+}
+
+/** Merges records of many sources into timestamp order within a bounded window. */
 export class ReorderWindow {
+  /** the window in ns */
   readonly windowNs: bigint;
+  /** the bound on held packets */
   readonly maxPackets: number;
+  /** the bound on held packet bytes */
   readonly maxBytes: number;
-  #emit: (p: HeldPacket) => void;
-  #heap: Node[] = [];
+  #emit: RunSink;
+  #heap: Run[] = [];
   #seq = 0;
+  #held = 0;
   #bytes = 0;
-  #maxTs: bigint | undefined;
+  /** newest timestamp seen, as u32 halves; hi < 0 = none yet */
+  #maxHi = -1;
+  #maxLo = 0;
   #maxAtMs = 0;
   #clock: bigint | undefined;
-  #lastReleased: bigint | undefined;
+  /** last released timestamp; hi < 0 = nothing released yet */
+  #lastHi = -1;
+  #lastLo = 0;
   /** packets released out of order because they came after newer ones had been released */
   late = 0;
 
-  constructor(emit: (p: HeldPacket) => void, opts: ReorderOptions = {}) {
+  /** `emit` receives every released run; it must consume the slice before returning. */
+  constructor(emit: RunSink, opts: ReorderOptions = {}) {
     this.#emit = emit;
     this.windowNs = BigInt(Math.round((opts.windowMs ?? 500) * 1e6));
     this.maxPackets = opts.maxPackets ?? 20_000;
@@ -62,7 +125,7 @@ export class ReorderWindow {
 
   /** Packets currently held. */
   get size(): number {
-    return this.#heap.length;
+    return this.#held;
   }
 
   /** Packet bytes currently held. */
@@ -70,27 +133,21 @@ export class ReorderWindow {
     return this.#bytes;
   }
 
-  /** Adds one packet and releases whatever the window lets go. */
-  push(p: HeldPacket, nowMs: number): void {
-    this.#add(p, nowMs);
-    this.#release(nowMs);
-  }
-
   /**
-   * Adds wire records (`u64 ts_ns | u32 caplen | u32 origlen | bytes`) of one source. The held
-   * packets reference `records` without copying, so the caller must not reuse that buffer.
+   * Adds the first `limit` wire records of one source's batch, releases whatever the window lets
+   * go, and says how many packets and bytes it took. Held records reference `records` without
+   * copying, so the caller must not reuse that buffer. Throws DecodeError (taking nothing) on a
+   * malformed record.
    */
-  pushRecords(source: number, records: Uint8Array, nowMs: number): number {
-    const n = walkRecords(records, (view, off, caplen, origlen) =>
-      this.#add({
-        source,
-        tsNs: view.getBigUint64(off, true),
-        caplen,
-        origlen,
-        data: records.subarray(off + 16, off + 16 + caplen),
-      }, nowMs));
+  pushRecords(source: number, records: Uint8Array, nowMs: number, limit = Infinity): Taken {
+    const batch = this.#index(source, records, limit);
+    const n = batch.hi.length;
+    let bytes = 0;
+    for (let i = 0; i < n; i++) bytes += batch.caplen[i];
+    this.#seq += n;
+    this.#split(batch, nowMs);
     this.#release(nowMs);
-    return n;
+    return { packets: n, bytes };
   }
 
   /** Releases what has become old enough while nothing new arrived. */
@@ -100,57 +157,147 @@ export class ReorderWindow {
 
   /** Releases everything in timestamp order (end of capture). */
   flush(): void {
-    while (this.#heap.length > 0) this.#pop();
+    this.#drain(-1, 0, true);
   }
 
-  #add(p: HeldPacket, nowMs: number): void {
-    if (this.#maxTs === undefined || p.tsNs > this.#maxTs) {
-      this.#maxTs = p.tsNs;
-      this.#maxAtMs = nowMs;
+  /** One walk over the batch: where each record starts, its timestamp halves and its caplen. */
+  #index(source: number, records: Uint8Array, limit: number): Batch {
+    // every record has at least a header, which bounds the count without a second walk
+    const most = Math.max(0, Math.min(Math.floor(records.byteLength / RECORD_HEADER_BYTES), limit));
+    const start = new Uint32Array(most + 1);
+    const hi = new Uint32Array(most);
+    const lo = new Uint32Array(most);
+    const caplen = new Uint32Array(most);
+    let n = 0;
+    let end = records.byteLength;
+    walkRecords(records, (view, off, cap) => {
+      if (n >= most) {
+        if (n === most) end = off;
+        n = most + 1;
+        return;
+      }
+      start[n] = off;
+      lo[n] = view.getUint32(off, true);
+      hi[n] = view.getUint32(off + 4, true);
+      caplen[n] = cap;
+      n++;
+    });
+    n = Math.min(n, most);
+    start[n] = end;
+    return {
+      source,
+      records,
+      start: start.subarray(0, n + 1),
+      hi: hi.subarray(0, n),
+      lo: lo.subarray(0, n),
+      caplen: caplen.subarray(0, n),
+      seq0: this.#seq,
+    };
+  }
+
+  /** Emits late records at once; puts the rest into the heap as ascending runs. */
+  #split(b: Batch, nowMs: number): void {
+    const n = b.hi.length;
+    let runStart = -1;
+    let lateStart = -1;
+    for (let i = 0; i < n; i++) {
+      const hi = b.hi[i], lo = b.lo[i];
+      if (this.#maxHi < 0 || hi > this.#maxHi || (hi === this.#maxHi && lo > this.#maxLo)) {
+        this.#maxHi = hi;
+        this.#maxLo = lo;
+        this.#maxAtMs = nowMs;
+      }
+      const late = this.#lastHi >= 0 &&
+        (hi < this.#lastHi || (hi === this.#lastHi && lo < this.#lastLo));
+      if (late) {
+        if (runStart >= 0) this.#insert({ batch: b, head: runStart, end: i });
+        runStart = -1;
+        if (lateStart < 0) lateStart = i;
+        this.late++;
+        continue;
+      }
+      if (lateStart >= 0) this.#emitSlice(b, lateStart, i);
+      lateStart = -1;
+      if (runStart >= 0 && (hi < b.hi[i - 1] || (hi === b.hi[i - 1] && lo < b.lo[i - 1]))) {
+        this.#insert({ batch: b, head: runStart, end: i });
+        runStart = -1;
+      }
+      if (runStart < 0) runStart = i;
+      this.#held++;
+      this.#bytes += b.caplen[i];
     }
-    if (this.#lastReleased !== undefined && p.tsNs < this.#lastReleased) {
-      this.late++;
-      this.#emit(p);
-      return;
-    }
-    this.#insert({ p, seq: this.#seq++ });
-    this.#bytes += p.caplen;
+    if (lateStart >= 0) this.#emitSlice(b, lateStart, n);
+    if (runStart >= 0) this.#insert({ batch: b, head: runStart, end: n });
   }
 
   #release(nowMs: number): void {
-    const h = this.#heap;
-    if (this.#maxTs === undefined) return;
+    if (this.#maxHi < 0) return;
+    const maxTs = (BigInt(this.#maxHi) << 32n) | BigInt(this.#maxLo);
     const idleNs = BigInt(Math.max(0, Math.floor((nowMs - this.#maxAtMs) * 1e6)));
-    const clock = this.#maxTs + idleNs;
+    const clock = maxTs + idleNs;
     // the capture clock never goes back, even when a new newest packet arrives "late"
     if (this.#clock === undefined || clock > this.#clock) this.#clock = clock;
     const watermark = this.#clock - this.windowNs;
-    while (h.length > 0 && h[0].p.tsNs <= watermark) this.#pop();
-    while (h.length > this.maxPackets || (h.length > 0 && this.#bytes > this.maxBytes)) {
-      this.#pop();
+    if (watermark < 0n) this.#drain(-1, 0, false);
+    else this.#drain(Number(watermark >> 32n), Number(watermark & 0xffffffffn), false);
+  }
+
+  #over(): boolean {
+    return this.#held > this.maxPackets || (this.#held > 0 && this.#bytes > this.maxBytes);
+  }
+
+  /**
+   * Releases in (ts, arrival) order while the next record is at or below the watermark (wHi < 0:
+   * none is), the bounds are exceeded, or `all`. Each step emits the longest prefix of the top
+   * run that comes before the head of every other run.
+   */
+  #drain(wHi: number, wLo: number, all: boolean): void {
+    const h = this.#heap;
+    while (h.length > 0) {
+      const top = h[0];
+      const b = top.batch;
+      const next = h.length < 2 ? undefined : h.length < 3 || runBefore(h[1], h[2]) ? h[1] : h[2];
+      const from = top.head;
+      let i = from;
+      while (i < top.end) {
+        if (
+          !all && !(wHi >= 0 && notAfter(b.hi[i], b.lo[i], wHi, wLo)) && !this.#over()
+        ) break;
+        if (next && i > from && !recordBefore(b, i, next.batch, next.head)) break;
+        this.#held--;
+        this.#bytes -= b.caplen[i];
+        i++;
+      }
+      if (i === from) return; // the top record stays: so does everything after it
+      this.#lastHi = b.hi[i - 1];
+      this.#lastLo = b.lo[i - 1];
+      top.head = i;
+      if (i === top.end) this.#removeTop();
+      else this.#down(0);
+      this.#emitSlice(b, from, i);
     }
   }
 
-  #pop(): void {
+  #emitSlice(b: Batch, from: number, to: number): void {
+    this.#emit(b.source, b.records.subarray(b.start[from], b.start[to]));
+  }
+
+  #removeTop(): void {
     const h = this.#heap;
-    const top = h[0];
     const last = h.pop()!;
     if (h.length > 0) {
       h[0] = last;
       this.#down(0);
     }
-    this.#bytes -= top.p.caplen;
-    this.#lastReleased = top.p.tsNs;
-    this.#emit(top.p);
   }
 
-  #insert(n: Node): void {
+  #insert(r: Run): void {
     const h = this.#heap;
-    h.push(n);
+    h.push(r);
     let i = h.length - 1;
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if (!before(h[i], h[parent])) break;
+      if (!runBefore(h[i], h[parent])) break;
       [h[i], h[parent]] = [h[parent], h[i]];
       i = parent;
     }
@@ -162,8 +309,8 @@ export class ReorderWindow {
       const l = 2 * i + 1;
       const r = l + 1;
       let m = i;
-      if (l < h.length && before(h[l], h[m])) m = l;
-      if (r < h.length && before(h[r], h[m])) m = r;
+      if (l < h.length && runBefore(h[l], h[m])) m = l;
+      if (r < h.length && runBefore(h[r], h[m])) m = r;
       if (m === i) return;
       [h[i], h[m]] = [h[m], h[i]];
       i = m;

@@ -76,7 +76,7 @@ async function request(
 }
 
 /** The UAA URL from the Director's `/info` (`user_authentication.options.url`). */
-export async function fetchUaaUrl(
+async function fetchUaaUrl(
   directorUrl: string,
   fetchFn: FetchFn,
   timeoutMs = 15_000,
@@ -152,7 +152,7 @@ async function tokenRequest(
 }
 
 /** New tokens for a refresh token (client `bosh_cli` with an empty secret by default). */
-export function refreshAccessToken(
+function refreshAccessToken(
   uaaUrl: string,
   refreshToken: string,
   fetchFn: FetchFn,
@@ -176,7 +176,7 @@ export function refreshAccessToken(
 }
 
 /** A client-credentials token (BOSH_CLIENT / BOSH_CLIENT_SECRET). */
-export function clientCredentialsToken(
+function clientCredentialsToken(
   uaaUrl: string,
   clientId: string,
   clientSecret: string,

@@ -4,7 +4,8 @@
  * file and a bad filter before it contacts the api.
  */
 import { decodeApiMessage, webSocketUrl } from "../cli/api_session.ts";
-import { measureRecords, sourceName } from "../cli/bosh_capture.ts";
+import { sourceName } from "../cli/bosh_capture.ts";
+import { ReorderWindow } from "../cli/reorder_window.ts";
 import { startRequest } from "../cli/bosh_main.ts";
 import { parseBoshCaptureArgs } from "../cli/bosh_flags.ts";
 import {
@@ -46,8 +47,13 @@ Deno.test("source names, record measuring, start request", () => {
   );
   assertEquals(sourceName(d), "o eth0");
   const recs = encodeRecords([1, 2, 3].map((n) => ({ tsNs: 1n, data: new Uint8Array(n) })));
-  assertEquals(measureRecords(recs, 2), { end: 16 * 2 + 3, bytes: 3 });
-  assertEquals(measureRecords(recs, 9), { end: recs.length, bytes: 6 });
+  // --max-packets takes a prefix of a batch: its packet count and captured bytes
+  const taken: number[] = [];
+  const w = new ReorderWindow((_s, r) => taken.push(r.length), { windowMs: 0 });
+  assertEquals(w.pushRecords(0, recs, 0, 2), { packets: 2, bytes: 3 });
+  assertEquals(w.pushRecords(1, recs, 0, 9), { packets: 3, bytes: 6 });
+  w.flush();
+  assertEquals(taken.reduce((a, b) => a + b, 0), 16 * 2 + 3 + recs.length);
   const o = parseBoshCaptureArgs(
     ["-d", "cf", "-g", "router", "router/1", "-o", "x", "--max-packets", "5", "-u", "a.b"],
     { HOME: "/h" },

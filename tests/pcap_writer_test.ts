@@ -5,10 +5,10 @@ import { LinkTypeMismatchError, PcapWriter } from "../cli/pcap_writer.ts";
 import {
   BufferedOutput,
   createCaptureWriter,
-  MemorySink,
   OutputError,
   prepareOutput,
 } from "../cli/capture_output.ts";
+import { MemorySink, writePacket } from "./support/capture_sinks.ts";
 
 const enc = new TextEncoder();
 
@@ -73,9 +73,9 @@ Deno.test("pcap: nanosecond timestamps, several same-type sources, read by tcpdu
     const a = w.addSource({ name: "router/0 (a) eth0", linkType: 1, snaplen: 65535 });
     const b = w.addSource({ name: "router/1 (b) eth0", linkType: 1, snaplen: 65535 });
     const f0 = ethUdp("truncated", 5);
-    w.writePacket(a, BASE + 123_456_789n, 34, f0.length, f0); // snapped after the IP header
+    writePacket(w, a, BASE + 123_456_789n, 34, f0.length, f0); // snapped after the IP header
     const f1 = ethUdp("first", 1);
-    w.writePacket(a, BASE + 1_000_000_001n, f1.length, f1.length, f1);
+    writePacket(w, a, BASE + 1_000_000_001n, f1.length, f1.length, f1);
     assertEquals(w.writeRecords(b, record(BASE + 2_999_999_999n, ethUdp("second", 2))), 1);
     w.end();
     out.close();
@@ -188,13 +188,14 @@ Deno.test("output: -o - | tcpdump -r - shows packets before the writer ends", as
   await Deno.writeTextFile(
     script,
     `import { BufferedOutput, createCaptureWriter } from "${root}cli/capture_output.ts";
+import { writePacket } from "${root}tests/support/capture_sinks.ts";
 const out = await BufferedOutput.open("-", { flushIntervalMs: 100 });
 const w = createCaptureWriter("pcap", out, { snaplen: 65535 });
 const id = w.addSource({ name: "a", linkType: 1, snaplen: 65535 });
 const data = new Uint8Array(${JSON.stringify(Array.from(ethUdp("live", 4)))});
-for (let i = 0; i < 3; i++) w.writePacket(id, ${BASE}n + BigInt(i), data.length, data.length, data);
+for (let i = 0; i < 3; i++) writePacket(w, id, ${BASE}n + BigInt(i), data.length, data.length, data);
 for await (const _ of Deno.stdin.readable) { /* wait for EOF */ }
-w.writePacket(id, ${BASE}n + 3n, data.length, data.length, data);
+writePacket(w, id, ${BASE}n + 3n, data.length, data.length, data);
 out.close();
 `,
   );

@@ -2,7 +2,8 @@
 // Wireshark's own pcapng block dissector ("MIME Files Format") for the statistics blocks.
 import { assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
 import { describeCapture, PcapngWriter } from "../cli/pcapng_writer.ts";
-import { BufferedOutput, MemorySink } from "../cli/capture_output.ts";
+import { BufferedOutput } from "../cli/capture_output.ts";
+import { MemorySink, writePacket } from "./support/capture_sinks.ts";
 import { VERSION } from "../version.ts";
 import { DecodeError } from "../protocol/frame_codec.ts";
 
@@ -110,7 +111,7 @@ Deno.test("pcapng: several sources, link types, IDB mid-stream, comments and sta
       const marker = `cell-${i}` + "x".repeat(i); // lengths differ mod 4
       const f = ethernet(ipv4Udp(enc.encode(marker), 1, 50000));
       const ts = BASE + BigInt(i) * 1_000_000_123n + 7n;
-      w.writePacket(cell, ts, f.length, f.length, f);
+      writePacket(w, cell, ts, f.length, f.length, f);
       expected.push({ iface: cellName, ts: epoch(ts), marker, len: f.length, caplen: f.length });
     }
     // a second source appears mid-stream, with another link type, fed through wire records
@@ -292,7 +293,7 @@ Deno.test("pcapng: block layout is 32-bit aligned and lengths match (hand-checke
   const shbLen = sink.length;
   const id = w.addSource({ name: "n", linkType: 1, snaplen: 65535 });
   const idbLen = sink.length - shbLen;
-  w.writePacket(id, 0x0102030405060708n, 5, 9, new Uint8Array([1, 2, 3, 4, 5]));
+  writePacket(w, id, 0x0102030405060708n, 5, 9, new Uint8Array([1, 2, 3, 4, 5]));
   const all = sink.bytes();
   assertEquals(shbLen % 4, 0);
   assertEquals(idbLen % 4, 0);
@@ -321,7 +322,7 @@ Deno.test("pcapng: bad input is refused with a clear error", () => {
   const sink = new MemorySink();
   const w = new PcapngWriter(sink, {});
   assertThrows(
-    () => w.writePacket(0, 1n, 1, 1, new Uint8Array(1)),
+    () => writePacket(w, 0, 1n, 1, 1, new Uint8Array(1)),
     RangeError,
     "unknown interface id 0",
   );

@@ -1,0 +1,197 @@
+/**
+ * The leaf of the cli output path: what a capture writer is and what it writes into.
+ *
+ * The pcapng and classic pcap writers implement {@link CaptureWriter}, encode into a
+ * {@link ByteBuilder} and hand whole blocks to a {@link ByteSink}. This module imports no writer
+ * and no output, so writers and outputs depend on it and never on each other.
+ *
+ * @example Encoding into a builder and draining to a sink
+ * ```ts
+ * import { ByteBuilder, type ByteSink } from "./capture_writer.ts";
+ *
+ * const chunks: Uint8Array[] = [];
+ * const sink: ByteSink = { write: (c) => chunks.push(c.slice()) };
+ * const b = new ByteBuilder(16);
+ * b.u32(0x0a0d0d0a);
+ * b.drainTo(sink);
+ * ```
+ *
+ * @module
+ */
+import { type RecordVisitor, walkRecords } from "../protocol/frame_codec.ts";
+
+export type { RecordVisitor };
+
+/** Receives encoded bytes. It must copy or consume `chunk` before returning. */
+export interface ByteSink {
+  /** Takes `chunk`; the caller may reuse its memory once this returns. */
+  write(chunk: Uint8Array): void;
+}
+
+/** One capture source, i.e. one interface on one VM or container. */
+export interface SourceInfo {
+  /** e.g. `diego-cell/2 (0f1e...) eth0` */
+  name: string;
+  /** free text for the interface description */
+  description?: string;
+  /** DLT_/LINKTYPE_ value from the agent's libpcap */
+  linkType: number;
+  /** the agent's snap length for this source */
+  snaplen: number;
+  /** the capture filter, as the user gave it */
+  filter?: string;
+}
+
+/** Counters for one source at the end of a capture; everything optional. */
+export interface SourceStatistics {
+  /** capture start in ns since the epoch */
+  startNs?: bigint;
+  /** capture end in ns since the epoch */
+  endNs?: bigint;
+  /** packets the kernel saw (pcap_stats ps_recv) */
+  received?: number;
+  /** packets the interface/driver dropped (ps_ifdrop) */
+  ifDropped?: number;
+  /** packets the kernel dropped (ps_drop) */
+  kernelDropped?: number;
+  /** packets discarded on the way, by who discarded them */
+  discards?: { engine?: number; agent?: number; api?: number; client?: number };
+  /** free text appended to the generated breakdown comment */
+  comment?: string;
+}
+
+/** The file formats of `--format`. */
+export type OutputFormat = "pcapng" | "pcap";
+
+/** The common face of the pcapng and classic pcap writers. */
+export interface CaptureWriter {
+  /** the format this writer produces */
+  readonly format: OutputFormat;
+  /** Announces a source; returns its id for the other calls. May throw (classic pcap). */
+  addSource(source: SourceInfo): number;
+  /**
+   * Writes a batch of wire packet records of one source, all or nothing, with one sink write;
+   * returns the number of packets. DecodeError on a malformed record (nothing is written).
+   */
+  writeRecords(sourceId: number, records: Uint8Array): number;
+  /** Records end-of-capture statistics (pcapng: an ISB; classic pcap has no place for them). */
+  writeStats(sourceId: number, stats: SourceStatistics): void;
+  /** Packets written per source so far. */
+  packetsWritten(sourceId: number): number;
+  /** Writes whatever a valid file still needs (classic pcap: the header if no source came). */
+  end(): void;
+}
+
+const LINKTYPE_NAMES: Record<number, string> = {
+  0: "NULL",
+  1: "ETHERNET",
+  101: "RAW",
+  113: "LINUX_SLL",
+  276: "LINUX_SLL2",
+};
+
+/** `1` → `ETHERNET`; `unknown` for link types the writers have no name for. */
+export function linkTypeName(t: number): string {
+  return LINKTYPE_NAMES[t] ?? "unknown";
+}
+
+/**
+ * A reusable little-endian byte buffer that grows by doubling. Writers encode one or many blocks,
+ * hand them to a sink with `drainTo`, so the hot path allocates nothing once it is warm.
+ */
+export class ByteBuilder {
+  #buf: Uint8Array;
+  #view: DataView;
+  /** bytes written since the last reset */
+  pos = 0;
+
+  /** `initial` is the first buffer size in bytes. */
+  constructor(initial = 64 * 1024) {
+    this.#buf = new Uint8Array(initial);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+
+  /** Makes room for `n` more bytes. */
+  ensure(n: number): void {
+    const need = this.pos + n;
+    if (need <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < need) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.#buf.subarray(0, this.pos));
+    this.#buf = next;
+    this.#view = new DataView(next.buffer);
+  }
+
+  /** Appends one byte. */
+  u8(v: number): void {
+    this.ensure(1);
+    this.#buf[this.pos++] = v;
+  }
+  /** Appends a little-endian u16. */
+  u16(v: number): void {
+    this.ensure(2);
+    this.#view.setUint16(this.pos, v, true);
+    this.pos += 2;
+  }
+  /** Appends a little-endian u32. */
+  u32(v: number): void {
+    this.ensure(4);
+    this.#view.setUint32(this.pos, v >>> 0, true);
+    this.pos += 4;
+  }
+  /** Appends a little-endian u64. */
+  u64(v: bigint): void {
+    this.ensure(8);
+    this.#view.setBigUint64(this.pos, BigInt.asUintN(64, v), true);
+    this.pos += 8;
+  }
+  /** Overwrites a u32 already written (block lengths known only at the end). */
+  patchU32(at: number, v: number): void {
+    this.#view.setUint32(at, v >>> 0, true);
+  }
+  /** Appends a copy of `src`. */
+  bytes(src: Uint8Array): void {
+    this.ensure(src.length);
+    this.#buf.set(src, this.pos);
+    this.pos += src.length;
+  }
+  /** Zero bytes up to the next multiple of 4. */
+  pad4(): void {
+    const pad = (4 - (this.pos & 3)) & 3;
+    this.ensure(pad);
+    for (let i = 0; i < pad; i++) this.#buf[this.pos++] = 0;
+  }
+  /** The bytes written since the last reset (a view, valid until the next write). */
+  view(): Uint8Array {
+    return this.#buf.subarray(0, this.pos);
+  }
+  /** Forgets what was written; the memory is kept for the next blocks. */
+  reset(): void {
+    this.pos = 0;
+  }
+  /** Hands everything to `sink` and resets. */
+  drainTo(sink: ByteSink): void {
+    if (this.pos > 0) sink.write(this.#buf.subarray(0, this.pos));
+    this.pos = 0;
+  }
+}
+
+/**
+ * Encodes a batch of wire records into `b` all or nothing: `visit` sees every record (checked by
+ * the protocol's walker) and on a malformed one `b` is reset to where it was, so no half-written
+ * batch reaches the sink. Returns the number of records; throws DecodeError.
+ */
+export function encodeRecordsInto(
+  b: ByteBuilder,
+  records: Uint8Array,
+  visit: RecordVisitor,
+): number {
+  const start = b.pos;
+  try {
+    return walkRecords(records, visit);
+  } catch (e) {
+    b.pos = start;
+    throw e;
+  }
+}
