@@ -25,7 +25,8 @@ import {
 import type { Target } from "./target_selection.ts";
 import { type FilterChecker, validateUserFilter } from "./filter_compose.ts";
 import { agentRequest, captureBounds, planTargets } from "./capture_plan.ts";
-import { API_SOURCE, batchBytes, ClientMerger, type SocketLike } from "./merge.ts";
+import { API_SOURCE, ClientMerger, type SocketLike } from "./merge.ts";
+import { packetsBytes } from "../protocol/records.ts";
 import { Fanout, type SourceSummary } from "./fanout.ts";
 import { type ClientPeer, writeCaptureAudit } from "./capture_audit.ts";
 import { readClientMessage } from "./client_message.ts";
@@ -284,7 +285,7 @@ export class CaptureSession {
         if (this.#phase === "done") return;
         const batch = tally.admit(payload, count);
         if (!batch || !this.#merger.packets(source, batch.payload, batch.count)) return;
-        const bytes = batchBytes(batch.payload, batch.count);
+        const bytes = packetsBytes(batch.payload, batch.count);
         d.metrics.packets.inc({ resolver: "bosh" }, batch.count);
         d.metrics.bytes.inc({ resolver: "bosh" }, bytes);
         const verdict = tally.record(batch.count, bytes);
