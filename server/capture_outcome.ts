@@ -17,6 +17,7 @@ export function asApiError(e: unknown): ApiError {
 /** Adds each source's kernel, agent and api drops to the drop counters. */
 export function recordDrops(
   metrics: ApiMetrics,
+  resolver: string,
   summaries: SourceSummary[],
   apiDropped: (source: number) => number,
 ): void {
@@ -24,9 +25,9 @@ export function recordDrops(
     const st = s.stats;
     if (!st) continue;
     const m = metrics.drops;
-    m.inc({ resolver: "bosh", stage: "kernel" }, st.dropped + st.if_dropped);
-    m.inc({ resolver: "bosh", stage: "agent" }, st.engine_dropped + st.agent_dropped);
-    m.inc({ resolver: "bosh", stage: "api" }, apiDropped(s.source));
+    m.inc({ resolver, stage: "kernel" }, st.dropped + st.if_dropped);
+    m.inc({ resolver, stage: "agent" }, st.engine_dropped + st.agent_dropped);
+    m.inc({ resolver, stage: "api" }, apiDropped(s.source));
   }
 }
 

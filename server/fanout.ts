@@ -22,15 +22,13 @@ import {
 import type { Logger } from "../lib/log.ts";
 import { AgentCapture, AgentError, type AgentTlsOptions } from "./agent_client.ts";
 import { API_SOURCE, type ClientMerger } from "./merge.ts";
-import type { Target } from "./target_selection.ts";
+import type { AgentTarget } from "./target_resolver.ts";
 
 export interface FanoutOptions {
-  deployment: string;
-  targets: Target[];
-  agentPort: number;
+  targets: AgentTarget[];
   tls: AgentTlsOptions;
   /** the start request for one agent (its filter excludes that agent's own connection) */
-  requestFor(target: Target): AgentStartRequest;
+  requestFor(target: AgentTarget): AgentStartRequest;
   merger: ClientMerger;
   connectTimeoutMs: number;
   /** silence after which an agent counts as gone */
@@ -53,7 +51,7 @@ export interface SourceSummary {
 
 interface SourceState {
   source: number;
-  target: Target;
+  target: AgentTarget;
   capture: AgentCapture | null;
   announced: boolean;
   lastStats: SourceStats | null;
@@ -134,7 +132,7 @@ export class Fanout {
 
   #run(s: SourceState): { dialled: Promise<boolean>; finished: Promise<void> } {
     const dialled = AgentCapture.dial({
-      endpoint: { origin: s.target.origin, host: s.target.ip, port: this.#opts.agentPort },
+      endpoint: { origin: s.target.origin, host: s.target.address, port: s.target.port },
       tls: this.#opts.tls,
       request: this.#opts.requestFor(s.target),
       timeoutMs: this.#opts.connectTimeoutMs,
@@ -226,12 +224,7 @@ export class Fanout {
       interface: parsed.data.interface,
       link_type: parsed.data.link_type,
       snaplen: parsed.data.snaplen,
-      instance: {
-        deployment: this.#opts.deployment,
-        group: t.group,
-        ...(t.index === null ? {} : { index: t.index }),
-        id: t.id,
-      },
+      ...(t.instance ? { instance: t.instance } : {}),
     };
     s.announced = true;
     this.#opts.merger.addSource(s.source, t.origin);
