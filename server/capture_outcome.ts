@@ -5,7 +5,18 @@
  */
 import type { ApiMetrics } from "./metrics.ts";
 import type { SourceSummary } from "./fanout.ts";
-import { ApiError } from "./limits.ts";
+import { ApiError, type ApiErrorKind } from "./limits.ts";
+
+/**
+ * How a capture ended: clean stop, a limit, every source failed, the client left, or the
+ * refusal (an ApiError's type) that ended it before it ran.
+ */
+export type Outcome =
+  | "CAPTURE_STOPPED"
+  | "LIMIT_REACHED"
+  | "INSTANCE_UNAVAILABLE"
+  | "CLIENT_GONE"
+  | ApiErrorKind;
 
 /** An ApiError as it is; anything else is an internal START_CAPTURE_FAILED. */
 export function asApiError(e: unknown): ApiError {
@@ -42,9 +53,9 @@ export function noneStarted(summaries: SourceSummary[]): ApiError {
  * did); any other outcome stands as it is.
  */
 export function endOutcome(
-  outcome: string,
+  outcome: Outcome,
   summaries: SourceSummary[],
-): { outcome: string; detail?: string; failed: number } {
+): { outcome: Outcome; detail?: string; failed: number } {
   const failed = summaries.filter((s) => s.outcome === "unavailable");
   if (outcome !== "CAPTURE_STOPPED" || failed.length === 0) {
     return { outcome, failed: failed.length };

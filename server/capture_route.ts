@@ -6,9 +6,8 @@
  * failures close with 1011. An audit line is written for every capture request.
  */
 import { encodeFrame, encodeJsonFrame, FrameKind } from "../protocol/frame_codec.ts";
-import type { BoshStartRequest, Hello } from "../protocol/messages.ts";
-import { checkPeerVersion, MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
-import { VERSION } from "../version.ts";
+import type { BoshStartRequest } from "../protocol/messages.ts";
+import { checkPeerVersion, makeHello } from "../protocol/hello.ts";
 import type { Logger } from "../lib/log.ts";
 import type { ApiConfig } from "./config.ts";
 import type { AuditLog } from "./audit.ts";
@@ -30,7 +29,13 @@ import { Fanout, type SourceSummary } from "./fanout.ts";
 import { type ClientPeer, writeCaptureAudit } from "./capture_audit.ts";
 import { readClientMessage } from "./client_message.ts";
 import { CaptureTally } from "./capture_tally.ts";
-import { asApiError, endOutcome, noneStarted, recordDrops } from "./capture_outcome.ts";
+import {
+  asApiError,
+  endOutcome,
+  noneStarted,
+  type Outcome,
+  recordDrops,
+} from "./capture_outcome.ts";
 
 export type { ClientPeer } from "./capture_audit.ts";
 
@@ -77,7 +82,7 @@ export class CaptureSession {
   #filter = "";
   #start = new Date();
   #tally: CaptureTally | null = null;
-  #outcome = "CAPTURE_STOPPED";
+  #outcome: Outcome = "CAPTURE_STOPPED";
   #detail: string | undefined;
   #log: Logger;
   #stopReason = "";
@@ -123,13 +128,7 @@ export class CaptureSession {
     this.#merger = new ClientMerger(socket, buffer, {
       onCongested: () => this.deps.metrics.congestion.inc({ resolver: this.deps.resolver.name }),
     });
-    const hello: Hello = {
-      protocol_version: PROTOCOL_VERSION,
-      min_protocol_version: MIN_PEER_VERSION,
-      component: "api",
-      version: VERSION,
-      id: this.deps.config.id,
-    };
+    const hello = makeHello("api", this.deps.config.id);
     this.#merger.control(encodeJsonFrame(FrameKind.HELLO, API_SOURCE, hello));
     if (this.#pendingRefusal) {
       this.#refuse(this.#pendingRefusal);
@@ -378,7 +377,7 @@ export class CaptureSession {
     } catch { /* already closed */ }
   }
 
-  #finish(outcome: string, detail?: string): void {
+  #finish(outcome: Outcome, detail?: string): void {
     if (this.#phase === "done") return;
     const wasRunning = this.#fanout !== null;
     this.#phase = "done";
