@@ -7,7 +7,7 @@
 
 /** Thrown for any malformed input; the only error type decoding ever raises. */
 export class DecodeError extends Error {
-  /** @param message what was malformed, and where */
+  /** An error whose message says what was malformed, and where. */
   constructor(message: string) {
     super(message);
     this.name = "DecodeError";

@@ -40,6 +40,7 @@ export const FRAME_HEADER_BYTES = 8;
 /** Large enough for a full batch of jumbo frames, small enough that a bad length cannot OOM us. */
 export const MAX_PAYLOAD_BYTES = 8 * 1024 * 1024;
 
+/** Frame kinds of protocol v1 (docs/protocol.md). */
 export const FrameKind = {
   HELLO: 1,
   SOURCE: 2,
@@ -49,17 +50,24 @@ export const FrameKind = {
   PING: 6,
   END: 7,
 } as const;
+/** One of FrameKind's values. */
 export type FrameKind = typeof FrameKind[keyof typeof FrameKind];
 const KIND_NAMES = new Map<number, string>(Object.entries(FrameKind).map(([k, v]) => [v, k]));
 
+/** `PACKETS` for 3; `unknown(n)` for a kind v1 does not know. */
 export function frameKindName(kind: number): string {
   return KIND_NAMES.get(kind) ?? `unknown(${kind})`;
 }
 
+/** A decoded frame. */
 export interface Frame {
+  /** what the payload is */
   kind: FrameKind;
+  /** 0 in v1 */
   flags: number;
+  /** which source the frame is about */
   source: number;
+  /** the payload bytes */
   payload: Uint8Array;
 }
 
@@ -72,6 +80,7 @@ function checkSource(source: number): void {
   }
 }
 
+/** Encodes one frame; RangeError for a bad source or an oversized payload. */
 export function encodeFrame(kind: FrameKind, source: number, payload: Uint8Array): Uint8Array {
   checkSource(source);
   if (payload.byteLength > MAX_PAYLOAD_BYTES) {
@@ -89,6 +98,7 @@ export function encodeFrame(kind: FrameKind, source: number, payload: Uint8Array
   return out;
 }
 
+/** Encodes one frame with `value` as its JSON payload. */
 export function encodeJsonFrame(kind: FrameKind, source: number, value: unknown): Uint8Array {
   return encodeFrame(kind, source, encoder.encode(JSON.stringify(value)));
 }
@@ -110,6 +120,7 @@ export function encodePacketsFrame(source: number, count: number, records: Uint8
   return out;
 }
 
+/** The JSON payload of a frame; DecodeError when it is not UTF-8 JSON. */
 export function decodeJson(frame: Frame): unknown {
   try {
     return JSON.parse(decoder.decode(frame.payload));
@@ -172,6 +183,7 @@ export class FrameAssembler {
   #curBorrowed = false;
   #scratchBuf = new Uint8Array(0);
 
+  /** An assembler; `scratch` says which frames (by kind and source) the caller will discard */
   constructor(scratch?: (kind: number, source: number) => boolean) {
     this.#scratch = scratch;
   }

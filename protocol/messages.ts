@@ -19,7 +19,7 @@ import { MAX_SNAPLEN } from "./records.ts";
 /** Bound on a user's filter. */
 export const MAX_FILTER_LENGTH = 4096;
 /** Bound on what reaches an agent: the user's filter plus the api's own-connection exclusion. */
-export const MAX_AGENT_FILTER_LENGTH = MAX_FILTER_LENGTH + 512;
+export const MAX_AGENT_FILTER_LENGTH: number = MAX_FILTER_LENGTH + 512;
 /** Bound on any JSON control message; larger ones are refused before parsing. */
 export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
 /**
@@ -28,7 +28,7 @@ export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
  */
 export const MAX_CAPTURE_DURATION_MS = 7 * 24 * 3600 * 1000;
 /** What an agent accepts: the api adds a few seconds of safety margin to the capture duration. */
-export const MAX_AGENT_DURATION_MS = MAX_CAPTURE_DURATION_MS + 60_000;
+export const MAX_AGENT_DURATION_MS: number = MAX_CAPTURE_DURATION_MS + 60_000;
 
 /**
  * BOSH deployment names: the Director's charset, and never "." or ".." (which would change the

@@ -29,7 +29,7 @@ export const RECORD_HEADER_BYTES = 16;
 /** Largest caplen any peer accepts (libpcap's MAXIMUM_SNAPLEN). */
 export const MAX_SNAPLEN = 262144;
 /** Largest record: a header and MAX_SNAPLEN bytes. */
-export const MAX_RECORD_BYTES = RECORD_HEADER_BYTES + MAX_SNAPLEN;
+export const MAX_RECORD_BYTES: number = RECORD_HEADER_BYTES + MAX_SNAPLEN;
 /** Size of the `u32 count` that starts a PACKETS payload. */
 export const PACKETS_COUNT_BYTES = 4;
 

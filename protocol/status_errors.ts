@@ -24,6 +24,7 @@ export interface TypedError {
   readonly type: StatusType;
   /** user-facing text; never a token or key */
   readonly message: string;
+  /** which limit was hit (LIMIT_REACHED) */
   readonly limit?: StatusLimit;
   /** an HTTP status other than the type's default (e.g. 404 for an unknown route) */
   readonly httpStatus?: number;
@@ -44,16 +45,22 @@ const HTTP_STATUS: Record<StatusType, number> = {
 
 /** Options of a StatusError beyond its type and text. */
 export interface StatusErrorOptions {
+  /** which limit was hit (LIMIT_REACHED) */
   limit?: StatusLimit;
+  /** an HTTP status other than the type's default */
   httpStatus?: number;
+  /** the underlying error, for logs */
   cause?: unknown;
 }
 
 /** The base error of every side: a type, a user-facing text, and optionally a limit. */
 export class StatusError extends Error implements TypedError {
+  /** which limit was hit (LIMIT_REACHED) */
   readonly limit?: StatusLimit;
+  /** an HTTP status other than the type's default */
   readonly httpStatus?: number;
   /**
+   * An error reported as `type`.
    * @param type the StatusType this error is reported as
    * @param message what went wrong and what to do, for the user
    */
