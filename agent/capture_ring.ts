@@ -11,7 +11,7 @@
 // plain buffers use memcpy. The Atomics on the control block order the
 // accesses (sequentially consistent stores/loads act as fences).
 
-import { RECORD_HEADER_BYTES, writeRecordHeader } from "../protocol/records.ts";
+import { capturedBytes, writeRecordHeader } from "../protocol/records.ts";
 
 /** Indexes into the Int32Array control block. */
 export const C = {
@@ -167,7 +167,7 @@ export class RingWriter {
     this.#w = end;
     this.#pendBytes += recordBytes;
     this.#pendCount++;
-    this.#pendCaplen += recordBytes - RECORD_HEADER_BYTES;
+    this.#pendCaplen += capturedBytes(recordBytes, 1);
     if (this.#pendBytes >= 65536) this.publish();
   }
 

@@ -3,82 +3,19 @@
  *
  * The token travels in the `Authorization` header of the upgrade request, never in the URL; a
  * private CA (`--ca-cert`) goes into a Deno HttpClient. Every binary message is exactly one
- * frame; `decodeApiMessage` turns it into a typed event, validating JSON payloads with the
+ * frame; protocol/events.ts turns it into a typed event, validating JSON payloads with the
  * protocol's zod schemas, so that the capture flow only ever sees well-formed values.
  */
-import {
-  DecodeError,
-  decodeJson,
-  decodeSingleFrame,
-  type Frame,
-  FrameKind,
-  frameKindName,
-  validatePackets,
-} from "../protocol/frame_codec.ts";
-import {
-  type BoshStartRequest,
-  describeZodError,
-  Hello,
-  SourceDescriptor,
-  SourceStats,
-  StatusMessage,
-} from "../protocol/messages.ts";
+import { DecodeError } from "../protocol/decode_error.ts";
+import type { BoshStartRequest } from "../protocol/messages.ts";
+import { decodeMessageEvent, type StreamEvent } from "../protocol/events.ts";
 
-export type ApiEvent =
-  | { kind: "hello"; source: number; hello: Hello }
-  | { kind: "source"; source: number; descriptor: SourceDescriptor }
-  | { kind: "packets"; source: number; count: number; records: Uint8Array }
-  | { kind: "status"; source: number; status: StatusMessage }
-  | { kind: "stats"; source: number; stats: SourceStats }
-  | { kind: "ping"; source: number }
-  | { kind: "end"; source: number };
-
-function parseJson<T>(
-  frame: Frame,
-  schema: {
-    safeParse(
-      v: unknown,
-    ): { success: true; data: T } | {
-      success: false;
-      error: Parameters<typeof describeZodError>[0];
-    };
-  },
-): T {
-  const parsed = schema.safeParse(decodeJson(frame));
-  if (!parsed.success) {
-    throw new DecodeError(
-      `invalid ${frameKindName(frame.kind)} message: ${describeZodError(parsed.error)}`,
-    );
-  }
-  return parsed.data;
-}
+/** What the client reads from the api: the protocol's typed events. */
+export type ApiEvent = StreamEvent;
 
 /** One WebSocket message → one typed event. Throws DecodeError for anything malformed. Pure. */
 export function decodeApiMessage(data: ArrayBuffer | Uint8Array | string): ApiEvent {
-  if (typeof data === "string") {
-    throw new DecodeError("the api sent a text message; frames must be binary messages");
-  }
-  const frame = decodeSingleFrame(data instanceof Uint8Array ? data : new Uint8Array(data));
-  const source = frame.source;
-  switch (frame.kind) {
-    case FrameKind.HELLO:
-      return { kind: "hello", source, hello: parseJson(frame, Hello) };
-    case FrameKind.SOURCE:
-      return { kind: "source", source, descriptor: parseJson(frame, SourceDescriptor) };
-    case FrameKind.PACKETS: {
-      const { count, records } = validatePackets(frame.payload);
-      return { kind: "packets", source, count, records };
-    }
-    case FrameKind.STATUS:
-      return { kind: "status", source, status: parseJson(frame, StatusMessage) };
-    case FrameKind.STATS:
-      return { kind: "stats", source, stats: parseJson(frame, SourceStats) };
-    case FrameKind.PING:
-      return { kind: "ping", source };
-    case FrameKind.END:
-      return { kind: "end", source };
-  }
-  throw new DecodeError(`unexpected frame kind ${frameKindName(frame.kind)}`);
+  return decodeMessageEvent(data, "the api");
 }
 
 /** `https://api:443/base` + `/v1/capture/bosh` → `wss://api:443/base/v1/capture/bosh`. */

@@ -21,11 +21,12 @@ import { formatCount, type ProgressDisplay, sanitize, type SourceProgress } from
 import { type ApiEvent, ApiSession, type SessionClosed } from "./api_session.ts";
 import type {
   BoshStartRequest,
+  Hello,
   SourceDescriptor,
   SourceStats,
   StatusType,
 } from "../protocol/messages.ts";
-import { checkPeerVersion, PROTOCOL_VERSION } from "../protocol/version.ts";
+import { checkHello } from "../protocol/hello.ts";
 import { VERSION } from "../version.ts";
 
 const CAPTURE_PATH = "/v1/capture/bosh";
@@ -232,7 +233,7 @@ export class CaptureRun {
   #onEvent(e: ApiEvent): void {
     switch (e.kind) {
       case "hello":
-        return this.#hello(e.hello.protocol_version, e.hello.min_protocol_version);
+        return this.#hello(e.hello);
       case "source":
         return this.#addSource(e.source, e.descriptor);
       case "packets":
@@ -264,12 +265,12 @@ export class CaptureRun {
     }
   }
 
-  #hello(peer: number, peerMin: number): void {
-    const problem = checkPeerVersion(peer, "the pcap API", "client") ??
-      (peerMin > PROTOCOL_VERSION
-        ? `the pcap API needs protocol v${peerMin} but this pcap-bosh speaks ` +
-          `v${PROTOCOL_VERSION}; upgrade pcap-bosh`
-        : null);
+  #hello(hello: Hello): void {
+    const problem = checkHello(hello, {
+      peer: "the pcap API",
+      self: "client",
+      upgradeSelf: "pcap-bosh",
+    });
     if (problem) this.#fail(problem);
   }
 

@@ -6,6 +6,7 @@
  * Parsing is pure: argv and the environment come in as arguments, and commander is told never to
  * exit or print, so every problem becomes a UsageError (the caller prints it and exits 2).
  */
+import { MAX_SNAPLEN } from "../protocol/records.ts";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import {
   parseByteSize as parseByteSizeValue,
@@ -64,8 +65,6 @@ export interface BoshCaptureOptions {
   verbose: boolean;
   quiet: boolean;
 }
-
-const SNAPLEN_MAX = 262144;
 
 /** `30s`, `5m`, `1h30m`, `250ms` or seconds → milliseconds (> 0). */
 export function parseDuration(text: string): number {
@@ -180,8 +179,8 @@ function buildCommand(write: (s: string) => void = () => {}): Command {
     .option("-i, --interface <name>", "network interface to capture on", "eth0")
     .option(
       "-l, --snaplen <bytes>",
-      `bytes kept per packet, 1..${SNAPLEN_MAX}`,
-      positiveInt("snaplen", 1, SNAPLEN_MAX),
+      `bytes kept per packet, 1..${MAX_SNAPLEN}`,
+      positiveInt("snaplen", 1, MAX_SNAPLEN),
       65535,
     )
     .option("--format <format>", "pcapng or pcap", "pcapng")

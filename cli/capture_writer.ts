@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { type RecordVisitor, walkRecords } from "../protocol/frame_codec.ts";
+import { type RecordVisitor, walkRecords } from "../protocol/records.ts";
 
 export type { RecordVisitor };
 

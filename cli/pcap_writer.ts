@@ -16,7 +16,7 @@ import {
   type SourceInfo,
   type SourceStatistics,
 } from "./capture_writer.ts";
-import { RECORD_HEADER_BYTES } from "../protocol/frame_codec.ts";
+import { recordDataOffset, recordTimestamp } from "../protocol/records.ts";
 
 const MAGIC_NS = 0xa1b23c4d;
 const LINKTYPE_ETHERNET = 1;
@@ -70,11 +70,11 @@ export class PcapWriter implements CaptureWriter {
     this.#check(id);
     const n = encodeRecordsInto(this.#b, records, (view, off, caplen, origlen) => {
       this.#record(
-        view.getBigUint64(off, true),
+        recordTimestamp(view, off),
         caplen,
         origlen,
         records,
-        off + RECORD_HEADER_BYTES,
+        recordDataOffset(off),
       );
     });
     this.#counts[id] += n;

@@ -10,7 +10,7 @@
  * @example A file with one source and one packet
  * ```ts
  * import { PcapngWriter } from "./pcapng_writer.ts";
- * import { encodeRecords } from "../protocol/frame_codec.ts";
+ * import { encodeRecords } from "../protocol/records.ts";
  *
  * const chunks: Uint8Array[] = [];
  * const w = new PcapngWriter({ write: (c) => chunks.push(c.slice()) }, { comment: "example" });
@@ -30,7 +30,7 @@ import {
   type SourceInfo,
   type SourceStatistics,
 } from "./capture_writer.ts";
-import { RECORD_HEADER_BYTES } from "../protocol/frame_codec.ts";
+import { recordDataOffset, recordTimestampHigh, recordTimestampLow } from "../protocol/records.ts";
 
 const SHB = 0x0a0d0d0a;
 const IDB = 0x00000001;
@@ -180,7 +180,7 @@ export class PcapngWriter implements CaptureWriter {
   }
 
   /**
-   * Fast path: wire records (`u64 ts_ns | u32 caplen | u32 origlen | bytes`) straight to EPBs,
+   * Fast path: wire records straight to EPBs,
    * one sink write for the whole batch, no per-packet allocation.
    */
   writeRecords(ifId: number, records: Uint8Array): number {
@@ -188,9 +188,9 @@ export class PcapngWriter implements CaptureWriter {
     let lo = 0, hi = 0;
     // The timestamp stays two u32 halves: no BigInt per packet on the hot path.
     const n = encodeRecordsInto(this.#b, records, (view, off, caplen, origlen) => {
-      lo = view.getUint32(off, true);
-      hi = view.getUint32(off + 4, true);
-      this.#epb(ifId, hi, lo, caplen, origlen, records, off + RECORD_HEADER_BYTES);
+      lo = recordTimestampLow(view, off);
+      hi = recordTimestampHigh(view, off);
+      this.#epb(ifId, hi, lo, caplen, origlen, records, recordDataOffset(off));
       st.firstTs ??= (BigInt(hi) << 32n) | BigInt(lo);
     });
     if (n > 0) {

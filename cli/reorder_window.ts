@@ -19,7 +19,7 @@
  * @example Two sources merged in timestamp order
  * ```ts
  * import { ReorderWindow } from "./reorder_window.ts";
- * import { encodeRecords } from "../protocol/frame_codec.ts";
+ * import { encodeRecords } from "../protocol/records.ts";
  *
  * const released: number[] = [];
  * const w = new ReorderWindow((source, _records) => released.push(source), { windowMs: 500 });
@@ -30,7 +30,12 @@
  *
  * @module
  */
-import { RECORD_HEADER_BYTES, walkRecords } from "../protocol/frame_codec.ts";
+import {
+  maxRecordCount,
+  recordTimestampHigh,
+  recordTimestampLow,
+  walkRecords,
+} from "../protocol/records.ts";
 
 /** Receives released records: whole records of one source, in order, a view into its batch. */
 export type RunSink = (source: number, records: Uint8Array) => void;
@@ -163,7 +168,7 @@ export class ReorderWindow {
   /** One walk over the batch: where each record starts, its timestamp halves and its caplen. */
   #index(source: number, records: Uint8Array, limit: number): Batch {
     // every record has at least a header, which bounds the count without a second walk
-    const most = Math.max(0, Math.min(Math.floor(records.byteLength / RECORD_HEADER_BYTES), limit));
+    const most = Math.max(0, Math.min(maxRecordCount(records.byteLength), limit));
     const start = new Uint32Array(most + 1);
     const hi = new Uint32Array(most);
     const lo = new Uint32Array(most);
@@ -177,8 +182,8 @@ export class ReorderWindow {
         return;
       }
       start[n] = off;
-      lo[n] = view.getUint32(off, true);
-      hi[n] = view.getUint32(off + 4, true);
+      lo[n] = recordTimestampLow(view, off);
+      hi[n] = recordTimestampHigh(view, off);
       caplen[n] = cap;
       n++;
     });

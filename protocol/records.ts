@@ -86,6 +86,24 @@ export function recordTimestamp(view: DataView, off: number): bigint {
   return view.getBigUint64(off, true);
 }
 
+/**
+ * The ts_ns of a walked record as two u32 halves (low, high), for hot paths that avoid a BigInt
+ * per packet.
+ */
+export function recordTimestampLow(view: DataView, off: number): number {
+  return view.getUint32(off, true);
+}
+
+/** The high u32 half of a walked record's ts_ns; see recordTimestampLow. */
+export function recordTimestampHigh(view: DataView, off: number): number {
+  return view.getUint32(off + 4, true);
+}
+
+/** The most records a buffer of `bytes` can hold (each has at least its header). */
+export function maxRecordCount(bytes: number): number {
+  return Math.floor(bytes / RECORD_HEADER_BYTES);
+}
+
 /** Where the packet bytes of the record whose header starts at `off` begin. */
 export function recordDataOffset(off: number): number {
   return off + RECORD_HEADER_BYTES;
