@@ -13,7 +13,7 @@ import {
 } from "../protocol/frame_codec.ts";
 import { type AgentStartRequest, Hello } from "../protocol/messages.ts";
 import { checkPeerVersion, PROTOCOL_VERSION } from "../protocol/version.ts";
-import { readLimited } from "./director_client.ts";
+import { readLimited } from "../lib/read_limited.ts";
 import { createTlsFetch, type TlsFetch } from "./tls_fetch.ts";
 
 export interface AgentTlsOptions {
