@@ -9,6 +9,7 @@ import { z } from "zod";
 import { ConfigError, loadYamlConfig, readConfiguredFile } from "../lib/config_load.ts";
 import type { LogLevel } from "../lib/log.ts";
 import { parseDuration } from "../lib/units.ts";
+import { configSummary } from "../lib/config_summary.ts";
 import { MAX_CAPTURE_DURATION_MS } from "../protocol/messages.ts";
 import type { BufferLimits } from "./backpressure.ts";
 
@@ -228,15 +229,20 @@ export function describeAgentConfig(c: AgentConfig): string {
   const names = c.listen.allowedNames.length
     ? c.listen.allowedNames.join(", ")
     : "any certificate from client_cas";
-  return [
-    `config OK: ${c.file}`,
-    `  id: ${c.id}`,
-    `  listen: https://${c.listen.address}:${c.listen.port} (mTLS, clients: ${names})`,
-    `  certificate: ${c.listen.paths.certificate}, client CAs: ${c.listen.paths.clientCas}`,
-    `  buffer: size ${c.buffer.size}, discard above ${c.buffer.upperLimit} until ${c.buffer.lowerLimit}`,
-    `  limits: ${c.limits.concurrentCaptures} concurrent captures, max duration ${
-      c.limits.maxDurationMs / 1000
-    } s`,
-    `  log_level: ${c.logLevel}`,
-  ].join("\n");
+  return configSummary(c.file, [
+    ["id", c.id],
+    ["listen", `https://${c.listen.address}:${c.listen.port} (mTLS, clients: ${names})`],
+    ["certificate", `${c.listen.paths.certificate}, client CAs: ${c.listen.paths.clientCas}`],
+    [
+      "buffer",
+      `size ${c.buffer.size}, discard above ${c.buffer.upperLimit} until ${c.buffer.lowerLimit}`,
+    ],
+    [
+      "limits",
+      `${c.limits.concurrentCaptures} concurrent captures, max duration ${
+        c.limits.maxDurationMs / 1000
+      } s`,
+    ],
+    ["log_level", c.logLevel],
+  ]);
 }

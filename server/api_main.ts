@@ -2,7 +2,7 @@
  * `pcap api`: `--config FILE` runs the api until SIGTERM/SIGINT (then drains within
  * drain_timeout and exits 0); `--check-config FILE` validates and exits 0/1; `--help`.
  */
-import { checkApiConfig, loadApiConfig } from "./config.ts";
+import { checkApiConfig, describeApiConfig, loadApiConfig } from "./config.ts";
 import { ConfigError } from "../lib/config_load.ts";
 import { createLogger } from "../lib/log.ts";
 import { ApiServer } from "./app.ts";
@@ -50,10 +50,10 @@ export async function runApi(argv: string[]): Promise<number> {
   if (args.mode === "check") {
     const result = await checkApiConfig(args.file!);
     if (result.ok) {
-      console.log(`config OK: ${args.file}`);
+      console.log(describeApiConfig(result.config));
       return 0;
     }
-    for (const e of result.errors) console.error(e);
+    for (const e of result.errors) console.error(`pcap api: invalid configuration: ${e}`);
     return 1;
   }
   let config;

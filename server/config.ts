@@ -10,6 +10,7 @@ import type { LogLevel } from "../lib/log.ts";
 import { parseByteSize, parseDuration } from "../lib/units.ts";
 import { cleartextProblem } from "../lib/url_policy.ts";
 import { MAX_CAPTURE_DURATION_MS } from "../protocol/messages.ts";
+import { configSummary } from "../lib/config_summary.ts";
 
 // ---------- value parsers ----------
 
@@ -348,4 +349,36 @@ export async function checkApiConfig(path: string): Promise<CheckResult> {
     if (e instanceof ConfigError) return { ok: false, errors: [e.message] };
     throw e;
   }
+}
+
+/** Summary for `--check-config`, in the agent's style; paths only, no key material. */
+export function describeApiConfig(c: ApiConfig): string {
+  const unlimited = (n: number, unit: string) => (n === 0 ? "unlimited" : `${n}${unit}`);
+  return configSummary(c.file, [
+    ["id", c.id],
+    [
+      "listen",
+      `${c.listen.tls ? "https" : "http"}://${c.listen.address}:${c.listen.port}` +
+      (c.listen.tls ? ` (certificate: ${c.listen.tls.certificate.path})` : ""),
+    ],
+    [
+      "bosh",
+      `${c.bosh.directorUrl} (agents on port ${c.bosh.agentPort}, scope ${c.bosh.tokenScope})`,
+    ],
+    ["agents_mtls", `certificate: ${c.agentsMtls.certificate.path}, CA: ${c.agentsMtls.ca.path}`],
+    [
+      "buffer",
+      `size ${c.buffer.size}, discard above ${c.buffer.upperLimit} until ${c.buffer.lowerLimit}`,
+    ],
+    [
+      "limits",
+      `${c.concurrentCaptures} concurrent captures (${c.limits.perUserConcurrentCaptures} per user), ` +
+      `${c.limits.maxTargets} targets, max duration ${
+        unlimited(c.limits.maxDurationMs / 1000, " s")
+      }, max bytes ${unlimited(c.limits.maxBytes, "")}`,
+    ],
+    ["drain_timeout", `${c.drainTimeoutMs / 1000} s`],
+    ["audit", c.audit.enabled ? (c.audit.file ?? "log stream") : "disabled"],
+    ["log_level", c.logLevel],
+  ]);
 }
