@@ -8,31 +8,12 @@ import { createPrivateKey, createPublicKey, type KeyObject, X509Certificate } fr
 import { z } from "zod";
 import { ConfigError, loadYamlConfig, readConfiguredFile } from "../lib/config_load.ts";
 import type { LogLevel } from "../lib/log.ts";
-import { parseDuration } from "../lib/units.ts";
+import { filePath, positiveDurationMs } from "../lib/config_schema.ts";
 import { configSummary } from "../lib/config_summary.ts";
-import { MAX_CAPTURE_DURATION_MS } from "../protocol/messages.ts";
 import type { BufferLimits } from "./backpressure.ts";
 
-const Duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === null || ms <= 0) {
-    ctx.addIssue({
-      code: "custom",
-      message:
-        `"${v}" is not a duration; use seconds (e.g. 3600) or a string like "90s", "5m", "1h"`,
-    });
-    return z.NEVER;
-  }
-  if (ms > MAX_CAPTURE_DURATION_MS) {
-    // Timers fire at once above 2^31-1 ms, which would end every capture immediately.
-    ctx.addIssue({ code: "custom", message: `"${v}" is longer than the maximum of 7 days` });
-    return z.NEVER;
-  }
-  return ms;
-});
-
 const PosInt = z.number().int().positive();
-const Path = z.string().min(1, "must be a file path");
+const Path = filePath;
 
 const TlsSchema = z.strictObject({
   /** pcap-api style switch; only `true` is accepted because the agent always requires mTLS. */
@@ -63,7 +44,7 @@ export const AgentConfigSchema = z.strictObject({
   }),
   limits: z.strictObject({
     concurrent_captures: PosInt.default(2),
-    max_duration: Duration.default(3_600_000),
+    max_duration: positiveDurationMs.default(3_600_000),
   }).default({ concurrent_captures: 2, max_duration: 3_600_000 }),
   capture: z.strictObject({
     /** Kernel capture buffer in bytes (pcap_set_buffer_size). */

@@ -7,46 +7,14 @@
 import { z } from "zod";
 import { ConfigError, loadYamlConfig, readConfiguredFile } from "../lib/config_load.ts";
 import type { LogLevel } from "../lib/log.ts";
-import { parseByteSize, parseDuration } from "../lib/units.ts";
+import { byteSize, durationMs, filePath } from "../lib/config_schema.ts";
 import { cleartextProblem } from "../lib/url_policy.ts";
-import { MAX_CAPTURE_DURATION_MS } from "../protocol/messages.ts";
 import { configSummary } from "../lib/config_summary.ts";
 
 // ---------- value parsers ----------
 
-const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === null) {
-    ctx.addIssue({
-      code: "custom",
-      message: `invalid duration ${JSON.stringify(v)}: use e.g. "10s", "1m30s", "500ms" or seconds`,
-    });
-    return z.NEVER;
-  }
-  if (ms > MAX_CAPTURE_DURATION_MS) {
-    // Timers fire at once above 2^31-1 ms; 7 days is far below and far above any real need.
-    ctx.addIssue({
-      code: "custom",
-      message: `duration ${JSON.stringify(v)} is longer than 7 days (the maximum)`,
-    });
-    return z.NEVER;
-  }
-  return ms;
-});
-
-const byteSize = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const bytes = parseByteSize(v);
-  if (bytes === null) {
-    ctx.addIssue({
-      code: "custom",
-      message: `invalid size ${JSON.stringify(v)}: use bytes or e.g. "512MiB", "1GB"`,
-    });
-    return z.NEVER;
-  }
-  return bytes;
-});
-
-const path = z.string().min(1, "must be a non-empty file path");
+const duration = durationMs;
+const path = filePath;
 const port = z.number().int().min(1).max(65535);
 const positiveInt = z.number().int().min(1);
 
