@@ -4,12 +4,12 @@
  * listen.address, listen.tls.allowed_names, limits{} and capture{}. Every problem becomes one
  * ConfigError naming the file, the key and the fix; an agent never serves without mTLS.
  */
-import { createPrivateKey, createPublicKey, type KeyObject, X509Certificate } from "node:crypto";
 import { z } from "zod";
 import { ConfigError, loadYamlConfig, readConfiguredFile } from "../lib/config_load.ts";
 import type { LogLevel } from "../lib/log.ts";
 import { filePath, positiveDurationMs } from "../lib/config_schema.ts";
 import { configSummary } from "../lib/config_summary.ts";
+import { checkCertificatePem, checkKeyPair } from "../lib/pem.ts";
 import type { BufferLimits } from "./backpressure.ts";
 
 const PosInt = z.number().int().positive();
@@ -134,17 +134,6 @@ export function toAgentConfig(file: string, raw: z.output<typeof AgentConfigSche
   };
 }
 
-function checkPem(file: string, key: string, path: string, text: string, what: RegExp): void {
-  if (!what.test(text)) {
-    throw new ConfigError(
-      file,
-      key,
-      `file ${path} holds no PEM ${key.endsWith("private_key") ? "private key" : "certificate"}; ` +
-        "point it at a PEM file",
-    );
-  }
-}
-
 /** Reads and cross-checks the certificate, key and CA files named by the config. */
 export async function loadAgentTls(config: AgentConfig): Promise<AgentTls> {
   const { file } = config;
@@ -152,46 +141,13 @@ export async function loadAgentTls(config: AgentConfig): Promise<AgentTls> {
   const cert = await readConfiguredFile(file, "listen.tls.certificate", p.certificate);
   const key = await readConfiguredFile(file, "listen.tls.private_key", p.privateKey);
   const ca = await readConfiguredFile(file, "listen.tls.client_cas", p.clientCas);
-  checkPem(file, "listen.tls.certificate", p.certificate, cert, /-----BEGIN CERTIFICATE-----/);
-  checkPem(file, "listen.tls.private_key", p.privateKey, key, /-----BEGIN [A-Z ]*PRIVATE KEY-----/);
-  checkPem(file, "listen.tls.client_cas", p.clientCas, ca, /-----BEGIN CERTIFICATE-----/);
-  for (
-    const [k, path, text] of [["certificate", p.certificate, cert], ["client_cas", p.clientCas, ca]]
-  ) {
-    try {
-      new X509Certificate(text);
-    } catch (e) {
-      throw new ConfigError(
-        file,
-        `listen.tls.${k}`,
-        `file ${path} is not a valid certificate (${(e as Error).message}); check its content`,
-      );
-    }
-  }
-  // Deno's createSecureContext does not check that key and certificate belong together.
-  let matches = false;
-  try {
-    const der = (k: KeyObject) => k.export({ type: "spki", format: "der" }).toString("hex");
-    matches =
-      der(createPublicKey(createPrivateKey(key))) === der(new X509Certificate(cert).publicKey);
-  } catch (e) {
-    // The message of a parse failure does not contain key material.
-    throw new ConfigError(
-      file,
-      "listen.tls.private_key",
-      `file ${p.privateKey} is not a usable private key (${
-        (e as Error).message
-      }); check its content`,
-    );
-  }
-  if (!matches) {
-    throw new ConfigError(
-      file,
-      "listen.tls.private_key",
-      `file ${p.privateKey} does not belong to the certificate ${p.certificate}; ` +
-        "configure the key that belongs to the certificate",
-    );
-  }
+  checkCertificatePem(file, "listen.tls.certificate", p.certificate, cert);
+  checkCertificatePem(file, "listen.tls.client_cas", p.clientCas, ca);
+  checkKeyPair(
+    file,
+    { key: "listen.tls.certificate", path: p.certificate, pem: cert },
+    { key: "listen.tls.private_key", path: p.privateKey, pem: key },
+  );
   return { cert, key, ca };
 }
 

@@ -10,6 +10,7 @@ import type { LogLevel } from "../lib/log.ts";
 import { byteSize, durationMs, filePath } from "../lib/config_schema.ts";
 import { cleartextProblem } from "../lib/url_policy.ts";
 import { configSummary } from "../lib/config_summary.ts";
+import { checkCertificatePem, checkKeyPair } from "../lib/pem.ts";
 
 // ---------- value parsers ----------
 
@@ -196,15 +197,24 @@ class PemLoader {
   readonly errors: ConfigError[] = [];
   constructor(private readonly file: string) {}
 
+  /** Checks that the key belongs to the certificate, unless either failed to load. */
+  pair(certKey: string, cert: PemFile, keyKey: string, key: PemFile): void {
+    if (!cert.pem || !key.pem) return;
+    try {
+      checkKeyPair(this.file, { key: certKey, ...cert }, { key: keyKey, ...key });
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      this.errors.push(e);
+    }
+  }
+
   async load(key: string, path: string): Promise<PemFile>;
   async load(key: string, path: string | undefined): Promise<PemFile | undefined>;
   async load(key: string, path: string | undefined): Promise<PemFile | undefined> {
     if (path === undefined) return undefined;
     try {
       const pem = await readConfiguredFile(this.file, key, path);
-      if (!pem.includes("-----BEGIN ")) {
-        throw new ConfigError(this.file, key, `file ${path} holds no PEM block; check the path`);
-      }
+      if (!key.endsWith("private_key")) checkCertificatePem(this.file, key, path, pem);
       return { path, pem };
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
@@ -277,6 +287,20 @@ async function resolve(file: string, raw: RawApiConfig): Promise<ApiConfig> {
       agentConnectMs: raw.timeouts.agent_connect,
     },
   };
+  if (cfg.listen.tls) {
+    pem.pair(
+      "listen.tls.certificate",
+      cfg.listen.tls.certificate,
+      "listen.tls.private_key",
+      cfg.listen.tls.privateKey,
+    );
+  }
+  pem.pair(
+    "agents_mtls.certificate",
+    cfg.agentsMtls.certificate,
+    "agents_mtls.private_key",
+    cfg.agentsMtls.privateKey,
+  );
   const errors = [...pem.errors];
   if (cfg.audit.enabled && cfg.audit.file) {
     const e = await checkAuditDir(file, cfg.audit.file);

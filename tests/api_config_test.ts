@@ -383,3 +383,43 @@ Deno.test("pcap api --check-config prints the summary (exit 0) or the errors (ex
     assertStringIncludes(ko.stderr, `pcap api: invalid configuration: ${bad}: key "colour"`);
   });
 });
+
+Deno.test("api config: PEM files are checked like the agent's (X.509, key match)", async () => {
+  await withFixture(async (f) => {
+    await Deno.mkdir(`${f.dir}/other`);
+    const other = await (await Pki.create(`${f.dir}/other`)).issue("other", { client: true });
+    await loadFails(
+      await f.write((c) => (c.agents_mtls.private_key = other.keyPath)),
+      'key "agents_mtls.private_key"',
+      "does not belong to the certificate",
+    );
+    await loadFails(
+      await f.write((
+        c,
+      ) => (c.listen = { tls: { certificate: f.cert, private_key: other.keyPath } })),
+      'key "listen.tls.private_key"',
+      "key that belongs",
+    );
+    // A private key where a certificate belongs, and a garbled certificate.
+    await loadFails(
+      await f.write((c) => (c.agents_mtls.ca = f.key)),
+      'key "agents_mtls.ca"',
+      "holds no PEM block",
+    );
+    const garbled = `${f.dir}/garbled.pem`;
+    await Deno.writeTextFile(
+      garbled,
+      "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    await loadFails(
+      await f.write((c) => (c.bosh.tls = { ca: garbled })),
+      'key "bosh.tls.ca"',
+      "is not a valid certificate",
+    );
+    await loadFails(
+      await f.write((c) => (c.agents_mtls.private_key = `${f.dir}/absent.pem`)),
+      'key "agents_mtls.private_key"',
+      "does not exist",
+    );
+  });
+});
