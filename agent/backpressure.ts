@@ -4,15 +4,9 @@
  * are discarded until the queue has fallen to `lowerLimit`; then sending resumes and the episode's
  * counts are reported. Status and stats frames are never subject to this. Pure, no I/O.
  */
+import { type BufferLimits, Hysteresis } from "../lib/hysteresis.ts";
 
-export interface BufferLimits {
-  /** Nominal queue size (frames); upperLimit ≤ size. */
-  size: number;
-  /** Start discarding when this many packet frames are queued. */
-  upperLimit: number;
-  /** Resume sending when the queue has drained to this many. */
-  lowerLimit: number;
-}
+export type { BufferLimits };
 
 export interface CongestionCounts {
   /** Packets discarded in this episode. */
@@ -34,21 +28,18 @@ export interface OfferResult {
 }
 
 export class Backpressure {
-  #congested = false;
   #episode: CongestionCounts = { packets: 0, batches: 0, bytes: 0 };
   #total: CongestionCounts = { packets: 0, batches: 0, bytes: 0 };
   #episodes = 0;
 
+  readonly #hysteresis: Hysteresis;
+
   constructor(readonly limits: BufferLimits) {
-    if (!(limits.lowerLimit < limits.upperLimit && limits.upperLimit <= limits.size)) {
-      throw new RangeError(
-        `buffer limits need lower < upper <= size, got ${limits.lowerLimit}/${limits.upperLimit}/${limits.size}`,
-      );
-    }
+    this.#hysteresis = new Hysteresis(limits);
   }
 
   get congested(): boolean {
-    return this.#congested;
+    return this.#hysteresis.congested;
   }
 
   /** Everything discarded since the start. */
@@ -72,7 +63,7 @@ export class Backpressure {
    */
   offer(queued: number, packets: number, bytes: number): OfferResult {
     const transition = this.observe(queued) ?? undefined;
-    if (!this.#congested) return { accept: true, transition };
+    if (!this.congested) return { accept: true, transition };
     this.#episode.packets += packets;
     this.#episode.batches += 1;
     this.#episode.bytes += bytes;
@@ -84,14 +75,13 @@ export class Backpressure {
 
   /** Applies the hysteresis to the current queue length (also call it when the queue shrinks). */
   observe(queued: number): Transition | null {
-    if (!this.#congested && queued >= this.limits.upperLimit) {
-      this.#congested = true;
+    const change = this.#hysteresis.observe(queued);
+    if (change === "congested") {
       this.#episodes++;
       this.#episode = { packets: 0, batches: 0, bytes: 0 };
       return { kind: "congested", queued };
     }
-    if (this.#congested && queued <= this.limits.lowerLimit) {
-      this.#congested = false;
+    if (change === "cleared") {
       const counts = this.#episode;
       this.#episode = { packets: 0, batches: 0, bytes: 0 };
       return { kind: "cleared", queued, counts };

@@ -4,34 +4,16 @@
  * listen.address, listen.tls.allowed_names, limits{} and capture{}. Every problem becomes one
  * ConfigError naming the file, the key and the fix; an agent never serves without mTLS.
  */
-import { createPrivateKey, createPublicKey, type KeyObject, X509Certificate } from "node:crypto";
 import { z } from "zod";
 import { ConfigError, loadYamlConfig, readConfiguredFile } from "../lib/config_load.ts";
 import type { LogLevel } from "../lib/log.ts";
-import { parseDuration } from "../lib/units.ts";
-import { MAX_CAPTURE_DURATION_MS } from "../protocol/messages.ts";
+import { filePath, positiveDurationMs } from "../lib/config_schema.ts";
+import { configSummary } from "../lib/config_summary.ts";
+import { checkCertificatePem, checkKeyPair } from "../lib/pem.ts";
 import type { BufferLimits } from "./backpressure.ts";
 
-const Duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === null || ms <= 0) {
-    ctx.addIssue({
-      code: "custom",
-      message:
-        `"${v}" is not a duration; use seconds (e.g. 3600) or a string like "90s", "5m", "1h"`,
-    });
-    return z.NEVER;
-  }
-  if (ms > MAX_CAPTURE_DURATION_MS) {
-    // Timers fire at once above 2^31-1 ms, which would end every capture immediately.
-    ctx.addIssue({ code: "custom", message: `"${v}" is longer than the maximum of 7 days` });
-    return z.NEVER;
-  }
-  return ms;
-});
-
 const PosInt = z.number().int().positive();
-const Path = z.string().min(1, "must be a file path");
+const Path = filePath;
 
 const TlsSchema = z.strictObject({
   /** pcap-api style switch; only `true` is accepted because the agent always requires mTLS. */
@@ -62,7 +44,7 @@ export const AgentConfigSchema = z.strictObject({
   }),
   limits: z.strictObject({
     concurrent_captures: PosInt.default(2),
-    max_duration: Duration.default(3_600_000),
+    max_duration: positiveDurationMs.default(3_600_000),
   }).default({ concurrent_captures: 2, max_duration: 3_600_000 }),
   capture: z.strictObject({
     /** Kernel capture buffer in bytes (pcap_set_buffer_size). */
@@ -152,17 +134,6 @@ export function toAgentConfig(file: string, raw: z.output<typeof AgentConfigSche
   };
 }
 
-function checkPem(file: string, key: string, path: string, text: string, what: RegExp): void {
-  if (!what.test(text)) {
-    throw new ConfigError(
-      file,
-      key,
-      `file ${path} holds no PEM ${key.endsWith("private_key") ? "private key" : "certificate"}; ` +
-        "point it at a PEM file",
-    );
-  }
-}
-
 /** Reads and cross-checks the certificate, key and CA files named by the config. */
 export async function loadAgentTls(config: AgentConfig): Promise<AgentTls> {
   const { file } = config;
@@ -170,46 +141,13 @@ export async function loadAgentTls(config: AgentConfig): Promise<AgentTls> {
   const cert = await readConfiguredFile(file, "listen.tls.certificate", p.certificate);
   const key = await readConfiguredFile(file, "listen.tls.private_key", p.privateKey);
   const ca = await readConfiguredFile(file, "listen.tls.client_cas", p.clientCas);
-  checkPem(file, "listen.tls.certificate", p.certificate, cert, /-----BEGIN CERTIFICATE-----/);
-  checkPem(file, "listen.tls.private_key", p.privateKey, key, /-----BEGIN [A-Z ]*PRIVATE KEY-----/);
-  checkPem(file, "listen.tls.client_cas", p.clientCas, ca, /-----BEGIN CERTIFICATE-----/);
-  for (
-    const [k, path, text] of [["certificate", p.certificate, cert], ["client_cas", p.clientCas, ca]]
-  ) {
-    try {
-      new X509Certificate(text);
-    } catch (e) {
-      throw new ConfigError(
-        file,
-        `listen.tls.${k}`,
-        `file ${path} is not a valid certificate (${(e as Error).message}); check its content`,
-      );
-    }
-  }
-  // Deno's createSecureContext does not check that key and certificate belong together.
-  let matches = false;
-  try {
-    const der = (k: KeyObject) => k.export({ type: "spki", format: "der" }).toString("hex");
-    matches =
-      der(createPublicKey(createPrivateKey(key))) === der(new X509Certificate(cert).publicKey);
-  } catch (e) {
-    // The message of a parse failure does not contain key material.
-    throw new ConfigError(
-      file,
-      "listen.tls.private_key",
-      `file ${p.privateKey} is not a usable private key (${
-        (e as Error).message
-      }); check its content`,
-    );
-  }
-  if (!matches) {
-    throw new ConfigError(
-      file,
-      "listen.tls.private_key",
-      `file ${p.privateKey} does not belong to the certificate ${p.certificate}; ` +
-        "configure the key that belongs to the certificate",
-    );
-  }
+  checkCertificatePem(file, "listen.tls.certificate", p.certificate, cert);
+  checkCertificatePem(file, "listen.tls.client_cas", p.clientCas, ca);
+  checkKeyPair(
+    file,
+    { key: "listen.tls.certificate", path: p.certificate, pem: cert },
+    { key: "listen.tls.private_key", path: p.privateKey, pem: key },
+  );
   return { cert, key, ca };
 }
 
@@ -228,15 +166,20 @@ export function describeAgentConfig(c: AgentConfig): string {
   const names = c.listen.allowedNames.length
     ? c.listen.allowedNames.join(", ")
     : "any certificate from client_cas";
-  return [
-    `config OK: ${c.file}`,
-    `  id: ${c.id}`,
-    `  listen: https://${c.listen.address}:${c.listen.port} (mTLS, clients: ${names})`,
-    `  certificate: ${c.listen.paths.certificate}, client CAs: ${c.listen.paths.clientCas}`,
-    `  buffer: size ${c.buffer.size}, discard above ${c.buffer.upperLimit} until ${c.buffer.lowerLimit}`,
-    `  limits: ${c.limits.concurrentCaptures} concurrent captures, max duration ${
-      c.limits.maxDurationMs / 1000
-    } s`,
-    `  log_level: ${c.logLevel}`,
-  ].join("\n");
+  return configSummary(c.file, [
+    ["id", c.id],
+    ["listen", `https://${c.listen.address}:${c.listen.port} (mTLS, clients: ${names})`],
+    ["certificate", `${c.listen.paths.certificate}, client CAs: ${c.listen.paths.clientCas}`],
+    [
+      "buffer",
+      `size ${c.buffer.size}, discard above ${c.buffer.upperLimit} until ${c.buffer.lowerLimit}`,
+    ],
+    [
+      "limits",
+      `${c.limits.concurrentCaptures} concurrent captures, max duration ${
+        c.limits.maxDurationMs / 1000
+      } s`,
+    ],
+    ["log_level", c.logLevel],
+  ]);
 }

@@ -55,27 +55,9 @@ export function agentConfig(
   }, extra);
 }
 
-/**
- * argv (after `deno`) that runs a mode of the product: `main.ts <mode>` once main.ts dispatches
- * it, else the mode's own entry file while the lead has not wired it yet.
- */
-export function modeCommand(mode: "agent" | "api"): string[] | null {
-  let main = "";
-  try {
-    main = Deno.readTextFileSync(`${REPO_ROOT}/main.ts`);
-  } catch {
-    return null;
-  }
-  const entry = mode === "agent" ? "agent/agent_main.ts" : "server/api_main.ts";
-  if (new RegExp(`\\b${mode}\\b\\s*:`).test(main) || main.includes(entry.split("/")[1])) {
-    return ["run", "-A", `${REPO_ROOT}/main.ts`, mode];
-  }
-  try {
-    Deno.statSync(`${REPO_ROOT}/${entry}`);
-    return ["run", "-A", `${REPO_ROOT}/${entry}`];
-  } catch {
-    return null;
-  }
+/** argv (after `deno`) that runs a mode of the product through the `pcap` entry point. */
+export function modeCommand(mode: "agent" | "api"): string[] {
+  return ["run", "-A", `${REPO_ROOT}/main.ts`, mode];
 }
 
 export interface WaitHealthyOptions {
@@ -204,12 +186,6 @@ export class LabAgents {
   spawn(vm: AgentVm, cert: CertPair): Running {
     if (this.#running.has(vm.id)) throw new Error(`agent of ${vm.group}/${vm.index} is running`);
     const argv = modeCommand("agent");
-    if (!argv) {
-      throw new Error(
-        `cannot start agents: ${REPO_ROOT}/main.ts has no agent mode and agent/agent_main.ts ` +
-          "is missing; build the agent first or start the lab with agents: false",
-      );
-    }
     this.#certs.set(vm.id, cert);
     const name = LabAgents.logName(vm);
     const configPath = `${this.#deps.dir}/${name}.yml`;

@@ -65,7 +65,6 @@ export async function spawnLabApi(
   onSpawn: (p: LoggedProcess) => void,
 ): Promise<string> {
   const argv = modeCommand("api");
-  if (!argv) throw new Error(`cannot start the api: ${REPO_ROOT}/main.ts has no api mode yet`);
   const listen = o.config.listen as Json;
   const configPath = `${o.dir}/api.yml`;
   await Deno.writeTextFile(configPath, stringify(o.config));

@@ -30,3 +30,10 @@ export async function readTextLimited(
   }
   return new TextDecoder().decode(all);
 }
+
+/** A Response body as text; throws past `max` bytes so a broken peer cannot exhaust memory. */
+export async function readLimited(res: Response, max: number): Promise<string> {
+  const text = await readTextLimited(res.body, max);
+  if (text === null) throw new Error(`response exceeds the ${max}-byte limit`);
+  return text;
+}

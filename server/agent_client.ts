@@ -13,7 +13,7 @@ import {
 } from "../protocol/frame_codec.ts";
 import type { AgentStartRequest } from "../protocol/messages.ts";
 import { readHello } from "../protocol/hello.ts";
-import { readLimited } from "./director_client.ts";
+import { readLimited } from "../lib/read_limited.ts";
 import { createTlsFetch, type TlsFetch } from "./tls_fetch.ts";
 
 export interface AgentTlsOptions {

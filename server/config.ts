@@ -7,45 +7,15 @@
 import { z } from "zod";
 import { ConfigError, loadYamlConfig, readConfiguredFile } from "../lib/config_load.ts";
 import type { LogLevel } from "../lib/log.ts";
-import { parseByteSize, parseDuration } from "../lib/units.ts";
+import { byteSize, durationMs, filePath } from "../lib/config_schema.ts";
 import { cleartextProblem } from "../lib/url_policy.ts";
-import { MAX_CAPTURE_DURATION_MS } from "../protocol/messages.ts";
+import { configSummary } from "../lib/config_summary.ts";
+import { checkCertificatePem, checkKeyPair } from "../lib/pem.ts";
 
 // ---------- value parsers ----------
 
-const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === null) {
-    ctx.addIssue({
-      code: "custom",
-      message: `invalid duration ${JSON.stringify(v)}: use e.g. "10s", "1m30s", "500ms" or seconds`,
-    });
-    return z.NEVER;
-  }
-  if (ms > MAX_CAPTURE_DURATION_MS) {
-    // Timers fire at once above 2^31-1 ms; 7 days is far below and far above any real need.
-    ctx.addIssue({
-      code: "custom",
-      message: `duration ${JSON.stringify(v)} is longer than 7 days (the maximum)`,
-    });
-    return z.NEVER;
-  }
-  return ms;
-});
-
-const byteSize = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const bytes = parseByteSize(v);
-  if (bytes === null) {
-    ctx.addIssue({
-      code: "custom",
-      message: `invalid size ${JSON.stringify(v)}: use bytes or e.g. "512MiB", "1GB"`,
-    });
-    return z.NEVER;
-  }
-  return bytes;
-});
-
-const path = z.string().min(1, "must be a non-empty file path");
+const duration = durationMs;
+const path = filePath;
 const port = z.number().int().min(1).max(65535);
 const positiveInt = z.number().int().min(1);
 
@@ -227,15 +197,24 @@ class PemLoader {
   readonly errors: ConfigError[] = [];
   constructor(private readonly file: string) {}
 
+  /** Checks that the key belongs to the certificate, unless either failed to load. */
+  pair(certKey: string, cert: PemFile, keyKey: string, key: PemFile): void {
+    if (!cert.pem || !key.pem) return;
+    try {
+      checkKeyPair(this.file, { key: certKey, ...cert }, { key: keyKey, ...key });
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      this.errors.push(e);
+    }
+  }
+
   async load(key: string, path: string): Promise<PemFile>;
   async load(key: string, path: string | undefined): Promise<PemFile | undefined>;
   async load(key: string, path: string | undefined): Promise<PemFile | undefined> {
     if (path === undefined) return undefined;
     try {
       const pem = await readConfiguredFile(this.file, key, path);
-      if (!pem.includes("-----BEGIN ")) {
-        throw new ConfigError(this.file, key, `file ${path} holds no PEM block; check the path`);
-      }
+      if (!key.endsWith("private_key")) checkCertificatePem(this.file, key, path, pem);
       return { path, pem };
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
@@ -308,6 +287,20 @@ async function resolve(file: string, raw: RawApiConfig): Promise<ApiConfig> {
       agentConnectMs: raw.timeouts.agent_connect,
     },
   };
+  if (cfg.listen.tls) {
+    pem.pair(
+      "listen.tls.certificate",
+      cfg.listen.tls.certificate,
+      "listen.tls.private_key",
+      cfg.listen.tls.privateKey,
+    );
+  }
+  pem.pair(
+    "agents_mtls.certificate",
+    cfg.agentsMtls.certificate,
+    "agents_mtls.private_key",
+    cfg.agentsMtls.privateKey,
+  );
   const errors = [...pem.errors];
   if (cfg.audit.enabled && cfg.audit.file) {
     const e = await checkAuditDir(file, cfg.audit.file);
@@ -348,4 +341,36 @@ export async function checkApiConfig(path: string): Promise<CheckResult> {
     if (e instanceof ConfigError) return { ok: false, errors: [e.message] };
     throw e;
   }
+}
+
+/** Summary for `--check-config`, in the agent's style; paths only, no key material. */
+export function describeApiConfig(c: ApiConfig): string {
+  const unlimited = (n: number, unit: string) => (n === 0 ? "unlimited" : `${n}${unit}`);
+  return configSummary(c.file, [
+    ["id", c.id],
+    [
+      "listen",
+      `${c.listen.tls ? "https" : "http"}://${c.listen.address}:${c.listen.port}` +
+      (c.listen.tls ? ` (certificate: ${c.listen.tls.certificate.path})` : ""),
+    ],
+    [
+      "bosh",
+      `${c.bosh.directorUrl} (agents on port ${c.bosh.agentPort}, scope ${c.bosh.tokenScope})`,
+    ],
+    ["agents_mtls", `certificate: ${c.agentsMtls.certificate.path}, CA: ${c.agentsMtls.ca.path}`],
+    [
+      "buffer",
+      `size ${c.buffer.size}, discard above ${c.buffer.upperLimit} until ${c.buffer.lowerLimit}`,
+    ],
+    [
+      "limits",
+      `${c.concurrentCaptures} concurrent captures (${c.limits.perUserConcurrentCaptures} per user), ` +
+      `${c.limits.maxTargets} targets, max duration ${
+        unlimited(c.limits.maxDurationMs / 1000, " s")
+      }, max bytes ${unlimited(c.limits.maxBytes, "")}`,
+    ],
+    ["drain_timeout", `${c.drainTimeoutMs / 1000} s`],
+    ["audit", c.audit.enabled ? (c.audit.file ?? "log stream") : "disabled"],
+    ["log_level", c.logLevel],
+  ]);
 }

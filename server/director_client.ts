@@ -9,7 +9,7 @@ import { ApiError } from "./limits.ts";
 import { deploymentNameProblem } from "../protocol/messages.ts";
 import { cleartextProblem } from "../lib/url_policy.ts";
 import { createTlsFetch, type TlsFetch, type TlsRequestInit } from "./tls_fetch.ts";
-import { readTextLimited } from "../lib/read_limited.ts";
+import { readLimited } from "../lib/read_limited.ts";
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
@@ -234,13 +234,6 @@ function connectionText(base: string, e: unknown, timeoutMs: number): string {
   }
   return `cannot reach the Director at ${base}: ${err?.message ?? String(e)}; ` +
     "check bosh.director_url, bosh.tls.ca and the network";
-}
-
-/** Reads the body as text, aborting past `max` bytes so a broken peer cannot exhaust memory. */
-export async function readLimited(res: Response, max: number): Promise<string> {
-  const text = await readTextLimited(res.body, max);
-  if (text === null) throw new Error(`response exceeds the ${max}-byte limit`);
-  return text;
 }
 
 export function describeZod(err: z.ZodError): string {

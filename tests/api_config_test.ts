@@ -352,3 +352,74 @@ Deno.test("api config: metrics.enabled false takes /metrics off the (public) rou
     }
   });
 });
+
+async function pcapApi(args: string[]) {
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", main, "api", ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("pcap api --check-config prints the summary (exit 0) or the errors (exit 1)", async () => {
+  await withFixture(async (f) => {
+    const good = await f.write((c) => (c.limits = { max_duration: "2h" }));
+    const ok = await pcapApi(["--check-config", good]);
+    assertEquals(ok.code, 0, ok.stderr);
+    const lines = ok.stdout.trim().split("\n");
+    assertEquals(lines[0], `config OK: ${good}`);
+    assertStringIncludes(ok.stdout, "  id: pcap-api/0\n");
+    assertStringIncludes(ok.stdout, "  listen: http://0.0.0.0:8080\n");
+    assertStringIncludes(ok.stdout, "  bosh: https://10.0.0.6:25555 (agents on port 9494");
+    assertStringIncludes(ok.stdout, "max duration 7200 s");
+    assert(!ok.stdout.includes("PRIVATE KEY"), "no key material in the summary");
+    const bad = await f.write((c) => (c.colour = "red"), "bad.yml");
+    const ko = await pcapApi(["--check-config", bad]);
+    assertEquals(ko.code, 1);
+    assertEquals(ko.stdout, "");
+    assertStringIncludes(ko.stderr, `pcap api: invalid configuration: ${bad}: key "colour"`);
+  });
+});
+
+Deno.test("api config: PEM files are checked like the agent's (X.509, key match)", async () => {
+  await withFixture(async (f) => {
+    await Deno.mkdir(`${f.dir}/other`);
+    const other = await (await Pki.create(`${f.dir}/other`)).issue("other", { client: true });
+    await loadFails(
+      await f.write((c) => (c.agents_mtls.private_key = other.keyPath)),
+      'key "agents_mtls.private_key"',
+      "does not belong to the certificate",
+    );
+    await loadFails(
+      await f.write((
+        c,
+      ) => (c.listen = { tls: { certificate: f.cert, private_key: other.keyPath } })),
+      'key "listen.tls.private_key"',
+      "key that belongs",
+    );
+    // A private key where a certificate belongs, and a garbled certificate.
+    await loadFails(
+      await f.write((c) => (c.agents_mtls.ca = f.key)),
+      'key "agents_mtls.ca"',
+      "holds no PEM block",
+    );
+    const garbled = `${f.dir}/garbled.pem`;
+    await Deno.writeTextFile(
+      garbled,
+      "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    await loadFails(
+      await f.write((c) => (c.bosh.tls = { ca: garbled })),
+      'key "bosh.tls.ca"',
+      "is not a valid certificate",
+    );
+    await loadFails(
+      await f.write((c) => (c.agents_mtls.private_key = `${f.dir}/absent.pem`)),
+      'key "agents_mtls.private_key"',
+      "does not exist",
+    );
+  });
+});

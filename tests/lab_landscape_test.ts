@@ -1,17 +1,12 @@
 import { isRoot, run } from "../lab/netns.ts";
 import { Landscape, vmSpecs, withLandscape } from "../lab/landscape.ts";
-import { agentConfig, mergeConfig, modeCommand } from "../lab/lab_agents.ts";
+import { agentConfig, mergeConfig } from "../lab/lab_agents.ts";
 import { readMarkers } from "../lab/traffic.ts";
 import { decodePayloadUnverified } from "../lab/token_mint.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "./support/assert.ts";
 
 const root = isRoot();
-const agentReady = modeCommand("agent") !== null;
-const WHY = !root
-  ? " (ignored: needs root for network namespaces)"
-  : !agentReady
-  ? " (ignored: no agent mode in main.ts and no agent/agent_main.ts yet)"
-  : "";
+const WHY = !root ? " (ignored: needs root for network namespaces)" : "";
 const quiet = () => {};
 
 async function labNamespaces(runId: string): Promise<string[]> {
@@ -198,9 +193,7 @@ Deno.test({
   },
 });
 
-Deno.test("landscape in loopback mode: agents on 127.0.0.1 with distinct ports", {
-  ignore: !agentReady,
-}, async () => {
+Deno.test("landscape in loopback mode: agents on 127.0.0.1 with distinct ports", async () => {
   const lines: string[] = [];
   await withLandscape(
     { groups: { router: 2 }, loopback: true, log: (l) => lines.push(l) },
@@ -216,11 +209,10 @@ Deno.test("landscape in loopback mode: agents on 127.0.0.1 with distinct ports",
   );
 });
 
-const apiReady = modeCommand("api") !== null;
 Deno.test({
   name: "landscape: startApi runs the api on a generated api.yml and waits for /health" +
-    (!root ? " (ignored: needs root)" : !apiReady ? " (ignored: no api mode yet)" : ""),
-  ignore: !root || !apiReady,
+    (!root ? " (ignored: needs root)" : ""),
+  ignore: !root,
   async fn() {
     let pids: number[] = [];
     const lab = await Landscape.start({ groups: { router: 1 }, agents: false, log: quiet });

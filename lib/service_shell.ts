@@ -1,0 +1,102 @@
+/**
+ * The service shell of `pcap agent` and `pcap api`: commander arguments (`--config FILE`,
+ * `--check-config FILE`, `--help`), the `--check-config` summary, config errors on stderr, and
+ * the signal wait before the service's own bounded drain. Exit codes: 0 ok, 1 invalid config or
+ * failed start, 2 usage error.
+ */
+import { Command, CommanderError } from "commander";
+import { ConfigError } from "./config_load.ts";
+
+export interface ServiceSpec<C> {
+  /** mode name: "agent" or "api" (prefix of every message: "pcap agent: …") */
+  name: string;
+  description: string;
+  /** extra help text (examples, signals) */
+  help: string;
+  /** loads and validates; throws ConfigError (or one with `errors: ConfigError[]`) */
+  load(file: string): Promise<C>;
+  /** the `--check-config` summary (lib/config_summary.ts) */
+  describe(config: C): string;
+  /**
+   * false: the signal listeners go once the first signal arrived, so a second one ends the
+   * process at once (the api's behaviour until its sessions can be aborted from here).
+   * Default true: a second signal is ignored while the bounded drain runs (the agent).
+   */
+  ignoreSecondSignal?: boolean;
+  /** serves until `stopped` resolves with a signal name, then drains; resolves with the exit code */
+  serve(config: C, stopped: Promise<Deno.Signal>): Promise<number>;
+}
+
+function configErrorLines(e: ConfigError): string[] {
+  const many = (e as ConfigError & { errors?: ConfigError[] }).errors;
+  return (many?.length ? many : [e]).map((x) => x.message);
+}
+
+/** Resolves with the first SIGTERM/SIGINT; listeners stay installed until `dispose`. */
+export function waitForSignal(): { stopped: Promise<Deno.Signal>; dispose(): void } {
+  const { promise, resolve } = Promise.withResolvers<Deno.Signal>();
+  const handlers = (["SIGTERM", "SIGINT"] as const).map((sig) =>
+    [sig, () => resolve(sig)] as const
+  );
+  for (const [sig, h] of handlers) Deno.addSignalListener(sig, h);
+  return {
+    stopped: promise,
+    dispose: () => {
+      for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+    },
+  };
+}
+
+/** Runs a service mode with `argv` (after the mode); resolves with the process exit code. */
+export async function runService<C>(spec: ServiceSpec<C>, argv: string[]): Promise<number> {
+  const prefix = `pcap ${spec.name}`;
+  const program = new Command(prefix)
+    .description(spec.description)
+    .option("--config <file>", `serve with this ${spec.name} YAML configuration`)
+    .option("--check-config <file>", "validate the configuration and exit")
+    .addHelpText("after", spec.help)
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => console.log(s.trimEnd()),
+      writeErr: (s) => console.error(s.trimEnd()),
+    });
+  try {
+    program.parse(argv, { from: "user" });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      return e.code === "commander.helpDisplayed" || e.code === "commander.help" ? 0 : 2;
+    }
+    throw e;
+  }
+  const opts = program.opts<{ config?: string; checkConfig?: string }>();
+  if (opts.config !== undefined && opts.checkConfig !== undefined) {
+    console.error(`${prefix}: give either --config or --check-config; see --help`);
+    return 2;
+  }
+  const file = opts.checkConfig ?? opts.config;
+  if (file === undefined) {
+    console.error(`${prefix}: --config FILE is required (or --check-config FILE); see --help`);
+    return 2;
+  }
+  let config: C;
+  try {
+    config = await spec.load(file);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    for (const line of configErrorLines(e)) {
+      console.error(`${prefix}: invalid configuration: ${line}`);
+    }
+    return 1;
+  }
+  if (opts.checkConfig !== undefined) {
+    console.log(spec.describe(config));
+    return 0;
+  }
+  const signals = waitForSignal();
+  if (spec.ignoreSecondSignal === false) signals.stopped.then(signals.dispose);
+  try {
+    return await spec.serve(config, signals.stopped);
+  } finally {
+    signals.dispose();
+  }
+}
