@@ -2,7 +2,7 @@
  * `pcap agent --config FILE` (serve) and `pcap agent --check-config FILE` (validate only).
  * SIGTERM/SIGINT drain running captures and exit within a bounded time.
  */
-import { runService } from "../lib/service_shell.ts";
+import { runService, type ServiceSignals } from "../lib/service_shell.ts";
 import { createLogger } from "../lib/log.ts";
 import { libpcapAvailable } from "../ffi/filter_check.ts";
 import { describeAgentConfig, loadAgentConfig } from "./config.ts";
@@ -31,7 +31,11 @@ export function runAgent(argv: string[]): Promise<number> {
 
 type LoadedAgentConfig = Awaited<ReturnType<typeof loadAgentConfig>>;
 
-async function serve(loaded: LoadedAgentConfig, stopped: Promise<Deno.Signal>): Promise<number> {
+// A second signal is ignored: the agent's drain is bounded by SHUTDOWN_TIMEOUT_MS already.
+async function serve(
+  loaded: LoadedAgentConfig,
+  { stopped }: ServiceSignals,
+): Promise<number> {
   const { config, tls } = loaded;
   const log = createLogger({ component: "agent", level: config.logLevel }, { agent_id: config.id });
   if (!libpcapAvailable()) {

@@ -18,13 +18,17 @@ export interface ServiceSpec<C> {
   /** the `--check-config` summary (lib/config_summary.ts) */
   describe(config: C): string;
   /**
-   * false: the signal listeners go once the first signal arrived, so a second one ends the
-   * process at once (the api's behaviour until its sessions can be aborted from here).
-   * Default true: a second signal is ignored while the bounded drain runs (the agent).
+   * Serves until `signals.stopped` resolves with a signal name, then drains; resolves with the
+   * exit code. `signals.again` resolves on a second signal during that drain: a service that can
+   * cut its drain short does so then; one that ignores it keeps its bounded drain.
    */
-  ignoreSecondSignal?: boolean;
-  /** serves until `stopped` resolves with a signal name, then drains; resolves with the exit code */
-  serve(config: C, stopped: Promise<Deno.Signal>): Promise<number>;
+  serve(config: C, signals: ServiceSignals): Promise<number>;
+}
+
+/** The signals a service sees: the first SIGTERM/SIGINT, and a second one while it drains. */
+export interface ServiceSignals {
+  stopped: Promise<Deno.Signal>;
+  again: Promise<Deno.Signal>;
 }
 
 function configErrorLines(e: ConfigError): string[] {
@@ -32,15 +36,21 @@ function configErrorLines(e: ConfigError): string[] {
   return (many?.length ? many : [e]).map((x) => x.message);
 }
 
-/** Resolves with the first SIGTERM/SIGINT; listeners stay installed until `dispose`. */
-export function waitForSignal(): { stopped: Promise<Deno.Signal>; dispose(): void } {
-  const { promise, resolve } = Promise.withResolvers<Deno.Signal>();
+/**
+ * Resolves `stopped` with the first SIGTERM/SIGINT and `again` with the second; the listeners
+ * stay installed until `dispose`, so no later signal can end the process mid-drain.
+ */
+export function waitForSignal(): ServiceSignals & { dispose(): void } {
+  const first = Promise.withResolvers<Deno.Signal>();
+  const second = Promise.withResolvers<Deno.Signal>();
+  let seen = 0;
   const handlers = (["SIGTERM", "SIGINT"] as const).map((sig) =>
-    [sig, () => resolve(sig)] as const
+    [sig, () => (seen++ === 0 ? first : second).resolve(sig)] as const
   );
   for (const [sig, h] of handlers) Deno.addSignalListener(sig, h);
   return {
-    stopped: promise,
+    stopped: first.promise,
+    again: second.promise,
     dispose: () => {
       for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
     },
@@ -93,9 +103,8 @@ export async function runService<C>(spec: ServiceSpec<C>, argv: string[]): Promi
     return 0;
   }
   const signals = waitForSignal();
-  if (spec.ignoreSecondSignal === false) signals.stopped.then(signals.dispose);
   try {
-    return await spec.serve(config, signals.stopped);
+    return await spec.serve(config, signals);
   } finally {
     signals.dispose();
   }

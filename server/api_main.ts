@@ -3,7 +3,7 @@
  * drain_timeout and exits 0); `--check-config FILE` validates and exits 0/1; `--help`.
  */
 import { type ApiConfig, describeApiConfig, loadApiConfig } from "./config.ts";
-import { runService } from "../lib/service_shell.ts";
+import { runService, type ServiceSignals } from "../lib/service_shell.ts";
 import { createLogger } from "../lib/log.ts";
 import { ApiServer } from "./app.ts";
 
@@ -25,12 +25,11 @@ export function runApi(argv: string[]): Promise<number> {
     help: HELP,
     load: loadApiConfig,
     describe: describeApiConfig,
-    ignoreSecondSignal: false,
     serve,
   }, argv);
 }
 
-async function serve(config: ApiConfig, stopped: Promise<Deno.Signal>): Promise<number> {
+async function serve(config: ApiConfig, { stopped, again }: ServiceSignals): Promise<number> {
   const log = createLogger({ component: "api", level: config.logLevel });
   let server: ApiServer;
   try {
@@ -41,6 +40,12 @@ async function serve(config: ApiConfig, stopped: Promise<Deno.Signal>): Promise<
   }
   const signal = await stopped;
   log.info("signal received; draining", { signal });
+  // An operator who signals again wants out now: cut the captures (each still writes its audit
+  // line and tells its client) instead of dying with their audit lines unwritten.
+  again.then((second) => {
+    log.warn("second signal while draining; aborting the remaining captures", { signal: second });
+    server.abortCaptures();
+  });
   await server.drain();
   return 0;
 }

@@ -266,6 +266,11 @@ export class ApiServer {
     await this.close();
   }
 
+  /** Cuts every running capture now (a second SIGTERM); each session still writes its audit. */
+  abortCaptures(): void {
+    for (const s of this.sessions) s.abort();
+  }
+
   /** Closes the listener and everything the api holds (after drain, or in tests). */
   async close(): Promise<void> {
     for (const s of this.sessions) s.abort();
