@@ -383,7 +383,7 @@ export class CaptureRun {
       });
     }
     if (this.#failure) {
-      this.io.writeErr(`pcap-bosh: capture failed: ${this.#failure}\n`);
+      this.io.writeErr(`pcap-bosh: capture failed: ${sanitize(this.#failure)}\n`);
       return 1;
     }
     if (this.#stoppedByUser && !this.#ended && !this.o.quiet) {

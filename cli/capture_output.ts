@@ -40,15 +40,16 @@ export function isStdout(path: string): boolean {
 
 /**
  * Checks the output path before anything is captured, so that a typo or an existing file costs
- * the operator nothing. Refuses an existing file unless `force`, a directory always, and a path
- * whose directory does not exist. Does not create or delete anything.
+ * the operator nothing. Refuses an existing file unless `force`, a directory, a symbolic link
+ * (a capture is never written through a link someone else may have planted) and a path whose
+ * directory does not exist. Does not create or delete anything.
  */
 export async function prepareOutput(path: string, force: boolean): Promise<void> {
   if (isStdout(path)) return;
   if (path === "") throw new OutputError("output file name is empty; pass -o FILE or -o -");
   let info: Deno.FileInfo | undefined;
   try {
-    info = await Deno.stat(path);
+    info = await Deno.lstat(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotADirectory) {
       throw new OutputError(`cannot write ${path}: ${dirname(path)} is not a directory`);
@@ -59,6 +60,12 @@ export async function prepareOutput(path: string, force: boolean): Promise<void>
   }
   if (info?.isDirectory) {
     throw new OutputError(`output path ${path} is a directory; pass a file name with -o`);
+  }
+  if (info?.isSymlink) {
+    throw new OutputError(
+      `output path ${path} is a symbolic link; pcap does not write through links: ` +
+        "pass the real file name with -o",
+    );
   }
   if (info && !force) {
     throw new OutputError(
@@ -75,6 +82,24 @@ export async function prepareOutput(path: string, force: boolean): Promise<void>
   if (!dirInfo.isDirectory) {
     throw new OutputError(`cannot write ${path}: ${dir} is not a directory`);
   }
+}
+
+/** -F: removes an existing regular file at `path` (never a link's target, never a directory). */
+async function removeRegularFile(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  if (!info.isFile) {
+    throw new OutputError(
+      `output path ${path} is not a regular file (a link, directory or device); ` +
+        "pass another file name with -o",
+    );
+  }
+  await Deno.remove(path);
 }
 
 function dirname(path: string): string {
@@ -130,16 +155,16 @@ export class BufferedOutput implements ByteSink {
     }
   }
 
-  /** Opens `path` (`-` = stdout). Refuses an existing file unless `force`. */
+  /**
+   * Opens `path` (`-` = stdout) as a new file readable by its owner only (0600, like dumpcap:
+   * captures hold other people's traffic). Refuses an existing file unless `force`, which
+   * replaces a regular file. Always created with O_EXCL, so a symbolic link is never followed.
+   */
   static async open(path: string, opts: BufferedOutputOptions = {}): Promise<BufferedOutput> {
     if (isStdout(path)) return new BufferedOutput(path, Deno.stdout, false, opts);
     try {
-      const file = await Deno.open(path, {
-        write: true,
-        createNew: !opts.force,
-        create: !!opts.force,
-        truncate: !!opts.force,
-      });
+      if (opts.force) await removeRegularFile(path);
+      const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
       return new BufferedOutput(path, file, true, opts);
     } catch (e) {
       if (e instanceof Deno.errors.AlreadyExists) {

@@ -160,6 +160,46 @@ Deno.test("output: prepareOutput refuses existing files, directories and missing
   }
 });
 
+Deno.test("output: files are created 0600 and never written through a symbolic link", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pcap_test" });
+  try {
+    const file = `${dir}/capture.pcapng`;
+    const out = await BufferedOutput.open(file, { flushIntervalMs: 0 });
+    out.write(enc.encode("x"));
+    out.close();
+    assertEquals((await Deno.stat(file)).mode! & 0o777, 0o600);
+    // -F replaces a 0644 file with a fresh 0600 one
+    const old = `${dir}/old.pcapng`;
+    await Deno.writeTextFile(old, "old", { mode: 0o644 });
+    await Deno.chmod(old, 0o644);
+    const again = await BufferedOutput.open(old, { force: true, flushIntervalMs: 0 });
+    again.close();
+    assertEquals((await Deno.stat(old)).mode! & 0o777, 0o600);
+    // a planted link: refused up front, and -F neither follows nor replaces it
+    const target = `${dir}/victim`;
+    await Deno.writeTextFile(target, "precious");
+    const link = `${dir}/link.pcapng`;
+    await Deno.symlink(target, link);
+    await assertRejects(() => prepareOutput(link, false), OutputError, "symbolic link");
+    await assertRejects(() => prepareOutput(link, true), OutputError, "symbolic link");
+    await assertRejects(
+      () => BufferedOutput.open(link, { force: true }),
+      OutputError,
+      "not a regular file",
+    );
+    await assertRejects(() => BufferedOutput.open(link), OutputError, "already exists");
+    assertEquals(await Deno.readTextFile(target), "precious");
+    assertEquals((await Deno.lstat(link)).isSymlink, true);
+    // a dangling link is not followed either (O_EXCL)
+    const dangling = `${dir}/dangling.pcapng`;
+    await Deno.symlink(`${dir}/nowhere`, dangling);
+    await assertRejects(() => BufferedOutput.open(dangling), OutputError, "already exists");
+    await assertRejects(() => Deno.lstat(`${dir}/nowhere`), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("output: timer flush makes the file readable while the capture is still open", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pcap_test" });
   const path = `${dir}/live.pcap`;
