@@ -11,7 +11,13 @@
  * Tokens never appear in errors.
  */
 import { decodeJwt } from "jose";
-import { BoshConfig, BoshConfigError, normalizeDirectorUrl } from "./bosh_config.ts";
+import {
+  BoshConfig,
+  BoshConfigError,
+  type BoshEnvironment,
+  normalizeDirectorUrl,
+} from "./bosh_config.ts";
+import { withFileLock } from "./file_lock.ts";
 
 export type FetchFn = (input: string | URL, init?: RequestInit) => Promise<Response>;
 
@@ -241,6 +247,24 @@ function authorization(type: string, token: string): string {
   return `${type.toLowerCase() === "bearer" ? "Bearer" : type} ${token}`;
 }
 
+/** The stored token of `env` when it is good for more than the margin, else undefined. */
+function storedAuth(
+  env: BoshEnvironment,
+  directorUrl: string,
+  caCert: string | undefined,
+  nowSec: number,
+  marginSec = 60,
+): BoshAuth | undefined {
+  if (!env.accessToken || needsRefresh(env.accessToken, nowSec, marginSec)) return undefined;
+  return {
+    directorUrl,
+    caCert,
+    accessToken: env.accessToken,
+    authorization: authorization(env.accessTokenType ?? "bearer", env.accessToken),
+    source: "config",
+  };
+}
+
 /** Finds a usable BOSH token: stored, refreshed (and saved), or by client credentials. */
 export async function boshAuth(o: BoshAuthOptions): Promise<BoshAuth> {
   const nowSec = o.nowSec ?? Math.floor(Date.now() / 1000);
@@ -292,40 +316,40 @@ export async function boshAuth(o: BoshAuthOptions): Promise<BoshAuth> {
       };
     }
 
-    const env = selected!;
-    const where = env.alias ?? env.url;
-    if (env.accessToken && !needsRefresh(env.accessToken, nowSec, o.marginSec ?? 60)) {
+    const stored = storedAuth(selected!, directorUrl, caCert, nowSec, o.marginSec);
+    if (stored) return stored;
+    // Refresh under the config's lock, re-reading it first: another pcap client may have
+    // refreshed while this one waited, and a rotated refresh token works only once.
+    return await withFileLock(o.configPath, async () => {
+      const current = await BoshConfig.load(o.configPath);
+      const env = current.select(o.environment);
+      const already = storedAuth(env, directorUrl, caCert, nowSec, o.marginSec);
+      if (already) return already;
+      const where = env.alias ?? env.url;
+      if (!env.refreshToken) {
+        throw new AuthError(
+          `not logged in to BOSH environment ${where} (no refresh token in ${o.configPath}); ` +
+            `run "bosh -e ${where} log-in"`,
+          true,
+        );
+      }
+      const t = await refreshAccessToken(await uaa(), env.refreshToken, trusting.fetch, {
+        timeoutMs,
+      });
+      current.setTokens(env.index, {
+        accessToken: t.accessToken,
+        accessTokenType: t.tokenType,
+        refreshToken: t.refreshToken,
+      });
+      await current.save();
       return {
         directorUrl,
         caCert,
-        accessToken: env.accessToken,
-        authorization: authorization(env.accessTokenType ?? "bearer", env.accessToken),
-        source: "config",
+        accessToken: t.accessToken,
+        authorization: authorization(t.tokenType, t.accessToken),
+        source: "refreshed" as const,
       };
-    }
-    if (!env.refreshToken) {
-      throw new AuthError(
-        `not logged in to BOSH environment ${where} (no refresh token in ${o.configPath}); ` +
-          `run "bosh -e ${where} log-in"`,
-        true,
-      );
-    }
-    const t = await refreshAccessToken(await uaa(), env.refreshToken, trusting.fetch, {
-      timeoutMs,
     });
-    config!.setTokens(env.index, {
-      accessToken: t.accessToken,
-      accessTokenType: t.tokenType,
-      refreshToken: t.refreshToken,
-    });
-    await config!.save();
-    return {
-      directorUrl,
-      caCert,
-      accessToken: t.accessToken,
-      authorization: authorization(t.tokenType, t.accessToken),
-      source: "refreshed",
-    };
   } finally {
     trusting.close();
   }

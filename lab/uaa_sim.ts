@@ -78,6 +78,8 @@ export class UaaSim extends SimService {
   };
   users: UaaUser[];
   clients: UaaClient[];
+  /** like UAA's refresh-token rotation: a refresh token is good for one refresh only */
+  rotateRefreshTokens = false;
 
   private constructor(private readonly cfg: UaaSimConfig) {
     super();
@@ -281,6 +283,7 @@ export class UaaSim extends SimService {
       }
       const user = this.users.find((u) => u.username === payload.user_name);
       if (!user) throw new Error("user no longer exists");
+      if (this.rotateRefreshTokens) this.refreshTokens.delete(String(payload.jti));
       return this.issue(client, grant, this.userScopes(client, user), user.username, true);
     } catch (e) {
       const why = e instanceof Error && e.name === "JWTExpired" ? "expired" : "invalid";

@@ -260,6 +260,40 @@ Deno.test("auth: an expired token is refreshed through the Director's UAA over T
   });
 });
 
+Deno.test("auth: two clients refreshing one config at once take turns; a symlink stays a link", async () => {
+  await withLab(async ({ dir, uaa, director, configPath, pki, refresh }) => {
+    // UAA rotating refresh tokens: without the lock the second refresh would spend a dead one
+    uaa.rotateRefreshTokens = true;
+    const expired = await uaa.mintExpired();
+    const real = `${dir}/real-config`;
+    await Deno.writeTextFile(
+      real,
+      configText({ url: director.url, ca: pki.caCert, access: expired, refresh }),
+    );
+    await Deno.symlink(real, configPath);
+    const [a, b] = await Promise.all([
+      boshAuth({ configPath, environment: "lab", env: NO_ENV }),
+      boshAuth({ configPath, environment: "lab", env: NO_ENV }),
+    ]);
+    assertEquals([a.source, b.source].sort(), ["config", "refreshed"]);
+    assertEquals(a.accessToken, b.accessToken);
+    assertEquals(uaa.grantCounts.refresh_token, 1);
+    assert((await Deno.lstat(configPath)).isSymlink, "the config is still a symlink");
+    const saved = (await BoshConfig.load(real)).select("lab");
+    assertEquals(saved.accessToken, a.accessToken);
+    assertStringIncludes(await Deno.readTextFile(real), "x_unknown_field: [1, 2, 3]");
+    // the saved (rotated) refresh token is the live one
+    uaa.rotateRefreshTokens = true;
+    const cfg = await BoshConfig.load(configPath);
+    cfg.setTokens(saved.index, { accessToken: await uaa.mintExpired(), accessTokenType: "bearer" });
+    await cfg.save();
+    assertEquals(
+      (await boshAuth({ configPath, environment: "lab", env: NO_ENV })).source,
+      "refreshed",
+    );
+  });
+});
+
 Deno.test("auth: an unusable refresh token asks for bosh log-in and leaves the file alone", async () => {
   await withLab(async ({ uaa, director, configPath, pki, refresh }) => {
     const text = configText({
