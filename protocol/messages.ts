@@ -67,15 +67,32 @@ export const STATUS_TYPES = [
 /** One of STATUS_TYPES: also the stable `type` of every error that ends up in a STATUS. */
 export type StatusType = typeof STATUS_TYPES[number];
 
-/** Linux dev_valid_name(): 1..15 bytes, not "." or "..", no '/', ':' or whitespace. */
+/**
+ * libpcap devices that are not network interfaces: capturing them would read the host's D-Bus,
+ * USB or Bluetooth traffic, or netfilter queues, none of which a network capture may expose.
+ */
+const PSEUDO_DEVICES = /^(dbus-|nflog|nfqueue|usbmon|bluetooth|rpcap)/;
+
+/**
+ * Linux dev_valid_name() (1..15 bytes, not "." or "..", no '/', ':' or whitespace), narrowed to
+ * the printable ASCII names interfaces have in practice (letters, digits, '.', '_', '-'), and
+ * no libpcap pseudo-device. `any` (every interface of the namespace) is allowed.
+ */
 export function interfaceNameProblem(name: string): string | null {
   if (name.length === 0) return "interface name is empty";
+  const shown = JSON.stringify(name);
   if (new TextEncoder().encode(name).byteLength > 15) {
-    return `interface name "${name}" is longer than 15 bytes`;
+    return `interface name ${shown} is longer than 15 bytes`;
   }
-  if (name === "." || name === "..") return `interface name "${name}" is not allowed`;
+  if (name === "." || name === "..") return `interface name ${shown} is not allowed`;
   if (/[\/:\s]/.test(name)) {
-    return `interface name "${name}" contains '/', ':' or whitespace`;
+    return `interface name ${shown} contains '/', ':' or whitespace`;
+  }
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) {
+    return `interface name ${shown} has characters other than letters, digits, '.', '_' and '-'`;
+  }
+  if (PSEUDO_DEVICES.test(name)) {
+    return `interface name ${shown} is a libpcap pseudo-device, not a network interface`;
   }
   return null;
 }

@@ -174,10 +174,20 @@ Deno.test("version check refuses too-old and malformed peers with a sentence", (
 Deno.test("start requests validate interface names, snaplen, filter and unknown fields", () => {
   const ok = AgentStartRequest.parse({ protocol_version: 1, interface: "eth0", snaplen: 96 });
   assertEquals(ok.filter, "");
-  for (const name of ["", "a/b", "x".repeat(16), "..", ".", "e th0", "eth0:1", "tab\t"]) {
+  const hostile = ["nul\0", "esc\x1b[2J", "del\x7f", "é", "a;b", "$(id)", "`id`", "a*"];
+  const pseudo = ["dbus-system", "dbus-session", "nflog", "nfqueue", "usbmon0", "bluetooth0"];
+  for (
+    const name of ["", "a/b", "x".repeat(16), "..", ".", "e th0", "eth0:1", "tab\t"]
+      .concat(hostile, pseudo)
+  ) {
     assert(interfaceNameProblem(name) !== null, `should refuse ${JSON.stringify(name)}`);
   }
   assertEquals(interfaceNameProblem("x".repeat(15)), null);
+  for (const name of ["eth0", "lo", "any", "veth-1.2_x", "ens1f0", "bond0.100", "silk-vtep"]) {
+    assertEquals(interfaceNameProblem(name), null, name);
+  }
+  assert(interfaceNameProblem("nflog")!.includes("pseudo-device"));
+  assert(interfaceNameProblem("esc\x1b[2J")!.includes("\\u001b"), "shown escaped, never raw");
   const cases: [unknown, string][] = [
     [{ protocol_version: 1, interface: "eth0", snaplen: 0 }, "snaplen"],
     [{ protocol_version: 1, interface: "eth0", snaplen: 300000 }, "snaplen"],
