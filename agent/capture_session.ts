@@ -18,6 +18,7 @@ import {
   type StatusMessage,
 } from "../protocol/messages.ts";
 import type { Logger } from "../lib/log.ts";
+import { settledWithin } from "../lib/deadline.ts";
 import { capturedBytes } from "../protocol/records.ts";
 import { Backpressure, type BufferLimits, type Transition } from "./backpressure.ts";
 import { FrameQueue } from "./frame_queue.ts";
@@ -360,11 +361,6 @@ export class CaptureSession {
     });
     // Report the session done only once the engine's thread is really gone (bounded wait).
     const finished = this.#engine.finished ?? Promise.resolve();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const bound = new Promise<void>((r) => (timer = setTimeout(r, 2000)));
-    Promise.race([finished.catch(() => {}), bound]).then(() => {
-      clearTimeout(timer);
-      this.#resolveDone(summary);
-    });
+    settledWithin(finished, 2000).then(() => this.#resolveDone(summary));
   }
 }
