@@ -15,6 +15,7 @@
  */
 import { Hono } from "hono";
 import { upgradeWebSocket } from "hono/deno";
+import { HTTPException } from "hono/http-exception";
 import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { VERSION } from "../version.ts";
 import { createLogger, type Logger } from "../lib/log.ts";
@@ -24,7 +25,8 @@ import { AuditLog } from "./audit.ts";
 import { type ApiMetrics, createApiMetrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { DirectorClient } from "./director_client.ts";
 import { TokenVerifier } from "./token_verifier.ts";
-import { ApiError, ConcurrencyLimiter, limitReached } from "./limits.ts";
+import { ConcurrencyLimiter } from "./limits.ts";
+import { ApiError, errorResponse, limitReached } from "./errors.ts";
 import type { FilterChecker } from "./filter_compose.ts";
 import { BoshResolver } from "./bosh_resolver.ts";
 import { ClientSession, type SessionCredential, type SessionDeps } from "./client_session.ts";
@@ -296,8 +298,10 @@ export class ApiServer {
     app.get("/health", (c) => c.json(this.health(), this.#draining ? 503 : 200));
     app.get("/metrics", (c) => {
       if (!this.opts.config.metrics.enabled) {
-        return c.json(
-          { type: "INVALID_REQUEST", text: "metrics are disabled (metrics.enabled)" },
+        throw new ApiError(
+          "INVALID_REQUEST",
+          "metrics are disabled (metrics.enabled)",
+          undefined,
           404,
         );
       }
@@ -306,8 +310,20 @@ export class ApiServer {
     });
     for (const resolver of this.#resolvers) this.#captureRoute(app, resolver);
     app.notFound((c) =>
-      c.json({ type: "INVALID_REQUEST", text: `no route ${c.req.method} ${c.req.path}` }, 404)
+      errorResponse(
+        new ApiError("INVALID_REQUEST", `no route ${c.req.method} ${c.req.path}`, undefined, 404),
+      )
     );
+    // The one place where a thrown error becomes an HTTP answer: an ApiError by its type,
+    // Hono's own HTTPException as it is, anything else as an internal error that is logged.
+    app.onError((err, c) => {
+      if (err instanceof HTTPException) return err.getResponse();
+      if (err instanceof ApiError) return errorResponse(err);
+      this.#log.error("request failed", { path: c.req.path, error: err });
+      return errorResponse(
+        new ApiError("CONNECTION_ERROR", `api error: ${err.message}`, undefined, 500),
+      );
+    });
     return app;
   }
 
@@ -344,11 +360,14 @@ export class ApiServer {
           onError: () => session.onClose(),
         };
       }, { idleTimeout: this.opts.wsIdleTimeoutSec ?? 30 }),
-      (c) =>
-        c.json({
-          type: "INVALID_REQUEST",
-          text: "this endpoint speaks WebSocket; connect with a pcap client",
-        }, 426),
+      () => {
+        throw new ApiError(
+          "INVALID_REQUEST",
+          "this endpoint speaks WebSocket; connect with a pcap client",
+          undefined,
+          426,
+        );
+      },
     );
   }
 }

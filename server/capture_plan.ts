@@ -6,7 +6,8 @@
 import type { AgentStartRequest } from "../protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
 import type { ApiConfig } from "./config.ts";
-import { ApiError, type EffectiveBounds, effectiveBounds } from "./limits.ts";
+import { type EffectiveBounds, effectiveBounds } from "./limits.ts";
+import { ApiError } from "./errors.ts";
 import type {
   AgentTarget,
   Resolution,

@@ -10,7 +10,8 @@ import { packetsBytes } from "../protocol/records.ts";
 import type { ApiMetrics } from "./metrics.ts";
 import type { ClientMerger } from "./merge.ts";
 import { CaptureTally } from "./capture_tally.ts";
-import { type ApiError, durationLimitError, type EffectiveBounds } from "./limits.ts";
+import { durationLimitError, type EffectiveBounds } from "./limits.ts";
+import type { ApiError } from "./errors.ts";
 import type { SourceSummary, StreamSink } from "./fanout.ts";
 import { endOutcome, type Outcome, recordDrops } from "./capture_outcome.ts";
 

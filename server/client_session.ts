@@ -15,7 +15,8 @@ import type { AuditLog } from "./audit.ts";
 import type { ApiMetrics } from "./metrics.ts";
 import type { AgentTlsOptions } from "./agent_client.ts";
 import type { VerifiedToken } from "./token_verifier.ts";
-import { ApiError, type CaptureSlot, type ConcurrencyLimiter } from "./limits.ts";
+import type { CaptureSlot, ConcurrencyLimiter } from "./limits.ts";
+import { ApiError, asApiError } from "./errors.ts";
 import type {
   AgentTarget,
   ResolverFacts,
@@ -29,7 +30,7 @@ import { Fanout, type SourceSummary } from "./fanout.ts";
 import { type ClientPeer, writeCaptureAudit } from "./capture_audit.ts";
 import { readClientMessage } from "./client_message.ts";
 import { CaptureStream } from "./capture_stream.ts";
-import { asApiError, noneStarted, type Outcome } from "./capture_outcome.ts";
+import { noneStarted, type Outcome } from "./capture_outcome.ts";
 
 export type { ClientPeer } from "./capture_audit.ts";
 
