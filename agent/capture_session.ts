@@ -21,8 +21,8 @@ import type { Logger } from "../lib/log.ts";
 import { settledWithin } from "../lib/deadline.ts";
 import { capturedBytes } from "../protocol/records.ts";
 import { Backpressure, type BufferLimits, type Transition } from "./backpressure.ts";
-import { FrameQueue } from "./frame_queue.ts";
-import type { EngineLike, OpenEngine } from "./engine_like.ts";
+import { FrameQueue } from "./engine/frame_queue.ts";
+import type { EngineLike, OpenEngine } from "./engine/engine_like.ts";
 import {
   agentHello,
   congestionStatus,
@@ -31,7 +31,7 @@ import {
   sourceStats,
 } from "./session_messages.ts";
 
-export type { EngineLike, EngineOpenOptions, OpenEngine } from "./engine_like.ts";
+export type { EngineLike, EngineOpenOptions, OpenEngine } from "./engine/engine_like.ts";
 
 export interface SessionOptions {
   id: string;

@@ -15,7 +15,7 @@ import type { Logger } from "../lib/log.ts";
 import { settledWithin } from "../lib/deadline.ts";
 import type { AgentConfig, AgentTls } from "./config.ts";
 import { CaptureSession, type OpenEngine } from "./capture_session.ts";
-import { CaptureEngine } from "./capture_engine.ts";
+import { CaptureEngine } from "./engine/capture_engine.ts";
 import { isPeerAllowed, type PeerIdentity, peerIdentity, peerLabel } from "./peer_identity.ts";
 import { MAX_START_BODY_BYTES, parseStartRequest, readBodyLimited } from "./start_request.ts";
 import { errorResponseBody, httpStatusOf, StatusError } from "../protocol/status_errors.ts";

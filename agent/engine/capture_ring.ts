@@ -11,7 +11,7 @@
 // plain buffers use memcpy. The Atomics on the control block order the
 // accesses (sequentially consistent stores/loads act as fences).
 
-import { capturedBytes, writeRecordHeader } from "../protocol/records.ts";
+import { capturedBytes, writeRecordHeader } from "../../protocol/records.ts";
 
 /** Indexes into the Int32Array control block. */
 export const C = {

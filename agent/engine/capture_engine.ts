@@ -16,8 +16,8 @@
 //   records have waited NOTIFY_DELAY_MS (10 ms, at most timeoutMs; immediate
 //   mode: every record), not per kernel block: a wake-up costs the main thread
 //   tens of µs. So delivery may lag the kernel's hand-over by up to 10 ms.
-import { pcap } from "../ffi/libpcap.ts";
-import { MAX_RECORD_BYTES, MAX_SNAPLEN } from "../protocol/records.ts";
+import { pcap } from "../../ffi/libpcap.ts";
+import { MAX_RECORD_BYTES, MAX_SNAPLEN } from "../../protocol/records.ts";
 import { C, createRing, RingReader, S } from "./capture_ring.ts";
 import type { ReaderChoice, ReaderKind } from "./capture_reading.ts";
 import type { WorkerReply, WorkerStart, WorkerWarm } from "./capture_worker.ts";

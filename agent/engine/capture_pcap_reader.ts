@@ -7,10 +7,10 @@
 // bounded poll, so it notices stop()/close() without pcap_breakloop (which would
 // make pcap_next_ex drop the packet it was returning) and without any other
 // thread touching the handle.
-import { libc } from "../ffi/libc.ts";
-import { geterr, pcap, PCAP_ERRBUF_SIZE, readCString, statusToStr } from "../ffi/libpcap.ts";
+import { libc } from "../../ffi/libc.ts";
+import { geterr, pcap, PCAP_ERRBUF_SIZE, readCString, statusToStr } from "../../ffi/libpcap.ts";
 import { C, RingWriter, S } from "./capture_ring.ts";
-import { recordDataOffset, recordSize } from "../protocol/records.ts";
+import { recordDataOffset, recordSize } from "../../protocol/records.ts";
 import {
   drainDeadline,
   KernelStats,

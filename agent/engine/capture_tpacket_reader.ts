@@ -11,10 +11,10 @@ import {
   PACKET_VERSION,
   SOL_PACKET,
   TPACKET_V3,
-} from "../ffi/libc.ts";
-import { type BpfProgram, libVersion, pcap, PKTHDR_SIZE } from "../ffi/libpcap.ts";
+} from "../../ffi/libc.ts";
+import { type BpfProgram, libVersion, pcap, PKTHDR_SIZE } from "../../ffi/libpcap.ts";
 import { C, RingWriter, S } from "./capture_ring.ts";
-import { recordDataOffset, recordSize } from "../protocol/records.ts";
+import { recordDataOffset, recordSize } from "../../protocol/records.ts";
 import {
   drainDeadline,
   KernelStats,

@@ -5,7 +5,7 @@
 // pcap_next_ex as a fallback), copying every packet into the engine ring in
 // wire record format. All FFI here is synchronous on purpose:
 // nonblocking calls would run on pool threads in the host namespace.
-import { enterNetns, libc } from "../ffi/libc.ts";
+import { enterNetns, libc } from "../../ffi/libc.ts";
 import {
   type BpfProgram,
   compileFilter,
@@ -16,7 +16,7 @@ import {
   PCAP_TSTAMP_PRECISION_NANO,
   readCString,
   statusToStr,
-} from "../ffi/libpcap.ts";
+} from "../../ffi/libpcap.ts";
 import { C, RingWriter, S } from "./capture_ring.ts";
 import { type ReaderKind, StepError, where, type WorkerStart } from "./capture_reading.ts";
 import { readWithNextEx } from "./capture_pcap_reader.ts";

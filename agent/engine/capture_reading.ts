@@ -13,8 +13,8 @@ import {
   SO_ERROR,
   SOL_SOCKET,
   strerror,
-} from "../ffi/libc.ts";
-import { pcap, PCAP_STAT_SIZE } from "../ffi/libpcap.ts";
+} from "../../ffi/libc.ts";
+import { pcap, PCAP_STAT_SIZE } from "../../ffi/libpcap.ts";
 import { C, type RingShared } from "./capture_ring.ts";
 
 /** Which reader the worker uses; "pcap_next_ex" forces the fallback (tests, diagnostics). */
