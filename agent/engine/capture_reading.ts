@@ -1,7 +1,19 @@
-// Pieces shared by the capture worker's two packet readers
-// (capture_tpacket_reader.ts, capture_pcap_reader.ts): the start message,
-// step errors, kernel stats, waiting on the capture socket, and the drain
-// deadline of a stop. Runs on the worker thread; all calls are synchronous.
+/**
+ * Pieces shared by the capture worker's two packet readers
+ * (capture_tpacket_reader.ts, capture_pcap_reader.ts): the start message,
+ * step errors, kernel stats, waiting on the capture socket, and the drain
+ * deadline of a stop. Runs on the worker thread; all calls are synchronous.
+ *
+ * @example
+ * ```ts ignore
+ * // A reader's wait: up to POLL_MS for the capture socket, an error if it failed.
+ * const waiter = new SocketWaiter(fd, start);
+ * const failed = waiter.wait(POLL_MS);
+ * if (failed) return failed; // a StepError naming the capture (where(start))
+ * ```
+ *
+ * @module
+ */
 import {
   errno,
   getsockoptInt,

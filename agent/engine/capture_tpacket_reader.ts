@@ -1,10 +1,23 @@
-// Direct TPACKET_V3 reading. libpcap's per-packet path costs an FFI call per
-// packet (plus BigInt pointer arithmetic to copy); instead we alias libpcap's
-// mmapped kernel ring once and walk its blocks in JS, copying each packet with
-// TypedArray.set (memcpy), so a packet costs no FFI at all. We only do this
-// where we reproduce libpcap 1.10's reader exactly (Ethernet, kernel filter,
-// no immediate mode): lo outgoing duplicates dropped, VLAN tags put back,
-// caplen clamped, pre-filter blocks filtered in userland. Otherwise fallback.
+/**
+ * Direct TPACKET_V3 reading. libpcap's per-packet path costs an FFI call per
+ * packet (plus BigInt pointer arithmetic to copy); instead we alias libpcap's
+ * mmapped kernel ring once and walk its blocks in JS, copying each packet with
+ * TypedArray.set (memcpy), so a packet costs no FFI at all. We only do this
+ * where we reproduce libpcap 1.10's reader exactly (Ethernet, kernel filter,
+ * no immediate mode): lo outgoing duplicates dropped, VLAN tags put back,
+ * caplen clamped, pre-filter blocks filtered in userland. Otherwise fallback.
+ *
+ * @example
+ * ```ts ignore
+ * // On the worker thread: the direct reader where it reproduces libpcap, else the fallback.
+ * const ring = findPacketRing(handle, start, filtered);
+ * const failed = ring
+ *   ? readRing(start, handle, ring, program, writer)
+ *   : readWithNextEx(start, handle, writer);
+ * ```
+ *
+ * @module
+ */
 import {
   attachedFilterLength,
   getsockoptInt,
