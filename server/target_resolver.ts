@@ -3,7 +3,32 @@
  * client route: its start request schema, the token check, the authorization against its
  * platform (BOSH Director, Cloud Controller) and the resolution to agent targets. The client
  * session (client_session.ts) and the capture stream (capture_stream.ts) know nothing else about
- * the platform, so adding one is one more resolver in the api's resolver list.
+ * the platform, so adding one is one more resolver in the api's resolver list (app.ts). The
+ * session composes each target's filter (the user's, minus the agent's own connection), so a
+ * resolver returns addresses and names only.
+ *
+ * @example A platform on its own route
+ * ```ts ignore
+ * class CfResolver implements TargetResolver<CfStartRequest> {
+ *   readonly name = "cf";
+ *   readonly path = "/v1/capture/cf";
+ *   readonly startRequest = CfStartRequest; // a zod schema extending StartRequestBase
+ *   authenticate(token: string) { return this.verifier.verify(token); }
+ *   async resolve(req: CfStartRequest, { token }: ResolveContext): Promise<Resolution> {
+ *     const instances = await this.cc.appInstances(req.cf.app, token); // CC authorizes
+ *     return {
+ *       targets: instances.map((i) => ({
+ *         address: i.cellIp, port: this.agentPort, origin: `${req.cf.app}/${i.index}`,
+ *         container: { container: i.guid },
+ *       })),
+ *       skipped: [],
+ *     };
+ *   }
+ *   facts(req: CfStartRequest) { return { app: req.cf.app }; }
+ * }
+ * ```
+ *
+ * @module
  */
 import type { z } from "zod";
 import type { CaptureLimits, CaptureTarget, SourceDescriptor } from "../protocol/messages.ts";
