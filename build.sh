@@ -25,7 +25,7 @@ fi
 
 mkdir -p dist
 deno compile --target "$target" --allow-all --no-prompt \
-  --include agent/capture_worker.ts \
+  --include agent/engine/capture_worker.ts \
   --output dist/pcap main.ts
 ln -sf pcap dist/pcap-bosh
 ln -sf pcap dist/pcap-cf

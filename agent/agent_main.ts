@@ -7,7 +7,7 @@ import { createLogger } from "../lib/log.ts";
 import { libpcapAvailable } from "../ffi/filter_check.ts";
 import { describeAgentConfig, loadAgentConfig } from "./config.ts";
 import { AgentServer } from "./server.ts";
-import { CaptureEngine } from "./capture_engine.ts";
+import { CaptureEngine } from "./engine/capture_engine.ts";
 
 /** Bound on the drain at SIGTERM; BOSH/bpm allow more, but a stuck client must not hold us. */
 export const SHUTDOWN_TIMEOUT_MS = 10_000;

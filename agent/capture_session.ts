@@ -18,10 +18,11 @@ import {
   type StatusMessage,
 } from "../protocol/messages.ts";
 import type { Logger } from "../lib/log.ts";
+import { settledWithin } from "../lib/deadline.ts";
 import { capturedBytes } from "../protocol/records.ts";
 import { Backpressure, type BufferLimits, type Transition } from "./backpressure.ts";
-import { FrameQueue } from "./frame_queue.ts";
-import type { EngineLike, OpenEngine } from "./engine_like.ts";
+import { FrameQueue } from "./engine/frame_queue.ts";
+import type { EngineLike, OpenEngine } from "./engine/engine_like.ts";
 import {
   agentHello,
   congestionStatus,
@@ -30,7 +31,7 @@ import {
   sourceStats,
 } from "./session_messages.ts";
 
-export type { EngineLike, EngineOpenOptions, OpenEngine } from "./engine_like.ts";
+export type { EngineLike, EngineOpenOptions, OpenEngine } from "./engine/engine_like.ts";
 
 export interface SessionOptions {
   id: string;
@@ -360,11 +361,6 @@ export class CaptureSession {
     });
     // Report the session done only once the engine's thread is really gone (bounded wait).
     const finished = this.#engine.finished ?? Promise.resolve();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const bound = new Promise<void>((r) => (timer = setTimeout(r, 2000)));
-    Promise.race([finished.catch(() => {}), bound]).then(() => {
-      clearTimeout(timer);
-      this.#resolveDone(summary);
-    });
+    settledWithin(finished, 2000).then(() => this.#resolveDone(summary));
   }
 }

@@ -12,9 +12,10 @@ import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import type { StatusType } from "../protocol/messages.ts";
 import { VERSION } from "../version.ts";
 import type { Logger } from "../lib/log.ts";
+import { settledWithin } from "../lib/deadline.ts";
 import type { AgentConfig, AgentTls } from "./config.ts";
 import { CaptureSession, type OpenEngine } from "./capture_session.ts";
-import { CaptureEngine } from "./capture_engine.ts";
+import { CaptureEngine } from "./engine/capture_engine.ts";
 import { isPeerAllowed, type PeerIdentity, peerIdentity, peerLabel } from "./peer_identity.ts";
 import { MAX_START_BODY_BYTES, parseStartRequest, readBodyLimited } from "./start_request.ts";
 import { errorResponseBody, httpStatusOf, StatusError } from "../protocol/status_errors.ts";
@@ -160,19 +161,14 @@ export class AgentServer {
     server.closeIdleConnections = closeIdle;
     const sessions = [...this.#sessions.values()];
     for (const s of sessions) s.stop("agent is shutting down");
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<"timeout">((
-      r,
-    ) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
-    const all = Promise.all(sessions.map((s) => s.done)).then(() => "done" as const);
-    if (await Promise.race([all, deadline]) === "timeout") {
+    const all = Promise.all(sessions.map((s) => s.done));
+    if (!await settledWithin(all, timeoutMs)) {
       this.#log.warn("drain deadline passed; aborting remaining captures", {
         remaining: this.#sessions.size,
       });
       for (const s of this.#sessions.values()) s.abort("agent drain deadline passed");
-      await Promise.race([all, new Promise((r) => setTimeout(r, 2500))]);
+      await settledWithin(all, 2500);
     }
-    clearTimeout(timer);
     this.#server.closeAllConnections();
     await closed;
     this.#log.info("agent stopped");

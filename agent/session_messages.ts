@@ -11,7 +11,7 @@ import {
 } from "../protocol/messages.ts";
 import { makeHello } from "../protocol/hello.ts";
 import type { BufferLimits, Transition } from "./backpressure.ts";
-import type { EngineLike } from "./engine_like.ts";
+import type { EngineLike } from "./engine/engine_like.ts";
 
 /** The agent's HELLO, first frame of each capture stream. */
 export function agentHello(origin: string): Hello {

@@ -7,7 +7,7 @@
 // delivered (the capturer's packet count stops growing).
 //   deno run -A bench/capture.ts            (the ladder, prints tables)
 //   deno run -A bench/capture.ts --quick    (fewer rungs)
-import { CaptureEngine } from "../agent/capture_engine.ts";
+import { CaptureEngine } from "../agent/engine/capture_engine.ts";
 import { Netns, newRunId, run } from "../lab/netns.ts";
 
 const BUFFER = 64 << 20;

@@ -1,5 +1,17 @@
-// Offline BPF filter validation: compiles against a dead handle, so no
-// interface, namespace or privilege is needed.
+/**
+ * Offline BPF filter validation: compiles against a dead handle, so no
+ * interface, namespace or privilege is needed.
+ *
+ * @example
+ * ```ts
+ * import { checkFilter } from "./filter_check.ts";
+ *
+ * console.log(checkFilter("tcp port 443")); // { ok: true }
+ * console.log(checkFilter("tcp port")); // { ok: false, error: "syntax error" }
+ * ```
+ *
+ * @module
+ */
 import { compileFilter, libpcapAvailable, pcap } from "./libpcap.ts";
 
 export { libpcapAvailable };

@@ -1,6 +1,16 @@
-// libc bindings for entering network namespaces. All calls are synchronous on
-// purpose: setns() changes the namespace of the calling thread only, and
-// nonblocking FFI calls would run on a pool thread in the host namespace.
+/**
+ * libc bindings for entering network namespaces. All calls are synchronous on
+ * purpose: setns() changes the namespace of the calling thread only, and
+ * nonblocking FFI calls would run on a pool thread in the host namespace.
+ *
+ * @example
+ * ```ts ignore
+ * // On a worker thread only: setns() moves the calling thread, not the process.
+ * enterNetns("/run/netns/capture-1");
+ * ```
+ *
+ * @module
+ */
 
 const LIBC = "libc.so.6";
 export const O_RDONLY = 0;

@@ -1,6 +1,17 @@
-// Typed bindings to libpcap (Debian/Ubuntu package libpcap0.8) through Deno FFI.
-// The library is opened lazily so that importing this module never fails on a
-// machine without libpcap; the first use throws a clear error instead.
+/**
+ * Typed bindings to libpcap (Debian/Ubuntu package libpcap0.8) through Deno FFI.
+ * The library is opened lazily so that importing this module never fails on a
+ * machine without libpcap; the first use throws a clear error instead.
+ *
+ * @example
+ * ```ts
+ * import { libpcapAvailable, libVersion } from "./libpcap.ts";
+ *
+ * if (libpcapAvailable()) console.log(libVersion()); // "libpcap version 1.10.x ..."
+ * ```
+ *
+ * @module
+ */
 
 const LIBPCAP = "libpcap.so.0.8";
 

@@ -1,6 +1,7 @@
 /**
  * The api's HTTP surface (DESIGN §1): a Hono app served by Deno.serve (TLS when listen.tls is
- * set). Routes: GET /health, GET /metrics and the client capture WebSocket /v1/capture/bosh.
+ * set). Routes: GET /health, GET /metrics and one client capture WebSocket per TargetResolver
+ * (/v1/capture/bosh); a platform is added by adding its resolver to `#resolvers`.
  *
  * Authentication of the WebSocket: the token comes ONLY from `Authorization: Bearer`. A missing
  * token or one in the query string does not fail the upgrade (a browser-style WebSocket client
@@ -14,18 +15,22 @@
  */
 import { Hono } from "hono";
 import { upgradeWebSocket } from "hono/deno";
+import { HTTPException } from "hono/http-exception";
 import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { VERSION } from "../version.ts";
 import { createLogger, type Logger } from "../lib/log.ts";
+import { deadline, settledWithin } from "../lib/deadline.ts";
 import type { ApiConfig } from "./config.ts";
 import { AuditLog } from "./audit.ts";
 import { type ApiMetrics, createApiMetrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { DirectorClient } from "./director_client.ts";
 import { TokenVerifier } from "./token_verifier.ts";
-import { ApiError, ConcurrencyLimiter, limitReached } from "./limits.ts";
+import { ConcurrencyLimiter } from "./limits.ts";
+import { ApiError, errorResponse, limitReached } from "./errors.ts";
 import type { FilterChecker } from "./filter_compose.ts";
 import { BoshResolver } from "./bosh_resolver.ts";
-import { CaptureSession, type SessionCredential, type SessionDeps } from "./capture_route.ts";
+import { ClientSession, type SessionCredential, type SessionDeps } from "./client_session.ts";
+import type { TargetResolver } from "./target_resolver.ts";
 
 export interface ApiServerOptions {
   config: ApiConfig;
@@ -44,7 +49,9 @@ export interface ApiServerOptions {
   /** WebSocket ping/pong idle timeout in seconds (Deno.upgradeWebSocket); default 30 */
   wsIdleTimeoutSec?: number;
   /** test hook: called with each new session, before its socket opens */
-  onSession?: (session: CaptureSession) => void;
+  onSession?: (session: ClientSession) => void;
+  /** test hook: more platforms, each on its own route, after the BOSH resolver */
+  extraResolvers?: TargetResolver[];
 }
 
 /** Default bound on sockets that have not authenticated yet. */
@@ -80,8 +87,10 @@ export function bearerToken(
 export class ApiServer {
   readonly app: Hono;
   readonly metrics: ApiMetrics;
-  readonly sessions = new Set<CaptureSession>();
+  readonly sessions = new Set<ClientSession>();
   readonly #deps: SessionDeps;
+  /** one capture route each; the session and the stream are the same for all */
+  readonly #resolvers: TargetResolver[];
   readonly #director: DirectorClient;
   readonly #audit: AuditLog;
   readonly #log: Logger;
@@ -106,14 +115,17 @@ export class ApiServer {
       timeoutMs: config.timeouts.uaaMs,
       fetch: this.#director.uaaFetch,
     });
-    this.#deps = {
-      config,
-      resolver: new BoshResolver({
-        config,
+    this.#resolvers = [
+      new BoshResolver({
         verifier,
         director: this.#director,
-        checkFilter: opts.checkFilter,
+        agentPort: config.bosh.agentPort,
+        maxTargets: config.limits.maxTargets,
       }),
+      ...(opts.extraResolvers ?? []),
+    ];
+    this.#deps = {
+      config,
       limiter: new ConcurrencyLimiter({
         global: config.concurrentCaptures,
         perUser: config.limits.perUserConcurrentCaptures,
@@ -228,7 +240,7 @@ export class ApiServer {
       version: VERSION,
       protocol_version: PROTOCOL_VERSION,
       min_protocol_version: MIN_PEER_VERSION,
-      resolvers: ["bosh"],
+      resolvers: this.#resolvers.map((r) => r.name),
       active_captures: this.sessions.size,
     };
   }
@@ -250,19 +262,14 @@ export class ApiServer {
         s.abort();
       }
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<"timeout">((
-      r,
-    ) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
-    const all = Promise.all(sessions.map((s) => s.done)).then(() => "done" as const);
-    if (await Promise.race([all, deadline]) === "timeout") {
+    const all = Promise.all(sessions.map((s) => s.done));
+    if (!await settledWithin(all, timeoutMs)) {
       this.#log.warn("drain deadline passed; cutting remaining captures", {
         remaining: this.sessions.size,
       });
       for (const s of this.sessions) s.abort();
-      await Promise.race([all, new Promise((r) => setTimeout(r, 2000))]);
+      await deadline(all, 2000);
     }
-    clearTimeout(timer);
     await this.close();
   }
 
@@ -296,16 +303,39 @@ export class ApiServer {
     app.get("/health", (c) => c.json(this.health(), this.#draining ? 503 : 200));
     app.get("/metrics", (c) => {
       if (!this.opts.config.metrics.enabled) {
-        return c.json(
-          { type: "INVALID_REQUEST", text: "metrics are disabled (metrics.enabled)" },
+        throw new ApiError(
+          "INVALID_REQUEST",
+          "metrics are disabled (metrics.enabled)",
+          undefined,
           404,
         );
       }
       c.header("content-type", METRICS_CONTENT_TYPE);
       return c.body(this.metrics.registry.render());
     });
+    for (const resolver of this.#resolvers) this.#captureRoute(app, resolver);
+    app.notFound((c) =>
+      errorResponse(
+        new ApiError("INVALID_REQUEST", `no route ${c.req.method} ${c.req.path}`, undefined, 404),
+      )
+    );
+    // The one place where a thrown error becomes an HTTP answer: an ApiError by its type,
+    // Hono's own HTTPException as it is, anything else as an internal error that is logged.
+    app.onError((err, c) => {
+      if (err instanceof HTTPException) return err.getResponse();
+      if (err instanceof ApiError) return errorResponse(err);
+      this.#log.error("request failed", { path: c.req.path, error: err });
+      return errorResponse(
+        new ApiError("CONNECTION_ERROR", `api error: ${err.message}`, undefined, 500),
+      );
+    });
+    return app;
+  }
+
+  /** The client capture WebSocket of one resolver. */
+  #captureRoute(app: Hono, resolver: TargetResolver): void {
     app.get(
-      "/v1/capture/bosh",
+      resolver.path,
       upgradeWebSocket((c) => {
         const remote = (c.env as { remoteAddr?: Deno.NetAddr } | undefined)?.remoteAddr?.hostname;
         const forwardedFor = c.req.header("x-forwarded-for")?.slice(0, 512);
@@ -318,7 +348,10 @@ export class ApiServer {
         if (waiting >= max) {
           credential = { refused: this.#tooManyWaiting(max) };
         }
-        const session = new CaptureSession(this.#deps, credential, { remote, forwardedFor });
+        const session = new ClientSession(this.#deps, resolver, credential, {
+          remote,
+          forwardedFor,
+        });
         this.sessions.add(session);
         session.done.then(() => this.sessions.delete(session));
         this.opts.onSession?.(session);
@@ -332,15 +365,14 @@ export class ApiServer {
           onError: () => session.onClose(),
         };
       }, { idleTimeout: this.opts.wsIdleTimeoutSec ?? 30 }),
-      (c) =>
-        c.json({
-          type: "INVALID_REQUEST",
-          text: "this endpoint speaks WebSocket; connect with a pcap client",
-        }, 426),
+      () => {
+        throw new ApiError(
+          "INVALID_REQUEST",
+          "this endpoint speaks WebSocket; connect with a pcap client",
+          undefined,
+          426,
+        );
+      },
     );
-    app.notFound((c) =>
-      c.json({ type: "INVALID_REQUEST", text: `no route ${c.req.method} ${c.req.path}` }, 404)
-    );
-    return app;
   }
 }

@@ -14,7 +14,8 @@ export interface AuditRecord {
   /** the token's identity-provider origin (uaa, ldap, ...) */
   origin?: string;
   clientId?: string;
-  resolver: "bosh" | "cf";
+  /** the TargetResolver's name ("bosh", "cf") */
+  resolver: string;
   deployment?: string;
   /** origins, e.g. "router/0 (uuid)" */
   targets: string[];

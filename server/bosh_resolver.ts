@@ -1,60 +1,64 @@
 /**
  * The BOSH Director behind the TargetResolver seam: the token is verified against the UAA the
  * Director names, the deployment's instances are listed with the user's own token (so the
- * Director's authorization applies), and the selection becomes agent targets on the
- * configured agent port.
+ * Director's authorization applies), and the selection becomes agent targets on the configured
+ * agent port.
  */
-import type { ApiConfig } from "./config.ts";
+import { BoshStartRequest } from "../protocol/messages.ts";
 import type { Instance } from "./director_client.ts";
 import type { VerifiedToken } from "./token_verifier.ts";
-import type { FilterChecker } from "./filter_compose.ts";
-import { planTargets } from "./capture_plan.ts";
-import type { Resolution, StartRequest, TargetResolver } from "./target_resolver.ts";
+import { selectTargets } from "./target_selection.ts";
+import type {
+  Resolution,
+  ResolveContext,
+  ResolverFacts,
+  TargetResolver,
+} from "./target_resolver.ts";
 
-type BoshStart = Extract<StartRequest, { resolver: "bosh" }>;
-
-export interface BoshResolverDeps {
-  config: ApiConfig;
+export interface BoshResolverOptions {
   verifier: { verify(token: string): Promise<VerifiedToken> };
   director: { instances(deployment: string, token: string): Promise<Instance[]> };
-  checkFilter?: FilterChecker;
+  /** the port every BOSH agent listens on */
+  agentPort: number;
+  maxTargets: number;
 }
 
-export class BoshResolver implements TargetResolver<BoshStart> {
-  readonly name = "bosh" as const;
+export class BoshResolver implements TargetResolver<BoshStartRequest> {
+  readonly name = "bosh";
+  readonly path = "/v1/capture/bosh";
+  readonly startRequest = BoshStartRequest;
 
-  constructor(private readonly deps: BoshResolverDeps) {}
+  constructor(private readonly opts: BoshResolverOptions) {}
 
   authenticate(token: string): Promise<VerifiedToken> {
-    return this.deps.verifier.verify(token);
+    return this.opts.verifier.verify(token);
   }
 
-  async resolve(
-    start: BoshStart,
-    _user: VerifiedToken,
-    token: string,
-    userFilter: string,
-  ): Promise<Resolution> {
-    const req = start.request;
-    const { config, checkFilter } = this.deps;
-    const instances = await this.deps.director.instances(req.bosh.deployment, token);
-    const plan = planTargets(instances, req, userFilter, config, checkFilter);
-    const port = config.bosh.agentPort;
+  async resolve(req: BoshStartRequest, ctx: ResolveContext): Promise<Resolution> {
+    const { deployment } = req.bosh;
+    const instances = await this.opts.director.instances(deployment, ctx.token);
+    const selection = selectTargets(
+      instances,
+      { groups: req.bosh.groups, instances: req.bosh.instances },
+      this.opts.maxTargets,
+    );
     return {
-      targets: plan.targets.map((t) => ({
+      targets: selection.targets.map((t) => ({
         address: t.ip,
-        port,
+        port: this.opts.agentPort,
         origin: t.origin,
-        filter: plan.filters.get(t.id)!,
         instance: {
-          deployment: req.bosh.deployment,
+          deployment,
           group: t.group,
           ...(t.index === null ? {} : { index: t.index }),
           id: t.id,
         },
       })),
-      skipped: plan.skipped.map((s) => ({ origin: s.origin, reason: s.reason })),
-      audit: { deployment: req.bosh.deployment },
+      skipped: selection.skipped.map((s) => ({ origin: s.origin, reason: s.reason })),
     };
+  }
+
+  facts(req: BoshStartRequest): ResolverFacts {
+    return { deployment: req.bosh.deployment };
   }
 }

@@ -3,9 +3,9 @@
  * (verified user, request, targets, counts, outcome) and written so that refusals of sessions
  * that never authenticated are aggregated rather than logged one by one.
  */
-import type { BoshStartRequest } from "../protocol/messages.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
-import type { AgentTarget } from "./target_resolver.ts";
+import type { Outcome } from "./capture_outcome.ts";
+import type { ResolvedTarget, ResolverFacts, StartRequestBase } from "./target_resolver.ts";
 import type { VerifiedToken } from "./token_verifier.ts";
 
 /** Where the client connected from, as far as the api can tell. */
@@ -18,17 +18,17 @@ export interface ClientPeer {
 
 export interface CaptureFacts {
   user: VerifiedToken | null;
-  request: BoshStartRequest | null;
-  targets: AgentTarget[];
-  /** the resolver that handled the request, and its own audit fields */
+  request: StartRequestBase | null;
+  targets: ResolvedTarget[];
+  /** the resolver that handled the request, and what it knows from the request */
   resolver: AuditRecord["resolver"];
-  resolverAudit: Record<string, string | undefined>;
+  facts: ResolverFacts;
   /** the validated user filter ("" before validation) */
   filter: string;
   start: Date;
   packets: number;
   bytes: number;
-  outcome: string;
+  outcome: Outcome;
   detail?: string;
   peer: ClientPeer;
 }
@@ -42,7 +42,7 @@ export function captureAuditRecord(f: CaptureFacts, end = new Date()): AuditReco
     origin: user?.origin,
     clientId: user?.clientId,
     resolver: f.resolver,
-    deployment: f.resolverAudit.deployment ?? req?.bosh.deployment,
+    deployment: f.facts.deployment,
     targets: f.targets.map((t) => t.origin),
     interface: req?.interface ?? "",
     filter: f.filter || req?.filter || "",

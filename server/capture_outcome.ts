@@ -5,7 +5,7 @@
  */
 import type { ApiMetrics } from "./metrics.ts";
 import type { SourceSummary } from "./fanout.ts";
-import { ApiError, type ApiErrorKind } from "./limits.ts";
+import { ApiError, type ApiErrorKind } from "./errors.ts";
 
 /**
  * How a capture ended: clean stop, a limit, every source failed, the client left, or the
@@ -17,13 +17,6 @@ export type Outcome =
   | "INSTANCE_UNAVAILABLE"
   | "CLIENT_GONE"
   | ApiErrorKind;
-
-/** An ApiError as it is; anything else is an internal START_CAPTURE_FAILED. */
-export function asApiError(e: unknown): ApiError {
-  return e instanceof ApiError
-    ? e
-    : new ApiError("START_CAPTURE_FAILED", `internal error: ${(e as Error)?.message ?? e}`);
-}
 
 /** Adds each source's kernel, agent and api drops to the drop counters. */
 export function recordDrops(

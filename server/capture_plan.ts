@@ -1,52 +1,52 @@
 /**
- * What a client's start request becomes once the Director has answered (pure): the instances
- * to capture with each one's filter (the user's, minus the agent's own traffic), the effective
- * limits, and the request each agent is sent.
+ * What a client's start request becomes once its resolver has answered (pure): the targets to
+ * capture with each one's filter (the user's, minus the agent's own traffic), the effective
+ * limits, and the request each agent is sent. Platform-neutral: it sees resolved targets only.
  */
-import type { AgentStartRequest, BoshStartRequest } from "../protocol/messages.ts";
+import type { AgentStartRequest } from "../protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
 import type { ApiConfig } from "./config.ts";
-import type { Instance } from "./director_client.ts";
-import { ApiError, type EffectiveBounds, effectiveBounds } from "./limits.ts";
-import { type Selection, selectTargets } from "./target_selection.ts";
-import type { AgentTarget } from "./target_resolver.ts";
+import { type EffectiveBounds, effectiveBounds } from "./limits.ts";
+import { ApiError } from "./errors.ts";
+import type {
+  AgentTarget,
+  Resolution,
+  SkippedTarget,
+  StartRequestBase,
+} from "./target_resolver.ts";
 import { composeFilter, exclusionFilter, type FilterChecker } from "./filter_compose.ts";
 
-export interface TargetPlan extends Selection {
-  /** target id → the filter its agent applies */
-  filters: Map<string, string>;
+export interface TargetPlan {
+  targets: AgentTarget[];
+  skipped: SkippedTarget[];
 }
 
-/** Selects the targets and composes their filters; throws START_CAPTURE_FAILED if none is left. */
+/** Composes each target's filter; throws START_CAPTURE_FAILED if no target is left. */
 export function planTargets(
-  instances: Instance[],
-  req: BoshStartRequest,
+  resolution: Resolution,
   userFilter: string,
-  config: ApiConfig,
   check?: FilterChecker,
 ): TargetPlan {
-  const selection = selectTargets(
-    instances,
-    { groups: req.bosh.groups, instances: req.bosh.instances },
-    config.limits.maxTargets,
-  );
-  if (selection.targets.length === 0) {
+  if (resolution.targets.length === 0) {
     throw new ApiError(
       "START_CAPTURE_FAILED",
       "no selected instance can be captured: " +
-        selection.skipped.map((s) => `${s.origin} ${s.reason}`).join("; "),
+        resolution.skipped.map((s) => `${s.origin} ${s.reason}`).join("; "),
     );
   }
-  const port = config.bosh.agentPort;
-  const filters = new Map(selection.targets.map((t) => [
-    t.id,
-    composeFilter(userFilter, exclusionFilter({ host: t.ip, port }), { check }),
-  ]));
-  return { ...selection, filters };
+  return {
+    targets: resolution.targets.map((t) => ({
+      ...t,
+      filter: composeFilter(userFilter, exclusionFilter({ host: t.address, port: t.port }), {
+        check,
+      }),
+    })),
+    skipped: resolution.skipped,
+  };
 }
 
 /** The client's duration and byte limits clamped to the api's maxima. */
-export function captureBounds(req: BoshStartRequest, config: ApiConfig): EffectiveBounds {
+export function captureBounds(req: StartRequestBase, config: ApiConfig): EffectiveBounds {
   return effectiveBounds(
     { durationMs: req.limits.duration_ms, bytes: req.limits.max_bytes },
     { maxDurationMs: config.limits.maxDurationMs, maxBytes: config.limits.maxBytes },
@@ -55,7 +55,7 @@ export function captureBounds(req: BoshStartRequest, config: ApiConfig): Effecti
 
 /** The start request one agent is sent. */
 export function agentRequest(
-  req: Pick<BoshStartRequest, "interface" | "snaplen">,
+  req: Pick<StartRequestBase, "interface" | "snaplen">,
   target: AgentTarget,
   bounds: EffectiveBounds,
   requester: string,

@@ -3,7 +3,8 @@
  * the client's max_packets, trims the batch that crosses max_packets, and says when a limit ends
  * the capture. Pure: the session acts on the verdicts.
  */
-import { ApiError, ByteBudget, type EffectiveBounds } from "./limits.ts";
+import { ByteBudget, type EffectiveBounds } from "./limits.ts";
+import type { ApiError } from "./errors.ts";
 import { truncatePackets } from "../protocol/records.ts";
 
 /** A limit the api enforces (LIMIT_REACHED), or a client limit that just stops the capture. */

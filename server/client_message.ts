@@ -2,22 +2,25 @@
  * Reads one message from the capture WebSocket client (pure): size and type checks, JSON, and
  * the start or stop request schema, with a problem text that says what to send instead.
  */
-import {
-  BoshStartRequest,
-  describeZodError,
-  MAX_CONTROL_MESSAGE_BYTES,
-  StopRequest,
-} from "../protocol/messages.ts";
+import type { z } from "zod";
+import { describeZodError, MAX_CONTROL_MESSAGE_BYTES, StopRequest } from "../protocol/messages.ts";
 
-export type ClientMessage =
-  | { kind: "start"; request: BoshStartRequest }
+export type ClientMessage<R> =
+  | { kind: "start"; request: R }
   | { kind: "stop" }
   | { kind: "invalid"; problem: string };
 
 const enc = new TextEncoder();
 
-/** `awaitingStart`: only a start request is valid; afterwards only a stop request. */
-export function readClientMessage(data: unknown, awaitingStart: boolean): ClientMessage {
+/**
+ * `awaitingStart`: only a start request (of the route's `startRequest` schema) is valid;
+ * afterwards only a stop request.
+ */
+export function readClientMessage<R>(
+  data: unknown,
+  awaitingStart: boolean,
+  startRequest: z.ZodType<R>,
+): ClientMessage<R> {
   const text = typeof data === "string" ? data : null;
   const size = text === null ? (data as ArrayBuffer)?.byteLength ?? 0 : enc.encode(text).byteLength;
   if (size > MAX_CONTROL_MESSAGE_BYTES) {
@@ -35,7 +38,7 @@ export function readClientMessage(data: unknown, awaitingStart: boolean): Client
     if (type !== "start") {
       return invalid(`expected a start request first, got message type ${JSON.stringify(type)}`);
     }
-    const parsed = BoshStartRequest.safeParse(msg);
+    const parsed = startRequest.safeParse(msg);
     return parsed.success
       ? { kind: "start", request: parsed.data }
       : invalid(`invalid start request: ${describeZodError(parsed.error)}`);
@@ -47,6 +50,6 @@ export function readClientMessage(data: unknown, awaitingStart: boolean): Client
   );
 }
 
-function invalid(problem: string): ClientMessage {
+function invalid(problem: string): { kind: "invalid"; problem: string } {
   return { kind: "invalid", problem };
 }

@@ -5,7 +5,7 @@
  * client what to do: fix the token, the request, or wait for the Director.
  */
 import { z } from "zod";
-import { ApiError } from "./limits.ts";
+import { ApiError } from "./errors.ts";
 import { deploymentNameProblem } from "../protocol/messages.ts";
 import { cleartextProblem } from "../lib/url_policy.ts";
 import { createTlsFetch, type TlsFetch, type TlsRequestInit } from "./tls_fetch.ts";

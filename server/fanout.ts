@@ -1,36 +1,51 @@
 /**
- * Fans one capture out to its agents in parallel and pumps their streams into the client's merged
- * stream (DESIGN §2.4-2.5, §6). One source per agent stream, numbered by the target's position
- * in the selection. Every source ends the same way for the client: final STATS, then
+ * Fans one capture out to its agents in parallel and writes every event of their streams into
+ * the capture's one sink (DESIGN §2.4-2.5, §6). One source per agent stream, numbered by the
+ * target's position in the selection. Every source ends the same way for the client: final STATS, then
  * CAPTURE_STOPPED (agent finished cleanly) or INSTANCE_UNAVAILABLE (it failed); the capture goes
  * on while at least one source lives.
  */
-import { encodeJsonFrame, type Frame, FrameKind, frameKindName } from "../protocol/frame_codec.ts";
+import { type Frame, frameKindName } from "../protocol/frame_codec.ts";
 import { decodeEvent, type StreamEvent } from "../protocol/events.ts";
 import {
   type AgentStartRequest,
   emptySourceStats,
   type SourceDescriptor,
   type SourceStats,
+  type status,
 } from "../protocol/messages.ts";
 import type { Logger } from "../lib/log.ts";
 import { AgentCapture, AgentError, type AgentTlsOptions } from "./agent_client.ts";
-import { API_SOURCE, type ClientMerger } from "./merge.ts";
+import { API_SOURCE } from "./merge.ts";
 import type { AgentTarget } from "./target_resolver.ts";
+
+/**
+ * Where `Fanout` writes every event of its agent streams, packets and control frames
+ * alike (capture_stream.ts's CaptureStream).
+ */
+export interface StreamSink {
+  /** the client reads too slowly: PACKETS will most likely be discarded */
+  readonly congested: boolean;
+  /** a source starts (its SOURCE descriptor, named by the resolver's target) */
+  source(source: number, descriptor: SourceDescriptor): void;
+  /** one validated PACKETS payload (u32 count + records) of `count` packets */
+  packets(source: number, payload: Uint8Array, count: number): void;
+  stats(source: number, stats: SourceStats): void;
+  status(source: number, ...args: Parameters<typeof status>): void;
+}
 
 export interface FanoutOptions {
   targets: AgentTarget[];
   tls: AgentTlsOptions;
   /** the start request for one agent (its filter excludes that agent's own connection) */
   requestFor(target: AgentTarget): AgentStartRequest;
-  merger: ClientMerger;
+  /** receives every event of every agent stream: packets (validated) and control alike */
+  sink: StreamSink;
   connectTimeoutMs: number;
   /** silence after which an agent counts as gone */
   idleTimeoutMs: number;
   /** how long agents may take to drain after a stop before they are cut off */
   stopTimeoutMs: number;
-  /** receives every PACKETS payload (already validated); decides what reaches the client */
-  onPackets(source: number, payload: Uint8Array, count: number): void;
   onAgentError?(kind: string): void;
   log: Logger;
 }
@@ -153,10 +168,10 @@ export class Fanout {
   }
 
   async #pump(s: SourceState): Promise<void> {
-    const { merger } = this.#opts;
-    // While the client is congested, PACKETS are assembled in reused memory: the merger will
+    const { sink } = this.#opts;
+    // While the client is congested, PACKETS are assembled in reused memory: the stream will
     // most likely discard them (it still validates and counts them).
-    const congested = () => merger.congested;
+    const congested = () => sink.congested;
     for await (const f of s.capture!.frames(this.#opts.idleTimeoutMs, congested)) {
       const e = decodeEventOr(s, f);
       switch (e.kind) {
@@ -165,18 +180,18 @@ export class Fanout {
           break;
         case "packets":
           if (!s.announced) throw protocolError(s, "sent packets before its SOURCE");
-          if (e.count > 0) this.#opts.onPackets(s.source, e.payload, e.count);
+          if (e.count > 0) sink.packets(s.source, e.payload, e.count);
           break;
         case "stats":
           s.lastStats = e.stats;
-          if (s.announced) merger.stats(s.source, e.stats);
+          if (s.announced) sink.stats(s.source, e.stats);
           if (e.stats.final) s.finalSent = true;
           break;
         case "status": {
           const m = e.status;
           if (m.type === "INSTANCE_UNAVAILABLE") s.agentFailure ??= m.text;
           // The client knows sources by their instance origin, not the agent's own id.
-          merger.status(
+          sink.status(
             s.announced ? s.source : API_SOURCE,
             m.type,
             s.target.origin,
@@ -202,8 +217,7 @@ export class Fanout {
       ...(t.instance ? { instance: t.instance } : {}),
     };
     s.announced = true;
-    this.#opts.merger.addSource(s.source, t.origin);
-    this.#opts.merger.control(encodeJsonFrame(FrameKind.SOURCE, s.source, desc));
+    this.#opts.sink.source(s.source, desc);
   }
 
   #agentReportedFailure(s: SourceState, text: string): void {
@@ -224,12 +238,12 @@ export class Fanout {
         kind: err.kind,
         error: err.message,
       });
-      const { merger } = this.#opts;
+      const { sink } = this.#opts;
       if (s.announced && !s.finalSent) {
-        merger.stats(s.source, { ...(s.lastStats ?? emptySourceStats()), final: true });
+        sink.stats(s.source, { ...(s.lastStats ?? emptySourceStats()), final: true });
         s.finalSent = true;
       }
-      merger.status(
+      sink.status(
         s.announced ? s.source : API_SOURCE,
         "INSTANCE_UNAVAILABLE",
         s.target.origin,

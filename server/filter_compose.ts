@@ -5,7 +5,7 @@
  * `(excl) and (user)` into `(excl) and (port 80) or (port 443)`), so the user filter must
  * compile on its own AND keep its parentheses balanced at every prefix. It never reaches a shell.
  */
-import { ApiError } from "./limits.ts";
+import { ApiError } from "./errors.ts";
 import { checkFilter } from "../ffi/filter_check.ts";
 import { MAX_AGENT_FILTER_LENGTH, MAX_FILTER_LENGTH } from "../protocol/messages.ts";
 

@@ -1,34 +1,13 @@
 /**
  * Server-side limits of the api (DESIGN §5): concurrent captures in total and per user, and the
- * per-capture duration and byte budgets. Pure bookkeeping; the capture route acquires a slot
+ * per-capture duration and byte budgets. Pure bookkeeping; the client session acquires a slot
  * before fan-out and releases it when the capture ends, whatever the outcome.
  */
 
-import type { StatusType } from "../protocol/messages.ts";
+import { ApiError, type LimitInfo, limitReached } from "./errors.ts";
 
-/** Status-message types the api raises as errors (DESIGN §3); the others are not failures. */
-export type ApiErrorKind = Exclude<StatusType, "CONGESTED" | "CAPTURE_STOPPED">;
-
-export interface LimitInfo {
-  name: string;
-  value: number;
-}
-
-/**
- * A failure that maps 1:1 onto a StatusMessage `{type: kind, text: message, limit}`.
- * Lives here until a shared server/errors.ts exists; every api module throws it (or AuthError,
- * its subclass). The message is user-facing and must never carry a token.
- */
-export class ApiError extends Error {
-  constructor(readonly kind: ApiErrorKind, message: string, readonly limit?: LimitInfo) {
-    super(message);
-    this.name = "ApiError";
-  }
-}
-
-export function limitReached(name: string, value: number, text: string): ApiError {
-  return new ApiError("LIMIT_REACHED", text, { name, value });
-}
+// The api's errors live in errors.ts; these names stay for existing importers.
+export { ApiError, type ApiErrorKind, type LimitInfo, limitReached } from "./errors.ts";
 
 /** A held capture slot; release() is idempotent so `finally` blocks can call it freely. */
 export interface CaptureSlot {

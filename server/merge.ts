@@ -7,8 +7,9 @@
  * `buffer{size,upper_limit,lower_limit}`, counted in FRAMES (WebSocket messages) still unsent, as
  * pcap-release counted messages in its channel. Because one frame may hold up to ~1 MiB of
  * packets, bytes are bounded too: `maxBufferedBytes` scaled by the same upper/size and
- * lower/size ratios. Congested when either bound is reached; cleared when both are below the
- * lower marks. Memory per capture therefore stays near maxBufferedBytes whatever the client does.
+ * lower/size ratios. Both feed one level, max(frames, bytes·size/maxBufferedBytes), into
+ * lib/hysteresis.ts: congested when either bound is reached; cleared when both are at or below
+ * the lower marks. Memory per capture therefore stays near maxBufferedBytes whatever the client does.
  */
 import {
   enclosingFrame,
@@ -18,6 +19,7 @@ import {
   setFrameSource,
 } from "../protocol/frame_codec.ts";
 import { type SourceStats, status } from "../protocol/messages.ts";
+import { type BufferLimits, Hysteresis } from "../lib/hysteresis.ts";
 
 /** Frame source for messages about the capture as a whole (no SOURCE frame announces it). */
 export const API_SOURCE = 0xffff;
@@ -29,10 +31,8 @@ export interface SocketLike {
   readonly readyState: number;
 }
 
-export interface CongestionLimits {
-  size: number;
-  upperLimit: number;
-  lowerLimit: number;
+export interface CongestionLimits extends BufferLimits {
+  /** the byte bound that corresponds to `size` frames */
   maxBufferedBytes?: number;
 }
 
@@ -72,13 +72,14 @@ const OPEN = 1;
 
 export class ClientMerger {
   readonly #socket: SocketLike;
-  readonly #limits: Required<CongestionLimits>;
+  readonly #hysteresis: Hysteresis;
+  readonly #size: number;
+  readonly #maxBufferedBytes: number;
   readonly #hooks: MergerHooks;
   readonly #flight = new FlightTracker();
   readonly #origins = new Map<number, string>();
   readonly #dropped = new Map<number, number>();
   #episode = new Map<number, number>();
-  #congested = false;
   #timer: ReturnType<typeof setInterval> | undefined;
   /** frames and bytes sent so far (for tests and metrics) */
   sentFrames = 0;
@@ -88,12 +89,14 @@ export class ClientMerger {
 
   constructor(socket: SocketLike, limits: CongestionLimits, hooks: MergerHooks = {}) {
     this.#socket = socket;
-    this.#limits = { maxBufferedBytes: DEFAULT_MAX_BUFFERED_BYTES, ...limits };
+    this.#hysteresis = new Hysteresis(limits);
+    this.#size = limits.size;
+    this.#maxBufferedBytes = limits.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
     this.#hooks = hooks;
   }
 
   get congested(): boolean {
-    return this.#congested;
+    return this.#hysteresis.congested;
   }
 
   get open(): boolean {
@@ -132,7 +135,7 @@ export class ClientMerger {
    */
   packets(source: number, payload: Uint8Array, count: number): boolean {
     this.#evaluate();
-    if (this.#congested) {
+    if (this.congested) {
       this.#dropped.set(source, this.dropped(source) + count);
       this.#episode.set(source, (this.#episode.get(source) ?? 0) + count);
       return false;
@@ -165,24 +168,23 @@ export class ClientMerger {
     const bytes = this.#socket.bufferedAmount;
     if (bytes > this.bufferedHighWater) this.bufferedHighWater = bytes;
     const frames = this.#flight.update(bytes);
-    const { size, upperLimit, lowerLimit, maxBufferedBytes } = this.#limits;
-    if (!this.#congested) {
-      if (frames >= upperLimit || bytes >= (maxBufferedBytes * upperLimit) / size) {
-        this.#congested = true;
-        this.#episode = new Map();
-        this.#hooks.onCongested?.();
-        this.status(
-          API_SOURCE,
-          "CONGESTED",
-          "api",
-          "the client reads too slowly; the api discards packets until it catches up",
-          { counts: { buffered_frames: frames, buffered_bytes: bytes } },
-        );
-        // Clearing must be noticed even when no packets arrive to trigger an evaluation.
-        this.#timer = setInterval(() => this.#evaluate(), 50);
-      }
-    } else if (frames <= lowerLimit && bytes <= (maxBufferedBytes * lowerLimit) / size) {
-      this.#congested = false;
+    // Bytes in frame units: either bound reaching its upper mark congests, and clearing needs
+    // both at their lower marks.
+    const level = Math.max(frames, (bytes * this.#size) / this.#maxBufferedBytes);
+    const change = this.#hysteresis.observe(level);
+    if (change === "congested") {
+      this.#episode = new Map();
+      this.#hooks.onCongested?.();
+      this.status(
+        API_SOURCE,
+        "CONGESTED",
+        "api",
+        "the client reads too slowly; the api discards packets until it catches up",
+        { counts: { buffered_frames: frames, buffered_bytes: bytes } },
+      );
+      // Clearing must be noticed even when no packets arrive to trigger an evaluation.
+      this.#timer = setInterval(() => this.#evaluate(), 50);
+    } else if (change === "cleared") {
       clearInterval(this.#timer);
       this.#timer = undefined;
       let total = 0;

@@ -1,33 +1,40 @@
 /**
- * The seam between a client capture and where its targets come from. A TargetResolver
- * authenticates the user, authorizes the capture and resolves the start request to agent
- * targets; the client session and the capture stream never know whether the BOSH Director
- * (bosh_resolver.ts) or the Cloud Controller answered. Adding a platform is one resolver and
- * one entry in the api's resolver list.
+ * The seam between a client capture and the platform it captures on. A TargetResolver owns one
+ * client route: its start request schema, the token check, the authorization against its
+ * platform (BOSH Director, Cloud Controller) and the resolution to agent targets. The client
+ * session (client_session.ts) and the capture stream (capture_stream.ts) know nothing else about
+ * the platform, so adding one is one more resolver in the api's resolver list.
  */
-import type { BoshStartRequest, CaptureTarget, SourceDescriptor } from "../protocol/messages.ts";
 import type { z } from "zod";
+import type { CaptureLimits, CaptureTarget, SourceDescriptor } from "../protocol/messages.ts";
 import type { VerifiedToken } from "./token_verifier.ts";
 
-/** A client's start request, tagged by the resolver (route) it arrived on. */
-export type StartRequest = { resolver: "bosh"; request: BoshStartRequest };
+/** What every start request carries, whatever its platform adds (e.g. `bosh`). */
+export interface StartRequestBase {
+  type: "start";
+  protocol_version: number;
+  interface: string;
+  snaplen: number;
+  filter: string;
+  limits: z.output<typeof CaptureLimits>;
+}
 
-/** Which resolver a start request is for: its route's name and its metrics label. */
-export type ResolverName = StartRequest["resolver"];
-
-/** One agent to dial for one source of the capture. */
-export interface AgentTarget {
+/** One agent a resolver found, and how its source is named for the client. */
+export interface ResolvedTarget {
   /** the agent's address (IP) and port */
   address: string;
   port: number;
   /** source name in STATUS texts and pcapng interfaces, e.g. `router/0 (uuid)` */
   origin: string;
-  /** the filter that agent applies: the user's, minus the agent's own connection */
-  filter: string;
   /** CF: the container to capture in; absent for a BOSH VM */
   container?: z.output<typeof CaptureTarget>;
   /** what the SOURCE frame tells the client about the source */
   instance?: SourceDescriptor["instance"];
+}
+
+/** A resolved target with the filter its agent applies (the user's, minus its own connection). */
+export interface AgentTarget extends ResolvedTarget {
+  filter: string;
 }
 
 /** A target that cannot be captured, reported as INSTANCE_UNAVAILABLE; the others go on. */
@@ -38,26 +45,36 @@ export interface SkippedTarget {
 
 /** What a resolver found for one start request. */
 export interface Resolution {
-  targets: AgentTarget[];
+  targets: ResolvedTarget[];
   skipped: SkippedTarget[];
-  /** resolver-specific audit fields (e.g. deployment, or org/space/app) */
-  audit: Record<string, string | undefined>;
+}
+
+/** Resolver-specific audit and log fields known from the request (deployment, org/space/app). */
+export type ResolverFacts = Record<string, string | undefined>;
+
+/** What the session knows when it asks for the targets. */
+export interface ResolveContext {
+  /** the bearer token, for platforms that authorize with the user's own token */
+  token: string;
+  user: VerifiedToken;
 }
 
 /**
  * Authenticates + authorizes + resolves. Errors are ApiErrors (UNAUTHENTICATED,
  * PERMISSION_DENIED, INVALID_REQUEST, LIMIT_REACHED, START_CAPTURE_FAILED, CONNECTION_ERROR).
  */
-export interface TargetResolver<R extends StartRequest = StartRequest> {
-  /** metrics `resolver` label and audit `resolver` field */
-  readonly name: R["resolver"];
-  /** verifies the bearer token; the identity limits and audit are keyed on */
+// deno-lint-ignore no-explicit-any
+export interface TargetResolver<R extends StartRequestBase = any> {
+  /** metrics `resolver` label, audit `resolver` field, /health `resolvers` entry */
+  readonly name: string;
+  /** the client WebSocket route, e.g. "/v1/capture/bosh" */
+  readonly path: string;
+  /** the start request schema, validated at the edge */
+  readonly startRequest: z.ZodType<R>;
+  /** verifies the bearer token: the identity that limits and audit are keyed on */
   authenticate(token: string): Promise<VerifiedToken>;
-  /** authorizes the capture for `user` (with the user's own token) and lists its targets */
-  resolve(
-    start: R,
-    user: VerifiedToken,
-    token: string,
-    userFilter: string,
-  ): Promise<Resolution>;
+  /** authorizes the capture (with the user's own token) and lists its targets */
+  resolve(request: R, ctx: ResolveContext): Promise<Resolution>;
+  /** audit and log fields known from the request alone (also for refused requests) */
+  facts(request: R): ResolverFacts;
 }

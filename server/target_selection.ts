@@ -13,7 +13,7 @@
  * - Instances without an IP (no VM yet, detached) are returned in `skipped`, not treated as fatal.
  * - More targets than `maxTargets` → LIMIT_REACHED naming max_targets and its value.
  */
-import { ApiError, limitReached } from "./limits.ts";
+import { ApiError, limitReached } from "./errors.ts";
 import type { Instance } from "./director_client.ts";
 
 export interface Target {

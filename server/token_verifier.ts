@@ -8,7 +8,7 @@
  */
 import { createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify } from "jose";
 import type { JSONWebKeySet, JWK, JWTPayload } from "jose";
-import { ApiError, type ApiErrorKind } from "./limits.ts";
+import { ApiError, type ApiErrorKind } from "./errors.ts";
 import { readLimited } from "../lib/read_limited.ts";
 
 export type AuthErrorKind = Extract<

@@ -1,4 +1,4 @@
-import { CaptureEngine, CaptureError, type PacketBatch } from "../agent/capture_engine.ts";
+import { CaptureEngine, CaptureError, type PacketBatch } from "../agent/engine/capture_engine.ts";
 import { isRoot, Netns, newRunId } from "../lab/netns.ts";
 
 function assert(cond: unknown, msg = "assertion failed"): asserts cond {
@@ -320,7 +320,7 @@ Deno.test({
 });
 
 Deno.test("engine ring: records survive wrap-around, batches are borrowed until the next take", async () => {
-  const { createRing, RingReader, RingWriter, C } = await import("../agent/capture_ring.ts");
+  const { createRing, RingReader, RingWriter, C } = await import("../agent/engine/capture_ring.ts");
   const size = 4096;
   const ring = createRing(size);
   const wr = new RingWriter(ring.shared, 1 << 30);

@@ -17,7 +17,7 @@ import {
 import { createLogger, type LogLevel } from "../../lib/log.ts";
 import { loadAgentConfig } from "../../agent/config.ts";
 import { AgentServer } from "../../agent/server.ts";
-import { CaptureEngine } from "../../agent/capture_engine.ts";
+import { CaptureEngine } from "../../agent/engine/capture_engine.ts";
 import type { OpenEngine } from "../../agent/capture_session.ts";
 
 export interface TestPki {

@@ -1,16 +1,27 @@
-// Fallback packet reader: pcap_next_ex per packet, copied into the engine ring
-// with libc memcpy by address. Used where the direct TPACKET_V3 reader does not
-// reproduce libpcap exactly (immediate mode, "any", non-Ethernet, userland
-// filtering, other libpcap versions) or when forced.
-//
-// The handle is switched to non-blocking mode and the worker waits with its own
-// bounded poll, so it notices stop()/close() without pcap_breakloop (which would
-// make pcap_next_ex drop the packet it was returning) and without any other
-// thread touching the handle.
-import { libc } from "../ffi/libc.ts";
-import { geterr, pcap, PCAP_ERRBUF_SIZE, readCString, statusToStr } from "../ffi/libpcap.ts";
+/**
+ * Fallback packet reader: pcap_next_ex per packet, copied into the engine ring
+ * with libc memcpy by address. Used where the direct TPACKET_V3 reader does not
+ * reproduce libpcap exactly (immediate mode, "any", non-Ethernet, userland
+ * filtering, other libpcap versions) or when forced.
+ *
+ * The handle is switched to non-blocking mode and the worker waits with its own
+ * bounded poll, so it notices stop()/close() without pcap_breakloop (which would
+ * make pcap_next_ex drop the packet it was returning) and without any other
+ * thread touching the handle.
+ *
+ * @example
+ * ```ts ignore
+ * // On the worker thread, once the handle is active and non-blocking:
+ * const failed = readWithNextEx(start, handle, writer);
+ * if (failed) postMessage({ type: "error", message: failed.message });
+ * ```
+ *
+ * @module
+ */
+import { libc } from "../../ffi/libc.ts";
+import { geterr, pcap, PCAP_ERRBUF_SIZE, readCString, statusToStr } from "../../ffi/libpcap.ts";
 import { C, RingWriter, S } from "./capture_ring.ts";
-import { recordDataOffset, recordSize } from "../protocol/records.ts";
+import { recordDataOffset, recordSize } from "../../protocol/records.ts";
 import {
   drainDeadline,
   KernelStats,

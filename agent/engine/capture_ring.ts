@@ -1,17 +1,34 @@
-// Single-producer/single-consumer byte ring between the capture worker
-// (producer) and the main thread (consumer). Records are written whole (never
-// split across the end): when one does not fit at the end the producer
-// continues at 0. Written records are published in chunks through a small log
-// of descriptors (start, end, record count, caplen sum) in a SharedArrayBuffer,
-// so the consumer never has to walk record headers (a cache miss per record on
-// memory the other core just wrote) to count them or find batch boundaries.
-// The data itself lives in a plain (non-shared) ArrayBuffer owned by the main
-// thread, which the worker aliases by address: V8 copies into and out of
-// SharedArrayBuffers with slow relaxed-atomic loops (~5x memcpy at 1514 B),
-// plain buffers use memcpy. The Atomics on the control block order the
-// accesses (sequentially consistent stores/loads act as fences).
+/**
+ * Single-producer/single-consumer byte ring between the capture worker
+ * (producer) and the main thread (consumer). Records are written whole (never
+ * split across the end): when one does not fit at the end the producer
+ * continues at 0. Written records are published in chunks through a small log
+ * of descriptors (start, end, record count, caplen sum) in a SharedArrayBuffer,
+ * so the consumer never has to walk record headers (a cache miss per record on
+ * memory the other core just wrote) to count them or find batch boundaries.
+ * The data itself lives in a plain (non-shared) ArrayBuffer owned by the main
+ * thread, which the worker aliases by address: V8 copies into and out of
+ * SharedArrayBuffers with slow relaxed-atomic loops (~5x memcpy at 1514 B),
+ * plain buffers use memcpy. The Atomics on the control block order the
+ * accesses (sequentially consistent stores/loads act as fences).
+ *
+ * @example
+ * ```ts
+ * import { createRing, RingReader, RingWriter } from "./capture_ring.ts";
+ *
+ * const ring = createRing(1 << 20);
+ * const writer = new RingWriter(ring.shared, 64 * 1024); // on the worker
+ * const at = writer.reserve(16 + 4);
+ * writer.header(at, 0, 0, 4, 4);
+ * writer.commit(at + 16 + 4, 16 + 4);
+ * writer.flush();
+ * const batch = new RingReader(ring).take(1 << 20); // on the main thread: { count: 1, ... }
+ * ```
+ *
+ * @module
+ */
 
-import { capturedBytes, writeRecordHeader } from "../protocol/records.ts";
+import { capturedBytes, writeRecordHeader } from "../../protocol/records.ts";
 
 /** Indexes into the Int32Array control block. */
 export const C = {

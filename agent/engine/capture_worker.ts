@@ -1,11 +1,22 @@
 /// <reference lib="deno.worker" />
-// One capture on its own thread. The thread enters the requested network
-// namespace with setns() (affecting only this thread), activates libpcap and
-// then reads packets synchronously (libpcap's mmapped ring directly, or
-// pcap_next_ex as a fallback), copying every packet into the engine ring in
-// wire record format. All FFI here is synchronous on purpose:
-// nonblocking calls would run on pool threads in the host namespace.
-import { enterNetns, libc } from "../ffi/libc.ts";
+/**
+ * One capture on its own thread. The thread enters the requested network
+ * namespace with setns() (affecting only this thread), activates libpcap and
+ * then reads packets synchronously (libpcap's mmapped ring directly, or
+ * pcap_next_ex as a fallback), copying every packet into the engine ring in
+ * wire record format. All FFI here is synchronous on purpose:
+ * nonblocking calls would run on pool threads in the host namespace.
+ *
+ * @example
+ * ```ts ignore
+ * // Started by CaptureEngine, never directly:
+ * const worker = new Worker(new URL("./capture_worker.ts", import.meta.url), { type: "module" });
+ * worker.postMessage(start); // a WorkerStart; replies are WorkerReply messages
+ * ```
+ *
+ * @module
+ */
+import { enterNetns, libc } from "../../ffi/libc.ts";
 import {
   type BpfProgram,
   compileFilter,
@@ -16,7 +27,7 @@ import {
   PCAP_TSTAMP_PRECISION_NANO,
   readCString,
   statusToStr,
-} from "../ffi/libpcap.ts";
+} from "../../ffi/libpcap.ts";
 import { C, RingWriter, S } from "./capture_ring.ts";
 import { type ReaderKind, StepError, where, type WorkerStart } from "./capture_reading.ts";
 import { readWithNextEx } from "./capture_pcap_reader.ts";

@@ -1,23 +1,39 @@
-// Capture engine: one libpcap capture per Worker thread (see capture_worker.ts),
-// delivering batches of wire packet records through a bounded shared ring.
-// The main thread never changes namespace; only the worker's thread does.
-//
-// Contract (consumers):
-// - Borrowed records: a PacketBatch's `records` is a view into the engine's
-//   queue, valid only until the next call of next() (or close()). Use or copy
-//   it before calling next() again; never keep it (or a subarray of it) longer.
-// - stop() drains: every packet the kernel captured before stop() was called is
-//   delivered by next() before it returns null, whichever reader runs. stop() is
-//   prompt: on an idle interface within ~100 ms, otherwise within about
-//   2 × timeoutMs + 150 ms (the kernel hands over a partly filled block only
-//   when its timer retires it).
-// - close() aborts at once and discards what was not delivered.
-// - Latency: the worker wakes next() per 1 MiB published or once published
-//   records have waited NOTIFY_DELAY_MS (10 ms, at most timeoutMs; immediate
-//   mode: every record), not per kernel block: a wake-up costs the main thread
-//   tens of µs. So delivery may lag the kernel's hand-over by up to 10 ms.
-import { pcap } from "../ffi/libpcap.ts";
-import { MAX_RECORD_BYTES, MAX_SNAPLEN } from "../protocol/records.ts";
+/**
+ * Capture engine: one libpcap capture per Worker thread (see capture_worker.ts),
+ * delivering batches of wire packet records through a bounded shared ring.
+ * The main thread never changes namespace; only the worker's thread does.
+ *
+ * Contract (consumers):
+ * - Borrowed records: a PacketBatch's `records` is a view into the engine's
+ * queue, valid only until the next call of next() (or close()). Use or copy
+ * it before calling next() again; never keep it (or a subarray of it) longer.
+ * - stop() drains: every packet the kernel captured before stop() was called is
+ * delivered by next() before it returns null, whichever reader runs. stop() is
+ * prompt: on an idle interface within ~100 ms, otherwise within about
+ * 2 × timeoutMs + 150 ms (the kernel hands over a partly filled block only
+ * when its timer retires it).
+ * - close() aborts at once and discards what was not delivered.
+ * - Latency: the worker wakes next() per 1 MiB published or once published
+ * records have waited NOTIFY_DELAY_MS (10 ms, at most timeoutMs; immediate
+ * mode: every record), not per kernel block: a wake-up costs the main thread
+ * tens of µs. So delivery may lag the kernel's hand-over by up to 10 ms.
+ *
+ * @example
+ * ```ts
+ * import { CaptureEngine } from "./capture_engine.ts";
+ *
+ * const engine = await CaptureEngine.open({ device: "eth0", snaplen: 65535, filter: "udp" });
+ * setTimeout(() => engine.stop(), 1000);
+ * for (let b = await engine.next(); b; b = await engine.next()) {
+ *   console.log(b.count, "packets"); // b.records is borrowed until the next next()
+ * }
+ * console.log(engine.stats());
+ * ```
+ *
+ * @module
+ */
+import { pcap } from "../../ffi/libpcap.ts";
+import { MAX_RECORD_BYTES, MAX_SNAPLEN } from "../../protocol/records.ts";
 import { C, createRing, RingReader, S } from "./capture_ring.ts";
 import type { ReaderChoice, ReaderKind } from "./capture_reading.ts";
 import type { WorkerReply, WorkerStart, WorkerWarm } from "./capture_worker.ts";

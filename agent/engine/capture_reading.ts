@@ -1,7 +1,19 @@
-// Pieces shared by the capture worker's two packet readers
-// (capture_tpacket_reader.ts, capture_pcap_reader.ts): the start message,
-// step errors, kernel stats, waiting on the capture socket, and the drain
-// deadline of a stop. Runs on the worker thread; all calls are synchronous.
+/**
+ * Pieces shared by the capture worker's two packet readers
+ * (capture_tpacket_reader.ts, capture_pcap_reader.ts): the start message,
+ * step errors, kernel stats, waiting on the capture socket, and the drain
+ * deadline of a stop. Runs on the worker thread; all calls are synchronous.
+ *
+ * @example
+ * ```ts ignore
+ * // A reader's wait: up to POLL_MS for the capture socket, an error if it failed.
+ * const waiter = new SocketWaiter(fd, start);
+ * const failed = waiter.wait(POLL_MS);
+ * if (failed) return failed; // a StepError naming the capture (where(start))
+ * ```
+ *
+ * @module
+ */
 import {
   errno,
   getsockoptInt,
@@ -13,8 +25,8 @@ import {
   SO_ERROR,
   SOL_SOCKET,
   strerror,
-} from "../ffi/libc.ts";
-import { pcap, PCAP_STAT_SIZE } from "../ffi/libpcap.ts";
+} from "../../ffi/libc.ts";
+import { pcap, PCAP_STAT_SIZE } from "../../ffi/libpcap.ts";
 import { C, type RingShared } from "./capture_ring.ts";
 
 /** Which reader the worker uses; "pcap_next_ex" forces the fallback (tests, diagnostics). */

@@ -1,20 +1,33 @@
-// Direct TPACKET_V3 reading. libpcap's per-packet path costs an FFI call per
-// packet (plus BigInt pointer arithmetic to copy); instead we alias libpcap's
-// mmapped kernel ring once and walk its blocks in JS, copying each packet with
-// TypedArray.set (memcpy), so a packet costs no FFI at all. We only do this
-// where we reproduce libpcap 1.10's reader exactly (Ethernet, kernel filter,
-// no immediate mode): lo outgoing duplicates dropped, VLAN tags put back,
-// caplen clamped, pre-filter blocks filtered in userland. Otherwise fallback.
+/**
+ * Direct TPACKET_V3 reading. libpcap's per-packet path costs an FFI call per
+ * packet (plus BigInt pointer arithmetic to copy); instead we alias libpcap's
+ * mmapped kernel ring once and walk its blocks in JS, copying each packet with
+ * TypedArray.set (memcpy), so a packet costs no FFI at all. We only do this
+ * where we reproduce libpcap 1.10's reader exactly (Ethernet, kernel filter,
+ * no immediate mode): lo outgoing duplicates dropped, VLAN tags put back,
+ * caplen clamped, pre-filter blocks filtered in userland. Otherwise fallback.
+ *
+ * @example
+ * ```ts ignore
+ * // On the worker thread: the direct reader where it reproduces libpcap, else the fallback.
+ * const ring = findPacketRing(handle, start, filtered);
+ * const failed = ring
+ *   ? readRing(start, handle, ring, program, writer)
+ *   : readWithNextEx(start, handle, writer);
+ * ```
+ *
+ * @module
+ */
 import {
   attachedFilterLength,
   getsockoptInt,
   PACKET_VERSION,
   SOL_PACKET,
   TPACKET_V3,
-} from "../ffi/libc.ts";
-import { type BpfProgram, libVersion, pcap, PKTHDR_SIZE } from "../ffi/libpcap.ts";
+} from "../../ffi/libc.ts";
+import { type BpfProgram, libVersion, pcap, PKTHDR_SIZE } from "../../ffi/libpcap.ts";
 import { C, RingWriter, S } from "./capture_ring.ts";
-import { recordDataOffset, recordSize } from "../protocol/records.ts";
+import { recordDataOffset, recordSize } from "../../protocol/records.ts";
 import {
   drainDeadline,
   KernelStats,

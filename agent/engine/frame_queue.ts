@@ -2,6 +2,18 @@
  * The frames of one capture stream waiting for the socket. The HTTP layer pulls only when the
  * socket has drained, so the queue length (in packet frames) is exactly the back-log that the
  * back-pressure hysteresis looks at.
+ *
+ * @example
+ * ```ts
+ * import { FrameQueue } from "./frame_queue.ts";
+ *
+ * const queue = new FrameQueue();
+ * queue.push(new Uint8Array(64), true); // a PACKETS frame
+ * console.log(queue.packetFrames); // 1: what back-pressure sees
+ * const chunk = queue.takeChunk(); // what the socket writes next
+ * ```
+ *
+ * @module
  */
 
 /** Several small frames go out as one chunk of at most this size: fewer writes, same bytes. */

@@ -1,47 +1,42 @@
 /**
- * One client WebSocket on /v1/capture/bosh (docs/protocol.md "Client API"): HELLO, then the
- * start request is checked (token, Director, selection, filter, limits) and fanned out; the
- * merged stream flows until a stop (client, limit, SIGTERM) has drained every source; END and
- * close 1000. Refusals send one STATUS and close with 1008 (policy) naming the type; internal
+ * One client WebSocket on a capture route (docs/protocol.md "Client API"): the phase machine,
+ * authentication and audit. HELLO, then the start request is checked (token and targets through
+ * the route's TargetResolver, filter, limits) and fanned out into a CaptureStream; the merged
+ * stream flows until a stop (client, limit, SIGTERM) has drained every source; END and close
+ * 1000. Refusals send one STATUS and close with 1008 (policy) naming the type; internal
  * failures close with 1011. An audit line is written for every capture request.
  */
 import { encodeFrame, encodeJsonFrame, FrameKind } from "../protocol/frame_codec.ts";
-import type { BoshStartRequest } from "../protocol/messages.ts";
 import { checkPeerVersion, makeHello } from "../protocol/hello.ts";
 import type { Logger } from "../lib/log.ts";
+import { deadline } from "../lib/deadline.ts";
 import type { ApiConfig } from "./config.ts";
 import type { AuditLog } from "./audit.ts";
 import type { ApiMetrics } from "./metrics.ts";
 import type { AgentTlsOptions } from "./agent_client.ts";
 import type { VerifiedToken } from "./token_verifier.ts";
-import {
-  ApiError,
-  type CaptureSlot,
-  type ConcurrencyLimiter,
-  durationLimitError,
-} from "./limits.ts";
-import type { AgentTarget, TargetResolver } from "./target_resolver.ts";
+import type { CaptureSlot, ConcurrencyLimiter } from "./limits.ts";
+import { ApiError, asApiError } from "./errors.ts";
+import type {
+  AgentTarget,
+  ResolverFacts,
+  StartRequestBase,
+  TargetResolver,
+} from "./target_resolver.ts";
 import { type FilterChecker, validateUserFilter } from "./filter_compose.ts";
-import { agentRequest, captureBounds } from "./capture_plan.ts";
+import { agentRequest, captureBounds, planTargets } from "./capture_plan.ts";
 import { API_SOURCE, ClientMerger, type SocketLike } from "./merge.ts";
-import { packetsBytes } from "../protocol/records.ts";
 import { Fanout, type SourceSummary } from "./fanout.ts";
 import { type ClientPeer, writeCaptureAudit } from "./capture_audit.ts";
 import { readClientMessage } from "./client_message.ts";
-import { CaptureTally } from "./capture_tally.ts";
-import {
-  asApiError,
-  endOutcome,
-  noneStarted,
-  type Outcome,
-  recordDrops,
-} from "./capture_outcome.ts";
+import { CaptureStream } from "./capture_stream.ts";
+import { noneStarted, type Outcome } from "./capture_outcome.ts";
 
 export type { ClientPeer } from "./capture_audit.ts";
 
+/** What every session of the api shares (each route adds its resolver). */
 export interface SessionDeps {
   config: ApiConfig;
-  resolver: TargetResolver;
   limiter: ConcurrencyLimiter;
   metrics: ApiMetrics;
   audit: AuditLog;
@@ -68,7 +63,7 @@ type ServerSocket = SocketLike & { close(code?: number, reason?: string): void }
 /** How long a finished session waits for the client to complete the closing handshake. */
 const CLOSE_WAIT_MS = 3000;
 
-export class CaptureSession {
+export class ClientSession {
   #phase: Phase = "awaiting-start";
   #socket!: ServerSocket;
   #merger!: ClientMerger;
@@ -76,12 +71,12 @@ export class CaptureSession {
   #slot: CaptureSlot | null = null;
   #timers: ReturnType<typeof setTimeout>[] = [];
   #user: VerifiedToken | null = null;
-  #request: BoshStartRequest | null = null;
+  #request: StartRequestBase | null = null;
+  #facts: ResolverFacts = {};
   #targets: AgentTarget[] = [];
-  #resolverAudit: Record<string, string | undefined> = {};
   #filter = "";
   #start = new Date();
-  #tally: CaptureTally | null = null;
+  #stream: CaptureStream | null = null;
   #outcome: Outcome = "CAPTURE_STOPPED";
   #detail: string | undefined;
   #log: Logger;
@@ -96,6 +91,8 @@ export class CaptureSession {
 
   constructor(
     private readonly deps: SessionDeps,
+    /** the route's platform: authenticates, authorizes and resolves the start request */
+    private readonly resolver: TargetResolver,
     /** the bearer token, or the reason it is unusable, or a refusal decided up front */
     private readonly token: SessionCredential,
     private readonly peer: ClientPeer = {},
@@ -126,7 +123,7 @@ export class CaptureSession {
     }
     const { buffer } = this.deps.config;
     this.#merger = new ClientMerger(socket, buffer, {
-      onCongested: () => this.deps.metrics.congestion.inc({ resolver: this.deps.resolver.name }),
+      onCongested: () => this.deps.metrics.congestion.inc({ resolver: this.resolver.name }),
     });
     const hello = makeHello("api", this.deps.config.id);
     this.#merger.control(encodeJsonFrame(FrameKind.HELLO, API_SOURCE, hello));
@@ -163,7 +160,11 @@ export class CaptureSession {
   }
 
   onMessage(data: unknown): void {
-    const msg = readClientMessage(data, this.#phase === "awaiting-start");
+    const msg = readClientMessage(
+      data,
+      this.#phase === "awaiting-start",
+      this.resolver.startRequest,
+    );
     if (msg.kind === "start") {
       this.#phase = "starting";
       this.#begin(msg.request).catch((e) => this.#refuse(e));
@@ -235,76 +236,62 @@ export class CaptureSession {
     else this.#finish("START_CAPTURE_FAILED", SHUTTING_DOWN); // never opened: nothing to close
   }
 
-  async #begin(req: BoshStartRequest): Promise<void> {
+  async #begin(req: StartRequestBase): Promise<void> {
     this.#request = req;
     const d = this.deps;
+    const resolver = this.resolver;
+    this.#facts = resolver.facts(req);
     if (d.draining()) throw new ApiError("START_CAPTURE_FAILED", SHUTTING_DOWN);
     const tooOld = checkPeerVersion(req.protocol_version, "client", "api");
     if (tooOld) throw new ApiError("INVALID_REQUEST", tooOld);
     const token = (this.token as { value: string }).value;
-    this.#user = await d.resolver.authenticate(token);
-    this.#log = this.#log.child({ user: this.#user.user, user_key: this.#user.key });
+    const user = this.#user = await resolver.authenticate(token);
+    this.#log = this.#log.child({ user: user.user, user_key: user.key });
     if (this.#leftWhileStarting()) return;
     // Keyed on the stable identity: user names repeat across UAA origins.
-    this.#slot = d.limiter.acquire(this.#user.key);
+    this.#slot = d.limiter.acquire(user.key);
     const userFilter = validateUserFilter(req.filter, { check: d.checkFilter });
     this.#filter = userFilter;
-    const plan = await d.resolver.resolve(
-      { resolver: "bosh", request: req },
-      this.#user,
-      token,
-      userFilter,
-    );
+    const resolution = await resolver.resolve(req, { token, user });
+    const plan = planTargets(resolution, userFilter, d.checkFilter);
     this.#targets = plan.targets;
-    this.#resolverAudit = plan.audit;
     if (this.#leftWhileStarting()) return;
     const bounds = captureBounds(req, d.config);
-    const tally = new CaptureTally(bounds, req.limits.max_packets ?? 0);
     for (const s of plan.skipped) {
       this.#merger.status(API_SOURCE, "INSTANCE_UNAVAILABLE", s.origin, `${s.origin} ${s.reason}`);
     }
     this.#phase = "running";
     this.#start = new Date();
-    this.#tally = tally;
-    d.metrics.activeCaptures.inc({ resolver: this.deps.resolver.name });
+    d.metrics.activeCaptures.inc({ resolver: resolver.name });
     this.#log.info("capture starting", {
-      ...plan.audit,
+      ...this.#facts,
       targets: this.#targets.length,
       interface: req.interface,
+    });
+    const stream = this.#stream = new CaptureStream({
+      merger: this.#merger,
+      metrics: d.metrics,
+      resolver: resolver.name,
+      bounds,
+      maxPackets: req.limits.max_packets ?? 0,
+      onLimit: (err) => this.#limit(err),
+      onStop: (reason) => this.stop(reason),
     });
     const fanout = new Fanout({
       targets: this.#targets,
       tls: d.agentTls,
-      requestFor: (t) => agentRequest(req, t, bounds, this.#user!.user),
-      merger: this.#merger,
+      requestFor: (t) => agentRequest(req, t, bounds, user.user),
+      sink: stream,
       connectTimeoutMs: d.config.timeouts.agentConnectMs,
       idleTimeoutMs: d.agentIdleTimeoutMs,
       stopTimeoutMs: d.stopTimeoutMs,
       onAgentError: (kind) => d.metrics.agentErrors.inc({ kind }),
       log: this.#log,
-      onPackets: (source, payload, count) => {
-        if (this.#phase === "done") return;
-        const batch = tally.admit(payload, count);
-        if (!batch || !this.#merger.packets(source, batch.payload, batch.count)) return;
-        const bytes = packetsBytes(batch.payload, batch.count);
-        d.metrics.packets.inc({ resolver: this.deps.resolver.name }, batch.count);
-        d.metrics.bytes.inc({ resolver: this.deps.resolver.name }, bytes);
-        const verdict = tally.record(batch.count, bytes);
-        if (verdict && "limit" in verdict) this.#limit(verdict.limit);
-        else if (verdict) this.stop(verdict.stop);
-      },
     });
     this.#fanout = fanout;
-    if (bounds.durationMs > 0) {
-      this.#timers.push(setTimeout(() => {
-        const err = durationLimitError(bounds);
-        if (err) this.#limit(err);
-        else this.stop(`duration of ${bounds.durationMs} ms reached`);
-      }, bounds.durationMs));
-    }
     const started = await fanout.started;
     const summaries = await fanout.done;
-    this.#end(started, summaries);
+    this.#end(stream, started, summaries);
   }
 
   /**
@@ -330,21 +317,13 @@ export class CaptureSession {
     this.stop(err.message);
   }
 
-  #end(started: number, summaries: SourceSummary[]): void {
-    recordDrops(
-      this.deps.metrics,
-      this.deps.resolver.name,
-      summaries,
-      (source) => this.#merger.dropped(source),
-    );
+  #end(stream: CaptureStream, started: number, summaries: SourceSummary[]): void {
+    stream.recordDrops(summaries);
     if (started === 0 && this.#outcome !== "CLIENT_GONE") {
       this.#refuse(noneStarted(summaries));
       return;
     }
-    const end = endOutcome(this.#outcome, summaries);
-    if (end.failed > 0) {
-      this.deps.metrics.sourcesFailed.inc({ resolver: this.deps.resolver.name }, end.failed);
-    }
+    const end = stream.settle(this.#outcome, summaries);
     this.#outcome = end.outcome;
     if (end.detail !== undefined) this.#detail = end.detail;
     this.#merger.control(encodeFrame(FrameKind.END, API_SOURCE, new Uint8Array()));
@@ -383,19 +362,20 @@ export class CaptureSession {
     this.#phase = "done";
     try {
       for (const t of this.#timers) clearTimeout(t);
+      this.#stream?.close();
       this.#merger?.close();
       this.#slot?.release();
       const d = this.deps;
-      if (wasRunning) d.metrics.activeCaptures.dec({ resolver: this.deps.resolver.name });
-      d.metrics.captures.inc({ resolver: this.deps.resolver.name, outcome });
-      const packets = this.#tally?.packets ?? 0;
-      const bytes = this.#tally?.bytes ?? 0;
+      if (wasRunning) d.metrics.activeCaptures.dec({ resolver: this.resolver.name });
+      d.metrics.captures.inc({ resolver: this.resolver.name, outcome });
+      const packets = this.#stream?.packetCount ?? 0;
+      const bytes = this.#stream?.byteCount ?? 0;
       writeCaptureAudit(d.audit, {
         user: this.#user,
         request: this.#request,
         targets: this.#targets,
-        resolver: d.resolver.name,
-        resolverAudit: this.#resolverAudit,
+        resolver: this.resolver.name,
+        facts: this.#facts,
         filter: this.#filter,
         start: this.#start,
         packets,
@@ -412,13 +392,6 @@ export class CaptureSession {
   }
 
   #resolveWhenClosed(): void {
-    let t: ReturnType<typeof setTimeout> | undefined;
-    Promise.race([
-      this.#socketClosed.promise,
-      new Promise<void>((r) => t = setTimeout(r, CLOSE_WAIT_MS)),
-    ]).then(() => {
-      clearTimeout(t);
-      this.#resolveDone();
-    });
+    deadline(this.#socketClosed.promise, CLOSE_WAIT_MS).then(() => this.#resolveDone());
   }
 }

@@ -1,6 +1,19 @@
 /**
  * What a capture session needs of a capture engine (structural, so tests can inject fakes; the
  * real one is agent/capture_engine.ts).
+ *
+ * @example
+ * ```ts
+ * import type { EngineLike } from "./engine_like.ts";
+ *
+ * async function drain(engine: EngineLike): Promise<number> {
+ *   let packets = 0;
+ *   for (let b = await engine.next(); b; b = await engine.next()) packets += b.count;
+ *   return packets;
+ * }
+ * ```
+ *
+ * @module
  */
 import type { CaptureOptions, CaptureStats } from "./capture_engine.ts";
 
