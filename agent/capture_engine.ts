@@ -17,6 +17,7 @@
 //   mode: every record), not per kernel block: a wake-up costs the main thread
 //   tens of µs. So delivery may lag the kernel's hand-over by up to 10 ms.
 import { pcap } from "../ffi/libpcap.ts";
+import { MAX_RECORD_BYTES, MAX_SNAPLEN } from "../protocol/records.ts";
 import { C, createRing, RingReader, S } from "./capture_ring.ts";
 import type { ReaderChoice, ReaderKind } from "./capture_reading.ts";
 import type { WorkerReply, WorkerStart, WorkerWarm } from "./capture_worker.ts";
@@ -73,7 +74,6 @@ export class CaptureError extends Error {
   }
 }
 
-export const MAX_SNAPLEN = 262144;
 const DEFAULT_BUFFER = 32 << 20;
 const DEFAULT_QUEUE = 16 << 20;
 const MAX_BATCH = 256 << 10; // per next(); also bounds the agent's frame size
@@ -153,8 +153,8 @@ function validate(o: CaptureOptions): void {
   const t = o.timeoutMs ?? 100;
   if (!Number.isInteger(t) || t < 1 || t > 60000) bad(`timeoutMs ${t} must be 1..60000`);
   const q = o.queueBytes ?? DEFAULT_QUEUE;
-  if (!Number.isInteger(q) || q < 2 * (MAX_SNAPLEN + 16) || q > 2 ** 31 - 1) {
-    bad(`queueBytes ${q} must be an integer from ${2 * (MAX_SNAPLEN + 16)} to 2147483647`);
+  if (!Number.isInteger(q) || q < 2 * MAX_RECORD_BYTES || q > 2 ** 31 - 1) {
+    bad(`queueBytes ${q} must be an integer from ${2 * MAX_RECORD_BYTES} to 2147483647`);
   }
   if (o.reader !== undefined && o.reader !== "auto" && o.reader !== "pcap_next_ex") {
     bad(`reader "${o.reader}" must be "auto" or "pcap_next_ex"`);

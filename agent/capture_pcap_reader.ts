@@ -9,7 +9,8 @@
 // thread touching the handle.
 import { libc } from "../ffi/libc.ts";
 import { geterr, pcap, PCAP_ERRBUF_SIZE, readCString, statusToStr } from "../ffi/libpcap.ts";
-import { C, RECORD_HEADER, RingWriter, S } from "./capture_ring.ts";
+import { C, RingWriter, S } from "./capture_ring.ts";
+import { recordDataOffset, recordSize } from "../protocol/records.ts";
 import {
   drainDeadline,
   KernelStats,
@@ -74,11 +75,11 @@ export function readWithNextEx(
         hdr = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(ptr, 24));
       }
       const caplen = hdr[4];
-      const need = RECORD_HEADER + caplen;
+      const need = recordSize(caplen);
       const at = wr.reserve(need);
       if (at >= 0) {
         wr.header(at, hdr[0], hdr[2], caplen, hdr[5]);
-        memcpy(ringBase + BigInt(at + RECORD_HEADER), dataOut64[0], BigInt(caplen));
+        memcpy(ringBase + BigInt(recordDataOffset(at)), dataOut64[0], BigInt(caplen));
         wr.commit(at + need, need);
       }
       seen = (seen + 1) >>> 0;

@@ -11,7 +11,7 @@
 // plain buffers use memcpy. The Atomics on the control block order the
 // accesses (sequentially consistent stores/loads act as fences).
 
-export const RECORD_HEADER = 16;
+import { RECORD_HEADER_BYTES, writeRecordHeader } from "../protocol/records.ts";
 
 /** Indexes into the Int32Array control block. */
 export const C = {
@@ -159,16 +159,7 @@ export class RingWriter {
 
   /** Writes the record header at `at`; ts_ns = sec * 1e9 + nsec, exact in doubles. */
   header(at: number, sec: number, nsec: number, caplen: number, origlen: number): void {
-    const x = (sec & 0xffff) * 1e9 + nsec;
-    const y = (sec >>> 16) * 1e9;
-    let lo = (y % 65536) * 65536 + (x % 4294967296);
-    const hi = Math.floor(y / 65536) + Math.floor(x / 4294967296) + Math.floor(lo / 4294967296);
-    lo = lo % 4294967296;
-    const v = this.#view;
-    v.setUint32(at, lo, true);
-    v.setUint32(at + 4, hi, true);
-    v.setUint32(at + 8, caplen, true);
-    v.setUint32(at + 12, origlen, true);
+    writeRecordHeader(this.#view, at, sec, nsec, caplen, origlen);
   }
 
   /** The record at `at` is complete and ends at `end`; publishes every 64 KiB or so. */
@@ -176,7 +167,7 @@ export class RingWriter {
     this.#w = end;
     this.#pendBytes += recordBytes;
     this.#pendCount++;
-    this.#pendCaplen += recordBytes - RECORD_HEADER;
+    this.#pendCaplen += recordBytes - RECORD_HEADER_BYTES;
     if (this.#pendBytes >= 65536) this.publish();
   }
 

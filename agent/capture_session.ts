@@ -18,6 +18,7 @@ import {
   type StatusMessage,
 } from "../protocol/messages.ts";
 import type { Logger } from "../lib/log.ts";
+import { capturedBytes } from "../protocol/records.ts";
 import { Backpressure, type BufferLimits, type Transition } from "./backpressure.ts";
 import { FrameQueue } from "./frame_queue.ts";
 import type { EngineLike, OpenEngine } from "./engine_like.ts";
@@ -225,7 +226,7 @@ export class CaptureSession {
   }
 
   #onBatch(count: number, records: Uint8Array): void {
-    const bytes = records.byteLength - 16 * count;
+    const bytes = capturedBytes(records.byteLength, count);
     const { accept, transition } = this.#bp.offer(this.#queue.packetFrames, count, bytes);
     if (transition) this.#announce(transition);
     if (!accept) return;

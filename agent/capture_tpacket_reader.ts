@@ -13,7 +13,8 @@ import {
   TPACKET_V3,
 } from "../ffi/libc.ts";
 import { type BpfProgram, libVersion, pcap, PKTHDR_SIZE } from "../ffi/libpcap.ts";
-import { C, RECORD_HEADER, RingWriter, S } from "./capture_ring.ts";
+import { C, RingWriter, S } from "./capture_ring.ts";
+import { recordDataOffset, recordSize } from "../protocol/records.ts";
 import {
   drainDeadline,
   KernelStats,
@@ -175,11 +176,11 @@ export function readRing(
           continue;
         }
       }
-      const need = RECORD_HEADER + caplen;
+      const need = recordSize(caplen);
       const at = wr.reserve(need);
       if (at >= 0) {
         wr.header(at, u32[q + 1], u32[q + 2], caplen, origlen);
-        out.set(u8.subarray(data, data + caplen), at + RECORD_HEADER);
+        out.set(u8.subarray(data, data + caplen), recordDataOffset(at));
         wr.commit(at + need, need);
       }
       off += next;

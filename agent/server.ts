@@ -16,7 +16,8 @@ import type { AgentConfig, AgentTls } from "./config.ts";
 import { CaptureSession, type OpenEngine } from "./capture_session.ts";
 import { CaptureEngine } from "./capture_engine.ts";
 import { isPeerAllowed, type PeerIdentity, peerIdentity, peerLabel } from "./peer_identity.ts";
-import { parseStartRequest, readBodyLimited } from "./start_request.ts";
+import { MAX_START_BODY_BYTES, parseStartRequest, readBodyLimited } from "./start_request.ts";
+import { errorResponseBody, httpStatusOf, StatusError } from "../protocol/status_errors.ts";
 
 export interface AgentServerOptions {
   config: AgentConfig;
@@ -241,31 +242,43 @@ export class AgentServer {
     const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
       Response.json(body, { status, headers });
     const cfg = this.#opts.config;
-    const refuse = (status: number, type: StatusType, text: string, extra = {}) => {
-      this.#log.warn("capture refused", { peer: peerLabel(peer), type, reason: text });
-      return json(status, errorBody(type, text, extra));
+    const refuse = (err: StatusError) => {
+      this.#log.warn("capture refused", {
+        peer: peerLabel(peer),
+        type: err.type,
+        reason: err.message,
+      });
+      return json(httpStatusOf(err), errorResponseBody(err));
     };
     if (this.#draining) {
-      return refuse(503, "INSTANCE_UNAVAILABLE", `agent ${cfg.id} is shutting down; retry later`);
+      return refuse(
+        new StatusError("INSTANCE_UNAVAILABLE", `agent ${cfg.id} is shutting down; retry later`),
+      );
     }
     const body = await readBodyLimited(req.body);
     if (body === null) {
       return refuse(
-        400,
-        "INVALID_REQUEST",
-        `request body exceeds ${64} KiB; send a single AgentStartRequest`,
+        new StatusError(
+          "INVALID_REQUEST",
+          `request body exceeds ${
+            MAX_START_BODY_BYTES / 1024
+          } KiB; send a single AgentStartRequest`,
+        ),
       );
     }
     const parsed = parseStartRequest(body);
-    if (!parsed.ok) return refuse(parsed.status, parsed.type, parsed.text);
+    if (!parsed.ok) {
+      return refuse(new StatusError(parsed.type, parsed.text, { httpStatus: parsed.status }));
+    }
     const limit = cfg.limits.concurrentCaptures;
     if (this.#sessions.size + this.#opening >= limit) {
       return refuse(
-        429,
-        "LIMIT_REACHED",
-        `agent ${cfg.id} already runs ${limit} captures (limits.concurrent_captures); ` +
-          "stop one or retry later",
-        { limit: { name: "concurrent_captures", value: limit } },
+        new StatusError(
+          "LIMIT_REACHED",
+          `agent ${cfg.id} already runs ${limit} captures (limits.concurrent_captures); ` +
+            "stop one or retry later",
+          { limit: { name: "concurrent_captures", value: limit } },
+        ),
       );
     }
     const id = crypto.randomUUID();
@@ -291,9 +304,10 @@ export class AgentServer {
       });
     } catch (e) {
       return refuse(
-        400,
-        "START_CAPTURE_FAILED",
-        `cannot start capture on ${parsed.request.interface}: ${(e as Error).message}`,
+        new StatusError(
+          "START_CAPTURE_FAILED",
+          `cannot start capture on ${parsed.request.interface}: ${(e as Error).message}`,
+        ),
       );
     } finally {
       this.#opening--;

@@ -9,19 +9,13 @@ import {
   status,
   type StatusMessage,
 } from "../protocol/messages.ts";
-import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
-import { VERSION } from "../version.ts";
+import { makeHello } from "../protocol/hello.ts";
 import type { BufferLimits, Transition } from "./backpressure.ts";
 import type { EngineLike } from "./engine_like.ts";
 
+/** The agent's HELLO, first frame of each capture stream. */
 export function agentHello(origin: string): Hello {
-  return {
-    protocol_version: PROTOCOL_VERSION,
-    min_protocol_version: MIN_PEER_VERSION,
-    component: "agent",
-    version: VERSION,
-    id: origin,
-  };
+  return makeHello("agent", origin);
 }
 
 export function sourceDescriptor(

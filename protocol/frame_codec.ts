@@ -1,17 +1,46 @@
 /**
- * Binary framing shared by agent, api and clients (docs/protocol.md).
+ * Binary framing shared by agent, api and clients (docs/protocol.md "Frames").
  *
- * Frame: u8 kind | u8 flags | u16 source | u32 payload length | payload, little-endian.
- * PACKETS payload: u32 count | records, record = u64 ts_ns | u32 caplen | u32 origlen | bytes.
- * Packets travel in batches so that per-frame cost is paid once per many packets.
+ * Frame: `u8 kind | u8 flags | u16 source | u32 payload length | payload`, little-endian.
+ * A PACKETS payload is a batch of packet records (see records.ts), so that the per-frame cost
+ * is paid once per many packets. Streams (HTTP bodies) are cut into frames by FrameAssembler or
+ * FrameDecoder; a WebSocket message holds exactly one frame (decodeSingleFrame).
+ *
+ * @example Encode a frame and decode it from a stream cut at any byte
+ * ```ts
+ * import { encodeJsonFrame, FrameDecoder, FrameKind } from "./frame_codec.ts";
+ *
+ * const bytes = encodeJsonFrame(FrameKind.STATUS, 3, { type: "CAPTURE_STOPPED" });
+ * const decoder = new FrameDecoder();
+ * const frames = [...decoder.push(bytes.subarray(0, 5)), ...decoder.push(bytes.subarray(5))];
+ * decoder.finish(); // throws DecodeError if the stream stopped inside a frame
+ * console.log(frames[0].source); // 3
+ * ```
+ *
+ * @module
  */
+import { DecodeError } from "./decode_error.ts";
+import { PACKETS_COUNT_BYTES } from "./records.ts";
 
+export { DecodeError } from "./decode_error.ts";
+// Kept for importers that predate records.ts; new code imports records.ts.
+export {
+  encodeRecords,
+  forEachPacket,
+  MAX_SNAPLEN,
+  type PacketView,
+  RECORD_HEADER_BYTES,
+  type RecordVisitor,
+  validatePackets,
+  walkRecords,
+} from "./records.ts";
+
+/** Size of a frame header. */
 export const FRAME_HEADER_BYTES = 8;
-export const RECORD_HEADER_BYTES = 16;
 /** Large enough for a full batch of jumbo frames, small enough that a bad length cannot OOM us. */
 export const MAX_PAYLOAD_BYTES = 8 * 1024 * 1024;
-export const MAX_SNAPLEN = 262144;
 
+/** Frame kinds of protocol v1 (docs/protocol.md). */
 export const FrameKind = {
   HELLO: 1,
   SOURCE: 2,
@@ -21,26 +50,25 @@ export const FrameKind = {
   PING: 6,
   END: 7,
 } as const;
+/** One of FrameKind's values. */
 export type FrameKind = typeof FrameKind[keyof typeof FrameKind];
 const KIND_NAMES = new Map<number, string>(Object.entries(FrameKind).map(([k, v]) => [v, k]));
 
+/** `PACKETS` for 3; `unknown(n)` for a kind v1 does not know. */
 export function frameKindName(kind: number): string {
   return KIND_NAMES.get(kind) ?? `unknown(${kind})`;
 }
 
+/** A decoded frame. */
 export interface Frame {
+  /** what the payload is */
   kind: FrameKind;
+  /** 0 in v1 */
   flags: number;
+  /** which source the frame is about */
   source: number;
+  /** the payload bytes */
   payload: Uint8Array;
-}
-
-/** Thrown for any malformed input; the only error type decoding ever raises. */
-export class DecodeError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "DecodeError";
-  }
 }
 
 const encoder = new TextEncoder();
@@ -52,6 +80,7 @@ function checkSource(source: number): void {
   }
 }
 
+/** Encodes one frame; RangeError for a bad source or an oversized payload. */
 export function encodeFrame(kind: FrameKind, source: number, payload: Uint8Array): Uint8Array {
   checkSource(source);
   if (payload.byteLength > MAX_PAYLOAD_BYTES) {
@@ -69,6 +98,7 @@ export function encodeFrame(kind: FrameKind, source: number, payload: Uint8Array
   return out;
 }
 
+/** Encodes one frame with `value` as its JSON payload. */
 export function encodeJsonFrame(kind: FrameKind, source: number, value: unknown): Uint8Array {
   return encodeFrame(kind, source, encoder.encode(JSON.stringify(value)));
 }
@@ -76,7 +106,7 @@ export function encodeJsonFrame(kind: FrameKind, source: number, value: unknown)
 /** Wraps already-encoded packet records (as the capture engine produces them) in one frame. */
 export function encodePacketsFrame(source: number, count: number, records: Uint8Array): Uint8Array {
   checkSource(source);
-  const payloadLen = 4 + records.byteLength;
+  const payloadLen = PACKETS_COUNT_BYTES + records.byteLength;
   if (payloadLen > MAX_PAYLOAD_BYTES) {
     throw new RangeError(`packet batch of ${payloadLen} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
   }
@@ -85,29 +115,12 @@ export function encodePacketsFrame(source: number, count: number, records: Uint8
   view.setUint8(0, FrameKind.PACKETS);
   view.setUint16(2, source, true);
   view.setUint32(4, payloadLen, true);
-  view.setUint32(8, count, true);
-  out.set(records, 12);
+  view.setUint32(FRAME_HEADER_BYTES, count, true);
+  out.set(records, FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES);
   return out;
 }
 
-/** Encodes packets one by one into records; used by tests and tools, not on the hot path. */
-export function encodeRecords(
-  packets: { tsNs: bigint; origlen?: number; data: Uint8Array }[],
-): Uint8Array {
-  const size = packets.reduce((n, p) => n + RECORD_HEADER_BYTES + p.data.byteLength, 0);
-  const out = new Uint8Array(size);
-  const view = new DataView(out.buffer);
-  let off = 0;
-  for (const p of packets) {
-    view.setBigUint64(off, p.tsNs, true);
-    view.setUint32(off + 8, p.data.byteLength, true);
-    view.setUint32(off + 12, p.origlen ?? p.data.byteLength, true);
-    out.set(p.data, off + RECORD_HEADER_BYTES);
-    off += RECORD_HEADER_BYTES + p.data.byteLength;
-  }
-  return out;
-}
-
+/** The JSON payload of a frame; DecodeError when it is not UTF-8 JSON. */
 export function decodeJson(frame: Frame): unknown {
   try {
     return JSON.parse(decoder.decode(frame.payload));
@@ -116,79 +129,6 @@ export function decodeJson(frame: Frame): unknown {
       `${frameKindName(frame.kind)} frame does not hold valid UTF-8 JSON: ${(e as Error).message}`,
     );
   }
-}
-
-export interface PacketView {
-  tsNs: bigint;
-  caplen: number;
-  origlen: number;
-  /** Offset of the packet bytes inside `records`. */
-  offset: number;
-}
-
-/** One record: `off` is where its 16-byte header starts inside the walked buffer. */
-export type RecordVisitor = (view: DataView, off: number, caplen: number, origlen: number) => void;
-
-/**
- * Walks packet records, checking each header against the buffer before `visit` sees it, so that
- * visitors need no bounds checks. Returns the count; DecodeError on the first malformed record.
- */
-export function walkRecords(records: Uint8Array, visit?: RecordVisitor): number {
-  const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
-  const end = records.byteLength;
-  let off = 0;
-  let n = 0;
-  while (off < end) {
-    const which = `packet ${n + 1} (byte ${off})`;
-    if (off + RECORD_HEADER_BYTES > end) {
-      throw new DecodeError(`${which}: truncated packet record header`);
-    }
-    const caplen = view.getUint32(off + 8, true);
-    const origlen = view.getUint32(off + 12, true);
-    if (caplen > MAX_SNAPLEN) throw new DecodeError(`${which}: caplen ${caplen} too large`);
-    if (origlen < caplen) {
-      throw new DecodeError(`${which}: origlen ${origlen} is below its caplen ${caplen}`);
-    }
-    if (off + RECORD_HEADER_BYTES + caplen > end) {
-      throw new DecodeError(`${which}: claims ${caplen} bytes past the end of the batch`);
-    }
-    visit?.(view, off, caplen, origlen);
-    off += RECORD_HEADER_BYTES + caplen;
-    n++;
-  }
-  return n;
-}
-
-/**
- * Validates a PACKETS payload and returns the record count and the records slice, checking
- * every record header so that consumers can then walk it without bounds checks.
- */
-export function validatePackets(payload: Uint8Array): { count: number; records: Uint8Array } {
-  if (payload.byteLength < 4) throw new DecodeError("PACKETS frame shorter than its count field");
-  const count = new DataView(payload.buffer, payload.byteOffset, 4).getUint32(0, true);
-  const records = payload.subarray(4);
-  const found = walkRecords(records);
-  if (found !== count) {
-    const what = found < count ? "truncated" : "has trailing records";
-    throw new DecodeError(
-      `PACKETS frame ${what}: it announces ${count} packets but holds ${found}`,
-    );
-  }
-  return { count, records };
-}
-
-/** Walks validated records; the callback gets the records buffer and offsets, no copies. */
-export function forEachPacket(
-  records: Uint8Array,
-  cb: (p: PacketView, records: Uint8Array) => void,
-): void {
-  walkRecords(records, (view, off, caplen, origlen) =>
-    cb({
-      tsNs: view.getBigUint64(off, true),
-      caplen,
-      origlen,
-      offset: off + RECORD_HEADER_BYTES,
-    }, records));
 }
 
 /**
@@ -243,6 +183,7 @@ export class FrameAssembler {
   #curBorrowed = false;
   #scratchBuf = new Uint8Array(0);
 
+  /** An assembler; `scratch` says which frames (by kind and source) the caller will discard */
   constructor(scratch?: (kind: number, source: number) => boolean) {
     this.#scratch = scratch;
   }

@@ -1,14 +1,25 @@
 /**
- * JSON messages of protocol v1 (docs/protocol.md), as zod schemas so that every peer validates
- * what it receives at the edge and works with typed values inside.
+ * JSON messages of protocol v1 (docs/protocol.md "Messages"), as zod schemas so that every
+ * peer validates what it receives at the edge and works with typed values inside.
+ *
+ * @example Validate a STATUS payload
+ * ```ts
+ * import { StatusMessage } from "./messages.ts";
+ *
+ * const parsed = StatusMessage.safeParse({ type: "CONGESTED", text: "slow", origin: "api",
+ *   counts: { cleared: 1, api_dropped: 12 } });
+ * if (parsed.success) console.log(parsed.data.counts?.api_dropped); // 12
+ * ```
+ *
+ * @module
  */
 import { z } from "zod";
-import { MAX_SNAPLEN } from "./frame_codec.ts";
+import { MAX_SNAPLEN } from "./records.ts";
 
 /** Bound on a user's filter. */
 export const MAX_FILTER_LENGTH = 4096;
 /** Bound on what reaches an agent: the user's filter plus the api's own-connection exclusion. */
-export const MAX_AGENT_FILTER_LENGTH = MAX_FILTER_LENGTH + 512;
+export const MAX_AGENT_FILTER_LENGTH: number = MAX_FILTER_LENGTH + 512;
 /** Bound on any JSON control message; larger ones are refused before parsing. */
 export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
 /**
@@ -17,7 +28,7 @@ export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
  */
 export const MAX_CAPTURE_DURATION_MS = 7 * 24 * 3600 * 1000;
 /** What an agent accepts: the api adds a few seconds of safety margin to the capture duration. */
-export const MAX_AGENT_DURATION_MS = MAX_CAPTURE_DURATION_MS + 60_000;
+export const MAX_AGENT_DURATION_MS: number = MAX_CAPTURE_DURATION_MS + 60_000;
 
 /**
  * BOSH deployment names: the Director's charset, and never "." or ".." (which would change the
@@ -35,11 +46,13 @@ export function deploymentNameProblem(name: string): string | null {
   return null;
 }
 
+/** A BOSH deployment name (see deploymentNameProblem). */
 export const DeploymentName = z.string().superRefine((name, ctx) => {
   const problem = deploymentNameProblem(name);
   if (problem) ctx.addIssue({ code: "custom", message: problem });
 });
 
+/** Every STATUS type of protocol v1 (DESIGN §3). */
 export const STATUS_TYPES = [
   "INSTANCE_UNAVAILABLE",
   "START_CAPTURE_FAILED",
@@ -51,6 +64,7 @@ export const STATUS_TYPES = [
   "CAPTURE_STOPPED",
   "CONNECTION_ERROR",
 ] as const;
+/** One of STATUS_TYPES: also the stable `type` of every error that ends up in a STATUS. */
 export type StatusType = typeof STATUS_TYPES[number];
 
 /** Linux dev_valid_name(): 1..15 bytes, not "." or "..", no '/', ':' or whitespace. */
@@ -66,11 +80,13 @@ export function interfaceNameProblem(name: string): string | null {
   return null;
 }
 
+/** A network interface name (see interfaceNameProblem). */
 export const InterfaceName = z.string().superRefine((name, ctx) => {
   const problem = interfaceNameProblem(name);
   if (problem) ctx.addIssue({ code: "custom", message: problem });
 });
 
+/** Bytes to capture of each packet: 1..MAX_SNAPLEN. */
 export const Snaplen = z.number().int().min(1, "snaplen must be at least 1").max(
   MAX_SNAPLEN,
   `snaplen must be at most ${MAX_SNAPLEN}`,
@@ -86,7 +102,9 @@ function filterSchema(max: number) {
     { message: "filter contains control characters" },
   );
 }
+/** A user's capture filter (libpcap syntax, bounded length, no control characters). */
 export const Filter = filterSchema(MAX_FILTER_LENGTH);
+/** The filter an agent receives: the user's plus the api's exclusion. */
 export const AgentFilter = filterSchema(MAX_AGENT_FILTER_LENGTH);
 
 /** Which network namespace to capture in; absent = the agent's own (BOSH VM capture). */
@@ -95,6 +113,7 @@ export const CaptureTarget = z.strictObject({
   container: z.string().regex(/^[0-9a-zA-Z-]{1,64}$/, "container must be an instance guid"),
 });
 
+/** api → agent, body of `POST /captures`. */
 export const AgentStartRequest = z.strictObject({
   protocol_version: z.number().int().nonnegative(),
   interface: InterfaceName,
@@ -109,8 +128,10 @@ export const AgentStartRequest = z.strictObject({
   /** Who asked (user name from the api's token check), for the agent's log only. */
   requester: z.string().max(256).optional(),
 });
+/** A validated AgentStartRequest. */
 export type AgentStartRequest = z.output<typeof AgentStartRequest>;
 
+/** The client's own limits on a capture. */
 export const CaptureLimits = z.strictObject({
   duration_ms: z.number().int().positive().max(
     MAX_CAPTURE_DURATION_MS,
@@ -119,6 +140,7 @@ export const CaptureLimits = z.strictObject({
   max_packets: z.number().int().positive().optional(),
   max_bytes: z.number().int().positive().optional(),
 });
+/** Validated CaptureLimits. */
 export type CaptureLimits = z.output<typeof CaptureLimits>;
 
 /** Client → api, first WebSocket text message of a BOSH capture. */
@@ -135,12 +157,15 @@ export const BoshStartRequest = z.strictObject({
   filter: Filter.default(""),
   limits: CaptureLimits.default({}),
 });
+/** A validated BoshStartRequest (defaults applied). */
 export type BoshStartRequest = z.output<typeof BoshStartRequest>;
 
 /** Client → api, later WebSocket text messages. */
 export const StopRequest = z.strictObject({ type: z.literal("stop") });
+/** A validated StopRequest. */
 export type StopRequest = z.output<typeof StopRequest>;
 
+/** First frame of every stream: who speaks, and which protocol versions. */
 export const Hello = z.object({
   protocol_version: z.number().int().nonnegative(),
   min_protocol_version: z.number().int().nonnegative(),
@@ -148,8 +173,10 @@ export const Hello = z.object({
   version: z.string(),
   id: z.string(),
 });
+/** A validated HELLO. */
 export type Hello = z.output<typeof Hello>;
 
+/** SOURCE: announces a source before its first packet. */
 export const SourceDescriptor = z.object({
   origin: z.string(),
   interface: z.string(),
@@ -162,15 +189,47 @@ export const SourceDescriptor = z.object({
     id: z.string(),
   }).optional(),
 });
+/** A validated SOURCE. */
 export type SourceDescriptor = z.output<typeof SourceDescriptor>;
 
+/**
+ * The `counts` of a CONGESTED status. Every producer uses these names; a receiver keeps
+ * counts it does not know (all numbers) and ignores them.
+ */
+export const CongestionCounts = z.object({
+  /** 1 on the message that says the congestion is over */
+  cleared: z.literal(1).optional(),
+  /** agent: packet batches queued towards the api when congestion began */
+  queued: z.number().nonnegative().optional(),
+  /** agent: packets discarded since the capture began, all episodes */
+  discarded_total: z.number().nonnegative().optional(),
+  /** agent: packets, batches and bytes discarded in the episode that cleared */
+  discarded_packets: z.number().nonnegative().optional(),
+  discarded_batches: z.number().nonnegative().optional(),
+  discarded_bytes: z.number().nonnegative().optional(),
+  /** api: frames and bytes queued towards the client when congestion began */
+  buffered_frames: z.number().nonnegative().optional(),
+  buffered_bytes: z.number().nonnegative().optional(),
+  /** api: packets discarded in the episode that cleared */
+  api_dropped: z.number().nonnegative().optional(),
+}).catchall(z.number());
+/** Validated CongestionCounts. */
+export type CongestionCounts = z.output<typeof CongestionCounts>;
+
+/** Which limit a LIMIT_REACHED names, and its value. */
+export const StatusLimit = z.object({ name: z.string(), value: z.union([z.number(), z.string()]) });
+/** A validated StatusLimit. */
+export type StatusLimit = z.output<typeof StatusLimit>;
+
+/** STATUS: something happened to a source or to the capture (DESIGN §3). */
 export const StatusMessage = z.object({
   type: z.enum(STATUS_TYPES),
   text: z.string(),
   origin: z.string(),
-  counts: z.record(z.string(), z.number()).optional(),
-  limit: z.object({ name: z.string(), value: z.union([z.number(), z.string()]) }).optional(),
+  counts: CongestionCounts.optional(),
+  limit: StatusLimit.optional(),
 });
+/** A validated STATUS. */
 export type StatusMessage = z.output<typeof StatusMessage>;
 
 /** Cumulative per-source counters; `final: true` on the last one of a source. */
@@ -185,8 +244,25 @@ export const SourceStats = z.object({
   bytes: z.number().nonnegative(),
   final: z.boolean(),
 });
+/** Validated STATS. */
 export type SourceStats = z.output<typeof SourceStats>;
 
+/** STATS of a source before anything was counted. */
+export function emptySourceStats(): SourceStats {
+  return {
+    received: 0,
+    dropped: 0,
+    if_dropped: 0,
+    engine_dropped: 0,
+    agent_dropped: 0,
+    api_dropped: 0,
+    packets: 0,
+    bytes: 0,
+    final: false,
+  };
+}
+
+/** A STATUS message. */
 export function status(
   type: StatusType,
   origin: string,

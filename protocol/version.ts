@@ -2,7 +2,9 @@
  * Protocol versioning. Every peer announces PROTOCOL_VERSION and refuses peers older than
  * MIN_PEER_VERSION, so an old api cannot silently misread a newer agent's stream (and vice versa).
  */
+/** The protocol version this build speaks. */
 export const PROTOCOL_VERSION = 1;
+/** The oldest peer version this build accepts. */
 export const MIN_PEER_VERSION = 1;
 
 /**

@@ -11,8 +11,8 @@ import {
   FrameAssembler,
   FrameKind,
 } from "../protocol/frame_codec.ts";
-import { type AgentStartRequest, Hello } from "../protocol/messages.ts";
-import { checkPeerVersion, PROTOCOL_VERSION } from "../protocol/version.ts";
+import type { AgentStartRequest } from "../protocol/messages.ts";
+import { readHello } from "../protocol/hello.ts";
 import { readLimited } from "./director_client.ts";
 import { createTlsFetch, type TlsFetch } from "./tls_fetch.ts";
 
@@ -265,21 +265,9 @@ export class AgentCapture {
     try {
       json = decodeJson(f);
     } catch { /* reported as invalid below */ }
-    const hello = Hello.safeParse(json);
-    if (!hello.success) {
-      throw new AgentError("protocol", `agent ${ep.origin} sent an invalid HELLO`);
-    }
-    const h = hello.data;
-    const tooOld = checkPeerVersion(h.protocol_version, `agent ${ep.origin}`, "api");
-    if (tooOld) throw new AgentError("protocol", tooOld);
-    if (h.min_protocol_version > PROTOCOL_VERSION) {
-      throw new AgentError(
-        "protocol",
-        `agent ${ep.origin} needs protocol v${h.min_protocol_version} but this api speaks ` +
-          `v${PROTOCOL_VERSION}; upgrade the api`,
-      );
-    }
-    this.agentId = h.id;
+    const read = readHello(json, { peer: `agent ${ep.origin}`, self: "api" });
+    if ("problem" in read) throw new AgentError("protocol", read.problem);
+    this.agentId = read.hello.id;
   }
 
   /** Asks the agent to stop and drain (POST /captures/:id/stop); failures are returned. */

@@ -24,6 +24,7 @@ import { DirectorClient } from "./director_client.ts";
 import { TokenVerifier } from "./token_verifier.ts";
 import { ApiError, ConcurrencyLimiter, limitReached } from "./limits.ts";
 import type { FilterChecker } from "./filter_compose.ts";
+import { BoshResolver } from "./bosh_resolver.ts";
 import { CaptureSession, type SessionCredential, type SessionDeps } from "./capture_route.ts";
 
 export interface ApiServerOptions {
@@ -107,8 +108,12 @@ export class ApiServer {
     });
     this.#deps = {
       config,
-      verifier,
-      director: this.#director,
+      resolver: new BoshResolver({
+        config,
+        verifier,
+        director: this.#director,
+        checkFilter: opts.checkFilter,
+      }),
       limiter: new ConcurrencyLimiter({
         global: config.concurrentCaptures,
         perUser: config.limits.perUserConcurrentCaptures,

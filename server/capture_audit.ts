@@ -5,7 +5,7 @@
  */
 import type { BoshStartRequest } from "../protocol/messages.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
-import type { Target } from "./target_selection.ts";
+import type { AgentTarget } from "./target_resolver.ts";
 import type { VerifiedToken } from "./token_verifier.ts";
 
 /** Where the client connected from, as far as the api can tell. */
@@ -19,7 +19,10 @@ export interface ClientPeer {
 export interface CaptureFacts {
   user: VerifiedToken | null;
   request: BoshStartRequest | null;
-  targets: Target[];
+  targets: AgentTarget[];
+  /** the resolver that handled the request, and its own audit fields */
+  resolver: AuditRecord["resolver"];
+  resolverAudit: Record<string, string | undefined>;
   /** the validated user filter ("" before validation) */
   filter: string;
   start: Date;
@@ -38,8 +41,8 @@ export function captureAuditRecord(f: CaptureFacts, end = new Date()): AuditReco
     userId: user?.userId,
     origin: user?.origin,
     clientId: user?.clientId,
-    resolver: "bosh",
-    deployment: req?.bosh.deployment,
+    resolver: f.resolver,
+    deployment: f.resolverAudit.deployment ?? req?.bosh.deployment,
     targets: f.targets.map((t) => t.origin),
     interface: req?.interface ?? "",
     filter: f.filter || req?.filter || "",

@@ -5,7 +5,18 @@
  */
 import type { ApiMetrics } from "./metrics.ts";
 import type { SourceSummary } from "./fanout.ts";
-import { ApiError } from "./limits.ts";
+import { ApiError, type ApiErrorKind } from "./limits.ts";
+
+/**
+ * How a capture ended: clean stop, a limit, every source failed, the client left, or the
+ * refusal (an ApiError's type) that ended it before it ran.
+ */
+export type Outcome =
+  | "CAPTURE_STOPPED"
+  | "LIMIT_REACHED"
+  | "INSTANCE_UNAVAILABLE"
+  | "CLIENT_GONE"
+  | ApiErrorKind;
 
 /** An ApiError as it is; anything else is an internal START_CAPTURE_FAILED. */
 export function asApiError(e: unknown): ApiError {
@@ -17,6 +28,7 @@ export function asApiError(e: unknown): ApiError {
 /** Adds each source's kernel, agent and api drops to the drop counters. */
 export function recordDrops(
   metrics: ApiMetrics,
+  resolver: string,
   summaries: SourceSummary[],
   apiDropped: (source: number) => number,
 ): void {
@@ -24,9 +36,9 @@ export function recordDrops(
     const st = s.stats;
     if (!st) continue;
     const m = metrics.drops;
-    m.inc({ resolver: "bosh", stage: "kernel" }, st.dropped + st.if_dropped);
-    m.inc({ resolver: "bosh", stage: "agent" }, st.engine_dropped + st.agent_dropped);
-    m.inc({ resolver: "bosh", stage: "api" }, apiDropped(s.source));
+    m.inc({ resolver, stage: "kernel" }, st.dropped + st.if_dropped);
+    m.inc({ resolver, stage: "agent" }, st.engine_dropped + st.agent_dropped);
+    m.inc({ resolver, stage: "api" }, apiDropped(s.source));
   }
 }
 
@@ -41,9 +53,9 @@ export function noneStarted(summaries: SourceSummary[]): ApiError {
  * did); any other outcome stands as it is.
  */
 export function endOutcome(
-  outcome: string,
+  outcome: Outcome,
   summaries: SourceSummary[],
-): { outcome: string; detail?: string; failed: number } {
+): { outcome: Outcome; detail?: string; failed: number } {
   const failed = summaries.filter((s) => s.outcome === "unavailable");
   if (outcome !== "CAPTURE_STOPPED" || failed.length === 0) {
     return { outcome, failed: failed.length };

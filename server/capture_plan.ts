@@ -9,6 +9,7 @@ import type { ApiConfig } from "./config.ts";
 import type { Instance } from "./director_client.ts";
 import { ApiError, type EffectiveBounds, effectiveBounds } from "./limits.ts";
 import { type Selection, selectTargets } from "./target_selection.ts";
+import type { AgentTarget } from "./target_resolver.ts";
 import { composeFilter, exclusionFilter, type FilterChecker } from "./filter_compose.ts";
 
 export interface TargetPlan extends Selection {
@@ -54,8 +55,8 @@ export function captureBounds(req: BoshStartRequest, config: ApiConfig): Effecti
 
 /** The start request one agent is sent. */
 export function agentRequest(
-  req: BoshStartRequest,
-  filter: string,
+  req: Pick<BoshStartRequest, "interface" | "snaplen">,
+  target: AgentTarget,
   bounds: EffectiveBounds,
   requester: string,
 ): AgentStartRequest {
@@ -63,7 +64,8 @@ export function agentRequest(
     protocol_version: PROTOCOL_VERSION,
     interface: req.interface,
     snaplen: req.snaplen,
-    filter,
+    filter: target.filter,
+    ...(target.container ? { target: target.container } : {}),
     promiscuous: false,
     // Safety net only: the api stops agents itself, a little before this.
     ...(bounds.durationMs > 0 ? { duration_ms: bounds.durationMs + 5000 } : {}),

@@ -6,15 +6,13 @@
  * failures close with 1011. An audit line is written for every capture request.
  */
 import { encodeFrame, encodeJsonFrame, FrameKind } from "../protocol/frame_codec.ts";
-import type { BoshStartRequest, Hello } from "../protocol/messages.ts";
-import { checkPeerVersion, MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
-import { VERSION } from "../version.ts";
+import type { BoshStartRequest } from "../protocol/messages.ts";
+import { checkPeerVersion, makeHello } from "../protocol/hello.ts";
 import type { Logger } from "../lib/log.ts";
 import type { ApiConfig } from "./config.ts";
 import type { AuditLog } from "./audit.ts";
 import type { ApiMetrics } from "./metrics.ts";
 import type { AgentTlsOptions } from "./agent_client.ts";
-import type { Instance } from "./director_client.ts";
 import type { VerifiedToken } from "./token_verifier.ts";
 import {
   ApiError,
@@ -22,22 +20,28 @@ import {
   type ConcurrencyLimiter,
   durationLimitError,
 } from "./limits.ts";
-import type { Target } from "./target_selection.ts";
+import type { AgentTarget, TargetResolver } from "./target_resolver.ts";
 import { type FilterChecker, validateUserFilter } from "./filter_compose.ts";
-import { agentRequest, captureBounds, planTargets } from "./capture_plan.ts";
-import { API_SOURCE, batchBytes, ClientMerger, type SocketLike } from "./merge.ts";
+import { agentRequest, captureBounds } from "./capture_plan.ts";
+import { API_SOURCE, ClientMerger, type SocketLike } from "./merge.ts";
+import { packetsBytes } from "../protocol/records.ts";
 import { Fanout, type SourceSummary } from "./fanout.ts";
 import { type ClientPeer, writeCaptureAudit } from "./capture_audit.ts";
 import { readClientMessage } from "./client_message.ts";
 import { CaptureTally } from "./capture_tally.ts";
-import { asApiError, endOutcome, noneStarted, recordDrops } from "./capture_outcome.ts";
+import {
+  asApiError,
+  endOutcome,
+  noneStarted,
+  type Outcome,
+  recordDrops,
+} from "./capture_outcome.ts";
 
 export type { ClientPeer } from "./capture_audit.ts";
 
 export interface SessionDeps {
   config: ApiConfig;
-  verifier: { verify(token: string): Promise<VerifiedToken> };
-  director: { instances(deployment: string, token: string): Promise<Instance[]> };
+  resolver: TargetResolver;
   limiter: ConcurrencyLimiter;
   metrics: ApiMetrics;
   audit: AuditLog;
@@ -73,11 +77,12 @@ export class CaptureSession {
   #timers: ReturnType<typeof setTimeout>[] = [];
   #user: VerifiedToken | null = null;
   #request: BoshStartRequest | null = null;
-  #targets: Target[] = [];
+  #targets: AgentTarget[] = [];
+  #resolverAudit: Record<string, string | undefined> = {};
   #filter = "";
   #start = new Date();
   #tally: CaptureTally | null = null;
-  #outcome = "CAPTURE_STOPPED";
+  #outcome: Outcome = "CAPTURE_STOPPED";
   #detail: string | undefined;
   #log: Logger;
   #stopReason = "";
@@ -121,15 +126,9 @@ export class CaptureSession {
     }
     const { buffer } = this.deps.config;
     this.#merger = new ClientMerger(socket, buffer, {
-      onCongested: () => this.deps.metrics.congestion.inc({ resolver: "bosh" }),
+      onCongested: () => this.deps.metrics.congestion.inc({ resolver: this.deps.resolver.name }),
     });
-    const hello: Hello = {
-      protocol_version: PROTOCOL_VERSION,
-      min_protocol_version: MIN_PEER_VERSION,
-      component: "api",
-      version: VERSION,
-      id: this.deps.config.id,
-    };
+    const hello = makeHello("api", this.deps.config.id);
     this.#merger.control(encodeJsonFrame(FrameKind.HELLO, API_SOURCE, hello));
     if (this.#pendingRefusal) {
       this.#refuse(this.#pendingRefusal);
@@ -243,16 +242,21 @@ export class CaptureSession {
     const tooOld = checkPeerVersion(req.protocol_version, "client", "api");
     if (tooOld) throw new ApiError("INVALID_REQUEST", tooOld);
     const token = (this.token as { value: string }).value;
-    this.#user = await d.verifier.verify(token);
+    this.#user = await d.resolver.authenticate(token);
     this.#log = this.#log.child({ user: this.#user.user, user_key: this.#user.key });
     if (this.#leftWhileStarting()) return;
     // Keyed on the stable identity: user names repeat across UAA origins.
     this.#slot = d.limiter.acquire(this.#user.key);
     const userFilter = validateUserFilter(req.filter, { check: d.checkFilter });
     this.#filter = userFilter;
-    const instances = await d.director.instances(req.bosh.deployment, token);
-    const plan = planTargets(instances, req, userFilter, d.config, d.checkFilter);
+    const plan = await d.resolver.resolve(
+      { resolver: "bosh", request: req },
+      this.#user,
+      token,
+      userFilter,
+    );
     this.#targets = plan.targets;
+    this.#resolverAudit = plan.audit;
     if (this.#leftWhileStarting()) return;
     const bounds = captureBounds(req, d.config);
     const tally = new CaptureTally(bounds, req.limits.max_packets ?? 0);
@@ -262,18 +266,16 @@ export class CaptureSession {
     this.#phase = "running";
     this.#start = new Date();
     this.#tally = tally;
-    d.metrics.activeCaptures.inc({ resolver: "bosh" });
+    d.metrics.activeCaptures.inc({ resolver: this.deps.resolver.name });
     this.#log.info("capture starting", {
-      deployment: req.bosh.deployment,
+      ...plan.audit,
       targets: this.#targets.length,
       interface: req.interface,
     });
     const fanout = new Fanout({
-      deployment: req.bosh.deployment,
       targets: this.#targets,
-      agentPort: d.config.bosh.agentPort,
       tls: d.agentTls,
-      requestFor: (t) => agentRequest(req, plan.filters.get(t.id)!, bounds, this.#user!.user),
+      requestFor: (t) => agentRequest(req, t, bounds, this.#user!.user),
       merger: this.#merger,
       connectTimeoutMs: d.config.timeouts.agentConnectMs,
       idleTimeoutMs: d.agentIdleTimeoutMs,
@@ -284,9 +286,9 @@ export class CaptureSession {
         if (this.#phase === "done") return;
         const batch = tally.admit(payload, count);
         if (!batch || !this.#merger.packets(source, batch.payload, batch.count)) return;
-        const bytes = batchBytes(batch.payload, batch.count);
-        d.metrics.packets.inc({ resolver: "bosh" }, batch.count);
-        d.metrics.bytes.inc({ resolver: "bosh" }, bytes);
+        const bytes = packetsBytes(batch.payload, batch.count);
+        d.metrics.packets.inc({ resolver: this.deps.resolver.name }, batch.count);
+        d.metrics.bytes.inc({ resolver: this.deps.resolver.name }, bytes);
         const verdict = tally.record(batch.count, bytes);
         if (verdict && "limit" in verdict) this.#limit(verdict.limit);
         else if (verdict) this.stop(verdict.stop);
@@ -329,13 +331,20 @@ export class CaptureSession {
   }
 
   #end(started: number, summaries: SourceSummary[]): void {
-    recordDrops(this.deps.metrics, summaries, (source) => this.#merger.dropped(source));
+    recordDrops(
+      this.deps.metrics,
+      this.deps.resolver.name,
+      summaries,
+      (source) => this.#merger.dropped(source),
+    );
     if (started === 0 && this.#outcome !== "CLIENT_GONE") {
       this.#refuse(noneStarted(summaries));
       return;
     }
     const end = endOutcome(this.#outcome, summaries);
-    if (end.failed > 0) this.deps.metrics.sourcesFailed.inc({ resolver: "bosh" }, end.failed);
+    if (end.failed > 0) {
+      this.deps.metrics.sourcesFailed.inc({ resolver: this.deps.resolver.name }, end.failed);
+    }
     this.#outcome = end.outcome;
     if (end.detail !== undefined) this.#detail = end.detail;
     this.#merger.control(encodeFrame(FrameKind.END, API_SOURCE, new Uint8Array()));
@@ -368,7 +377,7 @@ export class CaptureSession {
     } catch { /* already closed */ }
   }
 
-  #finish(outcome: string, detail?: string): void {
+  #finish(outcome: Outcome, detail?: string): void {
     if (this.#phase === "done") return;
     const wasRunning = this.#fanout !== null;
     this.#phase = "done";
@@ -377,14 +386,16 @@ export class CaptureSession {
       this.#merger?.close();
       this.#slot?.release();
       const d = this.deps;
-      if (wasRunning) d.metrics.activeCaptures.dec({ resolver: "bosh" });
-      d.metrics.captures.inc({ resolver: "bosh", outcome });
+      if (wasRunning) d.metrics.activeCaptures.dec({ resolver: this.deps.resolver.name });
+      d.metrics.captures.inc({ resolver: this.deps.resolver.name, outcome });
       const packets = this.#tally?.packets ?? 0;
       const bytes = this.#tally?.bytes ?? 0;
       writeCaptureAudit(d.audit, {
         user: this.#user,
         request: this.#request,
         targets: this.#targets,
+        resolver: d.resolver.name,
+        resolverAudit: this.#resolverAudit,
         filter: this.#filter,
         start: this.#start,
         packets,

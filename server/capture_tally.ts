@@ -4,7 +4,7 @@
  * the capture. Pure: the session acts on the verdicts.
  */
 import { ApiError, ByteBudget, type EffectiveBounds } from "./limits.ts";
-import { truncateBatch } from "./merge.ts";
+import { truncatePackets } from "../protocol/records.ts";
 
 /** A limit the api enforces (LIMIT_REACHED), or a client limit that just stops the capture. */
 export type TallyVerdict = { limit: ApiError } | { stop: string } | null;
@@ -24,7 +24,7 @@ export class CaptureTally {
     if (this.#budget.exhausted || (max > 0 && this.packets >= max)) return null;
     if (max > 0 && this.packets + count > max) {
       count = max - this.packets;
-      payload = truncateBatch(payload, count);
+      payload = truncatePackets(payload, count);
     }
     return { payload, count };
   }

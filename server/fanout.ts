@@ -5,32 +5,24 @@
  * CAPTURE_STOPPED (agent finished cleanly) or INSTANCE_UNAVAILABLE (it failed); the capture goes
  * on while at least one source lives.
  */
-import {
-  decodeJson,
-  encodeJsonFrame,
-  type Frame,
-  FrameKind,
-  validatePackets,
-} from "../protocol/frame_codec.ts";
+import { encodeJsonFrame, type Frame, FrameKind, frameKindName } from "../protocol/frame_codec.ts";
+import { decodeEvent, type StreamEvent } from "../protocol/events.ts";
 import {
   type AgentStartRequest,
+  emptySourceStats,
   type SourceDescriptor,
-  SourceDescriptor as SourceDescriptorSchema,
-  SourceStats,
-  StatusMessage,
+  type SourceStats,
 } from "../protocol/messages.ts";
 import type { Logger } from "../lib/log.ts";
 import { AgentCapture, AgentError, type AgentTlsOptions } from "./agent_client.ts";
 import { API_SOURCE, type ClientMerger } from "./merge.ts";
-import type { Target } from "./target_selection.ts";
+import type { AgentTarget } from "./target_resolver.ts";
 
 export interface FanoutOptions {
-  deployment: string;
-  targets: Target[];
-  agentPort: number;
+  targets: AgentTarget[];
   tls: AgentTlsOptions;
   /** the start request for one agent (its filter excludes that agent's own connection) */
-  requestFor(target: Target): AgentStartRequest;
+  requestFor(target: AgentTarget): AgentStartRequest;
   merger: ClientMerger;
   connectTimeoutMs: number;
   /** silence after which an agent counts as gone */
@@ -53,7 +45,7 @@ export interface SourceSummary {
 
 interface SourceState {
   source: number;
-  target: Target;
+  target: AgentTarget;
   capture: AgentCapture | null;
   announced: boolean;
   lastStats: SourceStats | null;
@@ -63,18 +55,6 @@ interface SourceState {
   agentFailure?: string;
   summary?: SourceSummary;
 }
-
-const ZERO_STATS: SourceStats = {
-  received: 0,
-  dropped: 0,
-  if_dropped: 0,
-  engine_dropped: 0,
-  agent_dropped: 0,
-  api_dropped: 0,
-  packets: 0,
-  bytes: 0,
-  final: false,
-};
 
 export class Fanout {
   readonly #opts: FanoutOptions;
@@ -134,7 +114,7 @@ export class Fanout {
 
   #run(s: SourceState): { dialled: Promise<boolean>; finished: Promise<void> } {
     const dialled = AgentCapture.dial({
-      endpoint: { origin: s.target.origin, host: s.target.ip, port: this.#opts.agentPort },
+      endpoint: { origin: s.target.origin, host: s.target.address, port: s.target.port },
       tls: this.#opts.tls,
       request: this.#opts.requestFor(s.target),
       timeoutMs: this.#opts.connectTimeoutMs,
@@ -178,35 +158,30 @@ export class Fanout {
     // most likely discard them (it still validates and counts them).
     const congested = () => merger.congested;
     for await (const f of s.capture!.frames(this.#opts.idleTimeoutMs, congested)) {
-      switch (f.kind) {
-        case FrameKind.SOURCE:
-          this.#announce(s, f);
+      const e = decodeEventOr(s, f);
+      switch (e.kind) {
+        case "source":
+          this.#announce(s, e.descriptor);
           break;
-        case FrameKind.PACKETS: {
+        case "packets":
           if (!s.announced) throw protocolError(s, "sent packets before its SOURCE");
-          const { count } = validatePacketsOr(s, f);
-          if (count > 0) this.#opts.onPackets(s.source, f.payload, count);
+          if (e.count > 0) this.#opts.onPackets(s.source, e.payload, e.count);
           break;
-        }
-        case FrameKind.STATS: {
-          const st = SourceStats.safeParse(decodeJsonOr(s, f));
-          if (!st.success) throw protocolError(s, "sent invalid STATS");
-          s.lastStats = st.data;
-          if (s.announced) merger.stats(s.source, st.data);
-          if (st.data.final) s.finalSent = true;
+        case "stats":
+          s.lastStats = e.stats;
+          if (s.announced) merger.stats(s.source, e.stats);
+          if (e.stats.final) s.finalSent = true;
           break;
-        }
-        case FrameKind.STATUS: {
-          const m = StatusMessage.safeParse(decodeJsonOr(s, f));
-          if (!m.success) throw protocolError(s, "sent an invalid STATUS");
-          if (m.data.type === "INSTANCE_UNAVAILABLE") s.agentFailure ??= m.data.text;
+        case "status": {
+          const m = e.status;
+          if (m.type === "INSTANCE_UNAVAILABLE") s.agentFailure ??= m.text;
           // The client knows sources by their instance origin, not the agent's own id.
           merger.status(
             s.announced ? s.source : API_SOURCE,
-            m.data.type,
+            m.type,
             s.target.origin,
-            m.data.text,
-            { counts: m.data.counts, limit: m.data.limit },
+            m.text,
+            { counts: m.counts, limit: m.limit },
           );
           break;
         }
@@ -216,22 +191,15 @@ export class Fanout {
     }
   }
 
-  #announce(s: SourceState, f: Frame): void {
-    const parsed = SourceDescriptorSchema.safeParse(decodeJsonOr(s, f));
-    if (!parsed.success) throw protocolError(s, "sent an invalid SOURCE");
+  #announce(s: SourceState, d: SourceDescriptor): void {
     if (s.announced) return; // one source per agent stream
     const t = s.target;
     const desc: SourceDescriptor = {
       origin: t.origin,
-      interface: parsed.data.interface,
-      link_type: parsed.data.link_type,
-      snaplen: parsed.data.snaplen,
-      instance: {
-        deployment: this.#opts.deployment,
-        group: t.group,
-        ...(t.index === null ? {} : { index: t.index }),
-        id: t.id,
-      },
+      interface: d.interface,
+      link_type: d.link_type,
+      snaplen: d.snaplen,
+      ...(t.instance ? { instance: t.instance } : {}),
     };
     s.announced = true;
     this.#opts.merger.addSource(s.source, t.origin);
@@ -258,7 +226,7 @@ export class Fanout {
       });
       const { merger } = this.#opts;
       if (s.announced && !s.finalSent) {
-        merger.stats(s.source, { ...(s.lastStats ?? ZERO_STATS), final: true });
+        merger.stats(s.source, { ...(s.lastStats ?? emptySourceStats()), final: true });
         s.finalSent = true;
       }
       merger.status(
@@ -282,18 +250,14 @@ function protocolError(s: SourceState, what: string): AgentError {
   return new AgentError("protocol", `agent ${s.target.origin} ${what}`);
 }
 
-function decodeJsonOr(s: SourceState, f: Frame): unknown {
+/** The frame as a typed event (protocol/events.ts); anything malformed fails the source. */
+function decodeEventOr(s: SourceState, f: Frame): StreamEvent {
   try {
-    return decodeJson(f);
+    return decodeEvent(f);
   } catch (e) {
-    throw protocolError(s, `sent a malformed frame: ${(e as Error).message}`);
-  }
-}
-
-function validatePacketsOr(s: SourceState, f: Frame) {
-  try {
-    return validatePackets(f.payload);
-  } catch (e) {
-    throw protocolError(s, `sent malformed packets: ${(e as Error).message}`);
+    throw protocolError(
+      s,
+      `sent a malformed ${frameKindName(f.kind)} frame: ${(e as Error).message}`,
+    );
   }
 }

@@ -203,22 +203,8 @@ export class ClientMerger {
   }
 }
 
-/**
- * The first `keep` packets of a PACKETS payload (u32 count + records), for packet limits.
- * The payload must have been validated.
- */
-export function truncateBatch(payload: Uint8Array, keep: number): Uint8Array {
-  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  let off = 4;
-  for (let i = 0; i < keep && off < payload.byteLength; i++) {
-    off += 16 + view.getUint32(off + 8, true);
-  }
-  const out = payload.slice(0, off);
-  new DataView(out.buffer).setUint32(0, keep, true);
-  return out;
-}
-
-/** Captured bytes in a validated PACKETS payload: everything but the count and record headers. */
-export function batchBytes(payload: Uint8Array, count: number): number {
-  return payload.byteLength - 4 - 16 * count;
-}
+// The PACKETS helpers live in protocol/records.ts; these names stay for existing importers.
+export {
+  packetsBytes as batchBytes,
+  truncatePackets as truncateBatch,
+} from "../protocol/records.ts";
