@@ -7,10 +7,13 @@
  */
 import type { BoshStartRequest, CaptureTarget, SourceDescriptor } from "../protocol/messages.ts";
 import type { z } from "zod";
+import type { CfStartRequest } from "../protocol/cf_messages.ts";
 import type { VerifiedToken } from "./token_verifier.ts";
 
 /** A client's start request, tagged by the resolver (route) it arrived on. */
-export type StartRequest = { resolver: "bosh"; request: BoshStartRequest };
+export type StartRequest =
+  | { resolver: "bosh"; request: BoshStartRequest }
+  | { resolver: "cf"; request: CfStartRequest };
 
 /** Which resolver a start request is for: its route's name and its metrics label. */
 export type ResolverName = StartRequest["resolver"];

@@ -8,6 +8,9 @@ import { type CcApp, CcSim, instanceGuid } from "../lab/cc_sim.ts";
 import { CcClient } from "../server/cc_client.ts";
 import { type CfLookupRequest, lookupCfTargets } from "../server/cf_lookup.ts";
 import { ApiError, type ApiErrorKind } from "../server/limits.ts";
+import { CfResolver, cfTokenVerifier } from "../server/cf_resolver.ts";
+import { AuthError } from "../server/token_verifier.ts";
+import { CfStartRequest } from "../protocol/cf_messages.ts";
 import { assert, assertEquals } from "./support/assert.ts";
 import { rejectsWith } from "./support/bosh_sims.ts";
 
@@ -479,4 +482,83 @@ Deno.test("cc client: garbage, wrong shapes, huge bodies, 500 and a cleartext UA
       await rejects(client.uaaUrl(), "CONNECTION_ERROR", /names no UAA/);
     },
   );
+});
+
+Deno.test("cf resolver: token checked against the CC's UAA with aud cloud_controller; targets and audit", async () => {
+  await withLab(async ({ client, uaa, apps, token }) => {
+    const verifier = cfTokenVerifier(client, { timeoutMs: 2000 });
+    const resolver = new CfResolver({
+      cc: client,
+      verifier,
+      agentPort: 9494,
+      requireSshEnabled: true,
+      maxTargets: 10,
+    });
+    const t = await token("dev");
+    const user = await resolver.authenticate(t);
+    assertEquals(user.user, "dev");
+    const noAud = await uaa.mintValid({ clientId: "cf", scopes: ["bosh.admin"] });
+    await rejectsWith(resolver.authenticate(noAud), AuthError, "UNAUTHENTICATED", /\(aud\)/);
+    const noScope = await uaa.mintValid({ clientId: "cf", scopes: ["cloud_controller.write"] });
+    await rejectsWith(
+      resolver.authenticate(noScope),
+      AuthError,
+      "PERMISSION_DENIED",
+      /cloud_controller\.read/,
+    );
+    const wrongIss = await uaa.mintWrongIssuer({
+      clientId: "cf",
+      scopes: ["cloud_controller.read"],
+    });
+    await rejectsWith(resolver.authenticate(wrongIss), AuthError, "UNAUTHENTICATED", /iss/);
+
+    const parsed = CfStartRequest.safeParse({
+      type: "start",
+      protocol_version: 1,
+      cf: { app: "web", space_guid: SPACE.guid, indexes: [0, 2] },
+    });
+    assert(parsed.success, JSON.stringify(parsed.error));
+    const r = await resolver.resolve({ resolver: "cf", request: parsed.data }, user, t, "udp");
+    const inst = apps.web.processes[0].instances;
+    assertEquals(
+      r.targets.map((x) => [x.address, x.port, x.origin, x.container, x.instance]),
+      [0, 2].map((i) => [
+        inst[i].host,
+        9494,
+        `web/${i} (${inst[i].instanceGuid})`,
+        { app_guid: apps.web.guid, instance_guid: inst[i].instanceGuid },
+        { group: "web", index: i, id: inst[i].instanceGuid },
+      ]),
+    );
+    assert(r.targets.every((x) => x.filter.includes("udp")));
+    assertEquals(r.audit, {
+      org: "acme",
+      space: "dev",
+      app: "web",
+      app_guid: apps.web.guid,
+      process: "web",
+      indexes: "0,2",
+    });
+    inst.forEach((i) => i.state = "CRASHED");
+    await rejectsWith(
+      resolver.resolve({ resolver: "cf", request: parsed.data }, user, t, ""),
+      ApiError,
+      "START_CAPTURE_FAILED",
+      /no instance of app 'web' can be captured: web\/0 is CRASHED/,
+    );
+    for (
+      const bad of [
+        { space_guid: SPACE.guid },
+        { app: "web", app_guid: "../x" },
+        { app: "web", process: "a/b" },
+        { app: "web", indexes: [-1] },
+        { app: "web", colour: "red" },
+      ]
+    ) {
+      assert(
+        !CfStartRequest.safeParse({ type: "start", protocol_version: 1, cf: bad }).success,
+        JSON.stringify(bad),
+      );
+    }
+  });
 });
