@@ -11,6 +11,7 @@ import type { LogLevel } from "../lib/log.ts";
 import { parseDuration } from "../lib/units.ts";
 import { MAX_CAPTURE_DURATION_MS } from "../protocol/messages.ts";
 import type { BufferLimits } from "./backpressure.ts";
+import { CfAgentConfig } from "./cf_agent_config.ts";
 
 const Duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const ms = parseDuration(v);
@@ -70,6 +71,7 @@ export const AgentConfigSchema = z.strictObject({
     /** libpcap read timeout; bounds the latency of a quiet capture. */
     timeout_ms: z.number().int().min(1).max(10_000).default(100),
   }).default({ timeout_ms: 100 }),
+  cf: CfAgentConfig,
 });
 
 export interface AgentConfig {
@@ -86,6 +88,8 @@ export interface AgentConfig {
   };
   limits: { concurrentCaptures: number; maxDurationMs: number };
   capture: { bufferSize?: number; timeoutMs: number };
+  /** CF container captures (agent/cf_agent_config.ts) */
+  cf: CfAgentConfig;
 }
 
 /** PEM material for node:https; the key never goes into logs or errors. */
@@ -149,6 +153,7 @@ export function toAgentConfig(file: string, raw: z.output<typeof AgentConfigSche
       maxDurationMs: limits.max_duration,
     },
     capture: { bufferSize: capture.buffer_size, timeoutMs: capture.timeout_ms },
+    cf: raw.cf,
   };
 }
 
