@@ -11,6 +11,7 @@ import { filePath, positiveDurationMs } from "../lib/config_schema.ts";
 import { configSummary } from "../lib/config_summary.ts";
 import { checkCertificatePem, checkKeyPair } from "../lib/pem.ts";
 import type { BufferLimits } from "./backpressure.ts";
+import { CfAgentConfig } from "./cf_agent_config.ts";
 
 const PosInt = z.number().int().positive();
 const Path = filePath;
@@ -52,6 +53,7 @@ export const AgentConfigSchema = z.strictObject({
     /** libpcap read timeout; bounds the latency of a quiet capture. */
     timeout_ms: z.number().int().min(1).max(10_000).default(100),
   }).default({ timeout_ms: 100 }),
+  cf: CfAgentConfig,
 });
 
 export interface AgentConfig {
@@ -68,6 +70,8 @@ export interface AgentConfig {
   };
   limits: { concurrentCaptures: number; maxDurationMs: number };
   capture: { bufferSize?: number; timeoutMs: number };
+  /** CF container captures (agent/cf_agent_config.ts) */
+  cf: CfAgentConfig;
 }
 
 /** PEM material for node:https; the key never goes into logs or errors. */
@@ -131,6 +135,7 @@ export function toAgentConfig(file: string, raw: z.output<typeof AgentConfigSche
       maxDurationMs: limits.max_duration,
     },
     capture: { bufferSize: capture.buffer_size, timeoutMs: capture.timeout_ms },
+    cf: raw.cf,
   };
 }
 

@@ -18,6 +18,8 @@ import { CaptureSession, type OpenEngine } from "./capture_session.ts";
 import { CaptureEngine } from "./engine/capture_engine.ts";
 import { isPeerAllowed, type PeerIdentity, peerIdentity, peerLabel } from "./peer_identity.ts";
 import { MAX_START_BODY_BYTES, parseStartRequest, readBodyLimited } from "./start_request.ts";
+import { containerNetns } from "./container_target.ts";
+import { ContainerLookupError } from "./container_lookup.ts";
 import { errorResponseBody, httpStatusOf, StatusError } from "../protocol/status_errors.ts";
 
 export interface AgentServerOptions {
@@ -282,6 +284,10 @@ export class AgentServer {
     this.#opening++;
     let session: CaptureSession;
     try {
+      // A CF target: the container's netns, entered by the capture worker's thread only.
+      let netns = this.#opts.netns;
+      const target = parsed.request.target;
+      if (target) netns = (await containerNetns(target, cfg.cf)).netns;
       session = await CaptureSession.open({
         id,
         origin: cfg.id,
@@ -289,7 +295,7 @@ export class AgentServer {
         buffer: cfg.buffer,
         maxDurationMs: cfg.limits.maxDurationMs,
         capture: cfg.capture,
-        netns: this.#opts.netns,
+        netns,
         peer: peerLabel(peer),
         log,
         openEngine: this.#opts.openEngine,
@@ -299,6 +305,10 @@ export class AgentServer {
         onAbort: () => outgoing.destroy(),
       });
     } catch (e) {
+      if (e instanceof ContainerLookupError) {
+        log.warn("container capture refused", { reason: e.message });
+        return refuse(new StatusError("START_CAPTURE_FAILED", `agent ${cfg.id}: ${e.message}`));
+      }
       return refuse(
         new StatusError(
           "START_CAPTURE_FAILED",

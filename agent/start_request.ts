@@ -12,6 +12,7 @@ import {
 import { checkPeerVersion } from "../protocol/version.ts";
 import { checkFilter } from "../ffi/filter_check.ts";
 import { readTextLimited } from "../lib/read_limited.ts";
+import { validateContainerRequest } from "./container_lookup.ts";
 
 export type StartRequestResult =
   | { ok: true; request: AgentStartRequest }
@@ -47,10 +48,13 @@ export function parseStartRequest(
   const parsed = AgentStartRequest.safeParse(raw);
   if (!parsed.success) return invalid(`invalid start request: ${describeZodError(parsed.error)}`);
   const request = parsed.data;
-  if (request.target) {
-    return invalid(
-      "capture targets (CF containers) are not supported by this agent yet; omit `target`",
-    );
+  if (request.target && !("container" in request.target)) {
+    // CF container identifiers end up in paths on the cell: exact forms only, checked here.
+    try {
+      validateContainerRequest(request.target);
+    } catch (e) {
+      return invalid(`invalid target: ${(e as Error).message}`);
+    }
   }
   if (request.filter.trim() !== "") {
     const r = filterCheck(request.filter, 1, request.snaplen);

@@ -184,7 +184,12 @@ export class BoshConfig {
  * Replaces `path` with `text` atomically: temp file in the same directory, fsync, rename.
  * A symlinked config is resolved so that the link stays a link.
  */
-export async function writeFileAtomic(path: string, text: string, mode = 0o600): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  text: string,
+  mode = 0o600,
+  what = "BOSH config",
+): Promise<void> {
   let target = path;
   try {
     target = await Deno.realPath(path);
@@ -207,7 +212,7 @@ export async function writeFileAtomic(path: string, text: string, mode = 0o600):
     await Deno.rename(tmp, target);
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});
-    throw new BoshConfigError(`cannot write BOSH config ${path}: ${(e as Error).message}`, {
+    throw new BoshConfigError(`cannot write ${what} ${path}: ${(e as Error).message}`, {
       cause: e,
     });
   }

@@ -89,7 +89,7 @@ export function parseByteSize(text: string): number {
   return n;
 }
 
-function positiveInt(what: string, min: number, max: number) {
+export function positiveInt(what: string, min: number, max: number) {
   return (text: string): number => {
     if (!/^\d+$/.test(text.trim())) {
       throw new InvalidArgumentError(`${what} must be a whole number, not "${text}"`);

@@ -158,7 +158,7 @@ async function tokenRequest(
 }
 
 /** New tokens for a refresh token (client `bosh_cli` with an empty secret by default). */
-function refreshAccessToken(
+export function refreshAccessToken(
   uaaUrl: string,
   refreshToken: string,
   fetchFn: FetchFn,

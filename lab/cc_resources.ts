@@ -14,13 +14,16 @@ export interface CcSpace {
   allowSsh?: boolean;
 }
 
+/** Instance states of CC's process stats (LrpStateTranslator). */
+export type CcInstanceState = "RUNNING" | "STARTING" | "CRASHED" | "DOWN" | "STOPPING" | "UNKNOWN";
+
 export interface CcInstance {
   index: number;
-  /** Diego ActualLRP instance guid == Garden container handle */
+  /** Diego ActualLRP instance guid == Garden container handle (28 chars, see instanceGuid()) */
   instanceGuid: string;
   /** cell address (the Diego cell VM's ip) */
   host: string;
-  state?: "RUNNING" | "CRASHED" | "STARTING" | "DOWN";
+  state?: CcInstanceState;
   /** container ip on the overlay */
   internalIp?: string;
   ports?: Array<{ external: number; internal: number }>;
@@ -43,6 +46,17 @@ export interface CcApp {
 }
 
 const TS = "2026-01-01T00:00:00Z";
+
+/**
+ * A Diego instance guid: the first 28 characters of a v4 UUID's text, as the BBS makes them
+ * (`6907c81e-99c4-4322-4594-ac1d`), not a full UUID.
+ */
+export function instanceGuid(): string {
+  return crypto.randomUUID().slice(0, 28);
+}
+
+/** The first CC API version whose process stats carry `instance_guid`. */
+export const INSTANCE_GUID_SINCE = "3.191.0";
 
 export function appJson(base: string, a: CcApp) {
   const self = `${base}/v3/apps/${a.guid}`;
@@ -99,32 +113,44 @@ export function processJson(base: string, a: CcApp, p: CcProcess) {
   };
 }
 
-/** GET /v3/processes/:guid/stats body. */
-export function statsJson(p: CcProcess) {
+/**
+ * GET /v3/processes/:guid/stats body, as CC builds it from the BBS: CRASHED instances have empty
+ * `host` and `instance_guid`, DOWN ones neither field; `withInstanceGuid` false models a CC older
+ * than INSTANCE_GUID_SINCE.
+ */
+export function statsJson(p: CcProcess, withInstanceGuid = true) {
   return {
     resources: p.instances.map((i) => {
-      const running = (i.state ?? "RUNNING") === "RUNNING";
-      return {
+      const state = i.state ?? "RUNNING";
+      const running = state === "RUNNING";
+      const common = {
         type: p.type,
         index: i.index,
-        state: i.state ?? "RUNNING",
-        routable: running,
-        host: i.host,
-        instance_guid: i.instanceGuid,
-        instance_internal_ip: i.internalIp ?? "",
+        state,
         uptime: running ? 3600 : 0,
+        isolation_segment: null,
+        details: state === "CRASHED" ? "APP/PROC/WEB: Exited with status 1" : null,
+      };
+      if (state === "DOWN") return { ...common, usage: {} };
+      const crashed = state === "CRASHED";
+      return {
+        ...common,
+        routable: running,
+        host: crashed ? "" : i.host,
+        ...(withInstanceGuid ? { instance_guid: crashed ? "" : i.instanceGuid } : {}),
+        instance_internal_ip: crashed ? "" : (i.internalIp ?? ""),
         mem_quota: 268435456,
         disk_quota: 1073741824,
         log_rate_limit: -1,
         fds_quota: 16384,
-        isolation_segment: null,
-        details: null,
-        instance_ports: (i.ports ?? [{ external: 61000 + i.index, internal: 8080 }]).map((pt) => ({
-          external: pt.external,
-          internal: pt.internal,
-          external_tls_proxy_port: pt.external + 1000,
-          internal_tls_proxy_port: 61001,
-        })),
+        instance_ports: crashed
+          ? []
+          : (i.ports ?? [{ external: 61000 + i.index, internal: 8080 }]).map((pt) => ({
+            external: pt.external,
+            internal: pt.internal,
+            external_tls_proxy_port: pt.external + 1000,
+            internal_tls_proxy_port: 61001,
+          })),
         usage: running
           ? {
             time: TS,

@@ -9,12 +9,21 @@ import {
   type CcApp,
   type CcOrg,
   type CcSpace,
+  INSTANCE_GUID_SINCE,
   paginate,
   processJson,
   statsJson,
 } from "./cc_resources.ts";
 
-export type { CcApp, CcInstance, CcOrg, CcProcess, CcSpace } from "./cc_resources.ts";
+export type {
+  CcApp,
+  CcInstance,
+  CcInstanceState,
+  CcOrg,
+  CcProcess,
+  CcSpace,
+} from "./cc_resources.ts";
+export { instanceGuid } from "./cc_resources.ts";
 
 export type SpaceRole = "space_developer" | "space_manager" | "space_auditor" | "space_supporter";
 export type OrgRole = "org_manager" | "org_auditor" | "billing_manager" | "organization_user";
@@ -36,6 +45,21 @@ export interface CcSimConfig extends SimServeOptions {
   roles?: CcRole[];
   /** global `allow_ssh` of the foundation (default true) */
   allowSsh?: boolean;
+  /**
+   * API version announced in the root (default 3.195.0). Below INSTANCE_GUID_SINCE (3.191.0)
+   * the process stats carry no `instance_guid`, as on an old CC.
+   */
+  apiVersion?: string;
+}
+
+/** Compares dotted versions numerically ("3.190.0" < "3.191.0"). */
+export function versionBelow(v: string, than: string): boolean {
+  const a = v.split(".").map(Number);
+  const b = than.split(".").map(Number);
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) < (b[i] ?? 0);
+  }
+  return false;
 }
 
 interface Visibility {
@@ -56,6 +80,10 @@ export class CcSim extends SimService {
   apps: CcApp[];
   roles: CcRole[];
   allowSsh: boolean;
+  /** announced API version; see CcSimConfig.apiVersion */
+  apiVersion: string;
+  /** process stats answer 503 CF-InstancesUnavailable while true (Diego's BBS unreachable) */
+  statsUnavailable = false;
   private readonly verifier: TokenVerifier;
 
   private constructor(private readonly cfg: CcSimConfig) {
@@ -65,7 +93,14 @@ export class CcSim extends SimService {
     this.apps = cfg.apps ?? [];
     this.roles = cfg.roles ?? [];
     this.allowSsh = cfg.allowSsh ?? true;
-    this.verifier = new TokenVerifier({ uaaUrl: cfg.uaaUrl, caCert: cfg.uaaCaCert });
+    this.apiVersion = cfg.apiVersion ?? "3.195.0";
+    // As the real CC: the UAA's own issuer, and `cloud_controller` in the audience.
+    this.verifier = new TokenVerifier({
+      uaaUrl: cfg.uaaUrl,
+      caCert: cfg.uaaCaCert,
+      issuer: `${cfg.uaaUrl.replace(/\/+$/, "")}/oauth/token`,
+      audience: "cloud_controller",
+    });
   }
 
   static async start(cfg: CcSimConfig): Promise<CcSim> {
@@ -128,12 +163,25 @@ export class CcSim extends SimService {
 
   private sshEnabled(app: CcApp): { enabled: boolean; reason: string } {
     const space = this.spaces.find((s) => s.guid === app.spaceGuid);
-    if (!this.allowSsh) return { enabled: false, reason: "Disabled globally" };
+    // CC's AppSshEnabled reasons, checked in this order.
+    if (!this.allowSsh) return { enabled: false, reason: "ssh is disabled globally" };
     if (space && space.allowSsh === false) {
-      return { enabled: false, reason: `Disabled for space ${space.name}` };
+      return { enabled: false, reason: `ssh is disabled for space '${space.name}'` };
     }
-    if (app.sshEnabled === false) return { enabled: false, reason: "Disabled for this app" };
+    if (app.sshEnabled === false) return { enabled: false, reason: "ssh is disabled for app" };
     return { enabled: true, reason: "" };
+  }
+
+  private stats(p: Parameters<typeof statsJson>[0]): Response {
+    if (this.statsUnavailable) {
+      return ccError(
+        503,
+        220002,
+        "CF-InstancesUnavailable",
+        "Stats server temporarily unavailable.",
+      );
+    }
+    return Response.json(statsJson(p, !versionBelow(this.apiVersion, INSTANCE_GUID_SINCE)));
   }
 
   private app(): Hono<Env> {
@@ -144,7 +192,7 @@ export class CcSim extends SimService {
         links: {
           self: { href: base() },
           cloud_controller_v2: null,
-          cloud_controller_v3: { href: `${base()}/v3`, meta: { version: "3.180.0" } },
+          cloud_controller_v3: { href: `${base()}/v3`, meta: { version: this.apiVersion } },
           uaa: { href: this.cfg.uaaUrl },
           login: { href: this.cfg.uaaUrl },
           logging: null,
@@ -207,7 +255,7 @@ export class CcSim extends SimService {
     app.get("/v3/apps/:guid/processes/:type/stats", (c) => {
       const f = this.visibleApp(c.get("token"), c.req.param("guid"));
       const p = f?.app.processes.find((x) => x.type === c.req.param("type"));
-      return f && p ? c.json(statsJson(p)) : notFound("Process");
+      return f && p ? this.stats(p) : notFound("Process");
     });
     const findProcess = (t: VerifiedToken, guid: string) => {
       for (const a of this.apps) {
@@ -222,7 +270,7 @@ export class CcSim extends SimService {
     });
     app.get("/v3/processes/:guid/stats", (c) => {
       const f = findProcess(c.get("token"), c.req.param("guid"));
-      return f ? c.json(statsJson(f.p)) : notFound("Process");
+      return f ? this.stats(f.p) : notFound("Process");
     });
     app.get("/v3/spaces", (c) => {
       const t = c.get("token");

@@ -9,7 +9,7 @@
 import { type Netns, run } from "./netns.ts";
 
 export interface ContainerSpec {
-  /** Garden handle == Diego instance guid (default: random uuid) */
+  /** Garden handle == Diego instance guid (default: a random 28-char instance guid) */
   handle?: string;
   /** container ip (default 198.19.<cell>.<n>, inside the lab's benchmark range) */
   ip?: string;
@@ -129,7 +129,8 @@ export class DiegoCell {
   /** Creates, starts and registers a container; cleans up its pieces if any step fails. */
   async addContainer(spec: ContainerSpec): Promise<Container> {
     const n = this.counter++;
-    const handle = spec.handle ?? crypto.randomUUID();
+    // Diego instance guids are the first 28 characters of a UUID.
+    const handle = spec.handle ?? crypto.randomUUID().slice(0, 28);
     if (this.containers.has(handle)) throw new Error(`container ${handle} exists already`);
     const ip = spec.ip ?? `198.19.${this.cfg.subnet ?? 0}.${n + 2}`;
     const short = `${this.cfg.cellShort}c${n}`;

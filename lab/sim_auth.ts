@@ -22,6 +22,8 @@ export interface TokenVerifierOptions {
   caCert?: string;
   /** when set, `iss` must equal it */
   issuer?: string;
+  /** when set, `aud` must contain it (the Cloud Controller wants `cloud_controller`) */
+  audience?: string;
   /** leeway in seconds for exp/nbf */
   clockToleranceSec?: number;
 }
@@ -74,6 +76,7 @@ export class TokenVerifier {
     return {
       algorithms: ["RS256"],
       issuer: this.opts.issuer,
+      audience: this.opts.audience,
       clockTolerance: this.opts.clockToleranceSec ?? 0,
     };
   }

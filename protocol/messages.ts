@@ -124,11 +124,19 @@ export const Filter = filterSchema(MAX_FILTER_LENGTH);
 /** The filter an agent receives: the user's plus the api's exclusion. */
 export const AgentFilter = filterSchema(MAX_AGENT_FILTER_LENGTH);
 
-/** Which network namespace to capture in; absent = the agent's own (BOSH VM capture). */
-export const CaptureTarget = z.strictObject({
-  /** CF: the app instance guid (= Garden handle); the agent resolves it to a container netns. */
-  container: z.string().regex(/^[0-9a-zA-Z-]{1,64}$/, "container must be an instance guid"),
-});
+/**
+ * Which network namespace to capture in; absent = the agent's own (BOSH VM capture). CF names
+ * the container by instance guid (= Garden handle) + app guid, or by app guid + container ip on
+ * CCs before 3.191.0; the agent checks the exact forms (protocol/cf_ids.ts) and the app.
+ */
+export const CaptureTarget = z.union([
+  z.strictObject({ app_guid: z.string().max(64), instance_guid: z.string().max(64) }),
+  z.strictObject({ app_guid: z.string().max(64), ip: z.string().max(64) }),
+  z.strictObject({
+    /** legacy form: the instance guid alone */
+    container: z.string().regex(/^[0-9a-zA-Z-]{1,64}$/, "container must be an instance guid"),
+  }),
+]);
 
 /** api → agent, body of `POST /captures`. */
 export const AgentStartRequest = z.strictObject({

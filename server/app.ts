@@ -29,6 +29,8 @@ import { ConcurrencyLimiter } from "./limits.ts";
 import { ApiError, errorResponse, limitReached } from "./errors.ts";
 import type { FilterChecker } from "./filter_compose.ts";
 import { BoshResolver } from "./bosh_resolver.ts";
+import { CcClient } from "./cc_client.ts";
+import { CfResolver, cfTokenVerifier } from "./cf_resolver.ts";
 import { ClientSession, type SessionCredential, type SessionDeps } from "./client_session.ts";
 import type { TargetResolver } from "./target_resolver.ts";
 
@@ -96,6 +98,7 @@ export class ApiServer {
   readonly #log: Logger;
   #server: Deno.HttpServer<Deno.NetAddr> | null = null;
   #draining = false;
+  #cc: CcClient | null = null;
 
   private constructor(readonly opts: ApiServerOptions, audit: AuditLog) {
     const { config } = opts;
@@ -122,6 +125,7 @@ export class ApiServer {
         agentPort: config.bosh.agentPort,
         maxTargets: config.limits.maxTargets,
       }),
+      ...(config.cf ? [this.#cfResolver(config.cf)] : []),
       ...(opts.extraResolvers ?? []),
     ];
     this.#deps = {
@@ -273,6 +277,25 @@ export class ApiServer {
     await this.close();
   }
 
+  /** CF app capture: the Cloud Controller's UAA verifies tokens, the CC authorizes (cf.*). */
+  #cfResolver(cf: NonNullable<ApiConfig["cf"]>): CfResolver {
+    const { config } = this.opts;
+    const cc = this.#cc = new CcClient({
+      url: cf.apiUrl,
+      caCert: cf.tls.ca?.pem,
+      serverName: cf.tls.serverName,
+      skipVerify: cf.tls.skipVerify,
+      timeoutMs: config.timeouts.cloudControllerMs,
+    });
+    return new CfResolver({
+      cc,
+      verifier: cfTokenVerifier(cc, { timeoutMs: config.timeouts.uaaMs }),
+      agentPort: cf.agentPort,
+      requireSshEnabled: cf.requireSshEnabled,
+      maxTargets: config.limits.maxTargets,
+    });
+  }
+
   /** Cuts every running capture now (a second SIGTERM); each session still writes its audit. */
   abortCaptures(): void {
     for (const s of this.sessions) s.abort();
@@ -285,6 +308,7 @@ export class ApiServer {
     this.#server = null;
     if (server) await server.shutdown();
     this.#director.close();
+    this.#cc?.close();
     this.#audit.close();
     this.#log.info("api stopped");
   }

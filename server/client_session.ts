@@ -253,6 +253,7 @@ export class ClientSession {
     const userFilter = validateUserFilter(req.filter, { check: d.checkFilter });
     this.#filter = userFilter;
     const resolution = await resolver.resolve(req, { token, user });
+    this.#facts = { ...this.#facts, ...resolution.facts };
     const plan = planTargets(resolution, userFilter, d.checkFilter);
     this.#targets = plan.targets;
     if (this.#leftWhileStarting()) return;

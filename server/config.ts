@@ -82,6 +82,24 @@ const boshSchema = z.strictObject({
   }).prefault({}),
 });
 
+/** CF app capture: the Cloud Controller that authorizes it, and the agents on Diego cells. */
+const cfSchema = z.strictObject({
+  api_url: z.url({ protocol: /^https?$/, error: "must be an https URL" }).superRefine(
+    (url, ctx) => {
+      const problem = cleartextProblem(url);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    },
+  ),
+  agent_port: port.default(9494),
+  // CF's consent switch for debugging inside a container (`cf enable-ssh`).
+  require_ssh_enabled: z.boolean().default(true),
+  tls: z.strictObject({
+    ca: path.optional(),
+    server_name: z.string().min(1).optional(),
+    skip_verify: z.boolean().default(false),
+  }).prefault({}),
+});
+
 const limitsSchema = z.strictObject({
   per_user_concurrent_captures: positiveInt.default(2),
   // Sources are numbered 0..n-1 on the wire and 65535 is the api's own source number.
@@ -104,6 +122,7 @@ const metricsSchema = z.strictObject({
 
 const timeoutsSchema = z.strictObject({
   director: duration.prefault(10),
+  cloud_controller: duration.prefault(10),
   uaa: duration.prefault(10),
   agent_connect: duration.prefault(5),
 });
@@ -117,6 +136,7 @@ export const apiConfigSchema = z.strictObject({
   concurrent_captures: positiveInt.default(5),
   drain_timeout: duration.prefault(10),
   bosh: boshSchema.optional(),
+  cf: cfSchema.optional(),
   limits: limitsSchema.prefault({}),
   audit: auditSchema.prefault({}),
   metrics: metricsSchema.prefault({}),
@@ -176,6 +196,13 @@ export interface ApiConfig {
     tokenScope: string;
     tls: { ca?: PemFile; serverName?: string; skipVerify: boolean };
   };
+  /** absent: no CF app capture (no /v1/capture/cf route) */
+  cf?: {
+    apiUrl: string;
+    agentPort: number;
+    requireSshEnabled: boolean;
+    tls: { ca?: PemFile; serverName?: string; skipVerify: boolean };
+  };
   limits: {
     perUserConcurrentCaptures: number;
     maxTargets: number;
@@ -186,7 +213,12 @@ export interface ApiConfig {
   };
   audit: { enabled: boolean; file?: string };
   metrics: { enabled: boolean };
-  timeouts: { directorMs: number; uaaMs: number; agentConnectMs: number };
+  timeouts: {
+    directorMs: number;
+    cloudControllerMs: number;
+    uaaMs: number;
+    agentConnectMs: number;
+  };
 }
 
 /**
@@ -273,6 +305,16 @@ async function resolve(file: string, raw: RawApiConfig): Promise<ApiConfig> {
         skipVerify: bosh.tls.skip_verify,
       },
     },
+    cf: raw.cf && {
+      apiUrl: raw.cf.api_url.replace(/\/+$/, ""),
+      agentPort: raw.cf.agent_port,
+      requireSshEnabled: raw.cf.require_ssh_enabled,
+      tls: {
+        ca: await pem.load("cf.tls.ca", raw.cf.tls.ca),
+        serverName: raw.cf.tls.server_name,
+        skipVerify: raw.cf.tls.skip_verify,
+      },
+    },
     limits: {
       perUserConcurrentCaptures: raw.limits.per_user_concurrent_captures,
       maxTargets: raw.limits.max_targets,
@@ -283,6 +325,7 @@ async function resolve(file: string, raw: RawApiConfig): Promise<ApiConfig> {
     metrics: { enabled: raw.metrics.enabled },
     timeouts: {
       directorMs: raw.timeouts.director,
+      cloudControllerMs: raw.timeouts.cloud_controller,
       uaaMs: raw.timeouts.uaa,
       agentConnectMs: raw.timeouts.agent_connect,
     },
@@ -356,6 +399,13 @@ export function describeApiConfig(c: ApiConfig): string {
     [
       "bosh",
       `${c.bosh.directorUrl} (agents on port ${c.bosh.agentPort}, scope ${c.bosh.tokenScope})`,
+    ],
+    [
+      "cf",
+      c.cf
+        ? `${c.cf.apiUrl} (agents on port ${c.cf.agentPort}, ` +
+          `${c.cf.requireSshEnabled ? "app SSH required" : "app SSH not required"})`
+        : "off (no cf section)",
     ],
     ["agents_mtls", `certificate: ${c.agentsMtls.certificate.path}, CA: ${c.agentsMtls.ca.path}`],
     [

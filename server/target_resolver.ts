@@ -72,6 +72,8 @@ export interface SkippedTarget {
 export interface Resolution {
   targets: ResolvedTarget[];
   skipped: SkippedTarget[];
+  /** facts learned while resolving (e.g. the org and space names); they override `facts()` */
+  facts?: ResolverFacts;
 }
 
 /** Resolver-specific audit and log fields known from the request (deployment, org/space/app). */

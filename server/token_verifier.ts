@@ -51,6 +51,13 @@ export interface TokenVerifierOptions {
   source: UaaSource;
   /** bosh.token_scope; `bosh.<director-uuid>.admin` is accepted as well */
   requiredScope: string;
+  /**
+   * Scopes of which the token must hold one; replaces `requiredScope` and the Director-uuid
+   * admin scope (the CF resolver: any scope the CC accepts for reads).
+   */
+  acceptedScopes?: string[];
+  /** `aud` must contain this (CF: `cloud_controller`, as the CC itself requires) */
+  audience?: string;
   /** timeouts.uaa: bound of one token_keys fetch */
   timeoutMs: number;
   /** fetch trusting the UAA's CA (DirectorClient.uaaFetch: the bosh.tls settings) */
@@ -107,6 +114,7 @@ export class TokenVerifier {
       ({ payload } = await jwtVerify(token, key, {
         algorithms: ALGORITHMS,
         issuer: `${uaaUrl}/oauth/token`,
+        audience: this.opts.audience,
         clockTolerance: leeway,
         requiredClaims: ["exp"],
         currentDate: new Date(this.#now()),
@@ -227,7 +235,8 @@ export class TokenVerifier {
 
   #authorize(payload: JWTPayload, info: { uuid: string }): VerifiedToken {
     const scopes = scopeList(payload.scope);
-    const accepted = [this.opts.requiredScope, `bosh.${info.uuid}.admin`];
+    const accepted = this.opts.acceptedScopes ??
+      [this.opts.requiredScope, `bosh.${info.uuid}.admin`];
     const clientId = str(payload.client_id) ?? str(payload.cid);
     const user = str(payload.user_name) ?? clientId ?? str(payload.sub);
     if (!user) throw new AuthError("UNAUTHENTICATED", "the token names no user or client");
@@ -311,6 +320,7 @@ function joseText(e: unknown): string {
   }
   if (e instanceof joseErrors.JWTClaimValidationFailed) {
     if (e.claim === "iss") return "the token was not issued by the Director's UAA (iss)";
+    if (e.claim === "aud") return "the token is not meant for this platform (aud); log in again";
     if (e.claim === "nbf") return "the token is not valid yet (nbf); check clocks";
     return `the token's ${e.claim} claim is invalid: ${e.reason}`;
   }

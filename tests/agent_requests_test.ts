@@ -136,9 +136,24 @@ const cases: Case[] = [
   },
   { name: "no version", body: JSON.stringify({ interface: "lo" }), includes: "protocol version" },
   {
-    name: "container target",
-    body: startBody({ target: { container: "abc-123" } }),
-    includes: "not supported",
+    name: "container target on an agent without cf",
+    body: startBody({
+      target: { app_guid: crypto.randomUUID(), instance_guid: "6907c81e-99c4-4322-4594-ac1d" },
+    }),
+    type: "START_CAPTURE_FAILED",
+    includes: "cf.enabled is false",
+  },
+  {
+    name: "container target with a path-trick instance guid",
+    body: startBody({
+      target: { app_guid: crypto.randomUUID(), instance_guid: "../../../../proc/1/ns" },
+    }),
+    includes: "not of the Diego form",
+  },
+  {
+    name: "container target with a bad app guid",
+    body: startBody({ target: { app_guid: "..", ip: "198.19.0.2" } }),
+    includes: "app guid",
   },
   {
     name: "body of 64 KiB + 1",

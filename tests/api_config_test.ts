@@ -81,7 +81,12 @@ Deno.test("api config: minimal file gets defaults and loads PEM contents", async
       maxBytes: 1024 ** 3,
     });
     assertEquals(cfg.audit, { enabled: true, file: undefined });
-    assertEquals(cfg.timeouts, { directorMs: 10_000, uaaMs: 10_000, agentConnectMs: 5_000 });
+    assertEquals(cfg.timeouts, {
+      directorMs: 10_000,
+      cloudControllerMs: 10_000,
+      uaaMs: 10_000,
+      agentConnectMs: 5_000,
+    });
   });
 });
 
@@ -122,7 +127,12 @@ Deno.test("api config: a full file with every key", async () => {
     assertEquals(cfg.drainTimeoutMs, 90_000);
     assertEquals(cfg.limits.maxDurationMs, 7_200_000);
     assertEquals(cfg.limits.maxBytes, 512 * 1024 * 1024);
-    assertEquals(cfg.timeouts, { directorMs: 5000, uaaMs: 2500, agentConnectMs: 750 });
+    assertEquals(cfg.timeouts, {
+      directorMs: 5000,
+      cloudControllerMs: 10_000,
+      uaaMs: 2500,
+      agentConnectMs: 750,
+    });
     assertEquals(cfg.bosh.directorUrl, "https://10.0.0.6:25555");
     assertEquals(cfg.bosh.tls.serverName, "director");
     assertStringIncludes(cfg.bosh.tls.ca!.pem, "BEGIN CERTIFICATE");

@@ -1,7 +1,7 @@
 // deno-lint-ignore-file no-explicit-any -- tests read loosely typed JSON bodies field by field
 import assert from "node:assert/strict";
 import { UaaSim } from "../lab/uaa_sim.ts";
-import { type CcApp, CcSim } from "../lab/cc_sim.ts";
+import { type CcApp, CcSim, instanceGuid, versionBelow } from "../lab/cc_sim.ts";
 
 const ORG = { guid: crypto.randomUUID(), name: "org" };
 const SPACE = { guid: crypto.randomUUID(), name: "dev", orgGuid: ORG.guid };
@@ -9,6 +9,8 @@ const LOCKED = { guid: crypto.randomUUID(), name: "locked", orgGuid: ORG.guid, a
 const USERS = {
   dev: crypto.randomUUID(),
   auditor: crypto.randomUUID(),
+  supporter: crypto.randomUUID(),
+  manager: crypto.randomUUID(),
   orgManager: crypto.randomUUID(),
   stranger: crypto.randomUUID(),
 };
@@ -24,7 +26,7 @@ function app(name: string, spaceGuid: string, instances: number, sshEnabled = tr
       type: "web",
       instances: Array.from({ length: instances }, (_, index) => ({
         index,
-        instanceGuid: crypto.randomUUID(),
+        instanceGuid: instanceGuid(),
         host: `198.18.0.${10 + index}`,
         internalIp: `10.255.0.${10 + index}`,
       })),
@@ -54,6 +56,8 @@ async function withCc(fn: (uaa: UaaSim, cc: CcSim, apps: CcApp[]) => Promise<voi
       roles: [
         { userId: USERS.dev, type: "space_developer", target: SPACE.guid },
         { userId: USERS.auditor, type: "space_auditor", target: SPACE.guid },
+        { userId: USERS.supporter, type: "space_supporter", target: SPACE.guid },
+        { userId: USERS.manager, type: "space_manager", target: SPACE.guid },
         { userId: USERS.orgManager, type: "org_manager", target: ORG.guid },
       ],
     });
@@ -167,13 +171,19 @@ Deno.test("cc: ssh_enabled reasons", async () => {
     const admin = await uaa.mintValid({ clientId: "cf", scopes: ["cloud_controller.admin"] });
     const ssh = async (g: string) => (await get(`${cc.url}/v3/apps/${g}/ssh_enabled`, admin)).body;
     assert.deepEqual(await ssh(apps[0].guid), { enabled: true, reason: "" });
-    assert.deepEqual(await ssh(apps[1].guid), { enabled: false, reason: "Disabled for this app" });
+    assert.deepEqual(await ssh(apps[1].guid), {
+      enabled: false,
+      reason: "ssh is disabled for app",
+    });
     assert.deepEqual(await ssh(apps[2].guid), {
       enabled: false,
-      reason: "Disabled for space locked",
+      reason: "ssh is disabled for space 'locked'",
     });
     cc.allowSsh = false;
-    assert.deepEqual(await ssh(apps[0].guid), { enabled: false, reason: "Disabled globally" });
+    assert.deepEqual(await ssh(apps[0].guid), {
+      enabled: false,
+      reason: "ssh is disabled globally",
+    });
   });
 });
 
@@ -199,7 +209,8 @@ Deno.test("cc: token errors (401/403) and fault switches", async () => {
         code: 1000,
       });
     }
-    const noScope = await get(url, await uaa.mintValid({ scopes: ["openid"] }));
+    // aud has cloud_controller (from .write) but no read scope: authenticated, not authorized
+    const noScope = await get(url, await uaa.mintValid({ scopes: ["cloud_controller.write"] }));
     assert.equal(noScope.status, 403);
     assert.equal(noScope.body.errors[0].title, "CF-NotAuthorized");
 
@@ -218,5 +229,94 @@ Deno.test("cc: token errors (401/403) and fault switches", async () => {
     await assert.rejects(() => fetch(url));
     await cc.setDown(false);
     assert.equal((await get(url, dev)).status, 200);
+  });
+});
+
+Deno.test("cc: read_sensitive_data only for developers, admin and admin_read_only", async () => {
+  await withCc(async (uaa, cc, apps) => {
+    const url = `${cc.url}/v3/apps/${apps[0].guid}`;
+    const sensitive = async (t: string) => {
+      const r = await get(`${url}/permissions`, t);
+      assert.equal(r.status, 200);
+      // Stats stay visible to every role that can see the app: they are no permission to capture.
+      assert.equal((await get(`${url}/processes/web/stats`, t)).status, 200);
+      return r.body.read_sensitive_data;
+    };
+    assert.equal(await sensitive(await mint(uaa, USERS.dev)), true);
+    for (const u of [USERS.auditor, USERS.supporter, USERS.manager, USERS.orgManager]) {
+      assert.equal(await sensitive(await mint(uaa, u)), false, u);
+    }
+    const global = (scope: string) => uaa.mintValid({ clientId: "cf", scopes: [scope] });
+    assert.equal(await sensitive(await global("cloud_controller.admin_read_only")), true);
+    assert.equal(await sensitive(await global("cloud_controller.global_auditor")), false);
+  });
+});
+
+Deno.test("cc: tokens need aud cloud_controller and the UAA's issuer", async () => {
+  await withCc(async (uaa, cc, apps) => {
+    const url = `${cc.url}/v3/apps/${apps[0].guid}`;
+    const dev = { user_id: USERS.dev, sub: USERS.dev };
+    const ok = await uaa.mintValid({
+      clientId: "cf",
+      scopes: ["cloud_controller.read"],
+      extra: dev,
+    });
+    assert.equal((await get(url, ok)).status, 200);
+    const noAud = await uaa.mintValid({
+      clientId: "cf",
+      scopes: ["cloud_controller.read"],
+      extra: { ...dev, aud: ["cf", "bosh"] },
+    });
+    const wrongIss = await uaa.mintWrongIssuer({
+      clientId: "cf",
+      scopes: ["cloud_controller.read"],
+      extra: dev,
+    });
+    for (const t of [noAud, wrongIss]) {
+      const r = await get(url, t);
+      assert.equal(r.status, 401);
+      assert.equal(r.body.errors[0].title, "CF-InvalidAuthToken");
+    }
+  });
+});
+
+Deno.test("cc: stats states, 28-char instance guids, old CC and 503", async () => {
+  await withCc(async (uaa, cc, apps) => {
+    const procs = apps[0].processes[0];
+    procs.instances.push(
+      { index: 2, instanceGuid: instanceGuid(), host: "198.18.0.12", state: "CRASHED" },
+      { index: 3, instanceGuid: instanceGuid(), host: "198.18.0.13", state: "DOWN" },
+    );
+    const dev = await mint(uaa, USERS.dev);
+    const url = `${cc.url}/v3/apps/${apps[0].guid}/processes/web/stats`;
+    const r = (await get(url, dev)).body.resources;
+    assert.deepEqual(r.map((x: any) => x.state), ["RUNNING", "RUNNING", "CRASHED", "DOWN"]);
+    assert.match(
+      r[0].instance_guid,
+      /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}$/,
+    );
+    assert.equal(r[0].instance_guid.length, 28);
+    assert.equal(r[2].host, "");
+    assert.equal(r[2].instance_guid, "");
+    assert.ok(!("host" in r[3]) && !("instance_guid" in r[3]), JSON.stringify(r[3]));
+
+    const root = async () => (await get(`${cc.url}/`)).body.links.cloud_controller_v3.meta.version;
+    assert.equal(versionBelow(await root(), "3.191.0"), false);
+    cc.apiVersion = "3.190.0";
+    assert.equal(await root(), "3.190.0");
+    const old = (await get(url, dev)).body.resources;
+    assert.ok(old.every((x: any) => !("instance_guid" in x)), "old CC: no instance_guid");
+    assert.equal(old[0].instance_internal_ip, procs.instances[0].internalIp);
+    assert.equal(old[0].host, procs.instances[0].host);
+
+    cc.statsUnavailable = true;
+    const down = await get(url, dev);
+    assert.equal(down.status, 503);
+    assert.deepEqual(down.body.errors[0], {
+      detail: "Stats server temporarily unavailable.",
+      title: "CF-InstancesUnavailable",
+      code: 220002,
+    });
+    assert.ok(versionBelow("3.99.9", "3.100.0") && !versionBelow("3.191.0", "3.191.0"));
   });
 });

@@ -278,6 +278,7 @@ Deno.test("edge cases render as documented", async (t) => {
           runc_root: "/run/containerd/runc/garden",
           netns_dir: "/var/vcap/data/netns",
         });
+        await expectValid(r, "pcap-agent", "cf.enabled");
       } finally {
         await cleanup(r);
       }
@@ -354,7 +355,7 @@ Deno.test("edge cases render as documented", async (t) => {
         await cleanup(r);
       }
     });
-    await t.step("api: cf.api_url emits the cf section (parsed, not --check-config)", async () => {
+    await t.step("api: cf.api_url emits the cf section, and it passes --check-config", async () => {
       const r = await render("pcap-api", (p) => {
         withProperty(p, "pcap-api.cf", {
           api_url: "https://api.sys.example",
@@ -376,6 +377,7 @@ Deno.test("edge cases render as documented", async (t) => {
           },
         });
         assertEquals(r.read("config/certs/cf-api-ca.crt").trim(), pki.pki.caCert.trim());
+        await expectValid(r, "pcap-api", "cf");
       } finally {
         await cleanup(r);
       }
@@ -394,6 +396,7 @@ Deno.test("edge cases render as documented", async (t) => {
           tls: { skip_verify: false },
         });
         assertEquals(r.read("config/certs/cf-api-ca.crt"), "");
+        await expectValid(r, "pcap-api", "cf defaults");
       } finally {
         await cleanup(r);
       }

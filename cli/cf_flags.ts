@@ -1,0 +1,210 @@
+/**
+ * Command line of `pcap-cf capture APP [flags]`, parsed with commander like pcap-bosh's (same
+ * flag names for what they share: -o, -F, -u, -f, -i, -l, --format, --duration, --max-packets,
+ * --max-bytes, --ca-cert, -v, -q). Pure: argv and the environment come in, a typed options object
+ * or a UsageError / HelpRequested comes out.
+ */
+import { MAX_SNAPLEN } from "../protocol/records.ts";
+import { Command, CommanderError } from "commander";
+import {
+  type CaptureFormat,
+  HelpRequested,
+  normalizeApiUrl,
+  parseByteSize,
+  parseDuration,
+  positiveInt,
+  UsageError,
+} from "./bosh_flags.ts";
+import { RESOURCE_GUID_RE } from "../protocol/cf_ids.ts";
+
+export interface CfCaptureOptions {
+  /** app name; undefined when only --app-guid is given */
+  app?: string;
+  appGuid?: string;
+  /** org/space names overriding the cf CLI's target */
+  org?: string;
+  space?: string;
+  process: string;
+  indexes: number[];
+  output: string;
+  forceOverwrite: boolean;
+  /** from -u or PCAP_API; undefined = derive from the CF API URL (derivePcapApiUrl) */
+  pcapApiUrl?: string;
+  filter?: string;
+  interface: string;
+  snaplen: number;
+  format: CaptureFormat;
+  durationMs?: number;
+  maxPackets?: number;
+  maxBytes?: number;
+  caCert?: string;
+  verbose: boolean;
+  quiet: boolean;
+}
+
+/** `https://api.sys.example.com` → `https://pcap.sys.example.com` (the route the release adds). */
+export function derivePcapApiUrl(cfApiUrl: string): string {
+  let u: URL;
+  try {
+    u = new URL(cfApiUrl);
+  } catch {
+    throw new UsageError(`the CF API URL "${cfApiUrl}" is not a URL; pass -u/--pcap-api-url`);
+  }
+  if (!u.hostname.startsWith("api.")) {
+    throw new UsageError(
+      `cannot derive the pcap API from the CF API ${cfApiUrl} (its host does not start with ` +
+        '"api."); pass -u/--pcap-api-url or set PCAP_API',
+    );
+  }
+  u.hostname = `pcap.${u.hostname.slice(4)}`;
+  return normalizeApiUrl(u.origin);
+}
+
+function collect<T>(parse: (s: string) => T) {
+  return (value: string, previous: T[] | undefined): T[] => [...(previous ?? []), parse(value)];
+}
+
+function buildCommand(write: (s: string) => void = () => {}): Command {
+  return new Command()
+    .exitOverride()
+    .configureOutput({
+      writeOut: write,
+      writeErr: () => {},
+      outputError: () => {},
+      getOutHelpWidth: () => 100,
+      getErrHelpWidth: () => 100,
+      getOutHasColors: () => false,
+      getErrHasColors: () => false,
+    })
+    .name("pcap-cf capture")
+    .usage("APP [flags]")
+    .description(
+      "Capture packets inside the containers of a Cloud Foundry app into one pcapng file\n" +
+        "(or stream, with -o -): one interface per instance. Uses your cf CLI login.",
+    )
+    .argument("[app]")
+    .option("--app-guid <guid>", "the app's guid instead of (or to check) its name")
+    .option("--org <name>", "org of the app (default: the cf CLI's target)")
+    .option("--space <name>", "space of the app (default: the cf CLI's target)")
+    .option("--process <type>", "process type", "web")
+    .option(
+      "--index <n>",
+      "instance index; repeatable (default: all)",
+      collect(positiveInt("index", 0, 1_000_000)),
+    )
+    .option("-o, --file <path>", "output file, - for stdout (required)")
+    .option("-F, --force-overwrite", "overwrite the output file if it exists")
+    .option(
+      "-u, --pcap-api-url <url>",
+      "URL of the pcap API (env PCAP_API; default: pcap.<domain>)",
+    )
+    .option("-f, --filter <expr>", "capture filter in pcap-filter(7) syntax")
+    .option("-i, --interface <name>", "interface inside the container (eth0, or lo)", "eth0")
+    .option(
+      "-l, --snaplen <bytes>",
+      `bytes kept per packet, 1..${MAX_SNAPLEN}`,
+      positiveInt("snaplen", 1, MAX_SNAPLEN),
+      65535,
+    )
+    .option("--format <format>", "pcapng or pcap", "pcapng")
+    .option("--duration <time>", "stop after this long, e.g. 30s, 5m, 1h", parseDuration)
+    .option(
+      "--max-packets <n>",
+      "stop after this many packets",
+      positiveInt("max-packets", 1, Number.MAX_SAFE_INTEGER),
+    )
+    .option("--max-bytes <size>", "stop after this many bytes, e.g. 10MB, 1GiB", parseByteSize)
+    .option("--ca-cert <file>", "CA certificate file for the pcap API")
+    .option("-v, --verbose", "show debug information")
+    .option("-q, --quiet", "show only warnings and errors, no progress")
+    .helpOption("-h, --help", "show this help")
+    .allowExcessArguments(false)
+    .showSuggestionAfterError(true);
+}
+
+export function cfCaptureHelp(): string {
+  return buildCommand().helpInformation();
+}
+
+interface RawOpts {
+  appGuid?: string;
+  org?: string;
+  space?: string;
+  process: string;
+  index?: number[];
+  file?: string;
+  forceOverwrite?: boolean;
+  pcapApiUrl?: string;
+  filter?: string;
+  interface: string;
+  snaplen: number;
+  format: string;
+  duration?: number;
+  maxPackets?: number;
+  maxBytes?: number;
+  caCert?: string;
+  verbose?: boolean;
+  quiet?: boolean;
+}
+
+/** Parses `pcap-cf capture` arguments (argv may start with "capture"); `env` gives PCAP_API. */
+export function parseCfCaptureArgs(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+): CfCaptureOptions {
+  const args = argv[0] === "capture" ? argv.slice(1) : [...argv];
+  let helpText = "";
+  const cmd = buildCommand((s) => (helpText += s));
+  try {
+    cmd.parse(args, { from: "user" });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === "commander.helpDisplayed" || e.code === "commander.help") {
+        throw new HelpRequested(helpText || cmd.helpInformation());
+      }
+      throw new UsageError(`${e.message.replace(/^error: /, "")}\n(see pcap-cf capture --help)`);
+    }
+    throw e;
+  }
+  const o = cmd.opts<RawOpts>();
+  const app = cmd.args[0];
+  const usage = (msg: string) => new UsageError(`${msg}\n(see pcap-cf capture --help)`);
+  if (!app && !o.appGuid) throw usage("name the app: pcap-cf capture APP (or --app-guid GUID)");
+  if (o.appGuid !== undefined && !RESOURCE_GUID_RE.test(o.appGuid)) {
+    throw usage(`--app-guid "${o.appGuid}" is not an app guid (see 'cf app APP --guid')`);
+  }
+  if ((o.org === undefined) !== (o.space === undefined) && o.space === undefined) {
+    throw usage("--org needs --space too (the app is looked up in a space)");
+  }
+  if (!/^[A-Za-z0-9_-]{1,255}$/.test(o.process)) {
+    throw usage(`--process "${o.process}" is not a process type (letters, digits, _ and -)`);
+  }
+  if (!o.file) throw usage("missing -o/--file: give an output file, or - for stdout");
+  if (o.verbose && o.quiet) throw usage("-v/--verbose and -q/--quiet exclude each other");
+  if (o.format !== "pcapng" && o.format !== "pcap") {
+    throw usage(`--format must be pcapng or pcap, not "${o.format}"`);
+  }
+  if (o.interface.trim() === "") throw usage("-i/--interface must not be empty");
+  const apiRaw = o.pcapApiUrl ?? (env.PCAP_API || undefined);
+  return {
+    app,
+    appGuid: o.appGuid,
+    org: o.org,
+    space: o.space,
+    process: o.process,
+    indexes: [...new Set(o.index ?? [])].sort((a, b) => a - b),
+    output: o.file,
+    forceOverwrite: !!o.forceOverwrite,
+    pcapApiUrl: apiRaw === undefined ? undefined : normalizeApiUrl(apiRaw),
+    filter: o.filter?.trim() ? o.filter : undefined,
+    interface: o.interface,
+    snaplen: o.snaplen,
+    format: o.format,
+    durationMs: o.duration,
+    maxPackets: o.maxPackets,
+    maxBytes: o.maxBytes,
+    caCert: o.caCert,
+    verbose: !!o.verbose,
+    quiet: !!o.quiet,
+  };
+}
