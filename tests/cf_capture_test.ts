@@ -45,8 +45,6 @@ function cfStart(ws: WsClient, cf: Record<string, unknown>) {
 Deno.test({
   name: "cf capture via the api: 2 of 3 instances, own marks only; roles and SSH refused",
   ignore: !isRoot(),
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: () =>
     withCfLab({
       orgs: [ORG],
@@ -109,8 +107,20 @@ Deno.test({
         await send(netns, v1.netns, c1.ip, mk.c1);
         await send(netns, v0.netns, c2.ip, mk.c2);
         await send(netns, v0.netns, theirs.ip, mk.theirs);
-        // The cell's own eth0: from the other cell over the lab bridge.
-        await send(netns, v1.netns, v0.ip, mk.eth0);
+        // The cell's own eth0: from the other cell over the lab bridge; tcpdump on that eth0
+        // proves the marks were there to be (wrongly) captured.
+        const dump = await lab.traffic.tcpdump({
+          on: v0,
+          filter: "udp port 7777",
+          count: N,
+          file: `${lab.dir}/cell0-eth0.pcap`,
+        });
+        try {
+          await send(netns, v1.netns, v0.ip, mk.eth0);
+          await dump.done(15_000);
+        } finally {
+          await dump.stop();
+        }
         const all = (r: typeof ws.got) => [...r.tokens.values()].flat();
         await ws.waitFor(
           "every mark of instances 0 and 2",
