@@ -13,9 +13,13 @@ import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts"
 
 const ORG = { guid: crypto.randomUUID(), name: "acme" };
 const SPACE = { guid: crypto.randomUUID(), name: "dev", orgGuid: ORG.guid };
+const LOCKED = { guid: crypto.randomUUID(), name: "locked", orgGuid: ORG.guid, allowSsh: false };
 const U = {
   dev: crypto.randomUUID(),
   auditor: crypto.randomUUID(),
+  supporter: crypto.randomUUID(),
+  manager: crypto.randomUUID(),
+  orgManager: crypto.randomUUID(),
   nobody: crypto.randomUUID(),
 };
 const N = 20;
@@ -48,16 +52,21 @@ Deno.test({
   fn: () =>
     withCfLab({
       orgs: [ORG],
-      spaces: [SPACE],
+      spaces: [SPACE, LOCKED],
       roles: [
         { userId: U.dev, type: "space_developer", target: SPACE.guid },
+        { userId: U.dev, type: "space_developer", target: LOCKED.guid },
         { userId: U.auditor, type: "space_auditor", target: SPACE.guid },
+        { userId: U.supporter, type: "space_supporter", target: SPACE.guid },
+        { userId: U.manager, type: "space_manager", target: SPACE.guid },
+        { userId: U.orgManager, type: "org_manager", target: ORG.guid },
       ],
     }, async ({ lab, cells, cc, token, startApi, addContainer }) => {
       const netns = lab.topology.netns;
       const APP = crypto.randomUUID();
       const OTHER = crypto.randomUUID();
       const QUIET = crypto.randomUUID();
+      const qc0 = await addContainer(1, QUIET, SPACE);
       // Instances 0 and 2 on cell 0, 1 on cell 1; another app's container on cell 0.
       const c0 = await addContainer(0, APP, SPACE);
       const c1 = await addContainer(1, APP, SPACE);
@@ -76,14 +85,17 @@ Deno.test({
       ]);
       const quiet = ccApp(
         { guid: QUIET, name: "quiet", spaceGuid: SPACE.guid, sshEnabled: false },
-        [{ container: c1, vm: v1 }],
+        [{ container: qc0, vm: v1 }],
       );
+      const vault = ccApp({ guid: crypto.randomUUID(), name: "vault", spaceGuid: LOCKED.guid }, [
+        { container: qc0, vm: v1 },
+      ]);
       // Its instance 1 is CRASHED: the api must not ask an agent for it at all.
       const flaky = ccApp({ guid: FLAKY, name: "flaky", spaceGuid: SPACE.guid }, [
         { container: fc0, vm: v1 },
         { container: c1, vm: v1, state: "CRASHED" },
       ]);
-      cc.apps.push(web, other, quiet, flaky);
+      cc.apps.push(web, other, quiet, flaky, vault);
       const api = await startApi();
       const devToken = await token(U.dev);
 
@@ -156,14 +168,49 @@ Deno.test({
           c.close();
         }
       };
-      const auditor = await refused(await token(U.auditor), { app_guid: APP, indexes: [0] });
-      assertEquals(auditor.type, "PERMISSION_DENIED");
-      assertStringIncludes(String(auditor.text), "Space Developer");
-      const nobody = await refused(await token(U.nobody), { app_guid: APP, indexes: [0] });
-      assertStringIncludes(String(nobody.text), "not found, or not visible to you");
-      const ssh = await refused(devToken, { app_guid: QUIET });
-      assertEquals(ssh.type, "PERMISSION_DENIED");
-      assertStringIncludes(String(ssh.text), "ssh is disabled for app");
+      const cases: Array<[string, string, Record<string, unknown>, string, string]> = [
+        ["auditor", U.auditor, { app_guid: APP }, "PERMISSION_DENIED", "Space Developer"],
+        ["supporter", U.supporter, { app_guid: APP }, "PERMISSION_DENIED", "Space Developer"],
+        ["manager", U.manager, { app_guid: APP }, "PERMISSION_DENIED", "Space Developer"],
+        ["org manager", U.orgManager, { app_guid: APP }, "PERMISSION_DENIED", "Space Developer"],
+        ["no role", U.nobody, { app_guid: APP }, "", "not found, or not visible to you"],
+        ["ssh app", U.dev, { app_guid: QUIET }, "PERMISSION_DENIED", "ssh is disabled for app"],
+        ["ssh space", U.dev, { app_guid: vault.guid }, "PERMISSION_DENIED", "disabled for space"],
+        ["unknown index", U.dev, { app_guid: APP, indexes: [7] }, "INVALID_REQUEST", "7"],
+      ];
+      for (const [what, user, cf, type, text] of cases) {
+        const s = await refused(await token(user), cf);
+        if (type) assertEquals(s.type, type, `${what}: ${JSON.stringify(s)}`);
+        assertStringIncludes(String(s.text), text, what);
+      }
+      cc.allowSsh = false;
+      const global = await refused(devToken, { app_guid: APP });
+      assertEquals(global.type, "PERMISSION_DENIED");
+      assertStringIncludes(String(global.text), "disabled globally");
+      cc.allowSsh = true;
+      cc.statsUnavailable = true;
+      const s503 = await refused(devToken, { app_guid: APP });
+      assertEquals(s503.type, "CONNECTION_ERROR", JSON.stringify(s503));
+      cc.statsUnavailable = false;
+
+      // SSH not required: the app with SSH disabled is captured.
+      const lax = await startApi({ cf: { require_ssh_enabled: false } });
+      const q = connect(lab, lax.url, devToken, "/v1/capture/cf");
+      try {
+        cfStart(q, { app_guid: QUIET });
+        await q.waitFor("quiet/0 SOURCE", (r) => r.sources.length >= 1, 30_000);
+        assertStringIncludes(String(q.got.sources[0].origin), qc0.handle);
+        const marks = markerTokens(randomMarker(), N);
+        await send(netns, v1.netns, qc0.ip, marks);
+        await q.waitFor("quiet/0 marks", (r) => {
+          const got = r.tokens.get(q.got.sources[0].source) ?? [];
+          return marks.every((t) => got.includes(t));
+        });
+        q.send({ type: "stop" });
+        await q.closed;
+      } finally {
+        q.close();
+      }
 
       // 3. A crashed instance among running ones: reported, the other captured.
       const f = connect(lab, api.url, devToken, "/v1/capture/cf");
