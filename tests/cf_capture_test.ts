@@ -47,7 +47,7 @@ function cfStart(ws: WsClient, cf: Record<string, unknown>) {
 }
 
 Deno.test({
-  name: "cf capture via the api: 2 of 3 instances, own marks only; roles and SSH refused",
+  name: "cf capture via the api: 2 of 3 instances, own marks only; roles, SSH, odd instances",
   ignore: !isRoot(),
   fn: () =>
     withCfLab({
@@ -210,6 +210,30 @@ Deno.test({
         await q.closed;
       } finally {
         q.close();
+      }
+
+      // An old CC (no instance_guid in stats): the container is named by its ip.
+      cc.apiVersion = "3.190.0";
+      const old = await startApi();
+      const o = connect(lab, old.url, devToken, "/v1/capture/cf");
+      try {
+        cfStart(o, { app_guid: APP, indexes: [1] });
+        await o.waitFor("web/1 SOURCE", (r) => r.sources.length >= 1, 30_000);
+        assertStringIncludes(String(o.got.sources[0].origin), `web/1 (${c1.ip})`);
+        const marks = markerTokens(randomMarker(), N);
+        const neighbour = markerTokens(randomMarker(), N);
+        await send(netns, v1.netns, c1.ip, marks);
+        await send(netns, v1.netns, fc0.ip, neighbour);
+        await o.waitFor("web/1 marks", (r) => {
+          const got = r.tokens.get(o.got.sources[0].source) ?? [];
+          return marks.every((t) => got.includes(t));
+        });
+        o.send({ type: "stop" });
+        await o.closed;
+        assertEquals(countTokens(o.got.tokens.get(o.got.sources[0].source)!).size, N);
+      } finally {
+        o.close();
+        cc.apiVersion = "3.195.0";
       }
 
       // 3. A crashed instance among running ones: reported, the other captured.
