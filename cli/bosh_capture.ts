@@ -1,6 +1,6 @@
 /**
- * The capture session of `pcap-bosh capture` (DESIGN §2, BOSH capture, steps 2, 6 and 7), once
- * the command (bosh_main.ts) has refused what it can locally, found the token and opened the
+ * The capture session of `pcap-bosh capture` and `pcap-cf capture` (DESIGN §2, BOSH capture,
+ * steps 2, 6 and 7), once the command (bosh_main.ts, cf_main.ts) has refused what it can locally, found the token and opened the
  * output: the WebSocket, the start request, frames into the reorder window and the writer.
  *
  * A stop (Ctrl-C, --duration, --max-packets, --max-bytes) asks the api to drain and waits for
@@ -17,6 +17,7 @@ import type { CaptureWriter, SourceStatistics } from "./capture_writer.ts";
 import { LinkTypeMismatchError } from "./pcap_writer.ts";
 import { ReorderWindow } from "./reorder_window.ts";
 import type { BoshCaptureOptions } from "./bosh_flags.ts";
+import type { CfStartRequest } from "../protocol/cf_messages.ts";
 import { formatCount, type ProgressDisplay, sanitize, type SourceProgress } from "./progress.ts";
 import { type ApiEvent, ApiSession, type SessionClosed } from "./api_session.ts";
 import type {
@@ -29,7 +30,32 @@ import type {
 import { checkHello } from "../protocol/hello.ts";
 import { VERSION } from "../version.ts";
 
-const CAPTURE_PATH = "/v1/capture/bosh";
+const BOSH_CAPTURE_PATH = "/v1/capture/bosh";
+
+/** What the session uses of a client's options; both pcap-bosh's and pcap-cf's provide it. */
+export type CaptureRunOptions =
+  & Pick<
+    BoshCaptureOptions,
+    | "output"
+    | "format"
+    | "snaplen"
+    | "filter"
+    | "durationMs"
+    | "maxPackets"
+    | "maxBytes"
+    | "verbose"
+    | "quiet"
+  >
+  & { pcapApiUrl: string };
+
+/** The file's section and which client this is; `product`/`path` default to pcap-bosh's. */
+export interface CaptureSection {
+  comment: string;
+  /** program name in messages and the SHB's user application, e.g. "pcap-cf" */
+  product?: string;
+  /** WebSocket route of the api, e.g. "/v1/capture/cf" */
+  path?: string;
+}
 /** how long a stop may take before the client gives up waiting for END */
 export const DRAIN_TIMEOUT_MS = 30_000;
 /**
@@ -128,16 +154,20 @@ export class CaptureRun {
   #t0 = performance.now();
   #timers: ReturnType<typeof setTimeout>[] = [];
   #signals: Array<[Deno.Signal, () => void]> = [];
+  readonly #product: string;
+  readonly #path: string;
 
   constructor(
-    readonly o: BoshCaptureOptions,
+    readonly o: CaptureRunOptions,
     readonly io: CaptureIo,
     readonly progress: ProgressDisplay,
     readonly output: BufferedOutput,
-    section: { comment: string },
+    section: CaptureSection,
   ) {
+    this.#product = section.product ?? "pcap-bosh";
+    this.#path = section.path ?? BOSH_CAPTURE_PATH;
     this.#writer = createCaptureWriter(o.format, output, {
-      section: { ...section, userAppl: `pcap-bosh ${VERSION}` },
+      section: { comment: section.comment, userAppl: `${this.#product} ${VERSION}` },
       snaplen: o.snaplen,
     });
     this.#reorder = new ReorderWindow((source, records) => {
@@ -156,12 +186,12 @@ export class CaptureRun {
   async run(
     authorization: string,
     caCert: string | undefined,
-    request: BoshStartRequest,
+    request: BoshStartRequest | CfStartRequest,
   ): Promise<number> {
     this.#session = new ApiSession(
       {
         apiUrl: this.o.pcapApiUrl,
-        path: CAPTURE_PATH,
+        path: this.#path,
         authorization,
         caCert,
         idleTimeoutMs: this.io.apiIdleTimeoutMs,
@@ -269,7 +299,7 @@ export class CaptureRun {
     const problem = checkHello(hello, {
       peer: "the pcap API",
       self: "client",
-      upgradeSelf: "pcap-bosh",
+      upgradeSelf: this.#product,
     });
     if (problem) this.#fail(problem);
   }
@@ -383,11 +413,13 @@ export class CaptureRun {
       });
     }
     if (this.#failure) {
-      this.io.writeErr(`pcap-bosh: capture failed: ${sanitize(this.#failure)}\n`);
+      this.io.writeErr(`${this.#product}: capture failed: ${sanitize(this.#failure)}\n`);
       return 1;
     }
     if (this.#stoppedByUser && !this.#ended && !this.o.quiet) {
-      this.io.writeErr("pcap-bosh: stopped at once; packets still in flight were not received\n");
+      this.io.writeErr(
+        `${this.#product}: stopped at once; packets still in flight were not received\n`,
+      );
     }
     return 0;
   }
