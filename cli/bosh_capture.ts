@@ -55,6 +55,11 @@ export interface CaptureSection {
   product?: string;
   /** WebSocket route of the api, e.g. "/v1/capture/cf" */
   path?: string;
+  /**
+   * The caller retries once with a fresh token when the api refuses the token before anything
+   * was captured: that refusal is then not reported, see `refusedUnauthenticated`.
+   */
+  retriesUnauthenticated?: boolean;
 }
 /** how long a stop may take before the client gives up waiting for END */
 export const DRAIN_TIMEOUT_MS = 30_000;
@@ -156,6 +161,8 @@ export class CaptureRun {
   #signals: Array<[Deno.Signal, () => void]> = [];
   readonly #product: string;
   readonly #path: string;
+  readonly #quietUnauthenticated: boolean;
+  #unauthenticated = false;
 
   constructor(
     readonly o: CaptureRunOptions,
@@ -166,6 +173,7 @@ export class CaptureRun {
   ) {
     this.#product = section.product ?? "pcap-bosh";
     this.#path = section.path ?? BOSH_CAPTURE_PATH;
+    this.#quietUnauthenticated = section.retriesUnauthenticated ?? false;
     this.#writer = createCaptureWriter(o.format, output, {
       section: { comment: section.comment, userAppl: `${this.#product} ${VERSION}` },
       snaplen: o.snaplen,
@@ -180,6 +188,11 @@ export class CaptureRun {
         this.#fail((e as Error).message);
       }
     });
+  }
+
+  /** The api refused the token before any source was announced (nothing was written). */
+  get refusedUnauthenticated(): boolean {
+    return this.#unauthenticated && this.#sources.size === 0;
   }
 
   /** Connects, captures until the end, closes the output; returns the exit code. */
@@ -270,6 +283,11 @@ export class CaptureRun {
         return this.#packetsIn(e.source, e.count, e.records);
       case "status": {
         const s = e.status;
+        if (s.type === "UNAUTHENTICATED" && this.#sources.size === 0) {
+          this.#unauthenticated = true;
+          this.#failure ??= `${s.type}: ${s.text}`;
+          if (this.#quietUnauthenticated) return; // the caller retries with a fresh token
+        }
         this.progress.status(s);
         const src = this.#sources.get(e.source);
         if (src && s.type === "INSTANCE_UNAVAILABLE") src.state = "unavailable";
@@ -412,6 +430,7 @@ export class CaptureRun {
         this.io.writeErr(`  ${sanitize(names[i])}: ${formatCount(p.packets)} packets\n`);
       });
     }
+    if (this.#failure && this.#quietUnauthenticated && this.refusedUnauthenticated) return 1;
     if (this.#failure) {
       this.io.writeErr(`${this.#product}: capture failed: ${sanitize(this.#failure)}\n`);
       return 1;

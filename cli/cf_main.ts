@@ -13,7 +13,7 @@ import {
 } from "./cf_flags.ts";
 import { type CfAuth, cfAuth, cfConfigPath, type CfLogin } from "./cf_config.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
-import { BufferedOutput } from "./capture_output.ts";
+import { BufferedOutput, isStdout } from "./capture_output.ts";
 import { preflight, processIo, readCa, tokenUser } from "./capture_preflight.ts";
 import { describeCapture } from "./pcapng_writer.ts";
 import { ProgressDisplay } from "./progress.ts";
@@ -163,19 +163,40 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
     io.writeErr(`pcap-cf: ${(e as Error).message}\n`);
     return EXIT_FAILED;
   }
-  const run = new CaptureRun({ ...o, pcapApiUrl }, io, progress, output, {
-    comment: describeCapture({
-      target: describeCfTarget(o, auth.login),
-      user: tokenUser(auth.accessToken),
-      start: new Date(),
-      interface: o.interface,
-      snaplen: o.snaplen,
-      filter: o.filter,
-    }),
-    product: "pcap-cf",
-    path: CF_CAPTURE_PATH,
+  const comment = describeCapture({
+    target: describeCfTarget(o, auth.login),
+    user: tokenUser(auth.accessToken),
+    start: new Date(),
+    interface: o.interface,
+    snaplen: o.snaplen,
+    filter: o.filter,
   });
-  return await run.run(auth.authorization, caCert, request);
+  const session = (retries: boolean) =>
+    new CaptureRun({ ...o, pcapApiUrl }, io, progress, output, {
+      comment,
+      product: "pcap-cf",
+      path: CF_CAPTURE_PATH,
+      retriesUnauthenticated: retries,
+    });
+  // stdout already carries the first attempt's file header, so only a file is retried
+  const first = session(!isStdout(o.output));
+  const code = await first.run(auth.authorization, caCert, request);
+  if (!first.refusedUnauthenticated) return code;
+  // The api refused a token the login still thought valid (revoked, or clocks apart): refresh
+  // it now, whatever its expiry says, and try once more.
+  try {
+    if (!o.quiet) progress.message("the pcap API refused the token; refreshing it and retrying");
+    auth = await cfAuth({ configPath: cfConfigPath(io.env), caCert, marginSec: Infinity });
+    output = await BufferedOutput.open(o.output, { force: o.forceOverwrite });
+  } catch (e) {
+    io.writeErr(
+      `pcap-cf: the pcap API refused the token, and refreshing it failed: ${
+        (e as Error).message
+      }\n`,
+    );
+    return EXIT_FAILED;
+  }
+  return await session(false).run(auth.authorization, caCert, request);
 }
 
 /** Entry of mode `cf`; `argv` starts after the mode, e.g. ["capture", "my-app", …]. */

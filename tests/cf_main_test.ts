@@ -18,6 +18,9 @@ import {
 } from "../protocol/frame_codec.ts";
 import { API_SOURCE } from "../server/merge.ts";
 import { run } from "../lab/netns.ts";
+import { Pki } from "../lab/pki.ts";
+import { UaaSim } from "../lab/uaa_sim.ts";
+import { fetchTrusting } from "../cli/uaa_token.ts";
 import {
   assert,
   assertEquals,
@@ -308,5 +311,139 @@ Deno.test("pcap-cf: against a loopback api: route, bearer token, start request; 
     );
   } finally {
     await server.shutdown();
+  }
+});
+
+Deno.test("pcap-cf: a token the api refuses is refreshed at the lab UAA once, written back, and the capture retried", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cf_main_retry" });
+  let uaa: UaaSim | undefined;
+  let auths: (string | null)[] = [];
+  let refusals = 1;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    auths.push(req.headers.get("authorization"));
+    const attempt = auths.length;
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (ev) => {
+      if (typeof ev.data !== "string" || JSON.parse(ev.data).type !== "start") return;
+      socket.send(encodeJsonFrame(FrameKind.HELLO, API_SOURCE, {
+        protocol_version: 1,
+        min_protocol_version: 1,
+        component: "api",
+        version: "test",
+        id: "cf-retry-api",
+      }));
+      if (attempt <= refusals) {
+        socket.send(encodeJsonFrame(FrameKind.STATUS, API_SOURCE, {
+          type: "UNAUTHENTICATED",
+          text: "the token was revoked",
+          origin: "api",
+        }));
+      } else {
+        socket.send(encodeJsonFrame(FrameKind.SOURCE, 0, {
+          origin: "my-app/0",
+          interface: "eth0",
+          link_type: 1,
+          snaplen: 65535,
+          instance: { group: "my-app", index: 0, id: INSTANCE_GUID },
+        }));
+        const pkt = new Uint8Array(60).fill(0x41);
+        socket.send(encodePacketsFrame(0, 1, encodeRecords([{ tsNs: 1_000_000_000n, data: pkt }])));
+      }
+      socket.send(encodeFrame(FrameKind.END, API_SOURCE, new Uint8Array()));
+      socket.close(1000, "done");
+    };
+    return response;
+  });
+  try {
+    const pki = await Pki.create(`${dir}/pki`);
+    const leaf = await pki.issue("127.0.0.1", { server: true, ips: ["127.0.0.1"] });
+    uaa = await UaaSim.start({
+      tls: { cert: leaf.cert, key: leaf.key },
+      users: [{ username: "dev", password: "pw", scopes: ["openid", "cloud_controller.read"] }],
+    });
+    const t = fetchTrusting(pki.caCert);
+    let tokens: { access_token: string; refresh_token: string };
+    try {
+      const res = await t.fetch(`${uaa.url}/oauth/token`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          authorization: `Basic ${btoa("cf:")}`,
+        },
+        body: "grant_type=password&username=dev&password=pw",
+      });
+      tokens = await res.json();
+    } finally {
+      t.close();
+    }
+    await Deno.writeTextFile(`${dir}/ca.pem`, pki.caCert);
+    await Deno.mkdir(`${dir}/.cf`);
+    const configPath = `${dir}/.cf/config.json`;
+    await Deno.writeTextFile(
+      configPath,
+      JSON.stringify({
+        ...baseConfig(tokens.access_token, {
+          RefreshToken: tokens.refresh_token,
+          AuthorizationEndpoint: uaa.url,
+          UAAOAuthClient: "cf",
+          UAAOAuthClientSecret: "",
+          SpaceFields: { GUID: SPACE_GUID, Name: "s1" },
+        }),
+      }),
+    );
+    const capture = async () => {
+      let stderr = "";
+      const code = await runCf([
+        "capture",
+        "my-app",
+        "-o",
+        `${dir}/out.pcapng`,
+        "-u",
+        `http://127.0.0.1:${server.addr.port}`,
+        "--ca-cert",
+        `${dir}/ca.pem`,
+      ], {
+        env: { CF_HOME: dir },
+        writeErr: (s) => (stderr += s),
+        stderrIsTty: false,
+        stdoutIsTty: false,
+        signals: [],
+      });
+      return { code, stderr };
+    };
+    const { code, stderr } = await capture();
+    assertEquals(code, 0, stderr);
+    assertEquals(auths.length, 2, "one retry");
+    assertEquals(auths[0], `bearer ${tokens.access_token}`);
+    const stored = JSON.parse(await Deno.readTextFile(configPath)).AccessToken;
+    assert(stored !== `bearer ${tokens.access_token}`, "the refreshed token is written back");
+    assertEquals(auths[1], stored);
+    assertStringIncludes(stderr, "refreshing it and retrying");
+    assert(!stderr.includes("capture failed"), stderr);
+    const names = await run("tshark", [
+      "-r",
+      `${dir}/out.pcapng`,
+      "-T",
+      "fields",
+      "-e",
+      "frame.interface_name",
+    ]);
+    assertEquals(names.stdout.trim(), `my-app/0 (${INSTANCE_GUID}) eth0`);
+    // refused again after the refresh: reported, not retried forever, no file left
+    await Deno.remove(`${dir}/out.pcapng`);
+    auths = [];
+    refusals = 2;
+    const again = await capture();
+    assertEquals(again.code, 1);
+    assertEquals(auths.length, 2, "exactly one retry");
+    assertStringIncludes(
+      again.stderr,
+      "pcap-cf: capture failed: UNAUTHENTICATED: the token was revoked",
+    );
+    assert(!(await Deno.stat(`${dir}/out.pcapng`).then(() => true, () => false)));
+  } finally {
+    await server.shutdown();
+    await uaa?.stop();
+    await Deno.remove(dir, { recursive: true });
   }
 });
