@@ -29,9 +29,10 @@ const CAPTURE_EPILOG = `
 Authentication:
   Uses your cf CLI login ($CF_HOME/.cf/config.json, default ~/.cf/config.json): log in with
   "cf login" and target a space with "cf target -o ORG -s SPACE" first. The token is refreshed
-  like the cf CLI does and written back. A client-credentials login ("cf auth") cannot be
-  refreshed: run "cf auth" again when it has expired. You need the Space Developer role in the
-  app's space; the operator may also require SSH to be enabled for the app ("cf enable-ssh").
+  like the cf CLI does and written back (also once more if the pcap API refuses it). A
+  client-credentials login ("cf auth") cannot be refreshed: run "cf auth" again when it has
+  expired. You need the Space Developer role in the app's space; the operator may also require
+  SSH to be enabled for the app ("cf enable-ssh").
 
 Targets:
   The app is looked up by name in the targeted space, or in --org/--space; --app-guid names it
