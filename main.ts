@@ -7,6 +7,7 @@ import { PROTOCOL_VERSION } from "./protocol/version.ts";
 import { runAgent } from "./agent/agent_main.ts";
 import { runApi } from "./server/api_main.ts";
 import { runBosh } from "./cli/bosh_main.ts";
+import { runCf } from "./cli/cf_main.ts";
 
 interface Mode {
   summary: string;
@@ -17,6 +18,7 @@ const MODES: Record<string, Mode> = {
   agent: { summary: "capture server on a VM (BOSH job): --config FILE", run: runAgent },
   api: { summary: "api server behind gorouter (BOSH job): --config FILE", run: runApi },
   bosh: { summary: "capture on BOSH VMs (pcap-bosh): capture [flags] [INSTANCE...]", run: runBosh },
+  cf: { summary: "capture in CF app containers (pcap-cf): capture APP [flags]", run: runCf },
   version: {
     summary: "print the version and protocol level",
     run: () => {

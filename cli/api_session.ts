@@ -8,6 +8,7 @@
  */
 import { DecodeError } from "../protocol/decode_error.ts";
 import type { BoshStartRequest } from "../protocol/messages.ts";
+import type { CfStartRequest } from "../protocol/cf_messages.ts";
 import { decodeMessageEvent, type StreamEvent } from "../protocol/events.ts";
 
 /** What the client reads from the api: the protocol's typed events. */
@@ -174,7 +175,7 @@ export class ApiSession {
   }
 
   /** Sends the start request now, or as soon as the socket opens. */
-  start(req: BoshStartRequest): void {
+  start(req: BoshStartRequest | CfStartRequest): void {
     const text = JSON.stringify(req);
     if (this.isOpen) this.#ws.send(text);
     else this.#pendingStart = text;

@@ -1,6 +1,6 @@
 /**
- * The capture session of `pcap-bosh capture` (DESIGN §2, BOSH capture, steps 2, 6 and 7), once
- * the command (bosh_main.ts) has refused what it can locally, found the token and opened the
+ * The capture session of `pcap-bosh capture` and `pcap-cf capture` (DESIGN §2, BOSH capture,
+ * steps 2, 6 and 7), once the command (bosh_main.ts, cf_main.ts) has refused what it can locally, found the token and opened the
  * output: the WebSocket, the start request, frames into the reorder window and the writer.
  *
  * A stop (Ctrl-C, --duration, --max-packets, --max-bytes) asks the api to drain and waits for
@@ -17,6 +17,7 @@ import type { CaptureWriter, SourceStatistics } from "./capture_writer.ts";
 import { LinkTypeMismatchError } from "./pcap_writer.ts";
 import { ReorderWindow } from "./reorder_window.ts";
 import type { BoshCaptureOptions } from "./bosh_flags.ts";
+import type { CfStartRequest } from "../protocol/cf_messages.ts";
 import { formatCount, type ProgressDisplay, sanitize, type SourceProgress } from "./progress.ts";
 import { type ApiEvent, ApiSession, type SessionClosed } from "./api_session.ts";
 import type {
@@ -29,7 +30,37 @@ import type {
 import { checkHello } from "../protocol/hello.ts";
 import { VERSION } from "../version.ts";
 
-const CAPTURE_PATH = "/v1/capture/bosh";
+const BOSH_CAPTURE_PATH = "/v1/capture/bosh";
+
+/** What the session uses of a client's options; both pcap-bosh's and pcap-cf's provide it. */
+export type CaptureRunOptions =
+  & Pick<
+    BoshCaptureOptions,
+    | "output"
+    | "format"
+    | "snaplen"
+    | "filter"
+    | "durationMs"
+    | "maxPackets"
+    | "maxBytes"
+    | "verbose"
+    | "quiet"
+  >
+  & { pcapApiUrl: string };
+
+/** The file's section and which client this is; `product`/`path` default to pcap-bosh's. */
+export interface CaptureSection {
+  comment: string;
+  /** program name in messages and the SHB's user application, e.g. "pcap-cf" */
+  product?: string;
+  /** WebSocket route of the api, e.g. "/v1/capture/cf" */
+  path?: string;
+  /**
+   * The caller retries once with a fresh token when the api refuses the token before anything
+   * was captured: that refusal is then not reported, see `refusedUnauthenticated`.
+   */
+  retriesUnauthenticated?: boolean;
+}
 /** how long a stop may take before the client gives up waiting for END */
 export const DRAIN_TIMEOUT_MS = 30_000;
 /**
@@ -128,16 +159,23 @@ export class CaptureRun {
   #t0 = performance.now();
   #timers: ReturnType<typeof setTimeout>[] = [];
   #signals: Array<[Deno.Signal, () => void]> = [];
+  readonly #product: string;
+  readonly #path: string;
+  readonly #quietUnauthenticated: boolean;
+  #unauthenticated = false;
 
   constructor(
-    readonly o: BoshCaptureOptions,
+    readonly o: CaptureRunOptions,
     readonly io: CaptureIo,
     readonly progress: ProgressDisplay,
     readonly output: BufferedOutput,
-    section: { comment: string },
+    section: CaptureSection,
   ) {
+    this.#product = section.product ?? "pcap-bosh";
+    this.#path = section.path ?? BOSH_CAPTURE_PATH;
+    this.#quietUnauthenticated = section.retriesUnauthenticated ?? false;
     this.#writer = createCaptureWriter(o.format, output, {
-      section: { ...section, userAppl: `pcap-bosh ${VERSION}` },
+      section: { comment: section.comment, userAppl: `${this.#product} ${VERSION}` },
       snaplen: o.snaplen,
     });
     this.#reorder = new ReorderWindow((source, records) => {
@@ -152,16 +190,21 @@ export class CaptureRun {
     });
   }
 
+  /** The api refused the token before any source was announced (nothing was written). */
+  get refusedUnauthenticated(): boolean {
+    return this.#unauthenticated && this.#sources.size === 0;
+  }
+
   /** Connects, captures until the end, closes the output; returns the exit code. */
   async run(
     authorization: string,
     caCert: string | undefined,
-    request: BoshStartRequest,
+    request: BoshStartRequest | CfStartRequest,
   ): Promise<number> {
     this.#session = new ApiSession(
       {
         apiUrl: this.o.pcapApiUrl,
-        path: CAPTURE_PATH,
+        path: this.#path,
         authorization,
         caCert,
         idleTimeoutMs: this.io.apiIdleTimeoutMs,
@@ -240,6 +283,11 @@ export class CaptureRun {
         return this.#packetsIn(e.source, e.count, e.records);
       case "status": {
         const s = e.status;
+        if (s.type === "UNAUTHENTICATED" && this.#sources.size === 0) {
+          this.#unauthenticated = true;
+          this.#failure ??= `${s.type}: ${s.text}`;
+          if (this.#quietUnauthenticated) return; // the caller retries with a fresh token
+        }
         this.progress.status(s);
         const src = this.#sources.get(e.source);
         if (src && s.type === "INSTANCE_UNAVAILABLE") src.state = "unavailable";
@@ -269,7 +317,7 @@ export class CaptureRun {
     const problem = checkHello(hello, {
       peer: "the pcap API",
       self: "client",
-      upgradeSelf: "pcap-bosh",
+      upgradeSelf: this.#product,
     });
     if (problem) this.#fail(problem);
   }
@@ -382,12 +430,15 @@ export class CaptureRun {
         this.io.writeErr(`  ${sanitize(names[i])}: ${formatCount(p.packets)} packets\n`);
       });
     }
+    if (this.#failure && this.#quietUnauthenticated && this.refusedUnauthenticated) return 1;
     if (this.#failure) {
-      this.io.writeErr(`pcap-bosh: capture failed: ${sanitize(this.#failure)}\n`);
+      this.io.writeErr(`${this.#product}: capture failed: ${sanitize(this.#failure)}\n`);
       return 1;
     }
     if (this.#stoppedByUser && !this.#ended && !this.o.quiet) {
-      this.io.writeErr("pcap-bosh: stopped at once; packets still in flight were not received\n");
+      this.io.writeErr(
+        `${this.#product}: stopped at once; packets still in flight were not received\n`,
+      );
     }
     return 0;
   }

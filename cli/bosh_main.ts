@@ -12,11 +12,11 @@ import {
   UsageError,
 } from "./bosh_flags.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
-import { BufferedOutput, isStdout, prepareOutput } from "./capture_output.ts";
+import { BufferedOutput } from "./capture_output.ts";
+import { preflight, processIo, readCa, tokenUser } from "./capture_preflight.ts";
 import { describeCapture } from "./pcapng_writer.ts";
 import { ProgressDisplay } from "./progress.ts";
 import { boshAuth } from "./uaa_token.ts";
-import { checkFilter, libpcapAvailable } from "../ffi/filter_check.ts";
 import type { BoshStartRequest } from "../protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
 
@@ -62,18 +62,6 @@ function captureHelp(text: string): string {
   return text.replace(/\s*$/, "\n") + CAPTURE_EPILOG;
 }
 
-/** `user_name` or `client_id` of a JWT, for the file comment only (not verified here). */
-function tokenUser(token: string): string | undefined {
-  try {
-    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    const claims = JSON.parse(atob(part + "=".repeat((4 - part.length % 4) % 4)));
-    const u = claims.user_name ?? claims.client_id;
-    return typeof u === "string" ? u : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 export function startRequest(o: BoshCaptureOptions): BoshStartRequest {
   return {
     type: "start",
@@ -89,9 +77,6 @@ export function startRequest(o: BoshCaptureOptions): BoshStartRequest {
     },
   };
 }
-
-/** Refused before anything was captured (exit 1). */
-class Refusal extends Error {}
 
 /** Runs one capture; returns the exit code (0 clean, 1 failed). */
 async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<number> {
@@ -131,44 +116,11 @@ async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<num
   return await run.run(auth.authorization, caCert, startRequest(o));
 }
 
-async function preflight(o: BoshCaptureOptions, io: CaptureIo): Promise<void> {
-  if (isStdout(o.output) && io.stdoutIsTty) {
-    throw new Refusal(
-      "refusing to write capture data to a terminal; pipe it (-o - | wireshark -k -i -) " +
-        "or write a file with -o FILE",
-    );
-  }
-  await prepareOutput(o.output, o.forceOverwrite);
-  if (o.filter && libpcapAvailable()) {
-    const r = checkFilter(o.filter, 1, o.snaplen);
-    if (!r.ok) throw new Refusal(`filter "${o.filter}" is not valid: ${r.error}`);
-  }
-}
-
-async function readCa(path: string): Promise<string> {
-  try {
-    const pem = await Deno.readTextFile(path);
-    if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new Error("no PEM certificate in it");
-    return pem;
-  } catch (e) {
-    throw new Refusal(`cannot use --ca-cert ${path}: ${(e as Error).message}`);
-  }
-}
-
 function describeTarget(o: BoshCaptureOptions): string {
   const parts = [`deployment ${o.deployment}`];
   if (o.groups.length) parts.push(`instance groups ${o.groups.join(", ")}`);
   if (o.instances.length) parts.push(`instances ${o.instances.map((i) => i.raw).join(", ")}`);
   return parts.join(", ");
-}
-
-/** Columns of the terminal on stderr; 80 when unknown (e.g. a pty without a size). */
-function terminalWidth(): number {
-  try {
-    return Deno.consoleSize().columns || 80;
-  } catch {
-    return 80;
-  }
 }
 
 /** Entry of mode `bosh`; `argv` starts after the mode, e.g. ["capture", "-d", "cf", …]. */
@@ -207,15 +159,5 @@ export async function runBosh(argv: string[]): Promise<number> {
     );
     return EXIT_USAGE;
   }
-  const enc = new TextEncoder();
-  return await runBoshCapture(opts, {
-    env,
-    writeErr: (s) => {
-      const b = enc.encode(s);
-      for (let off = 0; off < b.length;) off += Deno.stderr.writeSync(b.subarray(off));
-    },
-    stderrIsTty: Deno.stderr.isTerminal(),
-    stdoutIsTty: Deno.stdout.isTerminal(),
-    width: terminalWidth(),
-  });
+  return await runBoshCapture(opts, processIo(env));
 }

@@ -1,0 +1,78 @@
+/**
+ * What both clients (pcap-bosh, pcap-cf) do before a capture session: refuse locally what they
+ * can (a terminal as output, an existing file, a bad filter, an unusable --ca-cert), and the
+ * small helpers around it (the token's user for the file comment, the terminal's width).
+ */
+import { isStdout, prepareOutput } from "./capture_output.ts";
+import type { CaptureIo } from "./bosh_capture.ts";
+import { checkFilter, libpcapAvailable } from "../ffi/filter_check.ts";
+
+/** Refused before anything was captured (exit 1). */
+export class Refusal extends Error {}
+
+export interface PreflightOptions {
+  output: string;
+  forceOverwrite: boolean;
+  filter?: string;
+  snaplen: number;
+}
+
+export async function preflight(o: PreflightOptions, io: CaptureIo): Promise<void> {
+  if (isStdout(o.output) && io.stdoutIsTty) {
+    throw new Refusal(
+      "refusing to write capture data to a terminal; pipe it (-o - | wireshark -k -i -) " +
+        "or write a file with -o FILE",
+    );
+  }
+  await prepareOutput(o.output, o.forceOverwrite);
+  if (o.filter && libpcapAvailable()) {
+    const r = checkFilter(o.filter, 1, o.snaplen);
+    if (!r.ok) throw new Refusal(`filter "${o.filter}" is not valid: ${r.error}`);
+  }
+}
+
+export async function readCa(path: string): Promise<string> {
+  try {
+    const pem = await Deno.readTextFile(path);
+    if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new Error("no PEM certificate in it");
+    return pem;
+  } catch (e) {
+    throw new Refusal(`cannot use --ca-cert ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** `user_name` or `client_id` of a JWT, for the file comment only (not verified here). */
+export function tokenUser(token: string): string | undefined {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part + "=".repeat((4 - part.length % 4) % 4)));
+    const u = claims.user_name ?? claims.client_id;
+    return typeof u === "string" ? u : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Columns of the terminal on stderr; 80 when unknown (e.g. a pty without a size). */
+export function terminalWidth(): number {
+  try {
+    return Deno.consoleSize().columns || 80;
+  } catch {
+    return 80;
+  }
+}
+
+/** The CaptureIo of a real process: stderr, its ttys and width. */
+export function processIo(env: Record<string, string | undefined>): CaptureIo {
+  const enc = new TextEncoder();
+  return {
+    env,
+    writeErr: (s) => {
+      const b = enc.encode(s);
+      for (let off = 0; off < b.length;) off += Deno.stderr.writeSync(b.subarray(off));
+    },
+    stderrIsTty: Deno.stderr.isTerminal(),
+    stdoutIsTty: Deno.stdout.isTerminal(),
+    width: terminalWidth(),
+  };
+}

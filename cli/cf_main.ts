@@ -1,0 +1,232 @@
+/**
+ * `pcap cf …` / `pcap-cf …`: the CF client's command. Parses (usage errors exit 2), refuses
+ * locally what it can (output, filter, --ca-cert), loads the cf CLI login (cf_config.ts), maps
+ * the flags and the targeted space to a CfStartRequest, then runs the same capture session and
+ * output path as pcap-bosh (bosh_capture.ts) on the api's `/v1/capture/cf` route.
+ */
+import { HelpRequested, UsageError } from "./bosh_flags.ts";
+import {
+  cfCaptureHelp,
+  type CfCaptureOptions,
+  derivePcapApiUrl,
+  parseCfCaptureArgs,
+} from "./cf_flags.ts";
+import { type CfAuth, cfAuth, cfConfigPath, type CfLogin } from "./cf_config.ts";
+import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
+import { BufferedOutput, isStdout } from "./capture_output.ts";
+import { preflight, processIo, readCa, tokenUser } from "./capture_preflight.ts";
+import { describeCapture } from "./pcapng_writer.ts";
+import { ProgressDisplay } from "./progress.ts";
+import type { CfStartRequest } from "../protocol/cf_messages.ts";
+import { PROTOCOL_VERSION } from "../protocol/version.ts";
+
+const EXIT_OK = 0;
+const EXIT_FAILED = 1;
+const EXIT_USAGE = 2;
+const CF_CAPTURE_PATH = "/v1/capture/cf";
+
+const CAPTURE_EPILOG = `
+Authentication:
+  Uses your cf CLI login ($CF_HOME/.cf/config.json, default ~/.cf/config.json): log in with
+  "cf login" and target a space with "cf target -o ORG -s SPACE" first. The token is refreshed
+  like the cf CLI does and written back (also once more if the pcap API refuses it). A
+  client-credentials login ("cf auth") cannot be refreshed: run "cf auth" again when it has
+  expired. You need the Space Developer role in the app's space; the operator may also require
+  SSH to be enabled for the app ("cf enable-ssh").
+
+Targets:
+  The app is looked up by name in the targeted space, or in --org/--space; --app-guid names it
+  by guid (no space needed). --process picks the process type (default web), --index the
+  instances (repeatable; default all).
+
+Stopping:
+  Ctrl-C, --duration, --max-packets or --max-bytes stop the capture cleanly: the api stops every
+  agent and delivers what is still in flight, then the file is closed. A second Ctrl-C stops at
+  once; the file is still valid (packets in flight are lost).
+
+Output:
+  pcapng (default): one interface per app instance, named like "my-app/0 (<instance guid>) eth0",
+  and statistics blocks with drops at the end. --format pcap writes classic pcap.
+  -o - writes to stdout, e.g. | wireshark -k -i -   or   | tcpdump -r -
+  Status and progress go to stderr.
+
+Exit codes:
+  0  the capture ended cleanly (also after Ctrl-C or a limit)
+  1  the capture failed: no usable cf login or target, refused (bad filter, existing file,
+     START_CAPTURE_FAILED, UNAUTHENTICATED, PERMISSION_DENIED, INVALID_REQUEST), or the api
+     could not be reached or the connection broke
+  2  usage error (bad or missing flags)
+
+Examples:
+  pcap-cf capture my-app -o app.pcapng
+  pcap-cf capture my-app --index 0 --index 2 -f "tcp port 8080" -o - | wireshark -k -i -
+`;
+
+const CF_USAGE = `usage: pcap-cf capture APP [flags]
+
+Captures packets inside the containers of a Cloud Foundry app through the pcap API.
+Run \`pcap-cf capture --help\` for flags.
+`;
+
+function captureHelp(text: string): string {
+  return text.replace(/\s*$/, "\n") + CAPTURE_EPILOG;
+}
+
+/** The cf login cannot name the app's space (exit 1). */
+export class CfTargetError extends Error {}
+
+/**
+ * The start request for the flags and the cf login's target. Pure. The app's space is, in this
+ * order: --org/--space (names; --space alone takes the targeted org), the targeted space (guid),
+ * or none when --app-guid alone names the app.
+ */
+export function cfStartRequest(o: CfCaptureOptions, login: CfLogin): CfStartRequest {
+  const where: Pick<CfStartRequest["cf"], "org" | "space" | "space_guid"> = {};
+  if (o.space !== undefined) {
+    const org = o.org ?? login.org?.name;
+    if (!org) {
+      throw new CfTargetError(
+        `--space ${o.space} needs an org: no org is targeted in the cf login; pass --org ` +
+          `or run "cf target -o ORG"`,
+      );
+    }
+    where.org = org;
+    where.space = o.space;
+  } else if (o.app !== undefined) {
+    if (!login.space?.guid) {
+      throw new CfTargetError(
+        `no space is targeted in the cf login, so the app "${o.app}" cannot be found; run ` +
+          `"cf target -o ORG -s SPACE", or pass --org and --space (or --app-guid)`,
+      );
+    }
+    where.space_guid = login.space.guid;
+  }
+  return {
+    type: "start",
+    protocol_version: PROTOCOL_VERSION,
+    cf: {
+      ...(o.app !== undefined ? { app: o.app } : {}),
+      ...(o.appGuid !== undefined ? { app_guid: o.appGuid } : {}),
+      ...where,
+      process: o.process,
+      indexes: o.indexes,
+    },
+    interface: o.interface,
+    snaplen: o.snaplen,
+    filter: o.filter ?? "",
+    limits: {
+      ...(o.durationMs ? { duration_ms: o.durationMs } : {}),
+      ...(o.maxPackets ? { max_packets: o.maxPackets } : {}),
+      ...(o.maxBytes ? { max_bytes: o.maxBytes } : {}),
+    },
+  };
+}
+
+/** For the file's comment: "org o, space s, app a, process web, instances 0, 2". Pure. */
+export function describeCfTarget(o: CfCaptureOptions, login: CfLogin): string {
+  const parts: string[] = [];
+  const org = o.space !== undefined ? (o.org ?? login.org?.name) : o.app && login.org?.name;
+  const space = o.space ?? (o.app !== undefined ? login.space?.name : undefined);
+  if (org) parts.push(`org ${org}`);
+  if (space) parts.push(`space ${space}`);
+  parts.push(o.app !== undefined ? `app ${o.app}` : `app guid ${o.appGuid}`);
+  parts.push(`process ${o.process}`);
+  if (o.indexes.length) parts.push(`instances ${o.indexes.join(", ")}`);
+  return parts.join(", ");
+}
+
+/** Runs one capture; returns the exit code (0 clean, 1 failed). */
+export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<number> {
+  const progress = new ProgressDisplay({
+    write: io.writeErr,
+    tty: io.stderrIsTty,
+    quiet: o.quiet,
+    width: io.width,
+  });
+  let output: BufferedOutput;
+  let auth: CfAuth;
+  let caCert: string | undefined;
+  let request: CfStartRequest;
+  let pcapApiUrl: string;
+  try {
+    await preflight(o, io);
+    if (o.caCert) caCert = await readCa(o.caCert);
+    auth = await cfAuth({ configPath: cfConfigPath(io.env), caCert });
+    request = cfStartRequest(o, auth.login);
+    pcapApiUrl = o.pcapApiUrl ?? derivePcapApiUrl(auth.login.target);
+    if (o.verbose) {
+      progress.message(
+        `CF API ${auth.login.target} (token: ${auth.source}); pcap API ${pcapApiUrl}`,
+      );
+    }
+    output = await BufferedOutput.open(o.output, { force: o.forceOverwrite });
+  } catch (e) {
+    io.writeErr(`pcap-cf: ${(e as Error).message}\n`);
+    return EXIT_FAILED;
+  }
+  const comment = describeCapture({
+    target: describeCfTarget(o, auth.login),
+    user: tokenUser(auth.accessToken),
+    start: new Date(),
+    interface: o.interface,
+    snaplen: o.snaplen,
+    filter: o.filter,
+  });
+  const session = (retries: boolean) =>
+    new CaptureRun({ ...o, pcapApiUrl }, io, progress, output, {
+      comment,
+      product: "pcap-cf",
+      path: CF_CAPTURE_PATH,
+      retriesUnauthenticated: retries,
+    });
+  // stdout already carries the first attempt's file header, so only a file is retried
+  const first = session(!isStdout(o.output));
+  const code = await first.run(auth.authorization, caCert, request);
+  if (!first.refusedUnauthenticated) return code;
+  // The api refused a token the login still thought valid (revoked, or clocks apart): refresh
+  // it now, whatever its expiry says, and try once more.
+  try {
+    if (!o.quiet) progress.message("the pcap API refused the token; refreshing it and retrying");
+    auth = await cfAuth({ configPath: cfConfigPath(io.env), caCert, marginSec: Infinity });
+    output = await BufferedOutput.open(o.output, { force: o.forceOverwrite });
+  } catch (e) {
+    io.writeErr(
+      `pcap-cf: the pcap API refused the token, and refreshing it failed: ${
+        (e as Error).message
+      }\n`,
+    );
+    return EXIT_FAILED;
+  }
+  return await session(false).run(auth.authorization, caCert, request);
+}
+
+/** Entry of mode `cf`; `argv` starts after the mode, e.g. ["capture", "my-app", …]. */
+export async function runCf(argv: string[], io?: CaptureIo): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+    const help = command === "help" && rest[0] === "capture" ? captureHelp(cfCaptureHelp()) : "";
+    if (help) console.log(help);
+    else (command ? console.log : console.error)(CF_USAGE.trimEnd());
+    return command ? EXIT_OK : EXIT_USAGE;
+  }
+  if (command !== "capture") {
+    console.error(`pcap-cf: unknown command "${command}"\n\n${CF_USAGE.trimEnd()}`);
+    return EXIT_USAGE;
+  }
+  const env = io?.env ?? Deno.env.toObject();
+  let opts;
+  try {
+    opts = parseCfCaptureArgs(rest, env);
+  } catch (e) {
+    if (e instanceof HelpRequested) {
+      console.log(captureHelp(e.text));
+      return EXIT_OK;
+    }
+    if (e instanceof UsageError) {
+      console.error(`pcap-cf capture: ${e.message}`);
+      return EXIT_USAGE;
+    }
+    throw e;
+  }
+  return await runCfCapture(opts, io ?? processIo(env));
+}
