@@ -227,16 +227,17 @@ interface RawOpts {
 }
 
 /**
- * Parses `pcap-bosh capture` arguments (argv may start with "capture"); `env` supplies PCAP_API,
- * BOSH_ENVIRONMENT, BOSH_CONFIG and HOME. Throws UsageError or HelpRequested.
+ * Runs a client's `capture` command over `argv` (which may start with "capture"): the parsed
+ * command, HelpRequested with its help text, or UsageError pointing at `<product> capture --help`.
  */
-export function parseBoshCaptureArgs(
+export function parseCaptureCommand(
+  build: (write: (s: string) => void) => Command,
   argv: readonly string[],
-  env: Record<string, string | undefined>,
-): BoshCaptureOptions {
+  product: string,
+): Command {
   const args = argv[0] === "capture" ? argv.slice(1) : [...argv];
   let helpText = "";
-  const cmd = buildCommand((s) => (helpText += s));
+  const cmd = build((s) => (helpText += s));
   try {
     cmd.parse(args, { from: "user" });
   } catch (e) {
@@ -244,10 +245,22 @@ export function parseBoshCaptureArgs(
       if (e.code === "commander.helpDisplayed" || e.code === "commander.help") {
         throw new HelpRequested(helpText || cmd.helpInformation());
       }
-      throw new UsageError(`${e.message.replace(/^error: /, "")}\n(see pcap-bosh capture --help)`);
+      throw new UsageError(`${e.message.replace(/^error: /, "")}\n(see ${product} capture --help)`);
     }
     throw e;
   }
+  return cmd;
+}
+
+/**
+ * Parses `pcap-bosh capture` arguments (argv may start with "capture"); `env` supplies PCAP_API,
+ * BOSH_ENVIRONMENT, BOSH_CONFIG and HOME. Throws UsageError or HelpRequested.
+ */
+export function parseBoshCaptureArgs(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+): BoshCaptureOptions {
+  const cmd = parseCaptureCommand(buildCommand, argv, "pcap-bosh");
   return validate(cmd.opts<RawOpts>(), cmd.args, env);
 }
 

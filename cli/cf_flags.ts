@@ -5,12 +5,12 @@
  * or a UsageError / HelpRequested comes out.
  */
 import { MAX_SNAPLEN } from "../protocol/records.ts";
-import { Command, CommanderError } from "commander";
+import { Command } from "commander";
 import {
   type CaptureFormat,
-  HelpRequested,
   normalizeApiUrl,
   parseByteSize,
+  parseCaptureCommand,
   parseDuration,
   positiveInt,
   UsageError,
@@ -152,20 +152,7 @@ export function parseCfCaptureArgs(
   argv: readonly string[],
   env: Record<string, string | undefined>,
 ): CfCaptureOptions {
-  const args = argv[0] === "capture" ? argv.slice(1) : [...argv];
-  let helpText = "";
-  const cmd = buildCommand((s) => (helpText += s));
-  try {
-    cmd.parse(args, { from: "user" });
-  } catch (e) {
-    if (e instanceof CommanderError) {
-      if (e.code === "commander.helpDisplayed" || e.code === "commander.help") {
-        throw new HelpRequested(helpText || cmd.helpInformation());
-      }
-      throw new UsageError(`${e.message.replace(/^error: /, "")}\n(see pcap-cf capture --help)`);
-    }
-    throw e;
-  }
+  const cmd = parseCaptureCommand(buildCommand, argv, "pcap-cf");
   const o = cmd.opts<RawOpts>();
   const app = cmd.args[0];
   const usage = (msg: string) => new UsageError(`${msg}\n(see pcap-cf capture --help)`);
