@@ -150,7 +150,7 @@ function collect(value: string, previous: string[] | undefined): string[] {
 
 /** `write` receives help text; nothing touches process.* (no exit, no env, no TTY probing). */
 function buildCommand(write: (s: string) => void = () => {}): Command {
-  return new Command()
+  const cmd = new Command()
     .exitOverride()
     .configureOutput({
       writeOut: write,
@@ -177,6 +177,16 @@ function buildCommand(write: (s: string) => void = () => {}): Command {
     .option("-c, --bosh-config <path>", "BOSH config (env BOSH_CONFIG, default ~/.bosh/config)")
     .option("-f, --filter <expr>", "capture filter in pcap-filter(7) syntax")
     .option("-i, --interface <name>", "network interface to capture on", "eth0")
+    .option("-k, --insecure", "not supported (refused): pass the API's CA with --ca-cert instead");
+  return withCaptureOptions(cmd);
+}
+
+/**
+ * The flags every capture client shares (snaplen, format, stop conditions, CA, verbosity, help),
+ * so pcap-bosh and pcap-cf spell and check them the same way.
+ */
+export function withCaptureOptions(cmd: Command): Command {
+  return cmd
     .option(
       "-l, --snaplen <bytes>",
       `bytes kept per packet, 1..${MAX_SNAPLEN}`,
@@ -192,7 +202,6 @@ function buildCommand(write: (s: string) => void = () => {}): Command {
     )
     .option("--max-bytes <size>", "stop after this many bytes, e.g. 10MB, 1GiB", parseByteSize)
     .option("--ca-cert <file>", "CA certificate file for the pcap API")
-    .option("-k, --insecure", "not supported (refused): pass the API's CA with --ca-cert instead")
     .option("-v, --verbose", "show debug information")
     .option("-q, --quiet", "show only warnings and errors, no progress")
     .helpOption("-h, --help", "show this help")

@@ -4,16 +4,16 @@
  * the filter (compiled offline with libpcap when it is there). Then the BOSH token (config or
  * client credentials), the output, and the capture session (bosh_capture.ts).
  */
-import {
-  boshCaptureHelp,
-  type BoshCaptureOptions,
-  HelpRequested,
-  parseBoshCaptureArgs,
-  UsageError,
-} from "./bosh_flags.ts";
+import { boshCaptureHelp, type BoshCaptureOptions, parseBoshCaptureArgs } from "./bosh_flags.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
 import { BufferedOutput } from "./capture_output.ts";
-import { preflight, processIo, readCa, tokenUser } from "./capture_preflight.ts";
+import {
+  captureOptionsOrExit,
+  preflight,
+  processIo,
+  readCa,
+  tokenUser,
+} from "./capture_preflight.ts";
 import { describeCapture } from "./pcapng_writer.ts";
 import { ProgressDisplay } from "./progress.ts";
 import { boshAuth } from "./uaa_token.ts";
@@ -137,20 +137,13 @@ export async function runBosh(argv: string[]): Promise<number> {
     return EXIT_USAGE;
   }
   const env = Deno.env.toObject();
-  let opts;
-  try {
-    opts = parseBoshCaptureArgs(rest, env);
-  } catch (e) {
-    if (e instanceof HelpRequested) {
-      console.log(captureHelp(e.text));
-      return EXIT_OK;
-    }
-    if (e instanceof UsageError) {
-      console.error(`pcap-bosh capture: ${e.message}`);
-      return EXIT_USAGE;
-    }
-    throw e;
-  }
+  const parsed = captureOptionsOrExit(
+    () => parseBoshCaptureArgs(rest, env),
+    "pcap-bosh",
+    captureHelp,
+  );
+  if ("exit" in parsed) return parsed.exit;
+  const opts = parsed.opts;
   if (opts.insecure) {
     console.error(
       "pcap-bosh capture: -k/--insecure is not supported (this runtime cannot skip certificate " +

@@ -6,6 +6,7 @@
 import { isStdout, prepareOutput } from "./capture_output.ts";
 import type { CaptureIo } from "./bosh_capture.ts";
 import { checkFilter, libpcapAvailable } from "../ffi/filter_check.ts";
+import { HelpRequested, UsageError } from "./bosh_flags.ts";
 
 /** Refused before anything was captured (exit 1). */
 export class Refusal extends Error {}
@@ -75,4 +76,28 @@ export function processIo(env: Record<string, string | undefined>): CaptureIo {
     stdoutIsTty: Deno.stdout.isTerminal(),
     width: terminalWidth(),
   };
+}
+
+/**
+ * Parses a client's capture flags: the options, or the exit code once help (0) or a usage error
+ * (2, printed as `<product> capture: …`) has been shown. `help` completes the help text.
+ */
+export function captureOptionsOrExit<T>(
+  parse: () => T,
+  product: string,
+  help: (text: string) => string,
+): { opts: T } | { exit: number } {
+  try {
+    return { opts: parse() };
+  } catch (e) {
+    if (e instanceof HelpRequested) {
+      console.log(help(e.text));
+      return { exit: 0 };
+    }
+    if (e instanceof UsageError) {
+      console.error(`${product} capture: ${e.message}`);
+      return { exit: 2 };
+    }
+    throw e;
+  }
 }

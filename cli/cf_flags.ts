@@ -4,16 +4,14 @@
  * --max-bytes, --ca-cert, -v, -q). Pure: argv and the environment come in, a typed options object
  * or a UsageError / HelpRequested comes out.
  */
-import { MAX_SNAPLEN } from "../protocol/records.ts";
 import { Command } from "commander";
 import {
   type CaptureFormat,
   normalizeApiUrl,
-  parseByteSize,
   parseCaptureCommand,
-  parseDuration,
   positiveInt,
   UsageError,
+  withCaptureOptions,
 } from "./bosh_flags.ts";
 import { RESOURCE_GUID_RE } from "../protocol/cf_ids.ts";
 
@@ -65,7 +63,7 @@ function collect<T>(parse: (s: string) => T) {
 }
 
 function buildCommand(write: (s: string) => void = () => {}): Command {
-  return new Command()
+  const cmd = new Command()
     .exitOverride()
     .configureOutput({
       writeOut: write,
@@ -99,27 +97,8 @@ function buildCommand(write: (s: string) => void = () => {}): Command {
       "URL of the pcap API (env PCAP_API; default: pcap.<domain>)",
     )
     .option("-f, --filter <expr>", "capture filter in pcap-filter(7) syntax")
-    .option("-i, --interface <name>", "interface inside the container (eth0, or lo)", "eth0")
-    .option(
-      "-l, --snaplen <bytes>",
-      `bytes kept per packet, 1..${MAX_SNAPLEN}`,
-      positiveInt("snaplen", 1, MAX_SNAPLEN),
-      65535,
-    )
-    .option("--format <format>", "pcapng or pcap", "pcapng")
-    .option("--duration <time>", "stop after this long, e.g. 30s, 5m, 1h", parseDuration)
-    .option(
-      "--max-packets <n>",
-      "stop after this many packets",
-      positiveInt("max-packets", 1, Number.MAX_SAFE_INTEGER),
-    )
-    .option("--max-bytes <size>", "stop after this many bytes, e.g. 10MB, 1GiB", parseByteSize)
-    .option("--ca-cert <file>", "CA certificate file for the pcap API")
-    .option("-v, --verbose", "show debug information")
-    .option("-q, --quiet", "show only warnings and errors, no progress")
-    .helpOption("-h, --help", "show this help")
-    .allowExcessArguments(false)
-    .showSuggestionAfterError(true);
+    .option("-i, --interface <name>", "interface inside the container (eth0, or lo)", "eth0");
+  return withCaptureOptions(cmd);
 }
 
 export function cfCaptureHelp(): string {

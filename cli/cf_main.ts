@@ -4,7 +4,6 @@
  * the flags and the targeted space to a CfStartRequest, then runs the same capture session and
  * output path as pcap-bosh (bosh_capture.ts) on the api's `/v1/capture/cf` route.
  */
-import { HelpRequested, UsageError } from "./bosh_flags.ts";
 import {
   cfCaptureHelp,
   type CfCaptureOptions,
@@ -14,7 +13,13 @@ import {
 import { type CfAuth, cfAuth, cfConfigPath, type CfLogin } from "./cf_config.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
 import { BufferedOutput, isStdout } from "./capture_output.ts";
-import { preflight, processIo, readCa, tokenUser } from "./capture_preflight.ts";
+import {
+  captureOptionsOrExit,
+  preflight,
+  processIo,
+  readCa,
+  tokenUser,
+} from "./capture_preflight.ts";
 import { describeCapture } from "./pcapng_writer.ts";
 import { ProgressDisplay } from "./progress.ts";
 import type { CfStartRequest } from "../protocol/cf_messages.ts";
@@ -214,19 +219,8 @@ export async function runCf(argv: string[], io?: CaptureIo): Promise<number> {
     return EXIT_USAGE;
   }
   const env = io?.env ?? Deno.env.toObject();
-  let opts;
-  try {
-    opts = parseCfCaptureArgs(rest, env);
-  } catch (e) {
-    if (e instanceof HelpRequested) {
-      console.log(captureHelp(e.text));
-      return EXIT_OK;
-    }
-    if (e instanceof UsageError) {
-      console.error(`pcap-cf capture: ${e.message}`);
-      return EXIT_USAGE;
-    }
-    throw e;
-  }
+  const parsed = captureOptionsOrExit(() => parseCfCaptureArgs(rest, env), "pcap-cf", captureHelp);
+  if ("exit" in parsed) return parsed.exit;
+  const opts = parsed.opts;
   return await runCfCapture(opts, io ?? processIo(env));
 }
