@@ -3,13 +3,12 @@
  * capture; for a CF container, the `/proc/<pid>/ns/net` that container_lookup.ts finds and
  * verifies. The capture worker enters it on its own thread; the agent process stays home.
  */
-import type { z } from "zod";
 import type { CaptureTarget } from "../protocol/messages.ts";
 import type { CfAgentConfig } from "./cf_agent_config.ts";
 import { ContainerLookupError, type FoundContainer, lookupContainer } from "./container_lookup.ts";
 
 export async function containerNetns(
-  target: z.output<typeof CaptureTarget>,
+  target: CaptureTarget,
   cf: CfAgentConfig,
   opts: { retryDelayMs?: number } = {},
 ): Promise<FoundContainer> {

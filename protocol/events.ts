@@ -29,6 +29,7 @@ import { validatePackets } from "./records.ts";
 import {
   describeZodError,
   Hello,
+  type Schema,
   SourceDescriptor,
   SourceStats,
   StatusMessage,
@@ -51,12 +52,6 @@ export type StreamEvent =
   | { kind: "stats"; source: number; stats: SourceStats }
   | { kind: "ping"; source: number }
   | { kind: "end"; source: number };
-
-interface Schema<T> {
-  safeParse(
-    v: unknown,
-  ): { success: true; data: T } | { success: false; error: Parameters<typeof describeZodError>[0] };
-}
 
 function parseJson<T>(frame: Frame, schema: Schema<T>): T {
   const parsed = schema.safeParse(decodeJson(frame));

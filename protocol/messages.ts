@@ -1,6 +1,8 @@
 /**
- * JSON messages of protocol v1 (docs/protocol.md "Messages"), as zod schemas so that every
- * peer validates what it receives at the edge and works with typed values inside.
+ * JSON messages of protocol v1 (docs/protocol.md "Messages"): one documented interface per
+ * message, and a schema for each that every peer validates what it receives with at the edge,
+ * so that code inside works with typed values. The schemas are zod's (protocol/message_schemas.ts),
+ * checked against these interfaces at compile time; callers only see `Schema<T>`.
  *
  * @example Validate a STATUS payload
  * ```ts
@@ -13,264 +15,262 @@
  *
  * @module
  */
-import { z } from "zod";
-import { MAX_SNAPLEN } from "./records.ts";
+import type { z } from "zod";
+import * as schemas from "./message_schemas.ts";
+import type { StatusType } from "./message_rules.ts";
+import { type Same, type Schema, typed, type ValidationError } from "./schema_check.ts";
 
-/** Bound on a user's filter. */
-export const MAX_FILTER_LENGTH = 4096;
-/** Bound on what reaches an agent: the user's filter plus the api's own-connection exclusion. */
-export const MAX_AGENT_FILTER_LENGTH: number = MAX_FILTER_LENGTH + 512;
-/** Bound on any JSON control message; larger ones are refused before parsing. */
-export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
-/**
- * Longest capture anyone may ask for or configure: 7 days. Timers fire at once for delays above
- * 2^31-1 ms (~24.8 days), so an unbounded duration would end a capture immediately.
- */
-export const MAX_CAPTURE_DURATION_MS = 7 * 24 * 3600 * 1000;
-/** What an agent accepts: the api adds a few seconds of safety margin to the capture duration. */
-export const MAX_AGENT_DURATION_MS: number = MAX_CAPTURE_DURATION_MS + 60_000;
+export * from "./message_rules.ts";
 
-/**
- * BOSH deployment names: the Director's charset, and never "." or ".." (which would change the
- * Director path they are put into, dots survive encodeURIComponent).
- */
-export function deploymentNameProblem(name: string): string | null {
-  if (typeof name !== "string" || name.length === 0 || name.length > 255) {
-    return "the deployment name must be 1..255 characters";
-  }
-  if (!/^[A-Za-z0-9_.-]+$/.test(name)) {
-    return `deployment name ${JSON.stringify(name.slice(0, 80))} may only contain letters, ` +
-      "digits, '_', '.' and '-'";
-  }
-  if (name === "." || name === "..") return `deployment name "${name}" is not allowed`;
-  return null;
-}
+export type { ParseResult, Schema, ValidationError, ValidationIssue } from "./schema_check.ts";
 
 /** A BOSH deployment name (see deploymentNameProblem). */
-export const DeploymentName = z.string().superRefine((name, ctx) => {
-  const problem = deploymentNameProblem(name);
-  if (problem) ctx.addIssue({ code: "custom", message: problem });
-});
-
-/** Every STATUS type of protocol v1 (DESIGN §3). */
-export const STATUS_TYPES = [
-  "INSTANCE_UNAVAILABLE",
-  "START_CAPTURE_FAILED",
-  "INVALID_REQUEST",
-  "UNAUTHENTICATED",
-  "PERMISSION_DENIED",
-  "CONGESTED",
-  "LIMIT_REACHED",
-  "CAPTURE_STOPPED",
-  "CONNECTION_ERROR",
-] as const;
-/** One of STATUS_TYPES: also the stable `type` of every error that ends up in a STATUS. */
-export type StatusType = typeof STATUS_TYPES[number];
-
-/**
- * libpcap devices that are not network interfaces: capturing them would read the host's D-Bus,
- * USB or Bluetooth traffic, or netfilter queues, none of which a network capture may expose.
- */
-const PSEUDO_DEVICES = /^(dbus-|nflog|nfqueue|usbmon|bluetooth|rpcap)/;
-
-/**
- * Linux dev_valid_name() (1..15 bytes, not "." or "..", no '/', ':' or whitespace), narrowed to
- * the printable ASCII names interfaces have in practice (letters, digits, '.', '_', '-'), and
- * no libpcap pseudo-device. `any` (every interface of the namespace) is allowed.
- */
-export function interfaceNameProblem(name: string): string | null {
-  if (name.length === 0) return "interface name is empty";
-  const shown = JSON.stringify(name);
-  if (new TextEncoder().encode(name).byteLength > 15) {
-    return `interface name ${shown} is longer than 15 bytes`;
-  }
-  if (name === "." || name === "..") return `interface name ${shown} is not allowed`;
-  if (/[\/:\s]/.test(name)) {
-    return `interface name ${shown} contains '/', ':' or whitespace`;
-  }
-  if (!/^[A-Za-z0-9._-]+$/.test(name)) {
-    return `interface name ${shown} has characters other than letters, digits, '.', '_' and '-'`;
-  }
-  if (PSEUDO_DEVICES.test(name)) {
-    return `interface name ${shown} is a libpcap pseudo-device, not a network interface`;
-  }
-  return null;
-}
-
+export const DeploymentName: Schema<string> = schemas.DeploymentName;
 /** A network interface name (see interfaceNameProblem). */
-export const InterfaceName = z.string().superRefine((name, ctx) => {
-  const problem = interfaceNameProblem(name);
-  if (problem) ctx.addIssue({ code: "custom", message: problem });
-});
-
+export const InterfaceName: Schema<string> = schemas.InterfaceName;
 /** Bytes to capture of each packet: 1..MAX_SNAPLEN. */
-export const Snaplen = z.number().int().min(1, "snaplen must be at least 1").max(
-  MAX_SNAPLEN,
-  `snaplen must be at most ${MAX_SNAPLEN}`,
-);
-
-// Tabs and newlines are harmless whitespace to libpcap; other control characters are not.
-const hasControlChars = (f: string) =>
-  [...f].some((c) => c !== "\t" && c !== "\n" && (c < " " || c === "\x7f"));
-
-function filterSchema(max: number) {
-  return z.string().max(max, `filter is longer than ${max} characters`).refine(
-    (f) => !hasControlChars(f),
-    { message: "filter contains control characters" },
-  );
-}
+export const Snaplen: Schema<number> = schemas.Snaplen;
 /** A user's capture filter (libpcap syntax, bounded length, no control characters). */
-export const Filter = filterSchema(MAX_FILTER_LENGTH);
+export const Filter: Schema<string> = schemas.Filter;
 /** The filter an agent receives: the user's plus the api's exclusion. */
-export const AgentFilter = filterSchema(MAX_AGENT_FILTER_LENGTH);
+export const AgentFilter: Schema<string> = schemas.AgentFilter;
 
 /**
  * Which network namespace to capture in; absent = the agent's own (BOSH VM capture). CF names
  * the container by instance guid (= Garden handle) + app guid, or by app guid + container ip on
  * CCs before 3.191.0; the agent checks the exact forms (protocol/cf_ids.ts) and the app.
  */
-export const CaptureTarget = z.union([
-  z.strictObject({ app_guid: z.string().max(64), instance_guid: z.string().max(64) }),
-  z.strictObject({ app_guid: z.string().max(64), ip: z.string().max(64) }),
-  z.strictObject({
+export type CaptureTarget =
+  | { app_guid: string; instance_guid: string }
+  | { app_guid: string; ip: string }
+  | {
     /** legacy form: the instance guid alone */
-    container: z.string().regex(/^[0-9a-zA-Z-]{1,64}$/, "container must be an instance guid"),
-  }),
-]);
+    container: string;
+  };
+/** Validates a CaptureTarget. */
+export const CaptureTarget: Schema<CaptureTarget> = typed(
+  schemas.CaptureTarget,
+  true satisfies Same<CaptureTarget, z.output<typeof schemas.CaptureTarget>>,
+);
 
 /** api → agent, body of `POST /captures`. */
-export const AgentStartRequest = z.strictObject({
-  protocol_version: z.number().int().nonnegative(),
-  interface: InterfaceName,
-  snaplen: Snaplen,
-  filter: AgentFilter.default(""),
-  promiscuous: z.boolean().default(false),
-  duration_ms: z.number().int().positive().max(
-    MAX_AGENT_DURATION_MS,
-    `duration_ms must be at most ${MAX_AGENT_DURATION_MS} (7 days and a minute)`,
-  ).optional(),
-  target: CaptureTarget.optional(),
-  /** Who asked (user name from the api's token check), for the agent's log only. */
-  requester: z.string().max(256).optional(),
-});
-/** A validated AgentStartRequest. */
-export type AgentStartRequest = z.output<typeof AgentStartRequest>;
+export interface AgentStartRequest {
+  /** the api's protocol version */
+  protocol_version: number;
+  /** interface to capture, in the VM's or the container's namespace */
+  interface: string;
+  /** bytes kept of each packet */
+  snaplen: number;
+  /** the user's filter with the api's exclusion of its own connection ("" = none) */
+  filter: string;
+  /** promiscuous mode, off unless asked for */
+  promiscuous: boolean;
+  /** the agent ends the capture after this long */
+  duration_ms?: number;
+  /** the container to capture in (CF); absent = the agent's own namespace */
+  target?: CaptureTarget;
+  /** who asked (user name from the api's token check), for the agent's log only */
+  requester?: string;
+}
+/** Validates an AgentStartRequest. */
+export const AgentStartRequest: Schema<AgentStartRequest> = typed(
+  schemas.AgentStartRequest,
+  true satisfies Same<AgentStartRequest, z.output<typeof schemas.AgentStartRequest>>,
+);
 
-/** The client's own limits on a capture. */
-export const CaptureLimits = z.strictObject({
-  duration_ms: z.number().int().positive().max(
-    MAX_CAPTURE_DURATION_MS,
-    `duration_ms must be at most ${MAX_CAPTURE_DURATION_MS} (7 days)`,
-  ).optional(),
-  max_packets: z.number().int().positive().optional(),
-  max_bytes: z.number().int().positive().optional(),
-});
-/** Validated CaptureLimits. */
-export type CaptureLimits = z.output<typeof CaptureLimits>;
+/** The client's own limits on a capture; each ends it when reached. */
+export interface CaptureLimits {
+  /** how long to capture */
+  duration_ms?: number;
+  /** how many packets to write */
+  max_packets?: number;
+  /** how many bytes of packets to write */
+  max_bytes?: number;
+}
+/** Validates CaptureLimits. */
+export const CaptureLimits: Schema<CaptureLimits> = typed(
+  schemas.CaptureLimits,
+  true satisfies Same<CaptureLimits, z.output<typeof schemas.CaptureLimits>>,
+);
 
 /** Client → api, first WebSocket text message of a BOSH capture. */
-export const BoshStartRequest = z.strictObject({
-  type: z.literal("start"),
-  protocol_version: z.number().int().nonnegative(),
-  bosh: z.strictObject({
-    deployment: DeploymentName,
-    groups: z.array(z.string().min(1).max(256)).max(256).default([]),
-    instances: z.array(z.string().min(1).max(256)).max(1024).default([]),
-  }),
-  interface: InterfaceName.default("eth0"),
-  snaplen: Snaplen.default(65535),
-  filter: Filter.default(""),
-  limits: CaptureLimits.default({}),
-});
-/** A validated BoshStartRequest (defaults applied). */
-export type BoshStartRequest = z.output<typeof BoshStartRequest>;
+export interface BoshStartRequest {
+  /** always "start" */
+  type: "start";
+  /** the client's protocol version */
+  protocol_version: number;
+  /** what to capture: a deployment, optionally narrowed to groups and instances */
+  bosh: {
+    /** the deployment */
+    deployment: string;
+    /** instance groups ([] = all) */
+    groups: string[];
+    /** instances as `group/id`, `group/index` or `id` ([] = all of the groups) */
+    instances: string[];
+  };
+  /** interface on every VM (default eth0) */
+  interface: string;
+  /** bytes kept of each packet (default 65535) */
+  snaplen: number;
+  /** libpcap filter ("" = everything) */
+  filter: string;
+  /** the client's limits */
+  limits: CaptureLimits;
+}
+/** Validates a BoshStartRequest (defaults applied). */
+export const BoshStartRequest: Schema<BoshStartRequest> = typed(
+  schemas.BoshStartRequest,
+  true satisfies Same<BoshStartRequest, z.output<typeof schemas.BoshStartRequest>>,
+);
 
-/** Client → api, later WebSocket text messages. */
-export const StopRequest = z.strictObject({ type: z.literal("stop") });
-/** A validated StopRequest. */
-export type StopRequest = z.output<typeof StopRequest>;
+/** Client → api, later WebSocket text messages: stop and drain. */
+export interface StopRequest {
+  /** always "stop" */
+  type: "stop";
+}
+/** Validates a StopRequest. */
+export const StopRequest: Schema<StopRequest> = typed(
+  schemas.StopRequest,
+  true satisfies Same<StopRequest, z.output<typeof schemas.StopRequest>>,
+);
 
 /** First frame of every stream: who speaks, and which protocol versions. */
-export const Hello = z.object({
-  protocol_version: z.number().int().nonnegative(),
-  min_protocol_version: z.number().int().nonnegative(),
-  component: z.enum(["agent", "api"]),
-  version: z.string(),
-  id: z.string(),
-});
-/** A validated HELLO. */
-export type Hello = z.output<typeof Hello>;
+export interface Hello {
+  /** the sender's protocol version */
+  protocol_version: number;
+  /** the oldest peer version the sender still speaks */
+  min_protocol_version: number;
+  /** which component sends */
+  component: "agent" | "api";
+  /** the sender's software version */
+  version: string;
+  /** the sender's id (agent: its instance; api: the capture) */
+  id: string;
+}
+/** Validates a HELLO. */
+export const Hello: Schema<Hello> = typed(
+  schemas.Hello,
+  true satisfies Same<Hello, z.output<typeof schemas.Hello>>,
+);
 
 /** SOURCE: announces a source before its first packet. */
-export const SourceDescriptor = z.object({
-  origin: z.string(),
-  interface: z.string(),
-  link_type: z.number().int().nonnegative(),
-  snaplen: Snaplen,
-  instance: z.object({
-    deployment: z.string().optional(),
-    group: z.string(),
-    index: z.number().int().nonnegative().optional(),
-    id: z.string(),
-  }).optional(),
-});
-/** A validated SOURCE. */
-export type SourceDescriptor = z.output<typeof SourceDescriptor>;
+export interface SourceDescriptor {
+  /** the source's name in the merged stream, e.g. `router/0 (id) eth0` */
+  origin: string;
+  /** the captured interface */
+  interface: string;
+  /** libpcap DLT of its packets */
+  link_type: number;
+  /** bytes kept of each packet */
+  snaplen: number;
+  /** the BOSH instance (or CF app instance) it belongs to */
+  instance?: {
+    /** the deployment */
+    deployment?: string;
+    /** instance group (CF: app/process) */
+    group: string;
+    /** index in the group */
+    index?: number;
+    /** instance id (CF: instance guid) */
+    id: string;
+  };
+}
+/** Validates a SOURCE. */
+export const SourceDescriptor: Schema<SourceDescriptor> = typed(
+  schemas.SourceDescriptor,
+  true satisfies Same<SourceDescriptor, z.output<typeof schemas.SourceDescriptor>>,
+);
 
 /**
  * The `counts` of a CONGESTED status. Every producer uses these names; a receiver keeps
  * counts it does not know (all numbers) and ignores them.
  */
-export const CongestionCounts = z.object({
+export interface CongestionCounts {
   /** 1 on the message that says the congestion is over */
-  cleared: z.literal(1).optional(),
+  cleared?: 1;
   /** agent: packet batches queued towards the api when congestion began */
-  queued: z.number().nonnegative().optional(),
+  queued?: number;
   /** agent: packets discarded since the capture began, all episodes */
-  discarded_total: z.number().nonnegative().optional(),
-  /** agent: packets, batches and bytes discarded in the episode that cleared */
-  discarded_packets: z.number().nonnegative().optional(),
-  discarded_batches: z.number().nonnegative().optional(),
-  discarded_bytes: z.number().nonnegative().optional(),
-  /** api: frames and bytes queued towards the client when congestion began */
-  buffered_frames: z.number().nonnegative().optional(),
-  buffered_bytes: z.number().nonnegative().optional(),
+  discarded_total?: number;
+  /** agent: packets discarded in the episode that cleared */
+  discarded_packets?: number;
+  /** agent: batches discarded in the episode that cleared */
+  discarded_batches?: number;
+  /** agent: bytes discarded in the episode that cleared */
+  discarded_bytes?: number;
+  /** api: frames queued towards the client when congestion began */
+  buffered_frames?: number;
+  /** api: bytes queued towards the client when congestion began */
+  buffered_bytes?: number;
   /** api: packets discarded in the episode that cleared */
-  api_dropped: z.number().nonnegative().optional(),
-}).catchall(z.number());
-/** Validated CongestionCounts. */
-export type CongestionCounts = z.output<typeof CongestionCounts>;
+  api_dropped?: number;
+  /** counts of newer peers */
+  [count: string]: number | undefined;
+}
+/** Validates CongestionCounts. */
+export const CongestionCounts: Schema<CongestionCounts> = typed(
+  schemas.CongestionCounts,
+  true satisfies Same<CongestionCounts, z.output<typeof schemas.CongestionCounts>>,
+);
 
 /** Which limit a LIMIT_REACHED names, and its value. */
-export const StatusLimit = z.object({ name: z.string(), value: z.union([z.number(), z.string()]) });
-/** A validated StatusLimit. */
-export type StatusLimit = z.output<typeof StatusLimit>;
+export interface StatusLimit {
+  /** the limit's name, e.g. `max_packets` */
+  name: string;
+  /** its configured value */
+  value: number | string;
+}
+/** Validates a StatusLimit. */
+export const StatusLimit: Schema<StatusLimit> = typed(
+  schemas.StatusLimit,
+  true satisfies Same<StatusLimit, z.output<typeof schemas.StatusLimit>>,
+);
 
 /** STATUS: something happened to a source or to the capture (DESIGN §3). */
-export const StatusMessage = z.object({
-  type: z.enum(STATUS_TYPES),
-  text: z.string(),
-  origin: z.string(),
-  counts: CongestionCounts.optional(),
-  limit: StatusLimit.optional(),
-});
-/** A validated STATUS. */
-export type StatusMessage = z.output<typeof StatusMessage>;
+export interface StatusMessage {
+  /** what happened */
+  type: StatusType;
+  /** for people */
+  text: string;
+  /** the source it concerns, or `api` */
+  origin: string;
+  /** with CONGESTED */
+  counts?: CongestionCounts;
+  /** with LIMIT_REACHED */
+  limit?: StatusLimit;
+}
+/** Validates a STATUS. */
+export const StatusMessage: Schema<StatusMessage> = typed(
+  schemas.StatusMessage,
+  true satisfies Same<StatusMessage, z.output<typeof schemas.StatusMessage>>,
+);
 
 /** Cumulative per-source counters; `final: true` on the last one of a source. */
-export const SourceStats = z.object({
-  received: z.number().nonnegative(),
-  dropped: z.number().nonnegative(),
-  if_dropped: z.number().nonnegative(),
-  engine_dropped: z.number().nonnegative(),
-  agent_dropped: z.number().nonnegative(),
-  api_dropped: z.number().nonnegative().default(0),
-  packets: z.number().nonnegative(),
-  bytes: z.number().nonnegative(),
-  final: z.boolean(),
-});
-/** Validated STATS. */
-export type SourceStats = z.output<typeof SourceStats>;
+export interface SourceStats {
+  /** packets the kernel passed to libpcap */
+  received: number;
+  /** packets the kernel dropped for lack of buffer space */
+  dropped: number;
+  /** packets the interface dropped */
+  if_dropped: number;
+  /** packets the capture engine could not queue */
+  engine_dropped: number;
+  /** packets the agent discarded towards a slow api */
+  agent_dropped: number;
+  /** packets the api discarded towards a slow client */
+  api_dropped: number;
+  /** packets sent */
+  packets: number;
+  /** bytes of packets sent */
+  bytes: number;
+  /** the last STATS of the source */
+  final: boolean;
+}
+/** Validates STATS. */
+export const SourceStats: Schema<SourceStats> = typed(
+  schemas.SourceStats,
+  true satisfies Same<SourceStats, z.output<typeof schemas.SourceStats>>,
+);
 
 /** STATS of a source before anything was counted. */
 export function emptySourceStats(): SourceStats {
@@ -297,13 +297,14 @@ export function status(
   return { type, origin, text, ...extra };
 }
 
-/** Formats the first zod issue as "field: message" for INVALID_REQUEST texts. */
-export function describeZodError(error: z.ZodError): string {
+/** Formats the first issue as "field: message" for INVALID_REQUEST texts. */
+export function describeZodError(error: ValidationError): string {
   const issue = error.issues[0];
   if (!issue) return "invalid request";
   const where = issue.path.length ? issue.path.map(String).join(".") : "request";
   if (issue.code === "unrecognized_keys") {
-    return `${where}: unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.join(", ")}`;
+    const keys = issue.keys ?? [];
+    return `${where}: unknown field${keys.length > 1 ? "s" : ""} ${keys.join(", ")}`;
   }
   return `${where}: ${issue.message}`;
 }

@@ -4,7 +4,7 @@
  *
  * - `frame_codec.ts`: frames, the stream assembler, single-message decoding;
  * - `records.ts`: packet records (the only place that knows their layout);
- * - `messages.ts`: the JSON messages as zod schemas;
+ * - `messages.ts`: the JSON messages as interfaces, each with a `Schema<T>`;
  * - `events.ts`: a frame as a typed event;
  * - `hello.ts`: HELLO and the version rules;
  * - `status_errors.ts`: errors with a stable type, as STATUS messages and HTTP answers;

@@ -2,8 +2,12 @@
  * Reads one message from the capture WebSocket client (pure): size and type checks, JSON, and
  * the start or stop request schema, with a problem text that says what to send instead.
  */
-import type { z } from "zod";
-import { describeZodError, MAX_CONTROL_MESSAGE_BYTES, StopRequest } from "../protocol/messages.ts";
+import {
+  describeZodError,
+  MAX_CONTROL_MESSAGE_BYTES,
+  type Schema,
+  StopRequest,
+} from "../protocol/messages.ts";
 
 export type ClientMessage<R> =
   | { kind: "start"; request: R }
@@ -19,7 +23,7 @@ const enc = new TextEncoder();
 export function readClientMessage<R>(
   data: unknown,
   awaitingStart: boolean,
-  startRequest: z.ZodType<R>,
+  startRequest: Schema<R>,
 ): ClientMessage<R> {
   const text = typeof data === "string" ? data : null;
   const size = text === null ? (data as ArrayBuffer)?.byteLength ?? 0 : enc.encode(text).byteLength;

@@ -30,8 +30,12 @@
  *
  * @module
  */
-import type { z } from "zod";
-import type { CaptureLimits, CaptureTarget, SourceDescriptor } from "../protocol/messages.ts";
+import type {
+  CaptureLimits,
+  CaptureTarget,
+  Schema,
+  SourceDescriptor,
+} from "../protocol/messages.ts";
 import type { VerifiedToken } from "./token_verifier.ts";
 
 /** What every start request carries, whatever its platform adds (e.g. `bosh`). */
@@ -41,7 +45,7 @@ export interface StartRequestBase {
   interface: string;
   snaplen: number;
   filter: string;
-  limits: z.output<typeof CaptureLimits>;
+  limits: CaptureLimits;
 }
 
 /** One agent a resolver found, and how its source is named for the client. */
@@ -52,7 +56,7 @@ export interface ResolvedTarget {
   /** source name in STATUS texts and pcapng interfaces, e.g. `router/0 (uuid)` */
   origin: string;
   /** CF: the container to capture in; absent for a BOSH VM */
-  container?: z.output<typeof CaptureTarget>;
+  container?: CaptureTarget;
   /** what the SOURCE frame tells the client about the source */
   instance?: SourceDescriptor["instance"];
 }
@@ -97,7 +101,7 @@ export interface TargetResolver<R extends StartRequestBase = any> {
   /** the client WebSocket route, e.g. "/v1/capture/bosh" */
   readonly path: string;
   /** the start request schema, validated at the edge */
-  readonly startRequest: z.ZodType<R>;
+  readonly startRequest: Schema<R>;
   /** verifies the bearer token: the identity that limits and audit are keyed on */
   authenticate(token: string): Promise<VerifiedToken>;
   /** authorizes the capture (with the user's own token) and lists its targets */

@@ -7,7 +7,7 @@
 import { z } from "zod";
 import { assert, assertEquals } from "./support/assert.ts";
 import { connect, countTokens, statusesOf, withApiLab } from "./support/api_harness.ts";
-import { CaptureLimits, Filter, InterfaceName, Snaplen } from "../protocol/messages.ts";
+import { CaptureLimits, Filter, InterfaceName, Snaplen } from "../protocol/message_schemas.ts";
 import { ApiError } from "../server/limits.ts";
 import type { Landscape } from "../lab/landscape.ts";
 import type { Resolution, TargetResolver } from "../server/target_resolver.ts";

@@ -517,7 +517,7 @@ Deno.test("cf resolver: token checked against the CC's UAA with aud cloud_contro
       protocol_version: 1,
       cf: { app: "web", space_guid: SPACE.guid, indexes: [0, 2] },
     });
-    assert(parsed.success, JSON.stringify(parsed.error));
+    assert(parsed.success, parsed.success ? "" : JSON.stringify(parsed.error));
     const r = await resolver.resolve(parsed.data, { token: t, user });
     const inst = apps.web.processes[0].instances;
     assertEquals(
