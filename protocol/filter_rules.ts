@@ -65,7 +65,7 @@ const LOCAL_QUALIFIERS = new Set([
 
 // libpcap's keywords (case-sensitive, as its scanner): never a name. Checked against libpcap
 // 1.10: each is refused or compiled as a keyword, none is looked up as a host.
-const KEYWORDS = new Set(
+export const KEYWORDS: ReadonlySet<string> = new Set(
   `dst src host gateway net mask port portrange less greater proto protochain byte broadcast
   multicast and or not link ether ppp slip fddi tr wlan arp rarp ip ip6 icmp icmp6 igmp igrp pim
   vrrp carp tcp udp sctp ah esp atalk aarp decnet lat sca moprc mopdl iso esis es-is isis is-is
