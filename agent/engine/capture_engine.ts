@@ -91,7 +91,7 @@ export class CaptureError extends Error {
 
   /** libpcap refused the filter (detail says why): the request is at fault, not the capture. */
   get filterRejected(): boolean {
-    return this.operation === COMPILE_FILTER_STEP;
+    return this.operation.startsWith(COMPILE_FILTER_STEP);
   }
 }
 

@@ -48,8 +48,8 @@ export interface WorkerStart {
   notifyDelayMs: number;
 }
 
-/** The step whose failure means the filter itself is unusable (not the capture). */
-export const COMPILE_FILTER_STEP = "compiling the filter";
+/** Prefix of the step whose failure means the filter itself is unusable (not the capture). */
+export const COMPILE_FILTER_STEP = "compiling filter";
 
 export class StepError extends Error {
   constructor(readonly operation: string, message: string) {

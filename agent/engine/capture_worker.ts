@@ -80,7 +80,7 @@ function open(o: WorkerStart): { p: Deno.PointerObject; program: BpfProgram | nu
     if (o.filter !== undefined && o.filter !== "") {
       // The agent's only compile of the filter: here, on this thread, never on the main one.
       const r = compileFilter(p, o.filter);
-      if ("error" in r) throw new StepError(COMPILE_FILTER_STEP, r.error);
+      if ("error" in r) throw new StepError(`${COMPILE_FILTER_STEP} "${o.filter}"`, r.error);
       if (lib.pcap_setfilter(p, r.program.buf) !== 0) {
         r.program.free();
         throw new StepError(`setting filter "${o.filter}" ${where(o)}`, geterr(p));
