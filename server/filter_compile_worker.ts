@@ -19,7 +19,7 @@ export interface CompileJob {
 export type CompileReply =
   | { type: "ready" }
   | { type: "result"; id: number; ok: true }
-  | { type: "result"; id: number; ok: false; error: string };
+  | { type: "result"; id: number; ok: false; error: string; unavailable?: boolean };
 
 try {
   pcap(); // dlopen now, while idle, not on the first compile's deadline
@@ -35,7 +35,8 @@ self.onmessage = (ev: MessageEvent<CompileJob>) => {
       ? { type: "result", id, ok: true }
       : { type: "result", id, ok: false, error: r.error };
   } catch (e) {
-    reply = { type: "result", id, ok: false, error: (e as Error).message };
+    // libpcap could not be loaded: the api's fault, not the filter's.
+    reply = { type: "result", id, ok: false, error: (e as Error).message, unavailable: true };
   }
   self.postMessage(reply);
 };

@@ -60,7 +60,8 @@ class CompileThread {
       else if (this.#pending?.id === m.id) {
         const { resolve } = this.#pending;
         this.#pending = null;
-        resolve(m.ok ? { ok: true } : { ok: false, error: m.error });
+        const extra = !m.ok && m.unavailable ? { unavailable: true } : {};
+        resolve(m.ok ? { ok: true } : { ok: false, error: m.error, ...extra });
       }
     };
     // A worker that fails must not take the api down: it is reported and never reused.
