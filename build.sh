@@ -26,6 +26,7 @@ fi
 mkdir -p dist
 deno compile --target "$target" --allow-all --no-prompt \
   --include agent/engine/capture_worker.ts \
+  --include server/filter_compile_worker.ts \
   --output dist/pcap main.ts
 ln -sf pcap dist/pcap-bosh
 ln -sf pcap dist/pcap-cf

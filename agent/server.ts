@@ -15,7 +15,7 @@ import type { Logger } from "../lib/log.ts";
 import { settledWithin } from "../lib/deadline.ts";
 import type { AgentConfig, AgentTls } from "./config.ts";
 import { CaptureSession, type OpenEngine } from "./capture_session.ts";
-import { CaptureEngine } from "./engine/capture_engine.ts";
+import { CaptureEngine, CaptureError } from "./engine/capture_engine.ts";
 import { isPeerAllowed, type PeerIdentity, peerIdentity, peerLabel } from "./peer_identity.ts";
 import { MAX_START_BODY_BYTES, parseStartRequest, readBodyLimited } from "./start_request.ts";
 import { containerNetns } from "./container_target.ts";
@@ -305,6 +305,14 @@ export class AgentServer {
         onAbort: () => outgoing.destroy(),
       });
     } catch (e) {
+      if (e instanceof CaptureError && e.filterRejected) {
+        return refuse(
+          new StatusError(
+            "INVALID_REQUEST",
+            `invalid filter "${parsed.request.filter}": ${e.detail}; fix the filter`,
+          ),
+        );
+      }
       if (e instanceof ContainerLookupError) {
         log.warn("container capture refused", { reason: e.message });
         return refuse(new StatusError("START_CAPTURE_FAILED", `agent ${cfg.id}: ${e.message}`));

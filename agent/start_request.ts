@@ -1,7 +1,9 @@
 /**
  * Validation of a `POST /captures` body at the edge: size, JSON, protocol version, the
- * AgentStartRequest schema (interface name by the kernel's rules, snaplen, filter length) and a
- * libpcap compile of the filter. Returns a typed request or the HTTP error to answer with.
+ * AgentStartRequest schema (interface name by the kernel's rules, snaplen, filter length) and the
+ * filter's text rules (complexity bound, no host names: protocol/filter_rules.ts). The filter is
+ * compiled only by the capture worker, off the main thread; its errors come back from there
+ * (INVALID_REQUEST, see server.ts). Returns a typed request or the HTTP error to answer with.
  */
 import {
   AgentStartRequest,
@@ -10,7 +12,11 @@ import {
   type StatusType,
 } from "../protocol/messages.ts";
 import { checkPeerVersion } from "../protocol/version.ts";
-import { checkFilter } from "../ffi/filter_check.ts";
+import {
+  checkFilterRules,
+  FilterRuleError,
+  MAX_AGENT_FILTER_PRIMITIVES,
+} from "../protocol/filter_rules.ts";
 import { readTextLimited } from "../lib/read_limited.ts";
 import { validateContainerRequest } from "./container_lookup.ts";
 
@@ -24,11 +30,7 @@ function invalid(text: string): StartRequestResult {
   return { ok: false, status: 400, type: "INVALID_REQUEST", text };
 }
 
-/** `filterCheck` is injectable for unit tests; the default compiles with libpcap. */
-export function parseStartRequest(
-  body: string,
-  filterCheck: typeof checkFilter = checkFilter,
-): StartRequestResult {
+export function parseStartRequest(body: string): StartRequestResult {
   if (body.trim() === "") {
     return invalid("request body is empty; send an AgentStartRequest JSON object");
   }
@@ -56,9 +58,11 @@ export function parseStartRequest(
       return invalid(`invalid target: ${(e as Error).message}`);
     }
   }
-  if (request.filter.trim() !== "") {
-    const r = filterCheck(request.filter, 1, request.snaplen);
-    if (!r.ok) return invalid(`invalid filter "${request.filter}": ${r.error}`);
+  try {
+    checkFilterRules(request.filter, MAX_AGENT_FILTER_PRIMITIVES);
+  } catch (e) {
+    if (!(e instanceof FilterRuleError)) throw e;
+    return invalid(`invalid filter "${request.filter}": ${e.message}`);
   }
   return { ok: true, request };
 }

@@ -7,6 +7,7 @@ import { isStdout, prepareOutput } from "./capture_output.ts";
 import type { CaptureIo } from "./bosh_capture.ts";
 import { checkFilter, libpcapAvailable } from "../ffi/filter_check.ts";
 import { HelpRequested, UsageError } from "./bosh_flags.ts";
+import { checkFilterRules, FilterRuleError } from "../protocol/filter_rules.ts";
 
 /** Refused before anything was captured (exit 1). */
 export class Refusal extends Error {}
@@ -26,6 +27,17 @@ export async function preflight(o: PreflightOptions, io: CaptureIo): Promise<voi
     );
   }
   await prepareOutput(o.output, o.forceOverwrite);
+  if (o.filter) {
+    // The api's rules first: a filter it would refuse is never compiled (or resolved) here.
+    try {
+      checkFilterRules(o.filter);
+    } catch (e) {
+      if (e instanceof FilterRuleError) {
+        throw new Refusal(`filter "${o.filter}" is not valid: ${e.message}`);
+      }
+      throw e;
+    }
+  }
   if (o.filter && libpcapAvailable()) {
     const r = checkFilter(o.filter, 1, o.snaplen);
     if (!r.ok) throw new Refusal(`filter "${o.filter}" is not valid: ${r.error}`);

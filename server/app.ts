@@ -28,6 +28,7 @@ import { TokenVerifier } from "./token_verifier.ts";
 import { ConcurrencyLimiter } from "./limits.ts";
 import { ApiError, errorResponse, limitReached } from "./errors.ts";
 import type { FilterChecker } from "./filter_compose.ts";
+import { FilterCompiler } from "./filter_compiler.ts";
 import { BoshResolver } from "./bosh_resolver.ts";
 import { CcClient } from "./cc_client.ts";
 import { CfResolver, cfTokenVerifier } from "./cf_resolver.ts";
@@ -99,12 +100,15 @@ export class ApiServer {
   #server: Deno.HttpServer<Deno.NetAddr> | null = null;
   #draining = false;
   #cc: CcClient | null = null;
+  /** compiles user filters in a pre-warmed worker, under a deadline (unless a test injects) */
+  readonly #compiler: FilterCompiler | null;
 
   private constructor(readonly opts: ApiServerOptions, audit: AuditLog) {
     const { config } = opts;
     this.#log = opts.log ?? createLogger({ component: "api", level: config.logLevel });
     this.#audit = audit;
     this.metrics = createApiMetrics();
+    this.#compiler = opts.checkFilter ? null : new FilterCompiler();
     this.#director = new DirectorClient({
       url: config.bosh.directorUrl,
       caCert: config.bosh.tls.ca?.pem,
@@ -144,7 +148,7 @@ export class ApiServer {
         serverName: config.agentsMtls.serverName,
         skipVerify: config.agentsMtls.skipVerify,
       },
-      checkFilter: opts.checkFilter,
+      checkFilter: opts.checkFilter ?? this.#compiler!.check,
       pingIntervalMs: opts.pingIntervalMs ?? 15_000,
       startTimeoutMs: opts.startTimeoutMs ?? 10_000,
       agentIdleTimeoutMs: opts.agentIdleTimeoutMs ?? 30_000,
@@ -185,6 +189,7 @@ export class ApiServer {
     } catch (e) {
       audit.close();
       s.#director.close();
+      s.#compiler?.close();
       throw new Error(
         `cannot listen on ${listen.address}:${base.port}: ${(e as Error).message}; ` +
           `check listen in ${opts.config.file}`,
@@ -309,6 +314,7 @@ export class ApiServer {
     if (server) await server.shutdown();
     this.#director.close();
     this.#cc?.close();
+    this.#compiler?.close();
     this.#audit.close();
     this.#log.info("api stopped");
   }

@@ -14,19 +14,22 @@ import type {
   SkippedTarget,
   StartRequestBase,
 } from "./target_resolver.ts";
-import { composeFilter, exclusionFilter, type FilterChecker } from "./filter_compose.ts";
+import { composeFilters, exclusionFilter, type FilterChecker } from "./filter_compose.ts";
 
 export interface TargetPlan {
   targets: AgentTarget[];
   skipped: SkippedTarget[];
 }
 
-/** Composes each target's filter; throws START_CAPTURE_FAILED if no target is left. */
-export function planTargets(
+/**
+ * Composes each target's filter from a user filter validateUserFilter returned (one compile for
+ * all targets); throws START_CAPTURE_FAILED if no target is left.
+ */
+export async function planTargets(
   resolution: Resolution,
   userFilter: string,
   check?: FilterChecker,
-): TargetPlan {
+): Promise<TargetPlan> {
   if (resolution.targets.length === 0) {
     throw new ApiError(
       "START_CAPTURE_FAILED",
@@ -34,13 +37,12 @@ export function planTargets(
         resolution.skipped.map((s) => `${s.origin} ${s.reason}`).join("; "),
     );
   }
+  const exclusions = resolution.targets.map((t) =>
+    exclusionFilter({ host: t.address, port: t.port })
+  );
+  const filters = await composeFilters(userFilter, exclusions, { check });
   return {
-    targets: resolution.targets.map((t) => ({
-      ...t,
-      filter: composeFilter(userFilter, exclusionFilter({ host: t.address, port: t.port }), {
-        check,
-      }),
-    })),
+    targets: resolution.targets.map((t, i) => ({ ...t, filter: filters[i] })),
     skipped: resolution.skipped,
   };
 }

@@ -250,11 +250,12 @@ export class ClientSession {
     if (this.#leftWhileStarting()) return;
     // Keyed on the stable identity: user names repeat across UAA origins.
     this.#slot = d.limiter.acquire(user.key);
-    const userFilter = validateUserFilter(req.filter, { check: d.checkFilter });
+    const userFilter = await validateUserFilter(req.filter, { check: d.checkFilter });
+    if (this.#leftWhileStarting()) return;
     this.#filter = userFilter;
     const resolution = await resolver.resolve(req, { token, user });
     this.#facts = { ...this.#facts, ...resolution.facts };
-    const plan = planTargets(resolution, userFilter, d.checkFilter);
+    const plan = await planTargets(resolution, userFilter, d.checkFilter);
     this.#targets = plan.targets;
     if (this.#leftWhileStarting()) return;
     const bounds = captureBounds(req, d.config);

@@ -6,37 +6,78 @@
  * compile on its own AND keep its parentheses balanced at every prefix. It never reaches a shell.
  */
 import { ApiError } from "./errors.ts";
-import { checkFilter } from "../ffi/filter_check.ts";
+import { type CompileResult, type FilterChecker, FilterCompiler } from "./filter_compiler.ts";
 import { MAX_AGENT_FILTER_LENGTH, MAX_FILTER_LENGTH } from "../protocol/messages.ts";
+import { checkFilterRules, FilterRuleError } from "../protocol/filter_rules.ts";
+
+export type { FilterChecker } from "./filter_compiler.ts";
 
 /** Upper bound of a user filter, in UTF-8 bytes (the protocol's bound, counted strictly). */
 export const MAX_FILTER_BYTES = MAX_FILTER_LENGTH;
 /** Upper bound of the composed filter: what an agent accepts in AgentStartRequest.filter. */
 export const MAX_COMPOSED_FILTER_BYTES = MAX_AGENT_FILTER_LENGTH;
 
-export type FilterChecker = (
-  filter: string,
-  linkType?: number,
-  snaplen?: number,
-) => { ok: true } | { ok: false; error: string };
-
 export interface FilterCheckOptions {
   /** DLT to compile against (default 1, Ethernet: what agents capture on in practice) */
   linkType?: number;
   snaplen?: number;
-  /** defaults to the libpcap-backed checker */
+  /** defaults to a shared FilterCompiler (a Worker per compile, 1 s deadline) */
   check?: FilterChecker;
+}
+
+let shared: FilterCompiler | null = null;
+/** Without an injected checker: a compiler that keeps no idle worker (none outlives a compile). */
+function defaultCheck(): FilterChecker {
+  shared ??= new FilterCompiler({ keepIdle: 0 });
+  return shared.check;
 }
 
 function invalid(text: string): ApiError {
   return new ApiError("INVALID_REQUEST", text);
 }
 
+async function compile(text: string, opts: FilterCheckOptions): Promise<CompileResult> {
+  return await (opts.check ?? defaultCheck())(text, opts.linkType ?? 1, opts.snaplen ?? 65535);
+}
+
+function compileRefusal(result: CompileResult & { ok: false }, what: string): ApiError {
+  if (result.unavailable) {
+    return new ApiError("START_CAPTURE_FAILED", `cannot check the filter: ${result.error}; retry`);
+  }
+  if (result.tooComplex) {
+    return invalid(
+      `filter too complex: ${result.error}; simplify it (fewer terms: a portrange instead of ` +
+        `many ports, a net instead of many hosts)`,
+    );
+  }
+  return invalid(`${what}: ${result.error}`);
+}
+
+/** Refuses a text that closes a parenthesis it never opened or leaves one open. */
+function checkParentheses(text: string): void {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === "(") depth++;
+    else if (text[i] === ")" && --depth < 0) {
+      throw invalid(
+        `the filter closes a parenthesis it never opened at offset ${i}: ` +
+          `"${text.slice(0, i + 1)}"; balance its parentheses`,
+      );
+    }
+  }
+  if (depth !== 0) throw invalid(`the filter leaves ${depth} parenthesis(es) open`);
+}
+
 /**
  * Validates a user filter and returns it normalised (whitespace runs → one space, trimmed).
- * An empty result means "capture everything". Throws INVALID_REQUEST with libpcap's reason.
+ * An empty result means "capture everything". Throws INVALID_REQUEST with the reason: text
+ * rules first (length, control characters, parentheses, complexity, host names), so that a
+ * pathological filter never reaches libpcap; then one compile, off the event loop.
  */
-export function validateUserFilter(filter: string, opts: FilterCheckOptions = {}): string {
+export async function validateUserFilter(
+  filter: string,
+  opts: FilterCheckOptions = {},
+): Promise<string> {
   if (typeof filter !== "string") throw invalid("the filter must be a string");
   const bytes = new TextEncoder().encode(filter).byteLength;
   if (bytes > MAX_FILTER_BYTES) {
@@ -51,19 +92,15 @@ export function validateUserFilter(filter: string, opts: FilterCheckOptions = {}
   }
   const text = filter.replace(/\s+/g, " ").trim();
   if (text === "") return "";
-  let depth = 0;
-  for (let i = 0; i < text.length; i++) {
-    if (text[i] === "(") depth++;
-    else if (text[i] === ")" && --depth < 0) {
-      throw invalid(
-        `the filter closes a parenthesis it never opened at offset ${i}: ` +
-          `"${text.slice(0, i + 1)}"; balance its parentheses`,
-      );
-    }
+  checkParentheses(text);
+  try {
+    checkFilterRules(text);
+  } catch (e) {
+    if (e instanceof FilterRuleError) throw invalid(e.message);
+    throw e;
   }
-  if (depth !== 0) throw invalid(`the filter leaves ${depth} parenthesis(es) open`);
-  const result = (opts.check ?? checkFilter)(text, opts.linkType ?? 1, opts.snaplen ?? 65535);
-  if (!result.ok) throw invalid(`the filter does not compile: ${result.error}`);
+  const result = await compile(text, opts);
+  if (!result.ok) throw compileRefusal(result, "the filter does not compile");
   return text;
 }
 
@@ -90,31 +127,36 @@ export function exclusionFilter(conn: OwnConnection): string {
   return `not (host ${host} and tcp port ${conn.port})`;
 }
 
+/** The filter one agent runs: the exclusion, and the user's filter if there is one. */
+export function composedFilter(userFilter: string, exclusion: string): string {
+  return userFilter === "" ? exclusion : `(${exclusion}) and (${userFilter})`;
+}
+
 /**
- * The filter an agent runs. `userFilter` is validated here (callers may pass it raw);
- * the composed result is compiled once more so a failure surfaces at the api, not N agents.
+ * Each agent's filter, for a user filter that validateUserFilter has already returned. The
+ * composition is compiled once, with the first exclusion: the exclusions differ only in their
+ * literal address and port, which does not change whether the conjunction compiles, so N
+ * targets cost one compile, not N. The byte bound is checked for every target (address lengths
+ * differ).
  */
-export function composeFilter(
+export async function composeFilters(
   userFilter: string,
-  exclusion: string,
+  exclusions: string[],
   opts: FilterCheckOptions = {},
-): string {
-  const user = validateUserFilter(userFilter, opts);
-  const composed = user === "" ? exclusion : `(${exclusion}) and (${user})`;
-  const size = new TextEncoder().encode(composed).byteLength;
-  if (size > MAX_COMPOSED_FILTER_BYTES) {
-    throw invalid(
-      `the filter is too long to combine with the exclusion of the capture's own connection ` +
-        `(${size} bytes combined, at most ${MAX_COMPOSED_FILTER_BYTES}); shorten it`,
-    );
+): Promise<string[]> {
+  checkParentheses(userFilter); // cheap, and the one rule the wrapping relies on
+  const composed = exclusions.map((e) => composedFilter(userFilter, e));
+  for (const c of composed) {
+    const size = new TextEncoder().encode(c).byteLength;
+    if (size > MAX_COMPOSED_FILTER_BYTES) {
+      throw invalid(
+        `the filter is too long to combine with the exclusion of the capture's own connection ` +
+          `(${size} bytes combined, at most ${MAX_COMPOSED_FILTER_BYTES}); shorten it`,
+      );
+    }
   }
-  const result = (opts.check ?? checkFilter)(
-    composed,
-    opts.linkType ?? 1,
-    opts.snaplen ?? 65535,
-  );
-  if (!result.ok) {
-    throw invalid(`the filter cannot be combined with the exclusion: ${result.error}`);
-  }
+  if (composed.length === 0) return composed;
+  const result = await compile(composed[0], opts);
+  if (!result.ok) throw compileRefusal(result, "the filter cannot be combined with the exclusion");
   return composed;
 }

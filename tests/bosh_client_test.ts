@@ -103,6 +103,16 @@ Deno.test("refused before contacting the api: existing file, bad filter", async 
     assertEquals(await exitCode(b), 1, b.stderr());
     assertMatch(b.stderr(), /filter "tcp port \(" is not valid/);
     assertEquals(await Deno.stat(`${dir}/new.pcapng`).then(() => true, () => false), false);
+    // The api's filter rules, applied before any compile (so no DNS lookup here either).
+    const named = startClient([...base, "-o", `${dir}/n.pcapng`, "-f", "host db.example"], {
+      HOME: dir,
+    });
+    assertEquals(await exitCode(named), 1, named.stderr());
+    assertMatch(named.stderr(), /names "db\.example".*use an IP address/);
+    const ports = Array.from({ length: 431 }, (_, i) => i ? `${i + 1}` : "port 1").join(" or ");
+    const complex = startClient([...base, "-o", `${dir}/c.pcapng`, "-f", ports], { HOME: dir });
+    assertEquals(await exitCode(complex), 1, complex.stderr());
+    assertMatch(complex.stderr(), /too complex: it has 431 primitives/);
     assertEquals(api.connections, 0, "the api was contacted");
   } finally {
     await api.close();

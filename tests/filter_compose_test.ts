@@ -3,7 +3,8 @@
 // file of known packets: the capture's own connection is excluded, the user's filter still
 // selects what it should, and the classic paren break-out is refused (and shown to be real).
 import {
-  composeFilter,
+  composedFilter,
+  composeFilters,
   exclusionFilter,
   MAX_COMPOSED_FILTER_BYTES,
   MAX_FILTER_BYTES,
@@ -119,9 +120,9 @@ async function matching(filter: string): Promise<string[]> {
   return lines.map((l) => PACKETS[Number(l.split(".")[0]) - 1700000000].name);
 }
 
-function rejected(fn: () => unknown, re: RegExp): void {
+async function rejected(fn: () => Promise<unknown>, re: RegExp): Promise<void> {
   try {
-    fn();
+    await fn();
   } catch (e) {
     assert(e instanceof ApiError, String(e));
     assertEquals(e.kind, "INVALID_REQUEST");
@@ -137,7 +138,8 @@ Deno.test("filter: the test harness itself sees every packet", async () => {
 
 Deno.test("filter: exclusion drops only the capture's own TCP stream", async () => {
   assertEquals(EXCL, `not (host ${API} and tcp port ${AGENT_PORT})`);
-  assertEquals(composeFilter("", EXCL), EXCL);
+  assertEquals(composedFilter("", EXCL), EXCL);
+  assertEquals(await composeFilters("", [EXCL]), [EXCL]);
   assertEquals(await matching(EXCL), ["web", "tls", "dns", "udp-9494", "other-9494"]);
 });
 
@@ -152,7 +154,7 @@ Deno.test("filter: composed filters keep the user's meaning minus the own connec
   ];
   for (const [user, expected, own] of cases) {
     assert(checkFilter(user).ok, `user filter ${user} compiles alone`);
-    const composed = composeFilter(user, EXCL);
+    const [composed] = await composeFilters(await validateUserFilter(user), [EXCL]);
     assertEquals(composed, `(${EXCL}) and (${user})`);
     assert(checkFilter(composed).ok);
     assertEquals(await matching(composed), expected, user);
@@ -167,9 +169,12 @@ Deno.test("filter: composed filters keep the user's meaning minus the own connec
 
 Deno.test("filter: paren break-out is refused; naive wrapping would leak", async () => {
   const attack = `port 80) or (tcp port ${AGENT_PORT}`;
-  rejected(() => validateUserFilter(attack), /closes a parenthesis it never opened at offset 7/);
-  rejected(() => composeFilter(attack, EXCL), /closes a parenthesis/);
-  rejected(() => composeFilter("port 80) or (port 443", EXCL), /closes a parenthesis/);
+  await rejected(
+    () => validateUserFilter(attack),
+    /closes a parenthesis it never opened at offset 7/,
+  );
+  await rejected(() => composeFilters(attack, [EXCL]), /closes a parenthesis/);
+  await rejected(() => composeFilters("port 80) or (port 443", [EXCL]), /closes a parenthesis/);
   // Why the prefix check matters: libpcap accepts the naive composition, and it captures the
   // capture's own stream (feedback loop) despite the exclusion.
   const naive = `(${EXCL}) and (${attack})`;
@@ -177,34 +182,40 @@ Deno.test("filter: paren break-out is refused; naive wrapping would leak", async
   const leaked = await matching(naive);
   assert(leaked.includes("own-out") && leaked.includes("own-back"), leaked.join(","));
   // Balanced overall yet negative at a prefix: still refused.
-  rejected(() => validateUserFilter(") or (port 80"), /offset 0/);
-  rejected(() => validateUserFilter("(port 80"), /1 parenthesis\(es\) open/);
+  await rejected(() => validateUserFilter(") or (port 80"), /offset 0/);
+  await rejected(() => validateUserFilter("(port 80"), /1 parenthesis\(es\) open/);
 });
 
-Deno.test("filter: syntax errors carry libpcap's reason", () => {
-  rejected(() => validateUserFilter("port eighty"), /does not compile: .+/);
-  rejected(() => validateUserFilter("host 1.2.3.4 and"), /does not compile/);
-  rejected(() => validateUserFilter("port 99999"), /does not compile: .*port/);
+Deno.test("filter: syntax errors carry libpcap's reason", async () => {
+  await rejected(() => validateUserFilter("port eighty"), /does not compile: .+/);
+  await rejected(() => validateUserFilter("host 1.2.3.4 and"), /does not compile/);
+  await rejected(() => validateUserFilter("port 99999"), /does not compile: .*port/);
 });
 
-Deno.test("filter: length bound and control characters", () => {
-  // Largest valid filter: "port 1 or port 1 or ..." padded with spaces to exactly the bound.
-  let big = "port 1";
-  while (big.length + " or port 1".length <= MAX_FILTER_BYTES) big += " or port 1";
-  big = big.padEnd(MAX_FILTER_BYTES, " ");
+Deno.test("filter: length bound and control characters", async () => {
+  // Largest valid filter: 64 primitives (the complexity bound) nested in parentheses to exactly
+  // the byte bound.
+  let core = Array.from({ length: 64 }, (_, i) => `port ${i + 1}`).join(" or ");
+  if ((MAX_FILTER_BYTES - core.length) % 2) core = `(${core} )`;
+  const depth = (MAX_FILTER_BYTES - core.length) / 2;
+  const big = "(".repeat(depth) + core + ")".repeat(depth);
   assertEquals(new TextEncoder().encode(big).length, MAX_FILTER_BYTES);
-  assert(validateUserFilter(big).startsWith("port 1 or"));
+  assert((await validateUserFilter(big)).includes("port 1 or"));
   // The longest user filter still combines with the exclusion within what agents accept.
   assert(MAX_COMPOSED_FILTER_BYTES >= MAX_FILTER_BYTES + EXCL.length + 16);
-  assert(composeFilter(big.trimEnd(), EXCL).length <= MAX_COMPOSED_FILTER_BYTES);
-  rejected(() => validateUserFilter(big + " "), /4097 bytes long, at most 4096/);
+  const [composed] = await composeFilters(big, [EXCL]);
+  assert(composed.length <= MAX_COMPOSED_FILTER_BYTES);
+  await rejected(() => validateUserFilter(big + " "), /4097 bytes long, at most 4096/);
   // Multi-byte characters count as bytes, not characters.
-  rejected(() => validateUserFilter("é".repeat(2049)), /4098 bytes/);
-  rejected(() => validateUserFilter("port 80\0 or port 22"), /control character 0x00 at offset 7/);
-  rejected(() => validateUserFilter("port 80\x1b[2J"), /control character 0x1b/);
-  rejected(() => validateUserFilter("port 80\x7f"), /control character 0x7f/);
-  assertEquals(validateUserFilter("  tcp\tport\r\n 80 "), "tcp port 80");
-  assertEquals(validateUserFilter("   "), "");
+  await rejected(() => validateUserFilter("é".repeat(2049)), /4098 bytes/);
+  await rejected(
+    () => validateUserFilter("port 80\0 or port 22"),
+    /control character 0x00 at offset 7/,
+  );
+  await rejected(() => validateUserFilter("port 80\x1b[2J"), /control character 0x1b/);
+  await rejected(() => validateUserFilter("port 80\x7f"), /control character 0x7f/);
+  assertEquals(await validateUserFilter("  tcp\tport\r\n 80 "), "tcp port 80");
+  assertEquals(await validateUserFilter("   "), "");
 });
 
 Deno.test("filter: exclusion accepts only literal addresses and ports", () => {

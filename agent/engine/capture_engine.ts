@@ -35,7 +35,7 @@
 import { pcap } from "../../ffi/libpcap.ts";
 import { MAX_RECORD_BYTES, MAX_SNAPLEN } from "../../protocol/records.ts";
 import { C, createRing, RingReader, S } from "./capture_ring.ts";
-import type { ReaderChoice, ReaderKind } from "./capture_reading.ts";
+import { COMPILE_FILTER_STEP, type ReaderChoice, type ReaderKind } from "./capture_reading.ts";
 import type { WorkerReply, WorkerStart, WorkerWarm } from "./capture_worker.ts";
 
 export interface CaptureOptions {
@@ -85,8 +85,13 @@ export interface PacketBatch {
 
 export class CaptureError extends Error {
   override name = "CaptureError";
-  constructor(readonly operation: string, detail: string) {
+  constructor(readonly operation: string, readonly detail: string) {
     super(`${operation}: ${detail}`);
+  }
+
+  /** libpcap refused the filter (detail says why): the request is at fault, not the capture. */
+  get filterRejected(): boolean {
+    return this.operation.startsWith(COMPILE_FILTER_STEP);
   }
 }
 

@@ -48,6 +48,9 @@ export interface WorkerStart {
   notifyDelayMs: number;
 }
 
+/** Prefix of the step whose failure means the filter itself is unusable (not the capture). */
+export const COMPILE_FILTER_STEP = "compiling filter";
+
 export class StepError extends Error {
   constructor(readonly operation: string, message: string) {
     super(message);

@@ -29,7 +29,13 @@ import {
   statusToStr,
 } from "../../ffi/libpcap.ts";
 import { C, RingWriter, S } from "./capture_ring.ts";
-import { type ReaderKind, StepError, where, type WorkerStart } from "./capture_reading.ts";
+import {
+  COMPILE_FILTER_STEP,
+  type ReaderKind,
+  StepError,
+  where,
+  type WorkerStart,
+} from "./capture_reading.ts";
 import { readWithNextEx } from "./capture_pcap_reader.ts";
 import { findPacketRing, readRing } from "./capture_tpacket_reader.ts";
 
@@ -72,8 +78,9 @@ function open(o: WorkerStart): { p: Deno.PointerObject; program: BpfProgram | nu
     }
     let program: BpfProgram | null = null;
     if (o.filter !== undefined && o.filter !== "") {
+      // The agent's only compile of the filter: here, on this thread, never on the main one.
       const r = compileFilter(p, o.filter);
-      if ("error" in r) throw new StepError(`compiling filter "${o.filter}"`, r.error);
+      if ("error" in r) throw new StepError(`${COMPILE_FILTER_STEP} "${o.filter}"`, r.error);
       if (lib.pcap_setfilter(p, r.program.buf) !== 0) {
         r.program.free();
         throw new StepError(`setting filter "${o.filter}" ${where(o)}`, geterr(p));
