@@ -14,8 +14,7 @@
  */
 import { isRoot, Landscape } from "./landscape.ts";
 import type { LabCf } from "./lab_cf.ts";
-import type { Container } from "./diego_containers.ts";
-import type { CcApp } from "./cc_sim.ts";
+import { deployApp, writeCfLogin } from "./cf_developer.ts";
 import type { SteadyTraffic } from "./traffic.ts";
 import { runClient, summarize } from "./demo_client.ts";
 
@@ -45,96 +44,19 @@ function explainWithoutRoot(): number {
   return 0;
 }
 
-/** What `cf login` does: password grant as client cf; returns the refresh token. */
-async function logIn(lab: Landscape, password: string): Promise<string> {
-  const res = await lab.fetchLab(`${lab.uaa.url}/oauth/token`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/x-www-form-urlencoded",
-      authorization: `Basic ${btoa("cf:")}`,
-      accept: "application/json",
-    },
-    body: new URLSearchParams({ grant_type: "password", username: DEVELOPER.username, password }),
+/** "web" on the cells PLACEMENT names, and the neighbour "billing" with one instance per cell. */
+async function deployApps(cf: LabCf): Promise<void> {
+  const web = await deployApp(cf, { name: APP, space: SPACE, placement: PLACEMENT });
+  const billing = await deployApp(cf, {
+    name: "billing",
+    space: SPACE,
+    placement: cf.cells.map((_, i) => i),
   });
-  const body = await res.json();
-  if (!res.ok || typeof body.refresh_token !== "string") {
-    throw new Error(`cf login to the lab UAA failed: HTTP ${res.status} ${body.error ?? ""}`);
+  for (const d of [web, billing]) {
+    d.containers.forEach((c, i) =>
+      say(`  ${d.app.name}/${i} ${c.handle} ${c.ip} on diego-cell/${d.cells[i]}`)
+    );
   }
-  return body.refresh_token;
-}
-
-/** A cf CLI config as `cf api` + `cf login` + `cf target` leave it; returns CF_HOME. */
-async function writeCfConfig(lab: Landscape, cf: LabCf): Promise<string> {
-  const password = crypto.randomUUID();
-  lab.uaa.users.push({
-    username: DEVELOPER.username,
-    password,
-    userId: DEVELOPER.userId,
-    scopes: ["openid", "cloud_controller.read", "cloud_controller.write"],
-  });
-  const home = `${lab.dir}/cf-home`;
-  await Deno.mkdir(`${home}/.cf`, { recursive: true, mode: 0o700 });
-  const expired = await lab.uaa.mintExpired({
-    clientId: "cf",
-    userName: DEVELOPER.username,
-    scopes: ["openid", "cloud_controller.read", "cloud_controller.write"],
-  });
-  const config = {
-    ConfigVersion: 4,
-    Target: cf.cc.url,
-    APIVersion: cf.cc.apiVersion,
-    AuthorizationEndpoint: lab.uaa.url,
-    UaaEndpoint: lab.uaa.url,
-    // expired on purpose: pcap-cf refreshes it like the cf CLI does
-    AccessToken: `bearer ${expired}`,
-    RefreshToken: await logIn(lab, password),
-    UAAOAuthClient: "cf",
-    UAAOAuthClientSecret: "",
-    UAAGrantType: "",
-    SSLDisabled: false,
-    OrganizationFields: { GUID: ORG.guid, Name: ORG.name },
-    SpaceFields: { GUID: SPACE.guid, Name: SPACE.name, AllowSSH: true },
-  };
-  await Deno.writeTextFile(`${home}/.cf/config.json`, JSON.stringify(config, null, 2), {
-    mode: 0o600,
-  });
-  return home;
-}
-
-/** The app's containers (and a neighbour's on each cell), registered with the CC simulator. */
-async function deployApps(cf: LabCf): Promise<Container[]> {
-  const guid = crypto.randomUUID();
-  const billing = crypto.randomUUID();
-  const web: Container[] = [];
-  for (const cell of PLACEMENT) web.push(await cf.addContainer(cell, guid, SPACE));
-  const neighbours: Container[] = [];
-  for (let i = 0; i < cf.cells.length; i++) {
-    neighbours.push(await cf.addContainer(i, billing, SPACE));
-  }
-  const app = (g: string, name: string, cs: Container[], cells: number[]): CcApp => ({
-    guid: g,
-    name,
-    spaceGuid: SPACE.guid,
-    sshEnabled: true,
-    processes: [{
-      guid: crypto.randomUUID(),
-      type: "web",
-      instances: cs.map((c, index) => ({
-        index,
-        instanceGuid: c.handle,
-        host: cf.cells[cells[index]].vm.ip,
-        state: "RUNNING",
-        internalIp: c.ip,
-      })),
-    }],
-  });
-  cf.cc.apps.push(
-    app(guid, APP, web, PLACEMENT),
-    app(billing, "billing", neighbours, cf.cells.map((_, i) => i)),
-  );
-  web.forEach((c, i) => say(`  ${APP}/${i} ${c.handle} ${c.ip} on diego-cell/${PLACEMENT[i]}`));
-  neighbours.forEach((c, i) => say(`  billing/${i} ${c.handle} ${c.ip} on diego-cell/${i}`));
-  return [...web, ...neighbours];
 }
 
 /** Steady marked UDP from each container's cell into it (web and the neighbours alike). */
@@ -200,7 +122,8 @@ async function main(): Promise<number> {
     for (const { vm } of cf.cells) say(`  ${vm.group}/${vm.index} (${vm.id}) ${vm.ip}`);
     say(`org ${ORG.name}, space ${SPACE.name}:`);
     await deployApps(cf);
-    const cfHome = await writeCfConfig(lab, cf);
+    // expired on purpose: pcap-cf refreshes it like the cf CLI does
+    const cfHome = await writeCfLogin(lab, { ...DEVELOPER, org: ORG, space: SPACE, expired: true });
     say(`cf config: ${cfHome}/.cf/config.json (space developer; expired token + refresh token)`);
     flows = await startTraffic(lab, cf);
     const code = await runCfClient(lab, cfHome, output);
