@@ -9,7 +9,16 @@ import type { LabVm, Landscape } from "../../lab/landscape.ts";
 import type { Container, DiegoCell } from "../../lab/diego_containers.ts";
 import type { CcApp, CcRole, CcSim, CcSpace } from "../../lab/cc_sim.ts";
 import type { Json } from "../../lab/lab_agents.ts";
-import { type ApiStarter, type RunningApi, withApiLab } from "./api_harness.ts";
+import type { Netns } from "../../lab/netns.ts";
+import { PROTOCOL_VERSION } from "../../protocol/version.ts";
+import {
+  type ApiStarter,
+  connect,
+  type RunningApi,
+  withApiLab,
+  type WsClient,
+} from "./api_harness.ts";
+import { assert, assertEquals } from "./assert.ts";
 
 export interface CfLab {
   lab: Landscape;
@@ -79,4 +88,52 @@ export function ccApp(
       })),
     }],
   };
+}
+
+/** Sends each payload (one marker token, ";"-terminated as lab/traffic.ts reads them) as UDP. */
+export async function sendMarks(
+  netns: Netns,
+  ns: string | null,
+  dst: string,
+  payloads: string[],
+): Promise<void> {
+  const code = `import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+for p in sys.argv[2:]: s.sendto((p+";").encode(),(sys.argv[1],7777))`;
+  const child = netns.spawn(ns, ["python3", "-c", code, dst, ...payloads], { stderr: "piped" });
+  const status = await child.status;
+  const err = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
+  assert(status.success, `sender to ${dst} in ${ns ?? "the host namespace"} failed: ${err}`);
+}
+
+/** Sends a CF start request (process web, udp port 7777) on the api's WebSocket. */
+export function cfStart(ws: WsClient, cf: Record<string, unknown>, iface = "eth0"): void {
+  ws.send({
+    type: "start",
+    protocol_version: PROTOCOL_VERSION,
+    cf: { process: "web", ...cf },
+    interface: iface,
+    snaplen: 65535,
+    filter: "udp port 7777",
+  });
+}
+
+/** Starts a capture that must be refused; returns the first status that is not a stop. */
+export async function refusal(
+  lab: Landscape,
+  url: string,
+  token: string,
+  cf: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  const c = connect(lab, url, token, "/v1/capture/cf");
+  try {
+    cfStart(c, cf);
+    await c.closed;
+    const errs = c.got.statuses.filter((s) => s.type !== "CAPTURE_STOPPED");
+    assert(errs.length > 0, `no refusal: ${JSON.stringify(c.got.statuses)}`);
+    assertEquals(c.got.sources, [], "a refused capture has no sources");
+    return errs[0];
+  } finally {
+    c.close();
+  }
 }
