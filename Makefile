@@ -4,7 +4,7 @@ DENO_VERSION := 2.9.6
 # npm's global bin is where `npm install -g deno` puts deno.
 export PATH := $(shell npm prefix -g 2>/dev/null)/bin:$(HOME)/.deno/bin:/usr/local/bin:$(PATH):/usr/sbin:/sbin
 
-.PHONY: test demo build release deps check lint fmt bench lab-down
+.PHONY: test demo demo-cf build release deps check lint fmt bench lab-down
 
 deps:
 	@bash scripts/install_deps.sh $(DENO_VERSION)
@@ -14,6 +14,10 @@ test: deps
 
 demo: deps
 	deno run -A lab/demo.ts
+
+# A CF app with 3 instances on 2 Diego cells, captured with pcap-cf; leaves demo-cf.pcapng.
+demo-cf: deps
+	deno run -A lab/demo_cf.ts
 
 check: deps
 	deno task check

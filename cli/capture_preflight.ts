@@ -44,13 +44,13 @@ export async function preflight(o: PreflightOptions, io: CaptureIo): Promise<voi
   }
 }
 
-export async function readCa(path: string): Promise<string> {
+export async function readCa(path: string, flag = "--ca-cert"): Promise<string> {
   try {
     const pem = await Deno.readTextFile(path);
     if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new Error("no PEM certificate in it");
     return pem;
   } catch (e) {
-    throw new Refusal(`cannot use --ca-cert ${path}: ${(e as Error).message}`);
+    throw new Refusal(`cannot use ${flag} ${path}: ${(e as Error).message}`);
   }
 }
 

@@ -9,6 +9,9 @@
  * - the file is written back atomically with mode 0600 and every field kept, known or not;
  * - a client-credentials login (`cf auth --client-credentials`) keeps neither a refresh token nor
  *   the secret, so an expired one can only be renewed by running `cf auth` again.
+ * - `SSLDisabled` (`cf api --skip-ssl-validation`) makes the cf CLI skip certificate checks on the
+ *   foundation's endpoints; pcap-cf does the same for the UAA it refreshes the token at, and says
+ *   so loudly every time, unless a UAA CA is given explicitly (then that CA is verified).
  * Tokens never appear in errors.
  */
 import { writeFileAtomic } from "./bosh_config.ts";
@@ -19,6 +22,7 @@ import {
   needsRefresh,
   refreshAccessToken,
 } from "./uaa_token.ts";
+import { createTlsFetch } from "../server/tls_fetch.ts";
 
 export class CfConfigError extends Error {
   constructor(message: string, options?: ErrorOptions) {
@@ -147,8 +151,12 @@ export class CfConfig {
 
 export interface CfAuthOptions {
   configPath: string;
-  /** PEM to trust for the UAA in addition to nothing else (--ca-cert) */
+  /** PEM to trust for the UAA (--uaa-ca-cert, else --ca-cert), in addition to the system roots */
   caCert?: string;
+  /** true when caCert was given for the UAA explicitly (--uaa-ca-cert): it wins over SSLDisabled */
+  caCertForUaa?: boolean;
+  /** warnings for the user (SSLDisabled); default: none */
+  warn?: (line: string) => void;
   fetch?: FetchFn;
   nowSec?: number;
   /** refresh when the token expires within this many seconds; default 60 like the cf CLI */
@@ -164,10 +172,47 @@ export interface CfAuth {
   source: "config" | "refreshed";
 }
 
+/** The warning for a login with SSLDisabled, or null. Pure. */
+export function sslDisabledWarning(
+  login: CfLogin,
+  configPath: string,
+  uaaCaGiven: boolean,
+): string | null {
+  if (!login.sslDisabled) return null;
+  if (uaaCaGiven) {
+    return `note: ${configPath} has SSLDisabled (cf api --skip-ssl-validation), but a UAA CA ` +
+      "was given with --uaa-ca-cert, so the UAA's certificate is verified against it";
+  }
+  return `WARNING: ${configPath} has SSLDisabled (cf api --skip-ssl-validation): like the cf ` +
+    `CLI, pcap-cf does NOT verify the certificate of the UAA at ${
+      login.authorizationEndpoint || "(none)"
+    } when it refreshes your token, so anyone on the network path can read or replace it. ` +
+    'Give the UAA\'s CA with --uaa-ca-cert (or log in with "cf api URL" without ' +
+    "--skip-ssl-validation). The pcap API's certificate is verified regardless (--ca-cert).";
+}
+
+/** fetch for the UAA: the given CA, or no verification at all under SSLDisabled. */
+function uaaFetch(login: CfLogin, o: CfAuthOptions): { fetch: FetchFn; close(): void } {
+  if (!login.sslDisabled || o.caCertForUaa) return fetchTrusting(o.caCert);
+  const tls = createTlsFetch({ skipVerify: true });
+  return {
+    fetch: (input, init = {}) =>
+      tls.fetch(String(input), {
+        method: init.method === "POST" ? "POST" : "GET",
+        headers: Object.fromEntries(new Headers(init.headers).entries()),
+        body: typeof init.body === "string" ? init.body : undefined,
+        signal: init.signal ?? undefined,
+      }),
+    close: () => tls.close(),
+  };
+}
+
 /** A usable token from the cf login: stored, or refreshed and written back. */
 export async function cfAuth(o: CfAuthOptions): Promise<CfAuth> {
   const config = await CfConfig.load(o.configPath);
   const login = config.login();
+  const warning = sslDisabledWarning(login, o.configPath, !!o.caCertForUaa);
+  if (warning) o.warn?.(warning);
   const nowSec = o.nowSec ?? Math.floor(Date.now() / 1000);
   if (!login.target) {
     throw new AuthError(`no CF API is targeted in ${o.configPath}; run "cf api URL"`, true);
@@ -196,7 +241,7 @@ export async function cfAuth(o: CfAuthOptions): Promise<CfAuth> {
   if (!login.authorizationEndpoint) {
     throw new AuthError(`${o.configPath} names no AuthorizationEndpoint; run "cf login"`, true);
   }
-  const trusting = o.fetch ? { fetch: o.fetch, close() {} } : fetchTrusting(o.caCert);
+  const trusting = o.fetch ? { fetch: o.fetch, close() {} } : uaaFetch(login, o);
   try {
     const t = await refreshAccessToken(
       login.authorizationEndpoint,

@@ -36,6 +36,8 @@ export interface CfCaptureOptions {
   maxPackets?: number;
   maxBytes?: number;
   caCert?: string;
+  /** CA of the UAA for refreshing the cf login (--uaa-ca-cert); default: caCert */
+  uaaCaCert?: string;
   verbose: boolean;
   quiet: boolean;
 }
@@ -97,7 +99,11 @@ function buildCommand(write: (s: string) => void = () => {}): Command {
       "URL of the pcap API (env PCAP_API; default: pcap.<domain>)",
     )
     .option("-f, --filter <expr>", "capture filter in pcap-filter(7) syntax")
-    .option("-i, --interface <name>", "interface inside the container (eth0, or lo)", "eth0");
+    .option("-i, --interface <name>", "interface inside the container (eth0, or lo)", "eth0")
+    .option(
+      "--uaa-ca-cert <file>",
+      "CA certificate file for the UAA the cf login is refreshed at (default: --ca-cert)",
+    );
   return withCaptureOptions(cmd);
 }
 
@@ -122,6 +128,7 @@ interface RawOpts {
   maxPackets?: number;
   maxBytes?: number;
   caCert?: string;
+  uaaCaCert?: string;
   verbose?: boolean;
   quiet?: boolean;
 }
@@ -170,6 +177,7 @@ export function parseCfCaptureArgs(
     maxPackets: o.maxPackets,
     maxBytes: o.maxBytes,
     caCert: o.caCert,
+    uaaCaCert: o.uaaCaCert,
     verbose: !!o.verbose,
     quiet: !!o.quiet,
   };

@@ -39,6 +39,13 @@ Authentication:
   expired. You need the Space Developer role in the app's space; the operator may also require
   SSH to be enabled for the app ("cf enable-ssh").
 
+TLS:
+  --ca-cert is the pcap API's CA; it is also trusted for the UAA the login is refreshed at,
+  unless --uaa-ca-cert gives the UAA's own. A login made with "cf api --skip-ssl-validation"
+  (SSLDisabled) refreshes at the UAA without verifying its certificate, as the cf CLI does, and
+  pcap-cf warns about it on every run; --uaa-ca-cert turns verification back on. The pcap API's
+  certificate is always verified.
+
 Targets:
   The app is looked up by name in the targeted space, or in --org/--space; --app-guid names it
   by guid (no space needed). --process picks the process type (default web), --index the
@@ -151,12 +158,23 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
   let output: BufferedOutput;
   let auth: CfAuth;
   let caCert: string | undefined;
+  let uaa: { caCert?: string; caCertForUaa: boolean; warn: (line: string) => void };
   let request: CfStartRequest;
   let pcapApiUrl: string;
   try {
     await preflight(o, io);
     if (o.caCert) caCert = await readCa(o.caCert);
-    auth = await cfAuth({ configPath: cfConfigPath(io.env), caCert });
+    let warned = false;
+    uaa = {
+      caCert: o.uaaCaCert ? await readCa(o.uaaCaCert, "--uaa-ca-cert") : caCert,
+      caCertForUaa: !!o.uaaCaCert,
+      // shown once per run, even with -q: it is about the safety of the user's token
+      warn: (line) => {
+        if (!warned) io.writeErr(`pcap-cf: ${line}\n`);
+        warned = true;
+      },
+    };
+    auth = await cfAuth({ configPath: cfConfigPath(io.env), ...uaa });
     request = cfStartRequest(o, auth.login);
     pcapApiUrl = o.pcapApiUrl ?? derivePcapApiUrl(auth.login.target);
     if (o.verbose) {
@@ -192,7 +210,7 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
   // it now, whatever its expiry says, and try once more.
   try {
     if (!o.quiet) progress.message("the pcap API refused the token; refreshing it and retrying");
-    auth = await cfAuth({ configPath: cfConfigPath(io.env), caCert, marginSec: Infinity });
+    auth = await cfAuth({ configPath: cfConfigPath(io.env), ...uaa, marginSec: Infinity });
     output = await BufferedOutput.open(o.output, { force: o.forceOverwrite });
   } catch (e) {
     io.writeErr(

@@ -11,16 +11,13 @@
  */
 import { stringify } from "yaml";
 import { isRoot, type LabVm, Landscape } from "./landscape.ts";
-import { REPO_ROOT } from "./lab_agents.ts";
-import { run } from "./netns.ts";
-import { stopOnSignal } from "./topology.ts";
+import { runClient, summarize } from "./demo_client.ts";
 import type { SteadyTraffic } from "./traffic.ts";
 
 const DEPLOYMENT = "cf";
 const CELLS = 3;
 const DURATION = "5s";
 const OUTPUT = "demo.pcapng";
-const CLIENT_TIMEOUT_MS = 60_000;
 
 const say = (line: string) => console.log(`demo: ${line}`);
 
@@ -103,11 +100,8 @@ async function startTraffic(lab: Landscape): Promise<SteadyTraffic[]> {
   return flows;
 }
 
-async function runClient(lab: Landscape, config: string, output: string): Promise<number> {
+function runBoshClient(lab: Landscape, config: string, output: string): Promise<number> {
   const args = [
-    "run",
-    "-A",
-    `${REPO_ROOT}/main.ts`,
     "bosh",
     "capture",
     "-d",
@@ -128,67 +122,8 @@ async function runClient(lab: Landscape, config: string, output: string): Promis
     "-e",
     "lab",
   ];
-  say(`running: deno ${args.slice(0, 2).join(" ")} main.ts ${args.slice(3).join(" ")}`);
-  const env = { ...Deno.env.toObject() };
-  for (const k of ["BOSH_CLIENT", "BOSH_CLIENT_SECRET", "BOSH_ENVIRONMENT", "BOSH_CA_CERT"]) {
-    delete env[k];
-  }
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
-    env,
-    clearEnv: true,
-    stdin: "null",
-    stdout: "inherit",
-    stderr: "inherit",
-  }).spawn();
-  // On Ctrl-C the client got its own SIGINT from the terminal and is draining; one more makes it
-  // stop at once with a valid file. Kill it only if it does not finish in time.
-  const unguard = stopOnSignal({
-    stop: async () => {
-      const kill = (sig: Deno.Signal) => {
-        try {
-          child.kill(sig);
-        } catch { /* already exited */ }
-      };
-      kill("SIGINT");
-      const t = setTimeout(() => kill("SIGKILL"), 5000);
-      await child.status;
-      clearTimeout(t);
-    },
-  });
-  const timer = setTimeout(() => {
-    say(`the client did not finish within ${CLIENT_TIMEOUT_MS / 1000} s; killing it`);
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already exited */ }
-  }, CLIENT_TIMEOUT_MS);
-  try {
-    return (await child.status).code;
-  } finally {
-    clearTimeout(timer);
-    unguard();
-  }
-}
-
-/** Packets per interface name, read back with tshark. */
-export async function packetsPerInterface(file: string): Promise<Map<string, number>> {
-  const r = await run("tshark", ["-r", file, "-n", "-T", "fields", "-e", "frame.interface_name"]);
-  const counts = new Map<string, number>();
-  for (const line of r.stdout.split("\n")) {
-    if (line.trim()) counts.set(line.trim(), (counts.get(line.trim()) ?? 0) + 1);
-  }
-  return counts;
-}
-
-async function summarize(file: string): Promise<void> {
-  const capinfos = await run("capinfos", ["-c", "-u", "-E", "-d", file]).catch(() => null);
-  if (capinfos) console.log(capinfos.stdout.trimEnd());
-  const counts = await packetsPerInterface(file);
-  say(`packets per interface (tshark):`);
-  for (const [name, n] of [...counts].sort()) console.log(`  ${String(n).padStart(6)}  ${name}`);
-  say(`first packets (tshark -r ${OUTPUT} -c 10):`);
-  const r = await run("tshark", ["-r", file, "-c", "10"]);
-  console.log(r.stdout.trimEnd());
+  const drop = ["BOSH_CLIENT", "BOSH_CLIENT_SECRET", "BOSH_ENVIRONMENT", "BOSH_CA_CERT"];
+  return runClient(say, args, { drop });
 }
 
 async function main(): Promise<number> {
@@ -208,13 +143,13 @@ async function main(): Promise<number> {
     const config = await writeBoshConfig(lab);
     say(`bosh config: ${config} (environment "lab"; expired access token + refresh token)`);
     flows = await startTraffic(lab);
-    const code = await runClient(lab, config, output);
+    const code = await runBoshClient(lab, config, output);
     if (code !== 0) {
       say(`the capture failed (exit ${code}); logs follow`);
       lab.dumpLogs(40);
       return code;
     }
-    await summarize(output);
+    await summarize(say, output, OUTPUT);
     say(`wrote ${OUTPUT}; open it with: wireshark ${OUTPUT}`);
     return 0;
   } finally {

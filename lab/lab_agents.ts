@@ -150,6 +150,8 @@ export interface LabAgentsDeps {
   client: Deno.HttpClient;
   readyTimeoutMs: number;
   extraConfig?: Json;
+  /** per-VM additions merged after extraConfig (e.g. a Diego cell's own container store) */
+  configFor?: (vm: AgentVm) => Json;
   log: (line: string) => void;
 }
 
@@ -182,6 +184,11 @@ export class LabAgents {
     return this.#running.has(vm.id);
   }
 
+  /** Host pid of the VM's agent (`ip netns exec` execs in place), null when not running. */
+  pid(vm: AgentVm): number | null {
+    return this.#running.get(vm.id)?.proc.child.pid ?? null;
+  }
+
   /** Writes the VM's agent.yml, starts the agent (not yet waiting for it). */
   spawn(vm: AgentVm, cert: CertPair): Running {
     if (this.#running.has(vm.id)) throw new Error(`agent of ${vm.group}/${vm.index} is running`);
@@ -189,7 +196,11 @@ export class LabAgents {
     this.#certs.set(vm.id, cert);
     const name = LabAgents.logName(vm);
     const configPath = `${this.#deps.dir}/${name}.yml`;
-    const cfg = agentConfig(vm, { ...cert, caPath: this.#deps.caPath }, this.#deps.extraConfig);
+    const cfg = agentConfig(
+      vm,
+      { ...cert, caPath: this.#deps.caPath },
+      mergeConfig(this.#deps.extraConfig ?? {}, this.#deps.configFor?.(vm) ?? {}),
+    );
     Deno.writeTextFileSync(configPath, stringify(cfg));
     const proc = this.#deps.logs.spawn(
       this.#deps.netns,

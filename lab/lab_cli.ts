@@ -3,6 +3,7 @@
 import { Command, CommanderError } from "commander";
 import { isRoot, removeLeftovers, run } from "./netns.ts";
 import { Landscape } from "./landscape.ts";
+import { deployApp, writeCfLogin } from "./cf_developer.ts";
 
 const PREFIX_RE = /^pc[0-9a-z]{4}/;
 const RUN_DIR_RE = /^(pc[0-9a-z]{4})-lab-/;
@@ -165,12 +166,44 @@ function parseGroups(values: string[]): Record<string, number> {
   return Object.keys(groups).length ? groups : { "diego-cell": 2, router: 1 };
 }
 
+const CF_ORG = { guid: crypto.randomUUID(), name: "lab" };
+const CF_SPACE = { guid: crypto.randomUUID(), name: "dev", orgGuid: CF_ORG.guid };
+
 interface UpOptions {
   deployment: string;
   group: string[];
   agents: boolean;
   api: boolean;
   loopback: boolean;
+  cf: boolean;
+}
+
+/** With --cf: org "lab", space "dev", a space developer and app "web" with one instance per cell. */
+async function cfLines(lab: Landscape): Promise<string[]> {
+  const cf = lab.cf;
+  if (!cf) return [];
+  const org = cf.cc.orgs[0];
+  const space = cf.cc.spaces[0];
+  const web = await deployApp(cf, { name: "web", space, placement: cf.cells.map((_, i) => i) });
+  const userId = cf.cc.roles[0].userId;
+  const home = await writeCfLogin(lab, { username: "developer", userId, org, space });
+  const capture = lab.apiUrl
+    ? `CF_HOME=${home} deno run -A main.ts cf capture web -o web.pcapng -u ${lab.apiUrl} ` +
+      `--ca-cert ${lab.pki.caPath}`
+    : "(start with --api to capture through the api)";
+  return [
+    `  cf: Cloud Controller ${cf.cc.url}, org ${org.name}, space ${space.name}`,
+    `    app web (${web.app.guid}):`,
+    ...web.containers.map((c, i) =>
+      `      web/${i} ${c.handle} ${c.ip} on diego-cell/${web.cells[i]} ` +
+      `(ip netns exec ${c.netnsName} bash)`
+    ),
+    ...cf.cells.map(({ vm, cell }) =>
+      `    ${vm.group}/${vm.index} container store ${cell.storePath}, runc root ${cell.runcRoot}`
+    ),
+    `    cf login (space developer): CF_HOME=${home}`,
+    `    ${capture}`,
+  ];
 }
 
 async function up(o: UpOptions): Promise<number> {
@@ -180,11 +213,32 @@ async function up(o: UpOptions): Promise<number> {
     agents: o.agents,
     api: o.api,
     loopback: o.loopback,
+    cf: o.cf
+      ? {
+        orgs: [CF_ORG],
+        spaces: [CF_SPACE],
+        roles: [{ userId: crypto.randomUUID(), type: "space_developer", target: CF_SPACE.guid }],
+      }
+      : undefined,
   });
   // The landscape tears itself down on SIGINT/SIGTERM (and exits); until then stay up.
+  let lines: string[];
+  try {
+    lines = await upLines(lab, o);
+  } catch (e) {
+    await lab.stop().catch(() => {});
+    throw e;
+  }
+  console.log(lines.join("\n"));
+  await new Promise<void>(() => setInterval(() => {}, 1 << 30));
+  return 0;
+}
+
+/** What `up` prints, after writing the client files (and with --cf deploying app "web"). */
+async function upLines(lab: Landscape, o: UpOptions): Promise<string[]> {
   const files = await writeClientFiles(lab);
   const p = lab.certs;
-  const lines = [
+  return [
     `lab ${lab.runId} is up${lab.topology.loopback ? " (loopback mode: no namespaces)" : ""}`,
     `  subnet ${lab.topology.subnet}, host ${lab.hostIp}${
       lab.topology.hostLink ? ` (link ${lab.topology.hostLink})` : ""
@@ -199,14 +253,12 @@ async function up(o: UpOptions): Promise<number> {
     `  director: ${lab.director.url}   uaa: ${lab.uaa.url} (user admin, password in ${files.password})`,
     `  token (bosh.admin, 12 h): ${files.token}`,
     `  bosh config: ${files.boshConfig}`,
+    ...await cfLines(lab),
     `  certs: ${lab.pki.dir} (CA ${lab.pki.caPath}; api client ${p.apiClient.certPath})`,
     `  logs: ${lab.dir}/logs   run dir: ${lab.dir}`,
     `  enter a VM: ip netns exec ${lab.vms[0].netns ?? "<none>"} bash`,
     "Ctrl-C tears everything down.",
   ];
-  console.log(lines.join("\n"));
-  await new Promise<void>(() => setInterval(() => {}, 1 << 30));
-  return 0;
 }
 
 /** Token, password and a bosh CLI style config for clients; files are 0600, never printed. */
@@ -220,7 +272,7 @@ async function writeClientFiles(lab: Landscape) {
     (await lab.mintToken({ scopes: ["openid", "bosh.admin"], ttlSec: 43_200 })) + "\n",
   );
   await write(password, lab.adminPassword + "\n");
-  const res = await fetch(`${lab.uaa.url}/oauth/token`, {
+  const res = await lab.fetchLab(`${lab.uaa.url}/oauth/token`, {
     method: "POST",
     headers: {
       "content-type": "application/x-www-form-urlencoded",
@@ -265,6 +317,11 @@ export async function main(argv: string[]): Promise<number> {
     .option("--no-agents", "do not start agents")
     .option("--api", "start the api as well", false)
     .option("--loopback", "no namespaces: everything on 127.0.0.1 / lo", false)
+    .option(
+      "--cf",
+      "a CF foundation too: Diego cells with app containers, the CC simulator, a cf login",
+      false,
+    )
     .action(async (o: UpOptions) => {
       code = await up(o);
     });

@@ -7,15 +7,23 @@ import { type MintOptions, UaaSim } from "./uaa_sim.ts";
 import { DirectorSim } from "./director_sim.ts";
 import { stopOnSignal, Topology } from "./topology.ts";
 import { ProcessLogs } from "./process_logs.ts";
-import { DEFAULT_AGENT_PORT, type Json, LabAgents, stopGracefully } from "./lab_agents.ts";
+import {
+  DEFAULT_AGENT_PORT,
+  type Json,
+  LabAgents,
+  mergeConfig,
+  stopGracefully,
+} from "./lab_agents.ts";
 import { Traffic } from "./traffic.ts";
 import type { LoggedProcess } from "./process_logs.ts";
 import { directorInstances, type LabVm, labVms, vmSpecs } from "./lab_vms.ts";
 import { issueLabCerts, type LabCerts } from "./lab_certs.ts";
 import { freePort, labApiConfig, spawnLabApi } from "./lab_api.ts";
+import { cellAgentConfig, labApiCfConfig, LabCf, type LabCfOptions } from "./lab_cf.ts";
 
 export type { LabVm } from "./lab_vms.ts";
 export type { LabCerts } from "./lab_certs.ts";
+export type { LabCell, LabCfOptions } from "./lab_cf.ts";
 export { vmSpecs };
 
 export interface LandscapeOptions {
@@ -29,6 +37,13 @@ export interface LandscapeOptions {
   api?: boolean | Json;
   /** merged into every generated agent.yml */
   agentConfig?: Json;
+  /**
+   * A CF foundation on top: the agents of the Diego cell VMs (group "diego-cell" unless
+   * `cellGroup` says otherwise) are configured for containers, each cell with its own container
+   * store and runc root; the CC simulator runs on TLS behind the lab UAA; the api gets a `cf`
+   * section. Containers are added with `lab.cf.addContainer` (default: no CF)
+   */
+  cf?: boolean | LabCfOptions;
   /** veth from the host namespace (default true; agents and api need it) */
   hostLink?: boolean;
   /** loopback mode even as root */
@@ -53,6 +68,8 @@ export class Landscape {
   readonly director: DirectorSim;
   readonly certs: LabCerts;
   readonly traffic: Traffic;
+  /** the CF foundation (option `cf`), null without it */
+  readonly cf: LabCf | null;
   /** UAA password of user "admin" (scopes openid, bosh.admin) */
   readonly adminPassword: string;
   apiUrl: string | null = null;
@@ -75,6 +92,7 @@ export class Landscape {
     certs: LabCerts;
     client: Deno.HttpClient;
     adminPassword: string;
+    cf: LabCf | null;
   }) {
     this.#opts = init.opts;
     this.dir = init.dir;
@@ -87,6 +105,8 @@ export class Landscape {
     this.certs = init.certs;
     this.#client = init.client;
     this.adminPassword = init.adminPassword;
+    this.cf = init.cf;
+    const cf = init.cf;
     this.#logs = new ProcessLogs(`${init.dir}/logs`);
     this.traffic = new Traffic(init.topology.netns);
     this.#agents = init.opts.agents === false ? null : new LabAgents({
@@ -97,6 +117,10 @@ export class Landscape {
       client: init.client,
       readyTimeoutMs: init.opts.readyTimeoutMs ?? 30_000,
       extraConfig: init.opts.agentConfig,
+      configFor: (vm) => {
+        const labVm = init.vms.find((v) => v.id === vm.id);
+        return cf && labVm && cf.isCell(labVm) ? cellAgentConfig(init.dir, labVm) : {};
+      },
       log: this.#log,
     });
   }
@@ -160,6 +184,18 @@ export class Landscape {
         }],
       });
       cleanups.push(() => director.stop());
+      const cf = opts.cf
+        ? await LabCf.start({
+          opts: opts.cf === true ? {} : opts.cf,
+          dir,
+          netns: topology.netns,
+          vms,
+          tls: simTls,
+          uaaUrl: uaa.url,
+          caCert: pki.caCert,
+        })
+        : null;
+      if (cf) cleanups.push(() => cf.stop());
       const lab = new Landscape({
         opts,
         dir,
@@ -171,6 +207,7 @@ export class Landscape {
         certs,
         client,
         adminPassword,
+        cf,
       });
       cleanups.push(() => lab.#agents?.stopAll());
       if (lab.#agents) {
@@ -239,6 +276,11 @@ export class Landscape {
     this.#logs.dump(undefined, lines);
   }
 
+  /** Host pid of the VM's agent process, null when it is not running. */
+  agentPid(vm: LabVm): number | null {
+    return this.#needAgents().pid(this.#agentVm(vm));
+  }
+
   /** SIGKILLs the VM's agent, as a crash. */
   killAgent(vm: LabVm): Promise<void> {
     return this.#needAgents().kill(this.#agentVm(vm));
@@ -256,6 +298,9 @@ export class Landscape {
 
   /** The api.yml the lab would use (pure apart from reading this lab's state). */
   apiConfig(port: number, extra: Json = {}): Json {
+    const cf = this.cf
+      ? labApiCfConfig(this.cf.cc.url, this.vms[0].agentPort, this.pki.caPath)
+      : {};
     return labApiConfig(
       {
         runId: this.runId,
@@ -266,7 +311,7 @@ export class Landscape {
         directorUrl: this.director.url,
       },
       port,
-      extra,
+      mergeConfig(cf, extra),
     );
   }
 
@@ -317,6 +362,7 @@ export class Landscape {
       }
     };
     await step("api", () => this.stopApi());
+    await step("cf", () => this.cf?.stop());
     await step("agents", () => this.#agents?.stopAll());
     await step("director sim", () => this.director.stop());
     await step("uaa sim", () => this.uaa.stop());

@@ -4,11 +4,10 @@
 // container and the cells' own eth0; each instance's marks arrive once on its own source and
 // nothing else does. Other roles and a disabled SSH are refused through the api with the texts
 // docs/cf.md names; a crashed instance is reported while the others are captured.
-import { isRoot, type Netns } from "../lab/netns.ts";
+import { isRoot } from "../lab/netns.ts";
 import { markerTokens, randomMarker } from "../lab/traffic.ts";
-import { PROTOCOL_VERSION } from "../protocol/version.ts";
-import { connect, countTokens, statusesOf, type WsClient } from "./support/api_harness.ts";
-import { ccApp, withCfLab } from "./support/cf_lab.ts";
+import { connect, countTokens, statusesOf } from "./support/api_harness.ts";
+import { ccApp, cfStart, refusal, sendMarks, withCfLab } from "./support/cf_lab.ts";
 import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts";
 
 const ORG = { guid: crypto.randomUUID(), name: "acme" };
@@ -24,27 +23,7 @@ const U = {
 };
 const N = 20;
 
-async function send(netns: Netns, ns: string | null, dst: string, payloads: string[]) {
-  const code = `import socket,sys
-s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
-for p in sys.argv[2:]: s.sendto((p+";").encode(),(sys.argv[1],7777))`;
-  // Each payload is one marker token, ";"-terminated as lab/traffic.ts reads them.
-  const child = netns.spawn(ns, ["python3", "-c", code, dst, ...payloads], { stderr: "piped" });
-  const status = await child.status;
-  const err = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
-  assert(status.success, `sender to ${dst} failed: ${err}`);
-}
-
-function cfStart(ws: WsClient, cf: Record<string, unknown>) {
-  ws.send({
-    type: "start",
-    protocol_version: PROTOCOL_VERSION,
-    cf: { process: "web", ...cf },
-    interface: "eth0",
-    snaplen: 65535,
-    filter: "udp port 7777",
-  });
-}
+const send = sendMarks;
 
 Deno.test({
   name: "cf capture via the api: 2 of 3 instances, own marks only; roles, SSH, odd instances",
@@ -155,19 +134,7 @@ Deno.test({
       }
 
       // 2. Who may capture, and SSH as the consent switch.
-      const refused = async (tok: string, cf: Record<string, unknown>) => {
-        const c = connect(lab, api.url, tok, "/v1/capture/cf");
-        try {
-          cfStart(c, cf);
-          await c.closed;
-          const errs = c.got.statuses.filter((s) => s.type !== "CAPTURE_STOPPED");
-          assert(errs.length > 0, `no refusal: ${JSON.stringify(c.got.statuses)}`);
-          assertEquals(c.got.sources, []);
-          return errs[0];
-        } finally {
-          c.close();
-        }
-      };
+      const refused = (tok: string, cf: Record<string, unknown>) => refusal(lab, api.url, tok, cf);
       const cases: Array<[string, string, Record<string, unknown>, string, string]> = [
         ["auditor", U.auditor, { app_guid: APP }, "PERMISSION_DENIED", "Space Developer"],
         ["supporter", U.supporter, { app_guid: APP }, "PERMISSION_DENIED", "Space Developer"],

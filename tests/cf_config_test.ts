@@ -5,7 +5,13 @@ import { Pki } from "../lab/pki.ts";
 import { UaaSim } from "../lab/uaa_sim.ts";
 import { cfAuth, CfConfig, cfConfigPath } from "../cli/cf_config.ts";
 import { AuthError, fetchTrusting } from "../cli/uaa_token.ts";
-import { assert, assertEquals, assertRejects, assertThrows } from "./support/assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  assertStringIncludes,
+  assertThrows,
+} from "./support/assert.ts";
 
 interface Lab {
   dir: string;
@@ -152,5 +158,59 @@ Deno.test("cf config: client credentials, revoked refresh token, not logged in",
       Error,
       'run "cf api URL" and "cf login"',
     );
+  });
+});
+
+Deno.test("cf config: SSLDisabled refreshes without verifying the UAA, warning loudly; a UAA CA given explicitly is verified", async () => {
+  await withLab(async ({ uaa, write, caCert, refresh, dir }) => {
+    const expired = await uaa.mintExpired({ clientId: "cf" });
+    // Verified (the default): the lab CA is no system root, so the refresh cannot happen.
+    let path = await write({ AccessToken: `bearer ${expired}`, RefreshToken: refresh });
+    const warnings: string[] = [];
+    const warn = (l: string) => warnings.push(l);
+    await assertRejects(
+      () => cfAuth({ configPath: path, warn }),
+      AuthError,
+      "cannot reach the UAA",
+    );
+    assertEquals(warnings, [], "no warning without SSLDisabled");
+
+    // SSLDisabled, as `cf api --skip-ssl-validation` leaves it: refreshed, with the warning.
+    path = await write({
+      AccessToken: `bearer ${expired}`,
+      RefreshToken: refresh,
+      SSLDisabled: true,
+    });
+    const a = await cfAuth({ configPath: path, warn });
+    assertEquals(a.source, "refreshed");
+    assertEquals(warnings.length, 1);
+    assertStringIncludes(warnings[0], "WARNING");
+    assertStringIncludes(warnings[0], "SSLDisabled");
+    assertStringIncludes(warnings[0], `does NOT verify the certificate of the UAA at ${uaa.url}`);
+    assertStringIncludes(warnings[0], "--uaa-ca-cert");
+    assert(!warnings[0].includes(a.accessToken.split(".")[2]), "no token in the warning");
+    assertEquals(JSON.parse(await Deno.readTextFile(path)).SSLDisabled, true, "field kept");
+    // Still warned when no refresh is needed: the login's trust setting is the news.
+    await cfAuth({ configPath: path, warn });
+    assertEquals(warnings.length, 2);
+
+    // An explicit UAA CA wins over SSLDisabled: a CA that did not sign the UAA's certificate
+    // is refused, the right one works; the message is a note, not the warning.
+    const other = await Pki.create(`${dir}/other-pki`);
+    path = await write({
+      AccessToken: `bearer ${expired}`,
+      RefreshToken: (await cfAuth({ configPath: path, caCert })).login.refreshToken,
+      SSLDisabled: true,
+    });
+    warnings.length = 0;
+    await assertRejects(
+      () => cfAuth({ configPath: path, caCert: other.caCert, caCertForUaa: true, warn }),
+      AuthError,
+      "cannot reach the UAA",
+    );
+    assertStringIncludes(warnings[0], "is verified against it");
+    assert(!warnings[0].includes("WARNING"), warnings[0]);
+    const b = await cfAuth({ configPath: path, caCert, caCertForUaa: true, warn });
+    assertEquals(b.source, "refreshed");
   });
 });

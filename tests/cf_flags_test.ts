@@ -57,6 +57,16 @@ Deno.test("cf flags: defaults, indexes, org/space, api url from -u or PCAP_API",
   ]);
   const g = parseCfCaptureArgs(["--app-guid", GUID, "-o", "x", "-u", "https://p.example.com"], {});
   assertEquals([g.app, g.appGuid, g.pcapApiUrl], [undefined, GUID, "https://p.example.com"]);
+  const tls = parseCfCaptureArgs([
+    "a",
+    "-o",
+    "x",
+    "--ca-cert",
+    "api.pem",
+    "--uaa-ca-cert",
+    "uaa.pem",
+  ], {});
+  assertEquals([tls.caCert, tls.uaaCaCert, o.uaaCaCert], ["api.pem", "uaa.pem", undefined]);
   assertEquals(derivePcapApiUrl("https://api.sys.example.com"), "https://pcap.sys.example.com");
   assertEquals(
     derivePcapApiUrl("https://api.sys.example.com:8443/"),
@@ -86,6 +96,7 @@ Deno.test("cf flags: every bad input is a usage error saying what to do", () => 
     [["a", "-o", "x", "-u", "http://pcap.example.com"], "clear text"],
     [["a", "b", "-o", "x"], "too many arguments"],
     [["a", "-o", "x", "--colour"], "unknown option"],
+    [["a", "-o", "x", "--uaa-ca-cert"], "argument missing"],
   ];
   for (const [argv, msg] of cases) {
     assertThrows(() => parseCfCaptureArgs(argv, {}), UsageError, msg);

@@ -1,15 +1,24 @@
 /**
- * A CF landscape for the api's CF path: two Diego cell VMs (lab namespaces with real agent
- * processes configured for cf), simulated app containers on them (lab/diego_containers.ts), the
- * CC simulator on TLS behind the lab UAA, and helpers to start the api with a `cf` section and
- * to mint a CF user's token. Everything is torn down afterwards, on failure too.
+ * A CF landscape for the api's CF path: the lab's CF option (lab/lab_cf.ts) with two Diego cell
+ * VMs (real agent processes configured for containers, each cell with its own container store
+ * and runc root), simulated app containers on them, the CC simulator on TLS behind the lab UAA,
+ * and helpers to start in-process apis with the lab's `cf` section and to mint a CF user's
+ * token. Everything is torn down afterwards, on failure too.
  */
-import { type LabVm, Landscape } from "../../lab/landscape.ts";
-import { type Container, DiegoCell } from "../../lab/diego_containers.ts";
-import { type CcApp, type CcRole, CcSim, type CcSpace } from "../../lab/cc_sim.ts";
+import type { LabVm, Landscape } from "../../lab/landscape.ts";
+import type { Container, DiegoCell } from "../../lab/diego_containers.ts";
+import type { CcApp, CcRole, CcSim, CcSpace } from "../../lab/cc_sim.ts";
 import type { Json } from "../../lab/lab_agents.ts";
-import { mergeConfig } from "../../lab/lab_agents.ts";
-import { type ApiStarter, type RunningApi, withApiLab } from "./api_harness.ts";
+import type { Netns } from "../../lab/netns.ts";
+import { PROTOCOL_VERSION } from "../../protocol/version.ts";
+import {
+  type ApiStarter,
+  connect,
+  type RunningApi,
+  withApiLab,
+  type WsClient,
+} from "./api_harness.ts";
+import { assert, assertEquals } from "./assert.ts";
 
 export interface CfLab {
   lab: Landscape;
@@ -17,7 +26,7 @@ export interface CfLab {
   cc: CcSim;
   /** the CF user's token (user id as `user_id`/`sub`, scope cloud_controller.read) */
   token(userId: string): Promise<string>;
-  /** the api with a `cf` section pointing at the CC simulator; `extra` merged into it */
+  /** the api with the lab's `cf` section (CC simulator, lab CA); `extra` merged into it */
   startApi(extra?: Json): Promise<RunningApi>;
   /** a container of `appId` on cell `cellIndex` */
   addContainer(cellIndex: number, appId: string, space: CcSpace): Promise<Container>;
@@ -29,89 +38,32 @@ export interface CfLabOptions {
   roles: CcRole[];
 }
 
-/**
- * Runs `fn` on a 2-cell CF lab. The two cells' agents share one container store and runc root
- * (the lab's agent config is common to all VMs); which cell is asked is decided by the CC's
- * `host`, as on a real foundation.
- */
-export async function withCfLab(
-  o: CfLabOptions,
-  fn: (cf: CfLab) => Promise<void>,
-): Promise<void> {
-  const root = await Deno.makeTempDir({ prefix: "pcap-cflab-" });
-  const storePath = `${root}/container-metadata/store.json`;
-  const runcRoot = `${root}/runc`;
-  const cells: Array<{ vm: LabVm; cell: DiegoCell }> = [];
-  let cc: CcSim | undefined;
-  try {
-    await withApiLab({
-      groups: { "diego-cell": 2 },
-      agentConfig: { cf: { enabled: true, container_store: storePath, runc_root: runcRoot } },
-    }, async (lab: Landscape, startApi: ApiStarter) => {
-      try {
-        const cert = await lab.pki.issue("cc-sim", { server: true, ips: ["127.0.0.1"] });
-        cc = await CcSim.start({
-          tls: { cert: cert.cert, key: cert.key },
-          uaaUrl: lab.uaa.url,
-          uaaCaCert: lab.pki.caCert,
-          orgs: o.orgs,
-          spaces: o.spaces,
-          roles: o.roles,
-          apps: [],
-        });
-        lab.vms.forEach((vm, i) => {
-          cells.push({
-            vm,
-            cell: new DiegoCell({
-              netns: lab.topology.netns,
-              cellShort: `d${i}`,
-              root,
-              storePath,
-              runcRoot,
-              cellNs: vm.netns,
-              subnet: 40 + i,
-            }),
-          });
-        });
-        const sim = cc;
-        // The store is shared: one container at a time, so no cell overwrites another's entry.
-        let serial: Promise<unknown> = Promise.resolve();
-        await fn({
-          lab,
-          cells,
-          cc: sim,
-          token: (userId) =>
-            lab.uaa.mintValid({
-              clientId: "cf",
-              userName: `user-${userId.slice(0, 8)}`,
-              scopes: ["openid", "cloud_controller.read", "cloud_controller.write"],
-              extra: { user_id: userId, sub: userId },
-            }),
-          startApi: (extra = {}) =>
-            startApi(mergeConfig({
-              cf: {
-                api_url: sim.url,
-                agent_port: lab.vms[0].agentPort,
-                require_ssh_enabled: true,
-                tls: { ca: lab.pki.caPath },
-              },
-            }, extra)),
-          addContainer: (i, appId, space) => {
-            const next = serial.then(() =>
-              cells[i].cell.addContainer({ appId, spaceId: space.guid, orgId: space.orgGuid })
-            );
-            serial = next.catch(() => {});
-            return next;
-          },
-        });
-      } finally {
-        for (const c of cells) await c.cell.cleanup().catch(() => {});
-        await cc?.stop();
-      }
+/** Runs `fn` on a 2-cell CF lab; which cell is asked is decided by the CC's `host`. */
+export function withCfLab(o: CfLabOptions, fn: (cf: CfLab) => Promise<void>): Promise<void> {
+  return withApiLab({
+    groups: { "diego-cell": 2 },
+    cf: { orgs: o.orgs, spaces: o.spaces, roles: o.roles },
+  }, async (lab: Landscape, startApi: ApiStarter) => {
+    const cf = lab.cf!;
+    await fn({
+      lab,
+      cells: cf.cells,
+      cc: cf.cc,
+      token: (userId) => cfUserToken(lab, userId),
+      startApi: (extra = {}) => startApi(extra),
+      addContainer: (i, appId, space) => cf.addContainer(i, appId, space),
     });
-  } finally {
-    await Deno.remove(root, { recursive: true }).catch(() => {});
-  }
+  });
+}
+
+/** A token of the lab UAA for a CF user, as the cf CLI's login would hold it. */
+export function cfUserToken(lab: Landscape, userId: string): Promise<string> {
+  return lab.uaa.mintValid({
+    clientId: "cf",
+    userName: `user-${userId.slice(0, 8)}`,
+    scopes: ["openid", "cloud_controller.read", "cloud_controller.write"],
+    extra: { user_id: userId, sub: userId },
+  });
 }
 
 /** A CC app whose web process has one instance per container, on the containers' cells. */
@@ -136,4 +88,52 @@ export function ccApp(
       })),
     }],
   };
+}
+
+/** Sends each payload (one marker token, ";"-terminated as lab/traffic.ts reads them) as UDP. */
+export async function sendMarks(
+  netns: Netns,
+  ns: string | null,
+  dst: string,
+  payloads: string[],
+): Promise<void> {
+  const code = `import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+for p in sys.argv[2:]: s.sendto((p+";").encode(),(sys.argv[1],7777))`;
+  const child = netns.spawn(ns, ["python3", "-c", code, dst, ...payloads], { stderr: "piped" });
+  const status = await child.status;
+  const err = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
+  assert(status.success, `sender to ${dst} in ${ns ?? "the host namespace"} failed: ${err}`);
+}
+
+/** Sends a CF start request (process web, udp port 7777) on the api's WebSocket. */
+export function cfStart(ws: WsClient, cf: Record<string, unknown>, iface = "eth0"): void {
+  ws.send({
+    type: "start",
+    protocol_version: PROTOCOL_VERSION,
+    cf: { process: "web", ...cf },
+    interface: iface,
+    snaplen: 65535,
+    filter: "udp port 7777",
+  });
+}
+
+/** Starts a capture that must be refused; returns the first status that is not a stop. */
+export async function refusal(
+  lab: Landscape,
+  url: string,
+  token: string,
+  cf: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  const c = connect(lab, url, token, "/v1/capture/cf");
+  try {
+    cfStart(c, cf);
+    await c.closed;
+    const errs = c.got.statuses.filter((s) => s.type !== "CAPTURE_STOPPED");
+    assert(errs.length > 0, `no refusal: ${JSON.stringify(c.got.statuses)}`);
+    assertEquals(c.got.sources, [], "a refused capture has no sources");
+    return errs[0];
+  } finally {
+    c.close();
+  }
 }
