@@ -3,17 +3,25 @@
  * set). Routes: GET /health, GET /metrics and one client capture WebSocket per TargetResolver
  * (/v1/capture/bosh); a platform is added by adding its resolver to `#resolvers`.
  *
- * Authentication of the WebSocket: the token comes ONLY from `Authorization: Bearer`. A missing
- * token or one in the query string does not fail the upgrade (a browser-style WebSocket client
- * cannot read a 401 body); the socket opens, gets HELLO and one STATUS UNAUTHENTICATED that says
- * what to do, and is closed with 1008. The query string is never logged.
+ * Authentication of the WebSocket happens at the upgrade, before any socket exists: the token
+ * comes ONLY from `Authorization: Bearer` and is verified (signature, claims, identity) there. A
+ * missing, misplaced (query string) or invalid token is answered `401 {type, text}` with
+ * `WWW-Authenticate: Bearer`; a UAA that cannot be reached, 502. Those refusals cost an attacker
+ * nothing, so their audit lines are aggregated; the query string is never logged.
  *
- * Unauthenticated resource use is bounded: at most `maxUnauthenticatedSessions` sockets may wait
- * for their start request or its token check (more are refused with LIMIT_REACHED), each for at
- * most `startTimeoutMs`; their refusals are aggregated in the audit log. A client that vanishes
+ * Authorization (the token's scope, then the platform with the user's own token) happens once
+ * the start request arrived, in the session: a refusal there is audited in full (user, user_id,
+ * origin, client_id). Sockets of verified users that have no capture yet are capped, in total
+ * (`limits.max_waiting_sessions`) and per user (`limits.per_user_waiting_sessions`), so one user
+ * cannot hold them all; each waits at most `startTimeoutMs` for its start. A client that vanishes
  * without closing is noticed by the WebSocket's ping/pong idle timeout.
+ *
+ * Message size: Deno's WebSocket offers no bound on incoming messages (it refuses single frames
+ * over 64 MiB, but assembles fragmented messages without limit); the api refuses a message over
+ * 64 KiB only once Deno has assembled it. What bounds that exposure is that only verified users,
+ * each holding a bounded number of sockets, get a socket at all (docs/security.md).
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { upgradeWebSocket } from "hono/deno";
 import { HTTPException } from "hono/http-exception";
 import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
@@ -26,12 +34,13 @@ import { type ApiMetrics, createApiMetrics, METRICS_CONTENT_TYPE } from "./metri
 import { DirectorClient } from "./director_client.ts";
 import { TokenVerifier } from "./token_verifier.ts";
 import { ConcurrencyLimiter } from "./limits.ts";
-import { ApiError, errorResponse, limitReached } from "./errors.ts";
+import { ApiError, asApiError, errorResponse, limitReached } from "./errors.ts";
 import type { FilterChecker } from "./filter_compose.ts";
 import { BoshResolver } from "./bosh_resolver.ts";
 import { CcClient } from "./cc_client.ts";
 import { CfResolver, cfTokenVerifier } from "./cf_resolver.ts";
-import { ClientSession, type SessionCredential, type SessionDeps } from "./client_session.ts";
+import { ClientSession, type SessionAuth, type SessionDeps } from "./client_session.ts";
+import { type ClientPeer, writeCaptureAudit } from "./capture_audit.ts";
 import type { TargetResolver } from "./target_resolver.ts";
 
 export interface ApiServerOptions {
@@ -46,8 +55,6 @@ export interface ApiServerOptions {
   checkFilter?: FilterChecker;
   /** test hook: bind here instead of listen.port */
   port?: number;
-  /** sockets allowed to wait unauthenticated (before/while their start is checked); default 64 */
-  maxUnauthenticatedSessions?: number;
   /** WebSocket ping/pong idle timeout in seconds (Deno.upgradeWebSocket); default 30 */
   wsIdleTimeoutSec?: number;
   /** test hook: called with each new session, before its socket opens */
@@ -55,9 +62,6 @@ export interface ApiServerOptions {
   /** test hook: more platforms, each on its own route, after the BOSH resolver */
   extraResolvers?: TargetResolver[];
 }
-
-/** Default bound on sockets that have not authenticated yet. */
-export const MAX_UNAUTHENTICATED_SESSIONS = 64;
 
 const TOKEN_PARAMS = /^(access_token|token|bearer|authorization|auth)$/i;
 
@@ -99,6 +103,8 @@ export class ApiServer {
   #server: Deno.HttpServer<Deno.NetAddr> | null = null;
   #draining = false;
   #cc: CcClient | null = null;
+  /** upgrade requests between their arrival and their session (token being verified) */
+  readonly #upgrading = new Set<Promise<Response | void>>();
 
   private constructor(readonly opts: ApiServerOptions, audit: AuditLog) {
     const { config } = opts;
@@ -256,6 +262,9 @@ export class ApiServer {
   async drain(timeoutMs = this.opts.config.drainTimeoutMs): Promise<void> {
     this.#draining = true;
     this.#log.info("api draining", { active_captures: this.sessions.size, timeout_ms: timeoutMs });
+    const until = Date.now() + timeoutMs;
+    // Upgrades still checking their token become sessions (refused on open) before the count.
+    await settledWithin(Promise.allSettled([...this.#upgrading]), timeoutMs);
     const sessions = [...this.sessions];
     for (const s of sessions) {
       try {
@@ -267,7 +276,7 @@ export class ApiServer {
       }
     }
     const all = Promise.all(sessions.map((s) => s.done));
-    if (!await settledWithin(all, timeoutMs)) {
+    if (!await settledWithin(all, Math.max(0, until - Date.now()))) {
       this.#log.warn("drain deadline passed; cutting remaining captures", {
         remaining: this.sessions.size,
       });
@@ -313,13 +322,74 @@ export class ApiServer {
     this.#log.info("api stopped");
   }
 
-  #tooManyWaiting(max: number): ApiError {
-    return limitReached(
-      "unauthenticated_sessions",
-      max,
-      `the api already holds ${max} connections that have not sent a start request or are ` +
-        "being checked; retry in a moment",
-    );
+  /** The refusal of a verified user's new socket when a waiting-sockets cap is full, or null. */
+  #waitingRefusal(userKey: string): ApiError | null {
+    const { maxWaitingSessions: max, perUserWaitingSessions: perUser } = this.opts.config.limits;
+    const waiting = [...this.sessions].filter((s) => s.waiting);
+    const mine = waiting.filter((s) => s.userKey === userKey).length;
+    // Per user first: a user at their own limit should learn that, not blame others.
+    if (mine >= perUser) {
+      return limitReached(
+        "per_user_waiting_sessions",
+        perUser,
+        `you already hold ${mine} connection(s) that have not started a capture (the per-user ` +
+          `limit is ${perUser}); close them or send their start request, then retry`,
+      );
+    }
+    if (waiting.length >= max) {
+      return limitReached(
+        "max_waiting_sessions",
+        max,
+        `the api already holds ${max} connections that have not started a capture; ` +
+          "retry in a moment",
+      );
+    }
+    return null;
+  }
+
+  /**
+   * Authentication at the upgrade: a request without a verified token gets an HTTP error and
+   * never a socket; the verified token and identity are kept for the session.
+   */
+  async #authenticateUpgrade(
+    req: Request,
+    resolver: TargetResolver,
+    peer: ClientPeer,
+  ): Promise<SessionAuth | Response> {
+    const credential = bearerToken(req.headers.get("authorization") ?? undefined, new URL(req.url));
+    let err: ApiError;
+    if ("value" in credential) {
+      try {
+        return { token: credential.value, user: await resolver.authenticate(credential.value) };
+      } catch (e) {
+        err = asApiError(e);
+      }
+    } else err = new ApiError("UNAUTHENTICATED", credential.problem);
+    if (err.kind === "UNAUTHENTICATED" || err.kind === "PERMISSION_DENIED") {
+      this.metrics.authFailures.inc({ type: err.kind });
+    }
+    this.metrics.captures.inc({ resolver: resolver.name, outcome: err.kind });
+    // Without a verified identity a refusal costs the sender nothing: aggregated audit lines.
+    writeCaptureAudit(this.#audit, {
+      user: null,
+      request: null,
+      targets: [],
+      resolver: resolver.name,
+      facts: {},
+      filter: "",
+      start: new Date(),
+      packets: 0,
+      bytes: 0,
+      outcome: err.kind,
+      detail: err.message,
+      peer,
+    });
+    this.#log.debug("upgrade refused", { remote: peer.remote, type: err.kind });
+    const res = errorResponse(err);
+    if (err.kind === "UNAUTHENTICATED") {
+      res.headers.set("www-authenticate", 'Bearer realm="pcap", error="invalid_token"');
+    }
+    return res;
   }
 
   #routes(): Hono {
@@ -358,24 +428,30 @@ export class ApiServer {
 
   /** The client capture WebSocket of one resolver. */
   #captureRoute(app: Hono, resolver: TargetResolver): void {
+    /** upgrade requests whose token was verified, until their session is created */
+    const verified = new WeakMap<Request, SessionAuth>();
     app.get(
       resolver.path,
+      (c, next) => {
+        // Not an upgrade: the 426 handler below answers.
+        if (c.req.header("upgrade") !== "websocket") return next();
+        const upgrade = (async () => {
+          const auth = await this.#authenticateUpgrade(c.req.raw, resolver, peerOf(c));
+          if (auth instanceof Response) return auth;
+          verified.set(c.req.raw, auth);
+          await next();
+        })();
+        this.#upgrading.add(upgrade);
+        return upgrade.finally(() => this.#upgrading.delete(upgrade));
+      },
       upgradeWebSocket((c) => {
-        const remote = (c.env as { remoteAddr?: Deno.NetAddr } | undefined)?.remoteAddr?.hostname;
-        const forwardedFor = c.req.header("x-forwarded-for")?.slice(0, 512);
-        let credential: SessionCredential = bearerToken(
-          c.req.header("authorization"),
-          new URL(c.req.url),
-        );
-        const max = this.opts.maxUnauthenticatedSessions ?? MAX_UNAUTHENTICATED_SESSIONS;
-        const waiting = [...this.sessions].filter((s) => s.unauthenticated).length;
-        if (waiting >= max) {
-          credential = { refused: this.#tooManyWaiting(max) };
-        }
-        const session = new ClientSession(this.#deps, resolver, credential, {
-          remote,
-          forwardedFor,
-        });
+        const peer = peerOf(c);
+        const verifiedAuth = verified.get(c.req.raw)!;
+        verified.delete(c.req.raw);
+        // Checked here, where the session is added, so that concurrent upgrades cannot overshoot.
+        const refused = this.#waitingRefusal(verifiedAuth.user.key);
+        const auth = refused ? { ...verifiedAuth, refused } : verifiedAuth;
+        const session = new ClientSession(this.#deps, resolver, auth, peer);
         this.sessions.add(session);
         session.done.then(() => this.sessions.delete(session));
         this.opts.onSession?.(session);
@@ -399,4 +475,12 @@ export class ApiServer {
       },
     );
   }
+}
+
+/** Where an upgrade request came from: the TCP peer, and X-Forwarded-For as sent. */
+function peerOf(c: Context): ClientPeer {
+  return {
+    remote: (c.env as { remoteAddr?: Deno.NetAddr } | undefined)?.remoteAddr?.hostname,
+    forwardedFor: c.req.header("x-forwarded-for")?.slice(0, 512),
+  };
 }
