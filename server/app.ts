@@ -57,6 +57,8 @@ export interface ApiServerOptions {
   port?: number;
   /** WebSocket ping/pong idle timeout in seconds (Deno.upgradeWebSocket); default 30 */
   wsIdleTimeoutSec?: number;
+  /** test hook: byte bounds of what is held for one client (default 16 MiB / 32 MiB hard cap) */
+  clientBuffer?: SessionDeps["clientBuffer"];
   /** test hook: called with each new session, before its socket opens */
   onSession?: (session: ClientSession) => void;
   /** test hook: more platforms, each on its own route, after the BOSH resolver */
@@ -155,6 +157,7 @@ export class ApiServer {
       startTimeoutMs: opts.startTimeoutMs ?? 10_000,
       agentIdleTimeoutMs: opts.agentIdleTimeoutMs ?? 30_000,
       stopTimeoutMs: opts.stopTimeoutMs ?? Math.max(1000, config.drainTimeoutMs - 1000),
+      clientBuffer: opts.clientBuffer,
       draining: () => this.#draining,
     };
     this.app = this.#routes();

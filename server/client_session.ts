@@ -49,6 +49,8 @@ export interface SessionDeps {
   startTimeoutMs: number;
   agentIdleTimeoutMs: number;
   stopTimeoutMs: number;
+  /** byte bounds of what is held for one client (merge.ts); defaults there */
+  clientBuffer?: { maxBufferedBytes?: number; maxHeldBytes?: number };
   draining(): boolean;
 }
 
@@ -137,8 +139,9 @@ export class ClientSession {
       return;
     }
     const { buffer } = this.deps.config;
-    this.#merger = new ClientMerger(socket, buffer, {
+    this.#merger = new ClientMerger(socket, { ...buffer, ...this.deps.clientBuffer }, {
       onCongested: () => this.deps.metrics.congestion.inc({ resolver: this.resolver.name }),
+      onOverflow: (text) => this.#overflow(text),
     });
     const hello = makeHello("api", this.deps.config.id);
     this.#merger.control(encodeJsonFrame(FrameKind.HELLO, API_SOURCE, hello));
@@ -319,6 +322,18 @@ export class ClientSession {
     }
     this.#slot?.release();
     return true;
+  }
+
+  /**
+   * The client held up more than the merger's hard cap (it has sent LIMIT_REACHED and sends
+   * nothing more): the capture ends now, without a drain nobody would read.
+   */
+  #overflow(text: string): void {
+    if (this.#phase === "done") return;
+    this.#log.warn("client too slow: the bytes held for it passed the hard cap", { detail: text });
+    this.#fanout?.abort();
+    this.#close(1008, "LIMIT_REACHED");
+    this.#finish("LIMIT_REACHED", text);
   }
 
   #limit(err: ApiError): void {
