@@ -21,7 +21,7 @@
  * 64 KiB only once Deno has assembled it. What bounds that exposure is that only verified users,
  * each holding a bounded number of sockets, get a socket at all (docs/security.md).
  */
-import { type Context, Hono } from "hono";
+import { Hono } from "hono";
 import { upgradeWebSocket } from "hono/deno";
 import { HTTPException } from "hono/http-exception";
 import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
@@ -34,13 +34,13 @@ import { type ApiMetrics, createApiMetrics, METRICS_CONTENT_TYPE } from "./metri
 import { DirectorClient } from "./director_client.ts";
 import { TokenVerifier } from "./token_verifier.ts";
 import { ConcurrencyLimiter } from "./limits.ts";
-import { ApiError, asApiError, errorResponse, limitReached } from "./errors.ts";
+import { ApiError, errorResponse } from "./errors.ts";
 import type { FilterChecker } from "./filter_compose.ts";
 import { BoshResolver } from "./bosh_resolver.ts";
 import { CcClient } from "./cc_client.ts";
 import { CfResolver, cfTokenVerifier } from "./cf_resolver.ts";
 import { ClientSession, type SessionAuth, type SessionDeps } from "./client_session.ts";
-import { type ClientPeer, writeCaptureAudit } from "./capture_audit.ts";
+import { authenticateUpgrade, peerOf, waitingRefusal } from "./upgrade_auth.ts";
 import type { TargetResolver } from "./target_resolver.ts";
 
 export interface ApiServerOptions {
@@ -63,33 +63,6 @@ export interface ApiServerOptions {
   onSession?: (session: ClientSession) => void;
   /** test hook: more platforms, each on its own route, after the BOSH resolver */
   extraResolvers?: TargetResolver[];
-}
-
-const TOKEN_PARAMS = /^(access_token|token|bearer|authorization|auth)$/i;
-
-/** The bearer token from the Authorization header, or why there is none usable. */
-export function bearerToken(
-  header: string | undefined,
-  url: URL,
-): { value: string } | { problem: string } {
-  for (const [k, v] of url.searchParams) {
-    if (TOKEN_PARAMS.test(k) || /^eyJ[\w-]+\.[\w-]+\./.test(v)) {
-      return {
-        problem: "a token in the URL is refused (URLs end up in proxy logs); send it in the " +
-          "Authorization: Bearer header and log in again, as it may have leaked",
-      };
-    }
-  }
-  const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? "");
-  if (!m) {
-    return {
-      problem: header
-        ? "the Authorization header is not 'Bearer <token>'"
-        : "no token: send your UAA access token in the Authorization: Bearer header " +
-          "(log in with 'bosh log-in')",
-    };
-  }
-  return { value: m[1] };
 }
 
 export class ApiServer {
@@ -325,76 +298,6 @@ export class ApiServer {
     this.#log.info("api stopped");
   }
 
-  /** The refusal of a verified user's new socket when a waiting-sockets cap is full, or null. */
-  #waitingRefusal(userKey: string): ApiError | null {
-    const { maxWaitingSessions: max, perUserWaitingSessions: perUser } = this.opts.config.limits;
-    const waiting = [...this.sessions].filter((s) => s.waiting);
-    const mine = waiting.filter((s) => s.userKey === userKey).length;
-    // Per user first: a user at their own limit should learn that, not blame others.
-    if (mine >= perUser) {
-      return limitReached(
-        "per_user_waiting_sessions",
-        perUser,
-        `you already hold ${mine} connection(s) that have not started a capture (the per-user ` +
-          `limit is ${perUser}); close them or send their start request, then retry`,
-      );
-    }
-    if (waiting.length >= max) {
-      return limitReached(
-        "max_waiting_sessions",
-        max,
-        `the api already holds ${max} connections that have not started a capture; ` +
-          "retry in a moment",
-      );
-    }
-    return null;
-  }
-
-  /**
-   * Authentication at the upgrade: a request without a verified token gets an HTTP error and
-   * never a socket; the verified token and identity are kept for the session.
-   */
-  async #authenticateUpgrade(
-    req: Request,
-    resolver: TargetResolver,
-    peer: ClientPeer,
-  ): Promise<SessionAuth | Response> {
-    const credential = bearerToken(req.headers.get("authorization") ?? undefined, new URL(req.url));
-    let err: ApiError;
-    if ("value" in credential) {
-      try {
-        return { token: credential.value, user: await resolver.authenticate(credential.value) };
-      } catch (e) {
-        err = asApiError(e);
-      }
-    } else err = new ApiError("UNAUTHENTICATED", credential.problem);
-    if (err.kind === "UNAUTHENTICATED" || err.kind === "PERMISSION_DENIED") {
-      this.metrics.authFailures.inc({ type: err.kind });
-    }
-    this.metrics.captures.inc({ resolver: resolver.name, outcome: err.kind });
-    // Without a verified identity a refusal costs the sender nothing: aggregated audit lines.
-    writeCaptureAudit(this.#audit, {
-      user: null,
-      request: null,
-      targets: [],
-      resolver: resolver.name,
-      facts: {},
-      filter: "",
-      start: new Date(),
-      packets: 0,
-      bytes: 0,
-      outcome: err.kind,
-      detail: err.message,
-      peer,
-    });
-    this.#log.debug("upgrade refused", { remote: peer.remote, type: err.kind });
-    const res = errorResponse(err);
-    if (err.kind === "UNAUTHENTICATED") {
-      res.headers.set("www-authenticate", 'Bearer realm="pcap", error="invalid_token"');
-    }
-    return res;
-  }
-
   #routes(): Hono {
     const app = new Hono();
     app.get("/health", (c) => c.json(this.health(), this.#draining ? 503 : 200));
@@ -439,7 +342,7 @@ export class ApiServer {
         // Not an upgrade: the 426 handler below answers.
         if (c.req.header("upgrade") !== "websocket") return next();
         const upgrade = (async () => {
-          const auth = await this.#authenticateUpgrade(c.req.raw, resolver, peerOf(c));
+          const auth = await authenticateUpgrade(c.req.raw, resolver, this.#deps, peerOf(c));
           if (auth instanceof Response) return auth;
           verified.set(c.req.raw, auth);
           await next();
@@ -452,7 +355,11 @@ export class ApiServer {
         const verifiedAuth = verified.get(c.req.raw)!;
         verified.delete(c.req.raw);
         // Checked here, where the session is added, so that concurrent upgrades cannot overshoot.
-        const refused = this.#waitingRefusal(verifiedAuth.user.key);
+        const refused = waitingRefusal(
+          this.sessions,
+          verifiedAuth.user.key,
+          this.opts.config.limits,
+        );
         const auth = refused ? { ...verifiedAuth, refused } : verifiedAuth;
         const session = new ClientSession(this.#deps, resolver, auth, peer);
         this.sessions.add(session);
@@ -478,12 +385,4 @@ export class ApiServer {
       },
     );
   }
-}
-
-/** Where an upgrade request came from: the TCP peer, and X-Forwarded-For as sent. */
-function peerOf(c: Context): ClientPeer {
-  return {
-    remote: (c.env as { remoteAddr?: Deno.NetAddr } | undefined)?.remoteAddr?.hostname,
-    forwardedFor: c.req.header("x-forwarded-for")?.slice(0, 512),
-  };
 }
