@@ -112,9 +112,12 @@ export class ClientSession {
     });
   }
 
-  /** No capture slot yet and not over: counts against the api's caps on waiting sockets. */
+  /**
+   * No capture slot yet and not over: counts against the api's caps on waiting sockets. A socket
+   * refused by a cap does not count while it is being told, so refusals cannot fill the caps.
+   */
   get waiting(): boolean {
-    return this.#phase !== "done" && this.#slot === null;
+    return !this.auth.refused && this.#phase !== "done" && this.#slot === null;
   }
 
   /** the stable identity of the session's user (limits and audit key on it) */
