@@ -352,7 +352,9 @@ export class ApiServer {
       },
       upgradeWebSocket((c) => {
         const peer = peerOf(c);
-        const verifiedAuth = verified.get(c.req.raw)!;
+        const verifiedAuth = verified.get(c.req.raw);
+        // Hono asks for the events of every request: not an upgrade, the 426 handler answers.
+        if (!verifiedAuth) return {};
         verified.delete(c.req.raw);
         // Checked here, where the session is added, so that concurrent upgrades cannot overshoot.
         const refused = waitingRefusal(
