@@ -66,6 +66,17 @@ export interface SessionClosed {
   error?: string;
   /** the api went silent: the connection was given up as lost */
   lost?: boolean;
+  /**
+   * the HTTP status that refused the upgrade (401: the token was refused), when the runtime's
+   * error names it; the socket never opened
+   */
+  httpStatus?: number;
+}
+
+/** The HTTP status in Deno's error for a refused upgrade ("Invalid status code: 401"). */
+export function refusedUpgradeStatus(error: string | undefined): number | undefined {
+  const m = /status code:? (\d{3})\b/i.exec(error ?? "");
+  return m ? Number(m[1]) : undefined;
 }
 
 /**
@@ -114,14 +125,17 @@ export class ApiSession {
         } catch { /* already closed */ }
         resolve(c);
       };
-      this.#ws.onclose = (ev) =>
+      this.#ws.onclose = (ev) => {
+        const httpStatus = this.#opened ? undefined : refusedUpgradeStatus(this.#error);
         this.#resolveClosed({
           code: ev.code,
           reason: ev.reason,
           opened: this.#opened,
           error: this.#error,
           lost: this.#lost || undefined,
+          ...(httpStatus === undefined ? {} : { httpStatus }),
         });
+      };
     });
     this.#ws.onopen = () => {
       clearTimeout(this.#connectTimer);

@@ -396,6 +396,13 @@ export class CaptureRun {
     }
   }
 
+  /** The api answered the upgrade with an HTTP error: say what it means. */
+  #refusedAtUpgrade(status: number): void {
+    if (status === 401) this.#unauthenticated = true;
+    const text = UPGRADE_REFUSALS[status];
+    if (text) this.#failure ??= text;
+  }
+
   #close(closed: SessionClosed): number {
     try {
       this.#reorder.flush();
@@ -410,6 +417,7 @@ export class CaptureRun {
       this.#failure ??= e instanceof OutputError ? e.message : String(e);
     }
     if (closed.lost && !this.#ended) this.#failure ??= closed.error;
+    if (closed.httpStatus !== undefined) this.#refusedAtUpgrade(closed.httpStatus);
     if (!this.#failure && !this.#ended && this.#phase !== "aborted") {
       this.#failure = this.#problem ?? connectionLost(this.#session.url, closed);
     }
@@ -443,6 +451,14 @@ export class CaptureRun {
     return 0;
   }
 }
+
+/** What an HTTP refusal of the upgrade means (the api verifies the token before any socket). */
+const UPGRADE_REFUSALS: Record<number, string> = {
+  401: "UNAUTHENTICATED: the pcap API refused the token (HTTP 401): it is invalid, expired or " +
+    "revoked; log in again",
+  502: "CONNECTION_ERROR: the pcap API cannot verify the token now (HTTP 502: its UAA is " +
+    "unreachable); retry later",
+};
 
 function connectionLost(url: string, c: SessionClosed): string {
   const why = [c.error, c.reason, `code ${c.code}`].filter(Boolean).join(", ");

@@ -40,6 +40,13 @@ export const FRAME_HEADER_BYTES = 8;
 /** Large enough for a full batch of jumbo frames, small enough that a bad length cannot OOM us. */
 export const MAX_PAYLOAD_BYTES = 8 * 1024 * 1024;
 
+/**
+ * Bound on the payload of every frame but PACKETS where a receiver asks for it (the api reading
+ * agents): HELLO, SOURCE, STATUS and STATS are small JSON, so a larger one is refused from its
+ * header, before its payload is buffered.
+ */
+export const MAX_CONTROL_PAYLOAD_BYTES = 64 * 1024;
+
 /** Frame kinds of protocol v1 (docs/protocol.md). */
 export const FrameKind = {
   HELLO: 1,
@@ -176,6 +183,7 @@ export interface AssembledFrame extends Frame {
  */
 export class FrameAssembler {
   readonly #scratch?: (kind: number, source: number) => boolean;
+  readonly #maxControlPayload: number;
   readonly #head = new Uint8Array(FRAME_HEADER_BYTES);
   #headFill = 0;
   #cur: Uint8Array | null = null;
@@ -183,9 +191,16 @@ export class FrameAssembler {
   #curBorrowed = false;
   #scratchBuf = new Uint8Array(0);
 
-  /** An assembler; `scratch` says which frames (by kind and source) the caller will discard */
-  constructor(scratch?: (kind: number, source: number) => boolean) {
+  /**
+   * An assembler; `scratch` says which frames (by kind and source) the caller will discard;
+   * `maxControlPayload` bounds every frame but PACKETS (default: MAX_PAYLOAD_BYTES, as PACKETS).
+   */
+  constructor(
+    scratch?: (kind: number, source: number) => boolean,
+    opts: { maxControlPayload?: number } = {},
+  ) {
     this.#scratch = scratch;
+    this.#maxControlPayload = opts.maxControlPayload ?? MAX_PAYLOAD_BYTES;
   }
 
   /** Appends a chunk; yields every frame it completes, one at a time. Throws DecodeError. */
@@ -232,6 +247,14 @@ export class FrameAssembler {
     const view = new DataView(h.buffer);
     const kind = h[0], len = view.getUint32(4, true);
     checkHeader(kind, h[1], len);
+    if (kind !== FrameKind.PACKETS && len > this.#maxControlPayload) {
+      throw new DecodeError(
+        `${
+          frameKindName(kind)
+        } frame of ${len} bytes exceeds the ${this.#maxControlPayload}-byte ` +
+          "limit for control frames",
+      );
+    }
     const total = FRAME_HEADER_BYTES + len;
     this.#curBorrowed = this.#scratch?.(kind, view.getUint16(2, true)) ?? false;
     if (this.#curBorrowed) {

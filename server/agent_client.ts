@@ -10,6 +10,7 @@ import {
   type Frame,
   FrameAssembler,
   FrameKind,
+  MAX_CONTROL_PAYLOAD_BYTES,
 } from "../protocol/frame_codec.ts";
 import type { AgentStartRequest } from "../protocol/messages.ts";
 import { readHello } from "../protocol/hello.ts";
@@ -197,8 +198,11 @@ export class AgentCapture {
    * Others own their buffer (`bytes`, the whole frame), which may be forwarded as is.
    */
   async *frames(idleMs: number, discardHint?: () => boolean): AsyncGenerator<AssembledFrame> {
+    // Control frames are bounded from their header: an agent cannot make the api buffer 8 MiB
+    // of STATUS text.
     const assembler = new FrameAssembler(
       discardHint && ((kind) => kind === FrameKind.PACKETS && discardHint()),
+      { maxControlPayload: MAX_CONTROL_PAYLOAD_BYTES },
     );
     const reader = bodyReader(this.#body);
     let idle: ReturnType<typeof setTimeout> | undefined;

@@ -3,15 +3,23 @@
  * set). Routes: GET /health, GET /metrics and one client capture WebSocket per TargetResolver
  * (/v1/capture/bosh); a platform is added by adding its resolver to `#resolvers`.
  *
- * Authentication of the WebSocket: the token comes ONLY from `Authorization: Bearer`. A missing
- * token or one in the query string does not fail the upgrade (a browser-style WebSocket client
- * cannot read a 401 body); the socket opens, gets HELLO and one STATUS UNAUTHENTICATED that says
- * what to do, and is closed with 1008. The query string is never logged.
+ * Authentication of the WebSocket happens at the upgrade, before any socket exists: the token
+ * comes ONLY from `Authorization: Bearer` and is verified (signature, claims, identity) there. A
+ * missing, misplaced (query string) or invalid token is answered `401 {type, text}` with
+ * `WWW-Authenticate: Bearer`; a UAA that cannot be reached, 502. Those refusals cost an attacker
+ * nothing, so their audit lines are aggregated; the query string is never logged.
  *
- * Unauthenticated resource use is bounded: at most `maxUnauthenticatedSessions` sockets may wait
- * for their start request or its token check (more are refused with LIMIT_REACHED), each for at
- * most `startTimeoutMs`; their refusals are aggregated in the audit log. A client that vanishes
+ * Authorization (the token's scope, then the platform with the user's own token) happens once
+ * the start request arrived, in the session: a refusal there is audited in full (user, user_id,
+ * origin, client_id). Sockets of verified users that have no capture yet are capped, in total
+ * (`limits.max_waiting_sessions`) and per user (`limits.per_user_waiting_sessions`), so one user
+ * cannot hold them all; each waits at most `startTimeoutMs` for its start. A client that vanishes
  * without closing is noticed by the WebSocket's ping/pong idle timeout.
+ *
+ * Message size: Deno's WebSocket offers no bound on incoming messages (it refuses single frames
+ * over 64 MiB, but assembles fragmented messages without limit); the api refuses a message over
+ * 64 KiB only once Deno has assembled it. What bounds that exposure is that only verified users,
+ * each holding a bounded number of sockets, get a socket at all (docs/security.md).
  */
 import { Hono } from "hono";
 import { upgradeWebSocket } from "hono/deno";
@@ -26,13 +34,14 @@ import { type ApiMetrics, createApiMetrics, METRICS_CONTENT_TYPE } from "./metri
 import { DirectorClient } from "./director_client.ts";
 import { TokenVerifier } from "./token_verifier.ts";
 import { ConcurrencyLimiter } from "./limits.ts";
-import { ApiError, errorResponse, limitReached } from "./errors.ts";
+import { ApiError, errorResponse } from "./errors.ts";
 import type { FilterChecker } from "./filter_compose.ts";
 import { FilterCompiler } from "./filter_compiler.ts";
 import { BoshResolver } from "./bosh_resolver.ts";
 import { CcClient } from "./cc_client.ts";
 import { CfResolver, cfTokenVerifier } from "./cf_resolver.ts";
-import { ClientSession, type SessionCredential, type SessionDeps } from "./client_session.ts";
+import { ClientSession, type SessionAuth, type SessionDeps } from "./client_session.ts";
+import { authenticateUpgrade, peerOf, waitingRefusal } from "./upgrade_auth.ts";
 import type { TargetResolver } from "./target_resolver.ts";
 
 export interface ApiServerOptions {
@@ -47,44 +56,14 @@ export interface ApiServerOptions {
   checkFilter?: FilterChecker;
   /** test hook: bind here instead of listen.port */
   port?: number;
-  /** sockets allowed to wait unauthenticated (before/while their start is checked); default 64 */
-  maxUnauthenticatedSessions?: number;
   /** WebSocket ping/pong idle timeout in seconds (Deno.upgradeWebSocket); default 30 */
   wsIdleTimeoutSec?: number;
+  /** test hook: byte bounds of what is held for one client (default 16 MiB / 32 MiB hard cap) */
+  clientBuffer?: SessionDeps["clientBuffer"];
   /** test hook: called with each new session, before its socket opens */
   onSession?: (session: ClientSession) => void;
   /** test hook: more platforms, each on its own route, after the BOSH resolver */
   extraResolvers?: TargetResolver[];
-}
-
-/** Default bound on sockets that have not authenticated yet. */
-export const MAX_UNAUTHENTICATED_SESSIONS = 64;
-
-const TOKEN_PARAMS = /^(access_token|token|bearer|authorization|auth)$/i;
-
-/** The bearer token from the Authorization header, or why there is none usable. */
-export function bearerToken(
-  header: string | undefined,
-  url: URL,
-): { value: string } | { problem: string } {
-  for (const [k, v] of url.searchParams) {
-    if (TOKEN_PARAMS.test(k) || /^eyJ[\w-]+\.[\w-]+\./.test(v)) {
-      return {
-        problem: "a token in the URL is refused (URLs end up in proxy logs); send it in the " +
-          "Authorization: Bearer header and log in again, as it may have leaked",
-      };
-    }
-  }
-  const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? "");
-  if (!m) {
-    return {
-      problem: header
-        ? "the Authorization header is not 'Bearer <token>'"
-        : "no token: send your UAA access token in the Authorization: Bearer header " +
-          "(log in with 'bosh log-in')",
-    };
-  }
-  return { value: m[1] };
 }
 
 export class ApiServer {
@@ -102,6 +81,8 @@ export class ApiServer {
   #cc: CcClient | null = null;
   /** compiles user filters in a pre-warmed worker, under a deadline (unless a test injects) */
   readonly #compiler: FilterCompiler | null;
+  /** upgrade requests between their arrival and their session (token being verified) */
+  readonly #upgrading = new Set<Promise<Response | void>>();
 
   private constructor(readonly opts: ApiServerOptions, audit: AuditLog) {
     const { config } = opts;
@@ -153,6 +134,7 @@ export class ApiServer {
       startTimeoutMs: opts.startTimeoutMs ?? 10_000,
       agentIdleTimeoutMs: opts.agentIdleTimeoutMs ?? 30_000,
       stopTimeoutMs: opts.stopTimeoutMs ?? Math.max(1000, config.drainTimeoutMs - 1000),
+      clientBuffer: opts.clientBuffer,
       draining: () => this.#draining,
     };
     this.app = this.#routes();
@@ -261,6 +243,9 @@ export class ApiServer {
   async drain(timeoutMs = this.opts.config.drainTimeoutMs): Promise<void> {
     this.#draining = true;
     this.#log.info("api draining", { active_captures: this.sessions.size, timeout_ms: timeoutMs });
+    const until = Date.now() + timeoutMs;
+    // Upgrades still checking their token become sessions (refused on open) before the count.
+    await settledWithin(Promise.allSettled([...this.#upgrading]), timeoutMs);
     const sessions = [...this.sessions];
     for (const s of sessions) {
       try {
@@ -272,7 +257,7 @@ export class ApiServer {
       }
     }
     const all = Promise.all(sessions.map((s) => s.done));
-    if (!await settledWithin(all, timeoutMs)) {
+    if (!await settledWithin(all, Math.max(0, until - Date.now()))) {
       this.#log.warn("drain deadline passed; cutting remaining captures", {
         remaining: this.sessions.size,
       });
@@ -319,15 +304,6 @@ export class ApiServer {
     this.#log.info("api stopped");
   }
 
-  #tooManyWaiting(max: number): ApiError {
-    return limitReached(
-      "unauthenticated_sessions",
-      max,
-      `the api already holds ${max} connections that have not sent a start request or are ` +
-        "being checked; retry in a moment",
-    );
-  }
-
   #routes(): Hono {
     const app = new Hono();
     app.get("/health", (c) => c.json(this.health(), this.#draining ? 503 : 200));
@@ -364,24 +340,36 @@ export class ApiServer {
 
   /** The client capture WebSocket of one resolver. */
   #captureRoute(app: Hono, resolver: TargetResolver): void {
+    /** upgrade requests whose token was verified, until their session is created */
+    const verified = new WeakMap<Request, SessionAuth>();
     app.get(
       resolver.path,
+      (c, next) => {
+        // Not an upgrade: the 426 handler below answers.
+        if (c.req.header("upgrade") !== "websocket") return next();
+        const upgrade = (async () => {
+          const auth = await authenticateUpgrade(c.req.raw, resolver, this.#deps, peerOf(c));
+          if (auth instanceof Response) return auth;
+          verified.set(c.req.raw, auth);
+          await next();
+        })();
+        this.#upgrading.add(upgrade);
+        return upgrade.finally(() => this.#upgrading.delete(upgrade));
+      },
       upgradeWebSocket((c) => {
-        const remote = (c.env as { remoteAddr?: Deno.NetAddr } | undefined)?.remoteAddr?.hostname;
-        const forwardedFor = c.req.header("x-forwarded-for")?.slice(0, 512);
-        let credential: SessionCredential = bearerToken(
-          c.req.header("authorization"),
-          new URL(c.req.url),
+        const peer = peerOf(c);
+        const verifiedAuth = verified.get(c.req.raw);
+        // Hono asks for the events of every request: not an upgrade, the 426 handler answers.
+        if (!verifiedAuth) return {};
+        verified.delete(c.req.raw);
+        // Checked here, where the session is added, so that concurrent upgrades cannot overshoot.
+        const refused = waitingRefusal(
+          this.sessions,
+          verifiedAuth.user.key,
+          this.opts.config.limits,
         );
-        const max = this.opts.maxUnauthenticatedSessions ?? MAX_UNAUTHENTICATED_SESSIONS;
-        const waiting = [...this.sessions].filter((s) => s.unauthenticated).length;
-        if (waiting >= max) {
-          credential = { refused: this.#tooManyWaiting(max) };
-        }
-        const session = new ClientSession(this.#deps, resolver, credential, {
-          remote,
-          forwardedFor,
-        });
+        const auth = refused ? { ...verifiedAuth, refused } : verifiedAuth;
+        const session = new ClientSession(this.#deps, resolver, auth, peer);
         this.sessions.add(session);
         session.done.then(() => this.sessions.delete(session));
         this.opts.onSession?.(session);

@@ -16,7 +16,10 @@ import type {
 } from "./target_resolver.ts";
 
 export interface BoshResolverOptions {
-  verifier: { verify(token: string): Promise<VerifiedToken> };
+  verifier: {
+    authenticate(token: string): Promise<VerifiedToken>;
+    authorize(user: VerifiedToken): Promise<void>;
+  };
   director: { instances(deployment: string, token: string): Promise<Instance[]> };
   /** the port every BOSH agent listens on */
   agentPort: number;
@@ -31,7 +34,11 @@ export class BoshResolver implements TargetResolver<BoshStartRequest> {
   constructor(private readonly opts: BoshResolverOptions) {}
 
   authenticate(token: string): Promise<VerifiedToken> {
-    return this.opts.verifier.verify(token);
+    return this.opts.verifier.authenticate(token);
+  }
+
+  authorize(user: VerifiedToken): Promise<void> {
+    return this.opts.verifier.authorize(user);
   }
 
   async resolve(req: BoshStartRequest, ctx: ResolveContext): Promise<Resolution> {

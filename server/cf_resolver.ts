@@ -19,7 +19,10 @@ import type {
 
 export interface CfResolverDeps {
   cc: CcClient;
-  verifier: { verify(token: string): Promise<VerifiedToken> };
+  verifier: {
+    authenticate(token: string): Promise<VerifiedToken>;
+    authorize(user: VerifiedToken): Promise<void>;
+  };
   /** cf.agent_port */
   agentPort: number;
   /** cf.require_ssh_enabled */
@@ -60,7 +63,11 @@ export class CfResolver implements TargetResolver<CfStartRequest> {
   constructor(private readonly deps: CfResolverDeps) {}
 
   authenticate(token: string): Promise<VerifiedToken> {
-    return this.deps.verifier.verify(token);
+    return this.deps.verifier.authenticate(token);
+  }
+
+  authorize(user: VerifiedToken): Promise<void> {
+    return this.deps.verifier.authorize(user);
   }
 
   async resolve(request: CfStartRequest, ctx: ResolveContext): Promise<Resolution> {

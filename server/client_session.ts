@@ -49,13 +49,22 @@ export interface SessionDeps {
   startTimeoutMs: number;
   agentIdleTimeoutMs: number;
   stopTimeoutMs: number;
+  /** byte bounds of what is held for one client (merge.ts); defaults there */
+  clientBuffer?: { maxBufferedBytes?: number; maxHeldBytes?: number };
   draining(): boolean;
 }
 
 type Phase = "awaiting-start" | "starting" | "running" | "stopping" | "done";
 
-/** The bearer token, or why the session is refused before it reads anything. */
-export type SessionCredential = { value: string } | { problem: string } | { refused: ApiError };
+/**
+ * What the upgrade established: the bearer token and the identity it proves (authenticated, not
+ * yet authorized), and possibly a refusal decided there (a waiting-sockets cap), sent on open.
+ */
+export interface SessionAuth {
+  token: string;
+  user: VerifiedToken;
+  refused?: ApiError;
+}
 
 const SHUTTING_DOWN = "the api is shutting down; retry in a moment";
 type ServerSocket = SocketLike & { close(code?: number, reason?: string): void };
@@ -70,7 +79,6 @@ export class ClientSession {
   #fanout: Fanout | null = null;
   #slot: CaptureSlot | null = null;
   #timers: ReturnType<typeof setTimeout>[] = [];
-  #user: VerifiedToken | null = null;
   #request: StartRequestBase | null = null;
   #facts: ResolverFacts = {};
   #targets: AgentTarget[] = [];
@@ -93,16 +101,28 @@ export class ClientSession {
     private readonly deps: SessionDeps,
     /** the route's platform: authenticates, authorizes and resolves the start request */
     private readonly resolver: TargetResolver,
-    /** the bearer token, or the reason it is unusable, or a refusal decided up front */
-    private readonly token: SessionCredential,
+    /** the token verified at the upgrade and who it names */
+    private readonly auth: SessionAuth,
     private readonly peer: ClientPeer = {},
   ) {
-    this.#log = deps.log.child({ remote: peer.remote });
+    this.#log = deps.log.child({
+      remote: peer.remote,
+      user: auth.user.user,
+      user_key: auth.user.key,
+    });
   }
 
-  /** Not yet authenticated and not over: counts against the api's cap on such sessions. */
-  get unauthenticated(): boolean {
-    return this.#phase !== "done" && this.#user === null;
+  /**
+   * No capture slot yet and not over: counts against the api's caps on waiting sockets. A socket
+   * refused by a cap does not count while it is being told, so refusals cannot fill the caps.
+   */
+  get waiting(): boolean {
+    return !this.auth.refused && this.#phase !== "done" && this.#slot === null;
+  }
+
+  /** the stable identity of the session's user (limits and audit key on it) */
+  get userKey(): string {
+    return this.auth.user.key;
   }
 
   /** highest number of bytes held for this client (bounded by the buffer limits) */
@@ -110,8 +130,8 @@ export class ClientSession {
     return this.#merger?.bufferedHighWater ?? 0;
   }
 
-  get user(): string | undefined {
-    return this.#user?.user;
+  get user(): string {
+    return this.auth.user.user;
   }
 
   onOpen(socket: ServerSocket): void {
@@ -122,8 +142,9 @@ export class ClientSession {
       return;
     }
     const { buffer } = this.deps.config;
-    this.#merger = new ClientMerger(socket, buffer, {
+    this.#merger = new ClientMerger(socket, { ...buffer, ...this.deps.clientBuffer }, {
       onCongested: () => this.deps.metrics.congestion.inc({ resolver: this.resolver.name }),
+      onOverflow: (text) => this.#overflow(text),
     });
     const hello = makeHello("api", this.deps.config.id);
     this.#merger.control(encodeJsonFrame(FrameKind.HELLO, API_SOURCE, hello));
@@ -131,12 +152,8 @@ export class ClientSession {
       this.#refuse(this.#pendingRefusal);
       return;
     }
-    if ("refused" in this.token) {
-      this.#refuse(this.token.refused);
-      return;
-    }
-    if ("problem" in this.token) {
-      this.#refuse(new ApiError("UNAUTHENTICATED", this.token.problem));
+    if (this.auth.refused) {
+      this.#refuse(this.auth.refused);
       return;
     }
     this.#timers.push(setTimeout(() => {
@@ -244,9 +261,9 @@ export class ClientSession {
     if (d.draining()) throw new ApiError("START_CAPTURE_FAILED", SHUTTING_DOWN);
     const tooOld = checkPeerVersion(req.protocol_version, "client", "api");
     if (tooOld) throw new ApiError("INVALID_REQUEST", tooOld);
-    const token = (this.token as { value: string }).value;
-    const user = this.#user = await resolver.authenticate(token);
-    this.#log = this.#log.child({ user: user.user, user_key: user.key });
+    const { token, user } = this.auth;
+    // Authenticated at the upgrade; authorized now, so a refusal is audited with the identity.
+    await resolver.authorize?.(user);
     if (this.#leftWhileStarting()) return;
     // Keyed on the stable identity: user names repeat across UAA origins.
     this.#slot = d.limiter.acquire(user.key);
@@ -311,6 +328,18 @@ export class ClientSession {
     return true;
   }
 
+  /**
+   * The client held up more than the merger's hard cap (it has sent LIMIT_REACHED and sends
+   * nothing more): the capture ends now, without a drain nobody would read.
+   */
+  #overflow(text: string): void {
+    if (this.#phase === "done") return;
+    this.#log.warn("client too slow: the bytes held for it passed the hard cap", { detail: text });
+    this.#fanout?.abort();
+    this.#close(1008, "LIMIT_REACHED");
+    this.#finish("LIMIT_REACHED", text);
+  }
+
   #limit(err: ApiError): void {
     if (this.#phase !== "running") return;
     this.#outcome = "LIMIT_REACHED";
@@ -373,7 +402,7 @@ export class ClientSession {
       const packets = this.#stream?.packetCount ?? 0;
       const bytes = this.#stream?.byteCount ?? 0;
       writeCaptureAudit(d.audit, {
-        user: this.#user,
+        user: this.auth.user,
         request: this.#request,
         targets: this.#targets,
         resolver: this.resolver.name,

@@ -102,6 +102,9 @@ const cfSchema = z.strictObject({
 
 const limitsSchema = z.strictObject({
   per_user_concurrent_captures: positiveInt.default(2),
+  // Sockets of verified users that have no capture yet (waiting for or checking their start).
+  max_waiting_sessions: positiveInt.default(64),
+  per_user_waiting_sessions: positiveInt.default(4),
   // Sources are numbered 0..n-1 on the wire and 65535 is the api's own source number.
   max_targets: positiveInt.max(65534).default(100),
   // 0 means unlimited for duration and bytes.
@@ -156,6 +159,13 @@ export const apiConfigSchema = z.strictObject({
       message: `must be <= concurrent_captures (${c.concurrent_captures})`,
     });
   }
+  if (c.limits.per_user_waiting_sessions > c.limits.max_waiting_sessions) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["limits", "per_user_waiting_sessions"],
+      message: `must be <= limits.max_waiting_sessions (${c.limits.max_waiting_sessions})`,
+    });
+  }
   for (const [k, v] of Object.entries(c.timeouts)) {
     if (v <= 0) ctx.addIssue({ code: "custom", path: ["timeouts", k], message: "must be > 0" });
   }
@@ -205,6 +215,10 @@ export interface ApiConfig {
   };
   limits: {
     perUserConcurrentCaptures: number;
+    /** sockets of verified users without a capture yet, all users together */
+    maxWaitingSessions: number;
+    /** the same, per user (keyed like perUserConcurrentCaptures) */
+    perUserWaitingSessions: number;
     maxTargets: number;
     /** 0 = unlimited */
     maxDurationMs: number;
@@ -317,6 +331,8 @@ async function resolve(file: string, raw: RawApiConfig): Promise<ApiConfig> {
     },
     limits: {
       perUserConcurrentCaptures: raw.limits.per_user_concurrent_captures,
+      maxWaitingSessions: raw.limits.max_waiting_sessions,
+      perUserWaitingSessions: raw.limits.per_user_waiting_sessions,
       maxTargets: raw.limits.max_targets,
       maxDurationMs: raw.limits.max_duration,
       maxBytes: raw.limits.max_bytes,
@@ -415,6 +431,7 @@ export function describeApiConfig(c: ApiConfig): string {
     [
       "limits",
       `${c.concurrentCaptures} concurrent captures (${c.limits.perUserConcurrentCaptures} per user), ` +
+      `${c.limits.maxWaitingSessions} waiting sockets (${c.limits.perUserWaitingSessions} per user), ` +
       `${c.limits.maxTargets} targets, max duration ${
         unlimited(c.limits.maxDurationMs / 1000, " s")
       }, max bytes ${unlimited(c.limits.maxBytes, "")}`,

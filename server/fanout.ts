@@ -17,6 +17,7 @@ import {
 import type { Logger } from "../lib/log.ts";
 import { AgentCapture, AgentError, type AgentTlsOptions } from "./agent_client.ts";
 import { API_SOURCE } from "./merge.ts";
+import { AgentStatusGate, truncateText } from "./agent_status.ts";
 import type { AgentTarget } from "./target_resolver.ts";
 
 /**
@@ -66,6 +67,8 @@ interface SourceState {
   lastStats: SourceStats | null;
   finalSent: boolean;
   stopRequested: boolean;
+  /** bounds and rate-limits the agent's STATUS messages */
+  statusGate: AgentStatusGate;
   /** the agent reported INSTANCE_UNAVAILABLE for this source (its capture failed) */
   agentFailure?: string;
   summary?: SourceSummary;
@@ -91,6 +94,7 @@ export class Fanout {
       lastStats: null,
       finalSent: false,
       stopRequested: false,
+      statusGate: new AgentStatusGate(),
     }));
     const runs = this.#states.map((s) => this.#run(s));
     this.started = Promise.all(runs.map((r) => r.dialled)).then((ok) => ok.filter(Boolean).length);
@@ -188,8 +192,19 @@ export class Fanout {
           if (e.stats.final) s.finalSent = true;
           break;
         case "status": {
-          const m = e.status;
-          if (m.type === "INSTANCE_UNAVAILABLE") s.agentFailure ??= m.text;
+          if (e.status.type === "INSTANCE_UNAVAILABLE") {
+            s.agentFailure ??= truncateText(e.status.text);
+          }
+          const verdict = s.statusGate.admit(e.status);
+          if (!verdict.forward) {
+            if (verdict.suppressed === 1) {
+              this.#opts.log.warn("agent floods status messages; forwarding only some", {
+                origin: s.target.origin,
+              });
+            }
+            break;
+          }
+          const m = verdict.status;
           // The client knows sources by their instance origin, not the agent's own id.
           sink.status(
             s.announced ? s.source : API_SOURCE,

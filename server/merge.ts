@@ -9,7 +9,15 @@
  * packets, bytes are bounded too: `maxBufferedBytes` scaled by the same upper/size and
  * lower/size ratios. Both feed one level, max(frames, bytes·size/maxBufferedBytes), into
  * lib/hysteresis.ts: congested when either bound is reached; cleared when both are at or below
- * the lower marks. Memory per capture therefore stays near maxBufferedBytes whatever the client does.
+ * the lower marks.
+ *
+ * Control frames count in that level like any other, and they are bounded too: while congested
+ * only the latest STATS of each source is kept (sent when the congestion clears, before a STATUS
+ * of that source, and before END), agents' STATUS are truncated and rate-limited upstream
+ * (agent_status.ts), and `maxHeldBytes` (default twice maxBufferedBytes) is a hard cap on what
+ * the api holds for the client, control frames included: beyond it the merger sends one
+ * LIMIT_REACHED, sends nothing more, and the session ends. Memory per capture therefore stays
+ * below maxHeldBytes whatever the client and the agents do.
  */
 import {
   enclosingFrame,
@@ -24,6 +32,8 @@ import { type BufferLimits, Hysteresis } from "../lib/hysteresis.ts";
 /** Frame source for messages about the capture as a whole (no SOURCE frame announces it). */
 export const API_SOURCE = 0xffff;
 export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+/** The hard cap's name in its LIMIT_REACHED. */
+export const HELD_BYTES_LIMIT = "client_buffer_bytes";
 
 export interface SocketLike {
   send(data: Uint8Array): void;
@@ -34,6 +44,8 @@ export interface SocketLike {
 export interface CongestionLimits extends BufferLimits {
   /** the byte bound that corresponds to `size` frames */
   maxBufferedBytes?: number;
+  /** hard cap on bytes held for the client, control frames included (default 2 × maxBufferedBytes) */
+  maxHeldBytes?: number;
 }
 
 /**
@@ -66,6 +78,11 @@ export class FlightTracker {
 export interface MergerHooks {
   /** a CONGESTED episode began (for metrics) */
   onCongested?(): void;
+  /**
+   * the hard cap was exceeded: the merger has sent its LIMIT_REACHED (`text`, `limit`) and sends
+   * nothing more; the session must end
+   */
+  onOverflow?(text: string, limit: { name: string; value: number }): void;
 }
 
 const OPEN = 1;
@@ -75,7 +92,11 @@ export class ClientMerger {
   readonly #hysteresis: Hysteresis;
   readonly #size: number;
   readonly #maxBufferedBytes: number;
+  readonly #maxHeldBytes: number;
   readonly #hooks: MergerHooks;
+  /** the latest STATS of each source, held while congested */
+  readonly #pendingStats = new Map<number, SourceStats>();
+  #overflowed = false;
   readonly #flight = new FlightTracker();
   readonly #origins = new Map<number, string>();
   readonly #dropped = new Map<number, number>();
@@ -92,7 +113,13 @@ export class ClientMerger {
     this.#hysteresis = new Hysteresis(limits);
     this.#size = limits.size;
     this.#maxBufferedBytes = limits.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+    this.#maxHeldBytes = limits.maxHeldBytes ?? 2 * this.#maxBufferedBytes;
     this.#hooks = hooks;
+  }
+
+  /** the hard cap was exceeded: nothing more is sent */
+  get overflowed(): boolean {
+    return this.#overflowed;
   }
 
   get congested(): boolean {
@@ -113,20 +140,45 @@ export class ClientMerger {
     return this.#dropped.get(source) ?? 0;
   }
 
-  /** Sends a frame that must never be discarded (HELLO, SOURCE, STATUS, STATS, PING, END). */
+  /** Sends a frame that is never discarded (HELLO, SOURCE, PING, END) below the hard cap. */
   control(frame: Uint8Array): void {
+    // Every source's last STATS goes out before the END of the capture.
+    if (frame[0] === FrameKind.END) this.#flushStats();
     this.#send(frame);
   }
 
   status(source: number, ...args: Parameters<typeof status>): void {
+    // A source's STATS precede its STATUS (e.g. the final STATS before CAPTURE_STOPPED).
+    this.#flushStats(source);
     this.#send(encodeJsonFrame(FrameKind.STATUS, source, status(...args)));
   }
 
-  /** STATS for `source` with the api's own discards filled in. */
+  /**
+   * STATS for `source` with the api's own discards filled in. While congested only the latest
+   * of each source is kept: they are cumulative, so the client loses nothing by it.
+   */
   stats(source: number, stats: SourceStats): void {
+    if (this.congested) {
+      this.#pendingStats.set(source, stats);
+      return;
+    }
+    this.#pendingStats.delete(source);
+    this.#sendStats(source, stats);
+  }
+
+  #sendStats(source: number, stats: SourceStats): void {
     this.#send(
       encodeJsonFrame(FrameKind.STATS, source, { ...stats, api_dropped: this.dropped(source) }),
     );
+  }
+
+  /** Sends the held STATS of `source`, or of every source. */
+  #flushStats(source?: number): void {
+    for (const [s, stats] of [...this.#pendingStats]) {
+      if (source !== undefined && s !== source) continue;
+      this.#pendingStats.delete(s);
+      this.#sendStats(s, stats);
+    }
   }
 
   /**
@@ -156,7 +208,35 @@ export class ClientMerger {
   }
 
   #send(frame: Uint8Array): void {
-    if (!this.open) return;
+    if (!this.open || this.#overflowed) return;
+    const held = this.#socket.bufferedAmount + frame.byteLength;
+    if (held > this.#maxHeldBytes) {
+      this.#overflow(held);
+      return;
+    }
+    this.#write(frame);
+  }
+
+  /** The client holds up more than the hard cap: one last STATUS (past the cap), then nothing. */
+  #overflow(held: number): void {
+    this.#overflowed = true;
+    this.#pendingStats.clear();
+    const limit = { name: HELD_BYTES_LIMIT, value: this.#maxHeldBytes };
+    const text = `the client reads too slowly: the api would hold ${held} bytes for it, over its ` +
+      `hard cap of ${this.#maxHeldBytes} (packets are discarded while congested, status and ` +
+      "statistics are not); the capture is ended";
+    this.#write(
+      encodeJsonFrame(
+        FrameKind.STATUS,
+        API_SOURCE,
+        status("LIMIT_REACHED", "api", text, { limit }),
+      ),
+    );
+    this.close();
+    this.#hooks.onOverflow?.(text, limit);
+  }
+
+  #write(frame: Uint8Array): void {
     this.#socket.send(frame);
     this.#flight.push(frame.byteLength);
     this.sentFrames++;
@@ -187,6 +267,7 @@ export class ClientMerger {
     } else if (change === "cleared") {
       clearInterval(this.#timer);
       this.#timer = undefined;
+      this.#flushStats();
       let total = 0;
       const parts: string[] = [];
       for (const [source, n] of this.#episode) {

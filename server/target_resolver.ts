@@ -12,8 +12,9 @@
  * class CfResolver implements TargetResolver<CfStartRequest> {
  *   readonly name = "cf";
  *   readonly path = "/v1/capture/cf";
- *   readonly startRequest = CfStartRequest; // a zod schema extending StartRequestBase
- *   authenticate(token: string) { return this.verifier.verify(token); }
+ *   readonly startRequest = CfStartRequest; // a Schema<T> of a StartRequestBase
+ *   authenticate(token: string) { return this.verifier.authenticate(token); }
+ *   authorize(user: VerifiedToken) { return this.verifier.authorize(user); }
  *   async resolve(req: CfStartRequest, { token }: ResolveContext): Promise<Resolution> {
  *     const instances = await this.cc.appInstances(req.cf.app, token); // CC authorizes
  *     return {
@@ -102,8 +103,16 @@ export interface TargetResolver<R extends StartRequestBase = any> {
   readonly path: string;
   /** the start request schema, validated at the edge */
   readonly startRequest: Schema<R>;
-  /** verifies the bearer token: the identity that limits and audit are keyed on */
+  /**
+   * Authentication only, at the WebSocket upgrade: verifies the bearer token and returns the
+   * identity that limits and audit are keyed on. Throws UNAUTHENTICATED (or CONNECTION_ERROR).
+   */
   authenticate(token: string): Promise<VerifiedToken>;
+  /**
+   * Authorization of an authenticated user (e.g. the token's scopes), once the start request
+   * arrived; throws PERMISSION_DENIED. Absent: the platform authorizes in `resolve` alone.
+   */
+  authorize?(user: VerifiedToken): Promise<void>;
   /** authorizes the capture (with the user's own token) and lists its targets */
   resolve(request: R, ctx: ResolveContext): Promise<Resolution>;
   /** audit and log fields known from the request alone (also for refused requests) */

@@ -104,7 +104,18 @@ export class TokenVerifier {
     return (this.opts.now ?? Date.now)();
   }
 
+  /** Authentication, then authorization: the identity of a token that may capture. */
   async verify(token: string): Promise<VerifiedToken> {
+    const user = await this.authenticate(token);
+    await this.authorize(user);
+    return user;
+  }
+
+  /**
+   * Authentication only: signature, claims and identity. Throws UNAUTHENTICATED (or
+   * CONNECTION_ERROR when the keys cannot be loaded); a token without the scope passes.
+   */
+  async authenticate(token: string): Promise<VerifiedToken> {
     const alg = this.#checkHeader(token);
     const uaaUrl = await wrapConnection(this.opts.source.uaaUrl());
     const key = await this.#key(uaaUrl, alg.kid);
@@ -129,7 +140,27 @@ export class TokenVerifier {
         "the token was issued in the future (iat); check clocks",
       );
     }
-    return this.#authorize(payload, await wrapConnection(this.opts.source.info()));
+    return identity(payload);
+  }
+
+  /**
+   * Authorization: the token must hold one of the accepted scopes (the configured one or this
+   * Director's uuid admin scope). Throws PERMISSION_DENIED, or CONNECTION_ERROR when the
+   * Director's uuid cannot be learned.
+   */
+  async authorize(user: VerifiedToken): Promise<void> {
+    const accepted = this.opts.acceptedScopes ??
+      [
+        this.opts.requiredScope,
+        `bosh.${(await wrapConnection(this.opts.source.info())).uuid}.admin`,
+      ];
+    if (!user.scopes.some((s) => accepted.includes(s))) {
+      throw new AuthError(
+        "PERMISSION_DENIED",
+        `user '${user.user}' lacks a required scope (one of ${accepted.join(", ")}); ` +
+          "ask the BOSH operator to grant it",
+      );
+    }
   }
 
   /** Rejects garbage and non-RSA algorithms before any key lookup or network traffic. */
@@ -232,28 +263,20 @@ export class TokenVerifier {
     this.#keys = set;
     return set;
   }
+}
 
-  #authorize(payload: JWTPayload, info: { uuid: string }): VerifiedToken {
-    const scopes = scopeList(payload.scope);
-    const accepted = this.opts.acceptedScopes ??
-      [this.opts.requiredScope, `bosh.${info.uuid}.admin`];
-    const clientId = str(payload.client_id) ?? str(payload.cid);
-    const user = str(payload.user_name) ?? clientId ?? str(payload.sub);
-    if (!user) throw new AuthError("UNAUTHENTICATED", "the token names no user or client");
-    const userId = str(payload.user_id) ?? str(payload.sub);
-    const origin = str(payload.origin);
-    // Client-credentials tokens have no user_id; their sub is the client id.
-    const id = userId ?? (clientId ? `client:${clientId}` : user);
-    const key = origin ? `${origin}/${id}` : id;
-    if (!scopes.some((s) => accepted.includes(s))) {
-      throw new AuthError(
-        "PERMISSION_DENIED",
-        `user '${user}' lacks a required scope (one of ${accepted.join(", ")}); ` +
-          "ask the BOSH operator to grant it",
-      );
-    }
-    return { user, key, userId, origin, scopes, clientId, claims: payload };
-  }
+/** Who a verified token names; limits and audit key on `key`. */
+function identity(payload: JWTPayload): VerifiedToken {
+  const scopes = scopeList(payload.scope);
+  const clientId = str(payload.client_id) ?? str(payload.cid);
+  const user = str(payload.user_name) ?? clientId ?? str(payload.sub);
+  if (!user) throw new AuthError("UNAUTHENTICATED", "the token names no user or client");
+  const userId = str(payload.user_id) ?? str(payload.sub);
+  const origin = str(payload.origin);
+  // Client-credentials tokens have no user_id; their sub is the client id.
+  const id = userId ?? (clientId ? `client:${clientId}` : user);
+  const key = origin ? `${origin}/${id}` : id;
+  return { user, key, userId, origin, scopes, clientId, claims: payload };
 }
 
 function knows(set: KeySet, kid: string | undefined): boolean {

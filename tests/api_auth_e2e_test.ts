@@ -1,11 +1,13 @@
 /**
  * Token handling of the capture WebSocket with real RS256 tokens from the UAA sim, verified
- * against the keys of the UAA the Director names: UNAUTHENTICATED for bad tokens,
- * PERMISSION_DENIED for valid tokens without the scope; tokens never reach logs or audit.
+ * against the keys of the UAA the Director names: a bad token is refused at the upgrade (401,
+ * never a socket, aggregated audit); a valid token without the scope gets PERMISSION_DENIED on
+ * its socket and one full audit line with its identity; tokens never reach logs or audit.
  * Also: first message not a start, unknown message types, oversized and binary messages.
  */
 import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts";
 import { connect, ROUTERS, statusesOf, withApiLab } from "./support/api_harness.ts";
+import { rawUpgrade } from "./support/raw_upgrade.ts";
 
 const START = { bosh: ROUTERS };
 
@@ -37,6 +39,32 @@ Deno.test("api authentication and request validation", async (t) => {
       }
     };
 
+    /** An upgrade that must be answered 401 with `text`, and never become a socket. */
+    const unauthenticated = async (
+      token: string | null,
+      text: RegExp,
+      path = "/v1/capture/bosh",
+      headers: Record<string, string> = {},
+    ) => {
+      const answer = await rawUpgrade(url + path, {
+        ...headers,
+        ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+      }, lab.pki.caCert);
+      assertEquals(answer.status, 401, answer.body);
+      assertStringIncludes(answer.headers.get("www-authenticate") ?? "", "Bearer");
+      const body = JSON.parse(answer.body);
+      assertEquals(body.type, "UNAUTHENTICATED");
+      assert(text.test(body.text), `${body.text} !~ ${text}`);
+      // A WebSocket client sees the refusal and never an open socket.
+      const c = connect(lab, url, token, path, headers);
+      await c.closed;
+      assertEquals(c.got.kinds, []);
+      if (token) {
+        assert(!api!.logs.join("\n").includes(token), "token in logs");
+        assert(!JSON.stringify(api!.audit).includes(token), "token in audit");
+      }
+    };
+
     await t.step("valid token streams", async () => {
       const c = connect(lab, url, await uaa.mintValid());
       c.start(START);
@@ -57,36 +85,45 @@ Deno.test("api authentication and request validation", async (t) => {
       assertEquals((await c.closed).code, 1000);
     });
 
-    await t.step("missing, malformed and misplaced tokens", async () => {
-      await refused(null, "UNAUTHENTICATED", /Authorization: Bearer/);
+    await t.step("missing, malformed and misplaced tokens: 401 at the upgrade", async () => {
+      await unauthenticated(null, /Authorization: Bearer/);
       const token = await uaa.mintValid();
-      await refused(
+      await unauthenticated(
         null,
-        "UNAUTHENTICATED",
         /token in the URL is refused/,
         `/v1/capture/bosh?access_token=${token}`,
       );
       assert(!api!.logs.join("\n").includes(token), "query token logged");
-      await refused("garbage", "UNAUTHENTICATED", /not a JWT/);
+      await unauthenticated("garbage", /not a JWT/);
       // other schemes and an empty bearer token are refused, never taken for a token
       const basic = { authorization: `Basic ${btoa("admin:secret")}` };
-      await refused(null, "UNAUTHENTICATED", /Bearer/, undefined, basic);
-      await refused(null, "UNAUTHENTICATED", /Bearer|missing/, undefined, {
-        authorization: "Bearer ",
-      });
+      await unauthenticated(null, /Bearer/, undefined, basic);
+      await unauthenticated(null, /Bearer|missing/, undefined, { authorization: "Bearer " });
     });
 
-    await t.step("bad signatures and algorithms", async () => {
-      await refused(await uaa.mintExpired(), "UNAUTHENTICATED", /expired/);
-      await refused(await uaa.mintWrongKey(), "UNAUTHENTICATED", /signature|key/);
-      await refused(await uaa.mintUnknownKid(), "UNAUTHENTICATED", /does not publish|key/);
-      await refused(uaa.mintAlgNone(), "UNAUTHENTICATED", /algorithm/);
-      await refused(uaa.mintHs256WithPublicKey(), "UNAUTHENTICATED", /algorithm/);
-      await refused(await uaa.mintWrongIssuer(), "UNAUTHENTICATED", /iss/);
+    await t.step("bad signatures and algorithms: 401 at the upgrade", async () => {
+      await unauthenticated(await uaa.mintExpired(), /expired/);
+      await unauthenticated(await uaa.mintWrongKey(), /signature|key/);
+      await unauthenticated(await uaa.mintUnknownKid(), /does not publish|key/);
+      await unauthenticated(uaa.mintAlgNone(), /algorithm/);
+      await unauthenticated(uaa.mintHs256WithPublicKey(), /algorithm/);
+      await unauthenticated(await uaa.mintWrongIssuer(), /iss/);
     });
 
-    await t.step("valid token without the scope: PERMISSION_DENIED", async () => {
+    await t.step("valid token without the scope: PERMISSION_DENIED, audited in full", async () => {
+      const before = api!.audit.length;
       await refused(await uaa.mintValid({ scopes: ["openid"] }), "PERMISSION_DENIED", /scope/);
+      // Authorization refusals are not aggregated: each has its line with the identity.
+      const lines = api!.audit.slice(before);
+      assertEquals(lines.length, 1, JSON.stringify(lines));
+      const line = lines[0];
+      assertEquals(line.outcome, "PERMISSION_DENIED");
+      assertEquals(line.user, "admin");
+      assert(typeof line.user_id === "string" && line.user_id.length > 0, "user_id audited");
+      assertEquals(line.origin, "uaa");
+      assertEquals(line.client_id, "bosh_cli");
+      assertEquals(line.deployment, "cf");
+      assertEquals(line.suppressed, undefined);
       await refused(
         await uaa.mintValid({ scopes: ["bosh.00000000-other-director.admin"] }),
         "PERMISSION_DENIED",

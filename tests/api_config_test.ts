@@ -76,6 +76,8 @@ Deno.test("api config: minimal file gets defaults and loads PEM contents", async
     assertEquals(cfg.agentsMtls.ca.path, f.ca);
     assertEquals(cfg.limits, {
       perUserConcurrentCaptures: 2,
+      maxWaitingSessions: 64,
+      perUserWaitingSessions: 4,
       maxTargets: 100,
       maxDurationMs: 3_600_000,
       maxBytes: 1024 ** 3,
@@ -195,6 +197,11 @@ Deno.test("api config: wrong types, missing keys, bad values", async () => {
       await f.write((c) => (c.limits = { per_user_concurrent_captures: 9 })),
       'key "limits.per_user_concurrent_captures"',
       "concurrent_captures (5)",
+    );
+    await loadFails(
+      await f.write((c) => (c.limits = { max_waiting_sessions: 3, per_user_waiting_sessions: 4 })),
+      'key "limits.per_user_waiting_sessions"',
+      "limits.max_waiting_sessions (3)",
     );
     await loadFails(
       await f.write((c) => (c.timeouts = { uaa: 0 })),

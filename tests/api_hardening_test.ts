@@ -1,6 +1,7 @@
 /**
  * Hardening of the api against the review findings, end to end on a lab landscape with real
- * agents, real RS256 tokens and real TLS: the cap on unauthenticated sockets, the WebSocket idle
+ * agents, real RS256 tokens and real TLS: the caps on waiting sockets (a junk token never gets
+ * one; one user cannot fill them), the WebSocket idle
  * timeout for a silently vanished client, SIGTERM-style drains while a session is mid-upgrade,
  * waiting for its start or still starting, audit sinks that fail, per-user limits keyed on the
  * stable user id, X-Forwarded-For in the audit, and a capture that fails on a real agent (its eth0 goes down).
@@ -20,6 +21,7 @@ import type { Landscape } from "../lab/landscape.ts";
 import type { ApiServerOptions } from "../server/app.ts";
 import type { Json } from "../lab/lab_agents.ts";
 import { run } from "../lab/netns.ts";
+import { rawUpgrade } from "./support/raw_upgrade.ts";
 
 const ONE = { deployment: "cf", instances: ["router/0"] };
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -50,36 +52,49 @@ Deno.test("api hardening", async (t) => {
     const token = await lab.mintToken();
 
     await t.step(
-      "unauthenticated sockets are capped: LIMIT_REACHED, audit aggregated",
+      "waiting sockets: `Bearer x` never gets one, and one user cannot fill the cap",
       async () => {
-        const a = await api({}, { maxUnauthenticatedSessions: 3 });
-        // Three sockets that never send a start request hold the three places...
-        const idle = [open(a, token), open(a, token), open(a, "x")];
+        const a = await api({ limits: { max_waiting_sessions: 4, per_user_waiting_sessions: 2 } });
+        // More junk upgrades than the cap: each is refused at the upgrade, none holds a place.
+        const junk = Array.from({ length: 66 }, () => open(a, "x"));
+        await Promise.all(junk.map((c) => c.closed));
+        for (const c of junk) assertEquals(c.got.kinds, [], "a junk upgrade got a socket");
+        assertEquals(a.server.sessions.size, 0);
+        // Their refusals are aggregated in the audit, not written one by one.
+        const junkLines = a.audit.filter((l) => l.outcome === "UNAUTHENTICATED");
+        assert(junkLines.length >= 1 && junkLines.length < 10, `${junkLines.length} lines`);
+        assertEquals(junkLines[0].user, "(unauthenticated)");
+        // A user who opens sockets and never starts holds at most their own share...
+        const aliceToken = await lab.mintToken({ userName: "alice" });
+        const idle = [open(a, aliceToken), open(a, aliceToken)];
         for (const c of idle) await c.waitFor("hello", (r) => r.kinds.includes("HELLO"));
-        // ... so the fourth is refused at once, whatever its token.
-        const extra = open(a, token);
-        const closed = await extra.closed;
-        assertEquals(closed.code, 1008);
-        assertEquals(closed.reason, "LIMIT_REACHED");
-        assertEquals(statusesOf(extra.got, "LIMIT_REACHED")[0].limit, {
-          name: "unauthenticated_sessions",
-          value: 3,
+        const third = open(a, aliceToken);
+        const closed = await third.closed;
+        assertEquals([closed.code, closed.reason], [1008, "LIMIT_REACHED"]);
+        assertEquals(statusesOf(third.got, "LIMIT_REACHED")[0].limit, {
+          name: "per_user_waiting_sessions",
+          value: 2,
         });
-        // Once one of them authenticates, a new socket fits again.
-        idle[0].start({ bosh: ONE });
-        await idle[0].waitFor("source", (r) => r.sources.length === 1);
-        const late = open(a, token);
-        late.start({ bosh: { ...ONE, instances: ["router/1"] } });
-        await late.waitFor("source", (r) => r.sources.length === 1);
-        for (const c of [idle[0], late]) c.send({ type: "stop" });
-        for (const c of [idle[0], late]) assertEquals((await c.closed).code, 1000);
-        for (const c of idle.slice(1)) c.close();
-        // A flood of token-less sockets costs one audit line per window, not one each.
-        const before = a.audit.filter((l) => l.outcome === "UNAUTHENTICATED").length;
-        const junk = Array.from({ length: 5 }, () => open(a, null));
-        for (const c of junk) assertEquals((await c.closed).code, 1008);
-        const after = a.audit.filter((l) => l.outcome === "UNAUTHENTICATED").length;
-        assert(after - before <= 1, `${after - before} audit lines for 5 refused sockets`);
+        // ... and a real user still captures.
+        const carol = open(a, await lab.mintToken({ userName: "carol" }));
+        carol.start({ bosh: ONE });
+        await carol.waitFor("source", (r) => r.sources.length === 1);
+        // Only several users together fill the global cap.
+        const bobToken = await lab.mintToken({ userName: "bob" });
+        const bob = [open(a, bobToken), open(a, bobToken)];
+        for (const c of bob) await c.waitFor("hello", (r) => r.kinds.includes("HELLO"));
+        const dave = open(a, await lab.mintToken({ userName: "dave" }));
+        assertEquals((await dave.closed).reason, "LIMIT_REACHED");
+        assertEquals(statusesOf(dave.got, "LIMIT_REACHED")[0].limit, {
+          name: "max_waiting_sessions",
+          value: 4,
+        });
+        // Refusals of verified users are audited with their identity, one line each.
+        const refusals = a.audit.filter((l) => l.outcome === "LIMIT_REACHED");
+        assertEquals(refusals.map((l) => l.user).sort(), ["alice", "dave"]);
+        carol.send({ type: "stop" });
+        assertEquals((await carol.closed).code, 1000);
+        for (const c of [...idle, ...bob]) c.close();
       },
     );
 
@@ -125,6 +140,26 @@ Deno.test("api hardening", async (t) => {
       assertMatch(statusesOf(c.got, "START_CAPTURE_FAILED")[0].text as string, /shutting down/);
     });
 
+    await t.step(
+      "drain while an upgrade's token is being checked: refused with retry",
+      async () => {
+        const a = await api();
+        // A fresh api asks the Director for its UAA while it verifies the first token.
+        lab.director.faults.delayMs = 1500;
+        try {
+          const before = lab.director.requestCount;
+          const c = open(a, token);
+          await until("the Director is asked", () => lab.director.requestCount > before);
+          await a.server.drain(8000);
+          const closed = await c.closed;
+          assertEquals([closed.code, closed.reason], [1008, "START_CAPTURE_FAILED"]);
+          assertMatch(statusesOf(c.got, "START_CAPTURE_FAILED")[0].text as string, /retry/);
+        } finally {
+          lab.director.faults.delayMs = 0;
+        }
+      },
+    );
+
     await t.step("drain while a session waits for its start: START_CAPTURE_FAILED", async () => {
       const a = await api();
       const c = open(a, token);
@@ -139,9 +174,11 @@ Deno.test("api hardening", async (t) => {
       "drain while a capture is starting: refused with retry, not an empty capture",
       async () => {
         const a = await api();
+        // Authenticated at the upgrade (which asks the Director for its UAA) before it slows.
+        const c = open(a, token);
+        await c.waitFor("hello", (r) => r.kinds.includes("HELLO"));
         lab.director.faults.delayMs = 1500;
         try {
-          const c = open(a, token);
           c.start({ bosh: ONE });
           const before = lab.director.requestCount;
           await until("the Director is asked", () => lab.director.requestCount > before);
@@ -167,9 +204,14 @@ Deno.test("api hardening", async (t) => {
       await until("session released", () => a.server.sessions.size === 0);
       assertEquals(a.server.metrics.auditErrors.get(), 1);
       assert(a.logs.some((l) => l.includes("cannot write an audit line")));
-      // Refusals (written from the socket's open handler) do not crash it either.
-      const refused = open(a, null);
-      assertEquals((await refused.closed).code, 1008);
+      // Refusals do not crash it either: at the upgrade (aggregated audit) ...
+      const answer = await rawUpgrade(`${a.url}/v1/capture/bosh`, {}, lab.pki.caCert);
+      assertEquals(answer.status, 401, answer.body);
+      // ... and on the socket (a full audit line).
+      const refused = open(a, await lab.mintToken({ scopes: ["openid"] }));
+      refused.start({ bosh: ONE });
+      assertEquals((await refused.closed).reason, "PERMISSION_DENIED");
+      await until("both refusals audited", () => a.server.metrics.auditErrors.get() === 3);
       const again = open(a, token);
       again.start({ bosh: ONE });
       await again.waitFor("source", (r) => r.sources.length === 1);

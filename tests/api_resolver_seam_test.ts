@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { assert, assertEquals } from "./support/assert.ts";
 import { connect, countTokens, statusesOf, withApiLab } from "./support/api_harness.ts";
+import { rawUpgrade } from "./support/raw_upgrade.ts";
 import { CaptureLimits, Filter, InterfaceName, Snaplen } from "../protocol/message_schemas.ts";
 import { ApiError } from "../server/limits.ts";
 import type { Landscape } from "../lab/landscape.ts";
@@ -109,10 +110,12 @@ Deno.test("a second TargetResolver captures from a real agent without session ch
       assertEquals(closed.code, 1008);
       assertEquals(statusesOf(bad.got, "INVALID_REQUEST").length, 1);
 
-      const wrong = connect(lab, api.url, await lab.mintToken(), resolver.path);
-      wrong.send({ type: "start", protocol_version: 1, lab: { vms: ["router/0"] } });
-      assertEquals((await wrong.closed).code, 1008);
-      assertEquals(statusesOf(wrong.got, "UNAUTHENTICATED")[0].text, "not the lab's secret");
+      // The resolver's own authentication refuses at the upgrade: 401 with its text.
+      const wrong = await rawUpgrade(api.url + resolver.path, {
+        authorization: `Bearer ${await lab.mintToken()}`,
+      }, lab.pki.caCert);
+      assertEquals(wrong.status, 401);
+      assertEquals(JSON.parse(wrong.body).text, "not the lab's secret");
     });
   });
 });

@@ -500,8 +500,10 @@ Deno.test("cf resolver: token checked against the CC's UAA with aud cloud_contro
     const noAud = await uaa.mintValid({ clientId: "cf", scopes: ["bosh.admin"] });
     await rejectsWith(resolver.authenticate(noAud), AuthError, "UNAUTHENTICATED", /\(aud\)/);
     const noScope = await uaa.mintValid({ clientId: "cf", scopes: ["cloud_controller.write"] });
+    // Authentication and authorization are apart: the scope is checked by authorize().
+    const scopeless = await resolver.authenticate(noScope);
     await rejectsWith(
-      resolver.authenticate(noScope),
+      resolver.authorize(scopeless),
       AuthError,
       "PERMISSION_DENIED",
       /cloud_controller\.read/,

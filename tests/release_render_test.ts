@@ -77,6 +77,8 @@ const API_CASES: Case[] = [
   ["pcap-api.limits.per_user_concurrent_captures", 1, {
     config: "limits.per_user_concurrent_captures",
   }],
+  ["pcap-api.limits.max_waiting_sessions", 9, { config: "limits.max_waiting_sessions" }],
+  ["pcap-api.limits.per_user_waiting_sessions", 3, { config: "limits.per_user_waiting_sessions" }],
   ["pcap-api.limits.max_targets", 7, { config: "limits.max_targets" }],
   ["pcap-api.limits.max_duration", 0, { config: "limits.max_duration" }],
   ["pcap-api.limits.max_bytes", 0, { config: "limits.max_bytes" }],
