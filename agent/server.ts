@@ -16,7 +16,8 @@ import { settledWithin } from "../lib/deadline.ts";
 import type { AgentConfig, AgentTls } from "./config.ts";
 import { CaptureSession, type OpenEngine } from "./capture_session.ts";
 import { CaptureEngine } from "./engine/capture_engine.ts";
-import { isPeerAllowed, type PeerIdentity, peerIdentity, peerLabel } from "./peer_identity.ts";
+import { type PeerIdentity, peerIdentity, peerLabel, peerRefusal } from "./peer_identity.ts";
+import { selfAcceptedAsClient } from "./self_trust.ts";
 import { MAX_START_BODY_BYTES, parseStartRequest, readBodyLimited } from "./start_request.ts";
 import { containerNetns } from "./container_target.ts";
 import { ContainerLookupError } from "./container_lookup.ts";
@@ -116,7 +117,27 @@ export class AgentServer {
       allowed_names: opts.config.listen.allowedNames,
       version: VERSION,
     });
+    s.#warnIfSelfAccepted();
     return s;
+  }
+
+  /** DESIGN §10: an empty allow-list plus a server certificate usable as a client one. */
+  #warnIfSelfAccepted(): void {
+    const { config, tls } = this.#opts;
+    if (config.listen.allowedNames.length > 0) return;
+    const why = selfAcceptedAsClient(tls.cert, tls.ca);
+    if (!why) return;
+    this.#log.warn(
+      "SECURITY: this agent accepts its own server certificate as a client certificate",
+      {
+        certificate: config.listen.paths.certificate,
+        client_cas: config.listen.paths.clientCas,
+        reason: `listen.tls.allowed_names is empty, and ${why}`,
+        risk: "the key of any VM with such a certificate can start captures on every agent",
+        fix: "set listen.tls.allowed_names to the api's client certificate DNS name, or issue " +
+          "agent certificates with extendedKeyUsage serverAuth only or from another CA",
+      },
+    );
   }
 
   get port(): number {
@@ -182,23 +203,21 @@ export class AgentServer {
 
     app.use("*", async (c, next) => {
       const peer = peerIdentity(c.env.incoming.socket as TLSSocket);
-      const allowed = this.#opts.config.listen.allowedNames;
-      if (!isPeerAllowed(peer, allowed)) {
+      const refusal = peerRefusal(peer, this.#opts.config.listen.allowedNames);
+      if (refusal) {
         log.warn("client refused", {
           peer: peerLabel(peer),
           peer_sans: peer.sans,
           remote_address: peer.address,
-          reason: "certificate name not in listen.tls.allowed_names",
+          reason: refusal,
           path: c.req.path,
         });
-        return c.json(
-          errorBody(
-            "PERMISSION_DENIED",
-            `client certificate "${peerLabel(peer)}" is not allowed on this agent ` +
-              "(listen.tls.allowed_names); use a certificate with an allowed name",
-          ),
-          403,
-        );
+        const text = peer.problem
+          ? `client refused: ${peer.problem}; connect with a client certificate from client_cas`
+          : `client certificate "${peerLabel(peer)}" is not allowed on this agent ` +
+            "(listen.tls.allowed_names matches DNS subjectAltNames, or the CN of a certificate " +
+            "without any); use a certificate with an allowed name";
+        return c.json(errorBody("PERMISSION_DENIED", text), 403);
       }
       c.set("peer", peer);
       await next();
