@@ -6,6 +6,7 @@
  */
 import { createServer, type Server } from "node:https";
 import type { TLSSocket } from "node:tls";
+import type { Socket } from "node:net";
 import { Hono } from "hono";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
@@ -62,6 +63,11 @@ export class AgentServer {
   #opening = 0;
   #draining = false;
   #port = 0;
+  /** open TCP connections (the server closes more than maxConnections at accept) */
+  #connections = 0;
+  #handshakeTimeouts = 0;
+  /** last time each sampled warning was logged */
+  #sampledAt = new Map<string, number>();
 
   private constructor(opts: AgentServerOptions) {
     this.#opts = opts;
@@ -75,7 +81,13 @@ export class AgentServer {
       requestCert: true,
       rejectUnauthorized: true,
       minVersion: "TLSv1.2",
+      // A connection that never finishes its handshake would hold a slot until the TCP
+      // keep-alive gave up (node's default is 120 s).
+      handshakeTimeout: opts.config.listen.handshakeTimeoutMs,
     }, listener);
+    // Closed at accept, before any TLS work: idle or handshaking sockets cannot pile up.
+    this.#server.maxConnections = opts.config.listen.maxConnections;
+    this.#server.on("connection", (socket: Socket) => this.#countConnection(socket));
     this.#server.on("tlsClientError", (err: Error & { code?: string }, socket: TLSSocket) => {
       // The TLS stack reports certificate problems (other CA, expired) only as a reset.
       const reason = err.code === "ECONNRESET"
@@ -83,6 +95,15 @@ export class AgentServer {
         : err.message;
       // Deno's TLS socket keeps the peer address on the underlying TCP socket (`_parent`).
       const parent = (socket as unknown as { _parent?: { remoteAddress?: string } })?._parent;
+      if (err.code === "ERR_TLS_HANDSHAKE_TIMEOUT" || err.message === "TLS handshake timeout") {
+        this.#handshakeTimeouts++;
+        this.#logSampled("handshake_timeout", "TLS handshake timed out; connection closed", {
+          remote_address: socket?.remoteAddress ?? parent?.remoteAddress,
+          timeout_ms: opts.config.listen.handshakeTimeoutMs,
+          handshake_timeouts_total: this.#handshakeTimeouts,
+        });
+        return;
+      }
       this.#log.warn("TLS client refused", {
         remote_address: socket?.remoteAddress ?? parent?.remoteAddress,
         reason,
@@ -119,6 +140,33 @@ export class AgentServer {
     });
     s.#warnIfSelfAccepted();
     return s;
+  }
+
+  #countConnection(socket: Socket): void {
+    this.#connections++;
+    socket.once("close", () => this.#connections--);
+    const max = this.#opts.config.listen.maxConnections;
+    if (this.#connections >= max) {
+      this.#logSampled("connection_cap", "connection cap reached; new connections are refused", {
+        open_connections: this.#connections,
+        max_connections: max,
+        hint: "listen.max_connections bounds open connections; TLS handshakes that do not " +
+          "finish within listen.tls.handshake_timeout are closed",
+      });
+    }
+  }
+
+  /** At most one line per kind every 10 s: abuse must not flood the log. */
+  #logSampled(kind: string, msg: string, fields: Record<string, unknown>): void {
+    const now = Date.now();
+    if (now - (this.#sampledAt.get(kind) ?? -Infinity) < 10_000) return;
+    this.#sampledAt.set(kind, now);
+    this.#log.warn(msg, fields);
+  }
+
+  /** Open TCP connections, handshaking or established. */
+  get openConnections(): number {
+    return this.#connections;
   }
 
   /** DESIGN §10: an empty allow-list plus a server certificate usable as a client one. */
