@@ -139,7 +139,7 @@ export function tlsErrorText(e: Error & { code?: string }, host: string): string
   const code = e.code ? ` (${e.code})` : "";
   if (/certificate|self.signed|issuer|verify|altname|CERT/i.test(`${e.message} ${e.code ?? ""}`)) {
     return `TLS: the certificate of ${host} is not trusted: ${e.message}${code}; ` +
-      "only the CA given with --ca-cert (or the environment's ca_cert) is trusted";
+      "only the CA given with --ca-cert is trusted";
   }
   return `${e.message}${code}`;
 }
