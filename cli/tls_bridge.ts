@@ -130,7 +130,9 @@ export class TlsBridge {
     try {
       this.client.close();
     } catch { /* closed */ }
-    Deno.removeSync(this.#dir, { recursive: true });
+    try {
+      Deno.removeSync(this.#dir, { recursive: true });
+    } catch { /* removed already */ }
   }
 }
 
