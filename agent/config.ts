@@ -14,6 +14,10 @@ import type { BufferLimits } from "./backpressure.ts";
 import { CfAgentConfig } from "./cf_agent_config.ts";
 
 const PosInt = z.number().int().positive();
+
+/** Defaults of the listener's abuse bounds (docs/deployment.md). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+export const DEFAULT_MAX_CONNECTIONS = 64;
 const Path = filePath;
 
 const TlsSchema = z.strictObject({
@@ -27,6 +31,8 @@ const TlsSchema = z.strictObject({
   /** Older pcap-release templates call the client CA bundle `ca`. */
   ca: Path.optional(),
   allowed_names: z.array(z.string().min(1)).default([]),
+  /** A connection that has not finished its TLS handshake by then is closed. */
+  handshake_timeout: positiveDurationMs.default(DEFAULT_HANDSHAKE_TIMEOUT_MS),
 });
 
 export const AgentConfigSchema = z.strictObject({
@@ -41,6 +47,8 @@ export const AgentConfigSchema = z.strictObject({
     address: z.string().min(1).default("0.0.0.0"),
     // 0 picks a free port (tests).
     port: z.number().int().min(0).max(65535).default(9494),
+    /** Open TCP connections at once, handshaking or not; more are closed at accept. */
+    max_connections: PosInt.default(DEFAULT_MAX_CONNECTIONS),
     tls: TlsSchema,
   }),
   limits: z.strictObject({
@@ -65,6 +73,8 @@ export interface AgentConfig {
     address: string;
     port: number;
     allowedNames: string[];
+    handshakeTimeoutMs: number;
+    maxConnections: number;
     /** Paths as configured (for the summary); PEM contents are in `tls`. */
     paths: { certificate: string; privateKey: string; clientCas: string };
   };
@@ -106,6 +116,17 @@ export function toAgentConfig(file: string, raw: z.output<typeof AgentConfigSche
       "both client_cas and its older name ca are set to different files; keep only client_cas",
     );
   }
+  // Each capture holds a connection, its stop request needs another; keep one for /health.
+  const needed = 2 * limits.concurrent_captures + 1;
+  if (listen.max_connections < needed) {
+    throw new ConfigError(
+      file,
+      "listen.max_connections",
+      `${listen.max_connections} is too few for limits.concurrent_captures ` +
+        `${limits.concurrent_captures}: each capture needs two connections (stream and stop) ` +
+        `and /health one; set it to at least ${needed}`,
+    );
+  }
   const clientCas = tls.client_cas ?? tls.ca;
   if (!clientCas) {
     throw new ConfigError(
@@ -128,6 +149,8 @@ export function toAgentConfig(file: string, raw: z.output<typeof AgentConfigSche
       address: listen.address,
       port: listen.port,
       allowedNames: tls.allowed_names,
+      handshakeTimeoutMs: tls.handshake_timeout,
+      maxConnections: listen.max_connections,
       paths: { certificate: tls.certificate, privateKey: tls.private_key, clientCas },
     },
     limits: {
@@ -174,6 +197,12 @@ export function describeAgentConfig(c: AgentConfig): string {
   return configSummary(c.file, [
     ["id", c.id],
     ["listen", `https://${c.listen.address}:${c.listen.port} (mTLS, clients: ${names})`],
+    [
+      "connections",
+      `at most ${c.listen.maxConnections}, TLS handshake within ${
+        c.listen.handshakeTimeoutMs / 1000
+      } s`,
+    ],
     ["certificate", `${c.listen.paths.certificate}, client CAs: ${c.listen.paths.clientCas}`],
     [
       "buffer",

@@ -6,6 +6,7 @@
  */
 import { createServer, type Server } from "node:https";
 import type { TLSSocket } from "node:tls";
+import type { Socket } from "node:net";
 import { Hono } from "hono";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
@@ -16,7 +17,8 @@ import { settledWithin } from "../lib/deadline.ts";
 import type { AgentConfig, AgentTls } from "./config.ts";
 import { CaptureSession, type OpenEngine } from "./capture_session.ts";
 import { CaptureEngine, CaptureError } from "./engine/capture_engine.ts";
-import { isPeerAllowed, type PeerIdentity, peerIdentity, peerLabel } from "./peer_identity.ts";
+import { type PeerIdentity, peerIdentity, peerLabel, peerRefusal } from "./peer_identity.ts";
+import { selfAcceptedAsClient } from "./self_trust.ts";
 import { MAX_START_BODY_BYTES, parseStartRequest, readBodyLimited } from "./start_request.ts";
 import { containerNetns } from "./container_target.ts";
 import { ContainerLookupError } from "./container_lookup.ts";
@@ -61,6 +63,11 @@ export class AgentServer {
   #opening = 0;
   #draining = false;
   #port = 0;
+  /** open TCP connections (the server closes more than maxConnections at accept) */
+  #connections = 0;
+  #handshakeTimeouts = 0;
+  /** last time each sampled warning was logged */
+  #sampledAt = new Map<string, number>();
 
   private constructor(opts: AgentServerOptions) {
     this.#opts = opts;
@@ -74,7 +81,13 @@ export class AgentServer {
       requestCert: true,
       rejectUnauthorized: true,
       minVersion: "TLSv1.2",
+      // A connection that never finishes its handshake would hold a slot until the TCP
+      // keep-alive gave up (node's default is 120 s).
+      handshakeTimeout: opts.config.listen.handshakeTimeoutMs,
     }, listener);
+    // Closed at accept, before any TLS work: idle or handshaking sockets cannot pile up.
+    this.#server.maxConnections = opts.config.listen.maxConnections;
+    this.#server.on("connection", (socket: Socket) => this.#countConnection(socket));
     this.#server.on("tlsClientError", (err: Error & { code?: string }, socket: TLSSocket) => {
       // The TLS stack reports certificate problems (other CA, expired) only as a reset.
       const reason = err.code === "ECONNRESET"
@@ -82,6 +95,15 @@ export class AgentServer {
         : err.message;
       // Deno's TLS socket keeps the peer address on the underlying TCP socket (`_parent`).
       const parent = (socket as unknown as { _parent?: { remoteAddress?: string } })?._parent;
+      if (err.code === "ERR_TLS_HANDSHAKE_TIMEOUT" || err.message === "TLS handshake timeout") {
+        this.#handshakeTimeouts++;
+        this.#logSampled("handshake_timeout", "TLS handshake timed out; connection closed", {
+          remote_address: socket?.remoteAddress ?? parent?.remoteAddress,
+          timeout_ms: opts.config.listen.handshakeTimeoutMs,
+          handshake_timeouts_total: this.#handshakeTimeouts,
+        });
+        return;
+      }
       this.#log.warn("TLS client refused", {
         remote_address: socket?.remoteAddress ?? parent?.remoteAddress,
         reason,
@@ -116,7 +138,54 @@ export class AgentServer {
       allowed_names: opts.config.listen.allowedNames,
       version: VERSION,
     });
+    s.#warnIfSelfAccepted();
     return s;
+  }
+
+  #countConnection(socket: Socket): void {
+    this.#connections++;
+    socket.once("close", () => this.#connections--);
+    const max = this.#opts.config.listen.maxConnections;
+    if (this.#connections >= max) {
+      this.#logSampled("connection_cap", "connection cap reached; new connections are refused", {
+        open_connections: this.#connections,
+        max_connections: max,
+        hint: "listen.max_connections bounds open connections; TLS handshakes that do not " +
+          "finish within listen.tls.handshake_timeout are closed",
+      });
+    }
+  }
+
+  /** At most one line per kind every 10 s: abuse must not flood the log. */
+  #logSampled(kind: string, msg: string, fields: Record<string, unknown>): void {
+    const now = Date.now();
+    if (now - (this.#sampledAt.get(kind) ?? -Infinity) < 10_000) return;
+    this.#sampledAt.set(kind, now);
+    this.#log.warn(msg, fields);
+  }
+
+  /** Open TCP connections, handshaking or established. */
+  get openConnections(): number {
+    return this.#connections;
+  }
+
+  /** DESIGN §10: an empty allow-list plus a server certificate usable as a client one. */
+  #warnIfSelfAccepted(): void {
+    const { config, tls } = this.#opts;
+    if (config.listen.allowedNames.length > 0) return;
+    const why = selfAcceptedAsClient(tls.cert, tls.ca);
+    if (!why) return;
+    this.#log.warn(
+      "SECURITY: this agent accepts its own server certificate as a client certificate",
+      {
+        certificate: config.listen.paths.certificate,
+        client_cas: config.listen.paths.clientCas,
+        reason: `listen.tls.allowed_names is empty, and ${why}`,
+        risk: "the key of any VM with such a certificate can start captures on every agent",
+        fix: "set listen.tls.allowed_names to the api's client certificate DNS name, or issue " +
+          "agent certificates with extendedKeyUsage serverAuth only or from another CA",
+      },
+    );
   }
 
   get port(): number {
@@ -182,23 +251,21 @@ export class AgentServer {
 
     app.use("*", async (c, next) => {
       const peer = peerIdentity(c.env.incoming.socket as TLSSocket);
-      const allowed = this.#opts.config.listen.allowedNames;
-      if (!isPeerAllowed(peer, allowed)) {
+      const refusal = peerRefusal(peer, this.#opts.config.listen.allowedNames);
+      if (refusal) {
         log.warn("client refused", {
           peer: peerLabel(peer),
           peer_sans: peer.sans,
           remote_address: peer.address,
-          reason: "certificate name not in listen.tls.allowed_names",
+          reason: refusal,
           path: c.req.path,
         });
-        return c.json(
-          errorBody(
-            "PERMISSION_DENIED",
-            `client certificate "${peerLabel(peer)}" is not allowed on this agent ` +
-              "(listen.tls.allowed_names); use a certificate with an allowed name",
-          ),
-          403,
-        );
+        const text = peer.problem
+          ? `client refused: ${peer.problem}; connect with a client certificate from client_cas`
+          : `client certificate "${peerLabel(peer)}" is not allowed on this agent ` +
+            "(listen.tls.allowed_names matches DNS subjectAltNames, or the CN of a certificate " +
+            "without any); use a certificate with an allowed name";
+        return c.json(errorBody("PERMISSION_DENIED", text), 403);
       }
       c.set("peer", peer);
       await next();

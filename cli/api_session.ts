@@ -2,7 +2,8 @@
  * The client end of the api's capture WebSocket (docs/protocol.md "Client API").
  *
  * The token travels in the `Authorization` header of the upgrade request, never in the URL; a
- * private CA (`--ca-cert`) goes into a Deno HttpClient. Every binary message is exactly one
+ * private CA (`--ca-cert`) is the only CA trusted, through cli/tls_bridge.ts (a Deno HttpClient
+ * would trust it in addition to the default roots). Every binary message is exactly one
  * frame; protocol/events.ts turns it into a typed event, validating JSON payloads with the
  * protocol's zod schemas, so that the capture flow only ever sees well-formed values.
  */
@@ -10,6 +11,7 @@ import { DecodeError } from "../protocol/decode_error.ts";
 import type { BoshStartRequest } from "../protocol/messages.ts";
 import type { CfStartRequest } from "../protocol/cf_messages.ts";
 import { decodeMessageEvent, type StreamEvent } from "../protocol/events.ts";
+import { TlsBridge } from "./tls_bridge.ts";
 
 /** What the client reads from the api: the protocol's typed events. */
 export type ApiEvent = StreamEvent;
@@ -34,7 +36,7 @@ export interface ApiSessionOptions {
   path: string;
   /** `Bearer eyJ…`; never logged */
   authorization: string;
-  /** PEM of a CA to trust in addition to the system's */
+  /** PEM of the CA to trust instead of the default roots (wss: URLs) */
   caCert?: string;
   /** give up connecting after this long (default 30 s) */
   connectTimeoutMs?: number;
@@ -87,7 +89,7 @@ export class ApiSession {
   readonly url: string;
   readonly closed: Promise<SessionClosed>;
   #ws: WebSocket;
-  #client: Deno.HttpClient | undefined;
+  #bridge: TlsBridge | undefined;
   #opened = false;
   #error: string | undefined;
   #pendingStart: string | undefined;
@@ -100,10 +102,13 @@ export class ApiSession {
 
   constructor(opts: ApiSessionOptions, handlers: SessionHandlers) {
     this.url = webSocketUrl(opts.apiUrl, opts.path);
-    this.#client = opts.caCert ? Deno.createHttpClient({ caCerts: [opts.caCert] }) : undefined;
-    this.#ws = new WebSocket(this.url, {
+    const target = new URL(this.url);
+    this.#bridge = opts.caCert && target.protocol === "wss:"
+      ? TlsBridge.open(target, opts.caCert)
+      : undefined;
+    this.#ws = new WebSocket(this.#bridge?.url ?? this.url, {
       headers: { Authorization: opts.authorization },
-      ...(this.#client ? { client: this.#client } : {}),
+      ...(this.#bridge ? { client: this.#bridge.client } : {}),
     });
     this.#ws.binaryType = "arraybuffer";
     const timeoutMs = opts.connectTimeoutMs ?? 30_000;
@@ -120,9 +125,9 @@ export class ApiSession {
         clearTimeout(this.#connectTimer);
         clearTimeout(this.#idleTimer);
         clearTimeout(this.#graceTimer);
-        try {
-          this.#client?.close();
-        } catch { /* already closed */ }
+        // the TLS reason beats the WebSocket's generic one
+        if (this.#bridge?.error && !c.opened) c = { ...c, error: this.#bridge.error };
+        this.#bridge?.close();
         resolve(c);
       };
       this.#ws.onclose = (ev) => {

@@ -14,6 +14,11 @@
  * from the top run as many records as come before every other run, and emits them as one slice
  * of the batch (no copy). One source with in-order timestamps therefore costs one emit per batch.
  *
+ * A held record would pin its whole message (up to 8 MiB) and the batch's index. So when what a
+ * batch still holds is less than half of the memory it pins, the held records are copied out
+ * into a buffer of their own and the index is cut to them; halving each time keeps the copying
+ * linear. The buffers held batches pin are counted (`pinnedBytes`) against the byte bound too.
+ *
  * Pure: the caller passes the (monotonic) wall time in ms, so tests control time.
  *
  * @example Two sources merged in timestamp order
@@ -69,6 +74,16 @@ interface Batch {
   caplen: Uint32Array;
   /** arrival number of record 0 (record i has seq0 + i) */
   seq0: number;
+  /** its runs still in the heap */
+  live: Set<Run>;
+  /** buffer bytes this batch keeps alive while held (its whole message), counted in pinned */
+  pinned: number;
+}
+
+/** Index memory of a batch: four arrays, 16 bytes per record. */
+function indexBytes(b: Batch): number {
+  return b.start.buffer.byteLength + b.hi.buffer.byteLength + b.lo.buffer.byteLength +
+    b.caplen.buffer.byteLength;
 }
 
 /** Records `head .. end` of a batch, ascending in timestamp; `head` is the next to release. */
@@ -109,6 +124,8 @@ export class ReorderWindow {
   #seq = 0;
   #held = 0;
   #bytes = 0;
+  /** sum of `pinned` over the batches with live runs */
+  #pinned = 0;
   /** newest timestamp seen, as u32 halves; hi < 0 = none yet */
   #maxHi = -1;
   #maxLo = 0;
@@ -138,6 +155,11 @@ export class ReorderWindow {
     return this.#bytes;
   }
 
+  /** Buffer bytes the held records keep alive: their messages, or their copies (per batch). */
+  get pinnedBytes(): number {
+    return this.#pinned;
+  }
+
   /**
    * Adds the first `limit` wire records of one source's batch, releases whatever the window lets
    * go, and says how many packets and bytes it took. Held records reference `records` without
@@ -152,6 +174,7 @@ export class ReorderWindow {
     this.#seq += n;
     this.#split(batch, nowMs);
     this.#release(nowMs);
+    if (batch.live.size > 0) this.#compact(batch);
     return { packets: n, bytes };
   }
 
@@ -197,7 +220,41 @@ export class ReorderWindow {
       lo: lo.subarray(0, n),
       caplen: caplen.subarray(0, n),
       seq0: this.#seq,
+      live: new Set(),
+      pinned: 0,
     };
+  }
+
+  /**
+   * Copies a batch's held records out of its message when they are less than half of what the
+   * batch pins: a buffer of just their bytes, an index of just their records. Runs keep their
+   * object and are rebased.
+   */
+  #compact(b: Batch): void {
+    let first = Infinity, last = 0;
+    for (const r of b.live) {
+      if (r.head < first) first = r.head;
+      if (r.end > last) last = r.end;
+    }
+    const from = b.start[first], to = b.start[last];
+    const count = last - first;
+    const needs = (to - from) + 4 * (count + 1) + 12 * count;
+    if (2 * needs > b.records.buffer.byteLength + indexBytes(b)) return;
+    const start = new Uint32Array(count + 1);
+    for (let i = 0; i <= count; i++) start[i] = b.start[first + i] - from;
+    b.records = b.records.slice(from, to);
+    b.start = start;
+    b.hi = b.hi.slice(first, last);
+    b.lo = b.lo.slice(first, last);
+    b.caplen = b.caplen.slice(first, last);
+    b.seq0 += first;
+    for (const r of b.live) {
+      r.head -= first;
+      r.end -= first;
+    }
+    this.#pinned -= b.pinned;
+    b.pinned = b.records.buffer.byteLength;
+    this.#pinned += b.pinned;
   }
 
   /** Emits late records at once; puts the rest into the heap as ascending runs. */
@@ -248,7 +305,9 @@ export class ReorderWindow {
   }
 
   #over(): boolean {
-    return this.#held > this.maxPackets || (this.#held > 0 && this.#bytes > this.maxBytes);
+    // #compact keeps the pinned buffers within about twice the held records' bytes
+    return this.#held > this.maxPackets ||
+      (this.#held > 0 && (this.#bytes > this.maxBytes || this.#pinned > 2 * this.maxBytes));
   }
 
   /**
@@ -277,9 +336,15 @@ export class ReorderWindow {
       this.#lastHi = b.hi[i - 1];
       this.#lastLo = b.lo[i - 1];
       top.head = i;
-      if (i === top.end) this.#removeTop();
-      else this.#down(0);
+      // emitted before the run's batch may be compacted (which rebases `from` and `i`)
       this.#emitSlice(b, from, i);
+      if (i === top.end) this.#removeTop();
+      else {
+        this.#down(0);
+        // a batch with one run left (the usual case) is checked at every step; one of many
+        // runs only when it was pushed, so that scanning its runs stays linear
+        if (b.live.size === 1) this.#compact(b);
+      }
     }
   }
 
@@ -289,6 +354,12 @@ export class ReorderWindow {
 
   #removeTop(): void {
     const h = this.#heap;
+    const gone = h[0].batch;
+    gone.live.delete(h[0]);
+    if (gone.live.size === 0) {
+      this.#pinned -= gone.pinned;
+      gone.pinned = 0;
+    }
     const last = h.pop()!;
     if (h.length > 0) {
       h[0] = last;
@@ -297,6 +368,12 @@ export class ReorderWindow {
   }
 
   #insert(r: Run): void {
+    const b = r.batch;
+    if (b.live.size === 0) {
+      b.pinned = b.records.buffer.byteLength;
+      this.#pinned += b.pinned;
+    }
+    b.live.add(r);
     const h = this.#heap;
     h.push(r);
     let i = h.length - 1;

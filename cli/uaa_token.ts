@@ -10,6 +10,7 @@
  * TLS to the Director and its UAA trusts the environment's `ca_cert` (or BOSH_CA_CERT).
  * Tokens never appear in errors.
  */
+import { createTlsFetch, type TlsRequestInit } from "../lib/tls_fetch.ts";
 import { decodeJwt } from "jose";
 import {
   BoshConfig,
@@ -54,13 +55,22 @@ export function needsRefresh(token: string | undefined, nowSec: number, marginSe
   return exp === undefined || exp - marginSec <= nowSec;
 }
 
-/** `fetch` that trusts `caCert` (PEM) in addition to nothing else; close() releases it. */
+/**
+ * `fetch` that trusts `caCert` (PEM) and nothing else (lib/tls_fetch.ts: not the default roots,
+ * and no redirect is followed); the default roots without it. close() releases it.
+ */
 export function fetchTrusting(caCert?: string): { fetch: FetchFn; close(): void } {
   if (!caCert) return { fetch: (i, init) => fetch(i, init), close() {} };
-  const client = Deno.createHttpClient({ caCerts: [caCert] });
+  const tls = createTlsFetch({ ca: caCert });
   return {
-    fetch: (input, init) => fetch(input, { ...init, client }),
-    close: () => client.close(),
+    fetch: (input, init = {}) =>
+      tls.fetch(String(input), {
+        method: (init.method ?? "GET") as TlsRequestInit["method"],
+        headers: Object.fromEntries(new Headers(init.headers)),
+        body: init.body === undefined || init.body === null ? undefined : String(init.body),
+        signal: init.signal ?? undefined,
+      }),
+    close: () => tls.close(),
   };
 }
 

@@ -20,6 +20,10 @@ export interface IssueOptions {
   dns?: string[];
   /** subjectAltName IP entries */
   ips?: string[];
+  /** subjectAltName email (rfc822Name) entries */
+  emails?: string[];
+  /** subjectAltName URI entries */
+  uris?: string[];
   /** validity in days from now (default 2) */
   days?: number;
   /** valid for one day, ended a day ago */
@@ -73,6 +77,8 @@ export function leafExtensions(opts: IssueOptions): string {
   const san = [
     ...(opts.dns ?? []).map((d) => `DNS:${d}`),
     ...(opts.ips ?? []).map((ip) => `IP:${ip}`),
+    ...(opts.emails ?? []).map((e) => `email:${e}`),
+    ...(opts.uris ?? []).map((u) => `URI:${u}`),
   ];
   if (san.length) lines.push(`subjectAltName = ${san.join(", ")}`);
   return lines.join("\n") + "\n";

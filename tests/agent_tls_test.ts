@@ -127,7 +127,7 @@ Deno.test("agent allowed_names: CN or SAN admitted, other names get 403 and a lo
       assertEquals(agent.server.activeCaptures, 0);
       const line = agent.logs.find((l) => l.msg === "client refused")!;
       assertEquals(line.peer, "intruder");
-      assertEquals(line.peer_sans, ["evil.example"]);
+      assertEquals(line.peer_sans, ["dns:evil.example"]);
       assert(String(line.reason).includes("allowed_names"));
     } finally {
       for (const c of clients) c.close();

@@ -40,6 +40,8 @@ const AGENT_CASES: Case[] = [
   ["pcap-agent.buffer.lower_limit", 10, { config: "buffer.lower_limit" }],
   ["pcap-agent.listen.address", "127.0.0.1", { config: "listen.address" }],
   ["pcap-agent.listen.port", 9595, { config: "listen.port" }],
+  ["pcap-agent.listen.max_connections", 100, { config: "listen.max_connections" }],
+  ["pcap-agent.listen.tls.handshake_timeout", 5, { config: "listen.tls.handshake_timeout" }],
   ["pcap-agent.listen.tls.allowed_names", ["pcap-api.service.cf.internal"], {
     config: "listen.tls.allowed_names",
   }],

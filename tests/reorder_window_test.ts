@@ -199,3 +199,64 @@ Deno.test("reorder: batches whose timestamps go back are split into runs; order 
   assertEquals(tight.out.length, pushed.length);
   assert(late <= tight.w.late, "only packets counted late leave the order");
 });
+
+/** One ~8 MiB message (a frame header, then records) of `n` 1400-byte packets from `t0Ms`. */
+function bigMessage(t0Ms: number, n: number, msPerPacket: number) {
+  const recs = encodeRecords(Array.from({ length: n }, (_, i) => ({
+    tsNs: T0 + BigInt(Math.round((t0Ms + i * msPerPacket) * 1000)) * 1000n,
+    data: new Uint8Array(1400).fill(i & 0xff),
+  })));
+  const message = new Uint8Array(8 + recs.length);
+  message.set(recs, 8);
+  return message;
+}
+
+Deno.test("reorder: a few packets held from big messages do not pin the messages (issue 12 defect 7)", () => {
+  const MESSAGES = 4, N = 6000; // 4 x 8.4 MB
+  const messages = Array.from({ length: MESSAGES }, (_, k) => bigMessage(k * 1000, N, 1000 / N));
+  const out: { buffer: ArrayBufferLike; ts: bigint }[] = [];
+  const w = new ReorderWindow((source, recs) => {
+    for (const p of packetsOf(source, recs)) out.push({ buffer: p.data.buffer, ts: p.tsNs });
+  }, { windowMs: 5 });
+  for (const [k, m] of messages.entries()) {
+    // a new message releases all but its last ~5 ms (~30 packets, ~42 KB)
+    w.pushRecords(k % 2, m.subarray(8), k);
+    assert(w.size > 0 && w.size < 60, `held ${w.size} after message ${k}`);
+    assert(w.pinnedBytes <= 2 * (w.heldBytes + 16 * w.size) + 64, `pinned ${w.pinnedBytes}`);
+    assert(w.pinnedBytes < 256 * 1024, `message ${k}: ${w.pinnedBytes} bytes pinned`);
+  }
+  w.flush();
+  assertEquals(w.pinnedBytes, 0);
+  assertEquals(out.length, MESSAGES * N);
+  for (let i = 1; i < out.length; i++) assert(out[i - 1].ts <= out[i].ts, `order at ${i}`);
+  // the held tail of each message came out of a copy, not out of the message
+  const tails = out.filter((_, i) => i % N >= N - 20);
+  assert(tails.every((p) => !messages.some((m) => m.buffer === p.buffer)), "held tails copied");
+
+  // held whole, then mostly released by the clock: the tail left is copied out as it shrinks
+  const late: ArrayBufferLike[] = [];
+  const w2 = new ReorderWindow((s, r) => late.push(...packetsOf(s, r).map((p) => p.data.buffer)), {
+    windowMs: 60_000,
+  });
+  const m = bigMessage(0, N, 1000 / N);
+  w2.pushRecords(0, m.subarray(8), 0);
+  assertEquals(w2.size, N);
+  assert(w2.pinnedBytes >= m.byteLength, "a whole message held pins it, and is counted");
+  w2.tick(59_995); // clock 999 ms + 59 995 ms idle: the watermark passes all but ~5 ms
+  assert(w2.size > 0 && w2.size < 60, `held ${w2.size}`);
+  assert(w2.pinnedBytes < 256 * 1024, `${w2.pinnedBytes} bytes pinned by the tail`);
+  w2.flush();
+  assertEquals(late.length, N);
+  assert(late.at(-1) !== m.buffer, "the tail was copied out of the message");
+});
+
+Deno.test("reorder: a 1-packet view into a 1 MiB message is copied out at once", () => {
+  const w = new ReorderWindow(() => {}, { windowMs: 60_000 });
+  for (let i = 0; i < 3; i++) {
+    const recs = encodeRecords([{ tsNs: T0 + BigInt(i) * MS, data: new Uint8Array(100) }]);
+    const message = new Uint8Array(1 << 20);
+    message.set(recs, 0);
+    w.pushRecords(0, message.subarray(0, recs.length), 0);
+    assert(w.pinnedBytes < 1024, `pinned ${w.pinnedBytes} after ${i + 1}`);
+  }
+});
