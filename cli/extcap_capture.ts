@@ -5,10 +5,10 @@
  * What is particular to Wireshark:
  * - stderr is what Wireshark shows as the error of the capture, whatever the exit code, so it
  *   carries nothing but problems: no progress, no summary;
- * - Wireshark stops a capture with SIGTERM, which drains like Ctrl-C; it usually closes its end
- *   of the FIFO at about the same time, so once the reader has left, the rest of the output is
- *   discarded instead of failing the capture, and the capture is stopped cleanly if it was not
- *   stopping already;
+ * - Wireshark stops a capture with SIGTERM, which drains like Ctrl-C (a second one does not cut
+ *   the drain short); it usually closes its end of the FIFO at about the same time, so once the
+ *   reader has left, the rest of the output is discarded instead of failing the capture, and the
+ *   capture is stopped cleanly if it was not stopping already;
  * - the FIFO is Wireshark's: it is never created or removed here.
  */
 import { type CaptureIo, CaptureRun, type CaptureRunOptions } from "./bosh_capture.ts";
@@ -30,6 +30,8 @@ import type { CfStartRequest } from "../protocol/cf_messages.ts";
 
 /** how long Wireshark may take to open the reading end of its FIFO */
 export const FIFO_OPEN_TIMEOUT_MS = 30_000;
+/** Wireshark stops an extcap with SIGTERM; SIGINT is a user's Ctrl-C on a manual run */
+const STOP_SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGINT"];
 /** how long a failed capture waits for the reader it has to release */
 const RELEASE_TIMEOUT_MS = 5_000;
 
@@ -180,10 +182,25 @@ export async function runExtcapCapture(r: ExtcapCaptureRequest, io: CaptureIo): 
     return 1;
   }
   const progress = new ExtcapProgress({ write: io.writeErr, tty: false, quiet: true });
-  const run = session.run = new CaptureRun(prepared.options, io, progress, output, {
-    comment: prepared.comment,
-    product: prepared.product,
-    path: prepared.path,
-  });
-  return await run.run(prepared.authorization, prepared.caCert, prepared.request);
+  // Our own signal handling: on the command line a second Ctrl-C stops at once, but Wireshark's
+  // SIGTERM often comes just after its reader has left and the drain has begun, and must not cut
+  // that drain short. Every SIGTERM asks for the clean stop; the drain is bounded anyway.
+  const run = session.run = new CaptureRun(
+    prepared.options,
+    { ...io, signals: [] },
+    progress,
+    output,
+    {
+      comment: prepared.comment,
+      product: prepared.product,
+      path: prepared.path,
+    },
+  );
+  const stop = () => run.stop("stopped by Wireshark");
+  for (const sig of STOP_SIGNALS) Deno.addSignalListener(sig, stop);
+  try {
+    return await run.run(prepared.authorization, prepared.caCert, prepared.request);
+  } finally {
+    for (const sig of STOP_SIGNALS) Deno.removeSignalListener(sig, stop);
+  }
 }

@@ -34,6 +34,7 @@ import {
   ExtcapOptionError,
 } from "../cli/extcap_options.ts";
 import { LAUNCHER_NAME, launcherScript, parseFolders } from "../cli/extcap_install.ts";
+import { runExtcapCapture } from "../cli/extcap_capture.ts";
 import type { BoshInterface } from "../cli/extcap_interfaces.ts";
 import type { CfLogin } from "../cli/cf_config.ts";
 import {
@@ -680,6 +681,105 @@ Deno.test("extcap with tshark: a CF capture into tshark, stopped by tshark; a de
   } finally {
     await api.close();
     await denying.close();
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
+/**
+ * A loopback CF api that streams packets until the client's stop, then holds END back until
+ * `releaseEnd()`, so that a test can act while the client drains.
+ */
+function drainingApi() {
+  let socket: WebSocket | undefined;
+  let endSent = false;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  const seen = { stopped: false, clientClosedFirst: false };
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    const up = Deno.upgradeWebSocket(req);
+    socket = up.socket;
+    socket.onclose = () => {
+      clearInterval(timer);
+      if (!endSent) seen.clientClosedFirst = true;
+    };
+    socket.onmessage = (ev) => {
+      const msg = JSON.parse(String(ev.data));
+      if (msg.type === "stop") {
+        seen.stopped = true;
+        clearInterval(timer);
+        return;
+      }
+      socket!.send(encodeJsonFrame(FrameKind.HELLO, API_SOURCE, {
+        protocol_version: 1,
+        min_protocol_version: 1,
+        component: "api",
+        version: "test",
+        id: "extcap-drain-api",
+      }));
+      socket!.send(encodeJsonFrame(FrameKind.SOURCE, 0, {
+        origin: "my-app/0",
+        interface: "eth0",
+        link_type: 1,
+        snaplen: 65535,
+        instance: { group: "my-app", index: 0, id: "guid-0" },
+      }));
+      timer = setInterval(() => {
+        const pkt = new Uint8Array(1000).fill(0x41);
+        const tsNs = BigInt(Date.now()) * 1_000_000n;
+        socket!.send(encodePacketsFrame(0, 1, encodeRecords([{ tsNs, data: pkt }])));
+      }, 10);
+    };
+    return up.response;
+  });
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    seen,
+    releaseEnd() {
+      endSent = true;
+      socket!.send(encodeFrame(FrameKind.END, API_SOURCE, new Uint8Array()));
+      socket!.close(1000, "capture ended");
+    },
+    close: () => server.shutdown(),
+  };
+}
+
+Deno.test("extcap capture: the reader leaves, then SIGTERM comes during the drain: the drain completes, exit 0, nothing on stderr", async () => {
+  const home = await makeHome(cfLogin(jwt({ user_name: "dev", exp: now() + 3600 })));
+  const api = drainingApi();
+  let stderr = "";
+  let sigterm: () => void = () => {};
+  try {
+    const fifo = `${home}/fifo`;
+    await run("mkfifo", [fifo]);
+    const reader = Deno.open(fifo, { read: true });
+    const code = runExtcapCapture(
+      {
+        iface: "pcap-cf-api.sys.example.com",
+        fifo,
+        values: new Map([["--app", "my-app"], ["--pcap-api-url", api.url]]),
+      },
+      { env: { HOME: home }, writeErr: (s) => stderr += s, stderrIsTty: false, stdoutIsTty: false },
+    );
+    // read the header and some packets as Wireshark would, then leave like Wireshark does
+    const f = await reader;
+    const buf = new Uint8Array(64 * 1024);
+    for (let got = 0; got < 4000;) got += (await f.read(buf)) ?? 0;
+    f.close();
+    const until = Date.now() + 30_000;
+    while (!api.seen.stopped && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    assert(api.seen.stopped, `the client asked for a stop once its reader was gone; ${stderr}`);
+    // now Wireshark's SIGTERM: every listener of this process runs in the same dispatch, so
+    // once ours has run, the extcap's has too
+    const delivered = new Promise<void>((r) => sigterm = r);
+    Deno.addSignalListener("SIGTERM", sigterm);
+    Deno.kill(Deno.pid, "SIGTERM");
+    await delivered;
+    api.releaseEnd();
+    assertEquals(await code, 0, stderr);
+    assertEquals(stderr, "", "Wireshark would show anything on stderr as an error");
+    assert(!api.seen.clientClosedFirst, "the SIGTERM cut the drain short");
+  } finally {
+    Deno.removeSignalListener("SIGTERM", sigterm);
+    await api.close();
     await Deno.remove(home, { recursive: true });
   }
 });
