@@ -1,7 +1,8 @@
 /**
  * `pcap extcap`, the pure parts: the extcap sentences and command line, the interfaces found in
  * bosh and cf configs, the way an interface's options become `pcap-bosh capture` / `pcap-cf
- * capture` options with extcap-worded errors, and the launcher script. Debian's tshark runs the
+ * capture` options with extcap-worded errors, the launcher script, and the FIFO output. Debian's
+ * tshark runs the
  * launcher in extcap_tshark_test.ts, the lab in extcap_capture_test.ts.
  */
 import {
@@ -33,7 +34,14 @@ import {
 } from "../cli/extcap_options.ts";
 import { launcherScript, parseFolders } from "../cli/extcap_install.ts";
 import type { CfLogin } from "../cli/cf_config.ts";
-import { assert, assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+  assertThrows,
+} from "./support/assert.ts";
+import { BufferedOutput, OutputError } from "../cli/capture_output.ts";
 import { SPACE_GUID } from "./support/extcap_fixtures.ts";
 
 const BOSH_IFACE: BoshInterface = {
@@ -333,4 +341,41 @@ Deno.test("extcap install: folders from tshark -G folders; the launcher script",
     ],
   );
   assert(script.startsWith("#!/bin/sh\n"));
+});
+
+Deno.test("BufferedOutput.openFifo: only a FIFO; once its reader has left, onReaderGone once and the rest discarded", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "extcap-fifo-" });
+  try {
+    await Deno.writeTextFile(`${dir}/file`, "");
+    await assertRejects(() => BufferedOutput.openFifo(`${dir}/file`), OutputError, "is not a FIFO");
+    await assertRejects(
+      () => BufferedOutput.openFifo(`${dir}/none`),
+      OutputError,
+      "cannot use FIFO",
+    );
+    const fifo = `${dir}/fifo`;
+    const mk = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    assert(mk.success);
+    const reader = Deno.open(fifo, { read: true });
+    let gone = 0;
+    const out = await BufferedOutput.openFifo(fifo, {
+      flushIntervalMs: 0,
+      onReaderGone: () => gone++,
+    });
+    const r = await reader;
+    out.write(new Uint8Array([1, 2, 3]));
+    out.flush();
+    const buf = new Uint8Array(8);
+    assertEquals(await r.read(buf), 3);
+    r.close();
+    for (let i = 0; i < 3; i++) {
+      out.write(new Uint8Array(100));
+      out.flush(); // EPIPE: discarded, not thrown
+    }
+    out.close();
+    await Promise.resolve();
+    assertEquals(gone, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
