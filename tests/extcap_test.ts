@@ -1,9 +1,8 @@
 /**
  * `pcap extcap`, the pure parts: the extcap sentences and command line, the interfaces found in
  * bosh and cf configs, the way an interface's options become `pcap-bosh capture` / `pcap-cf
- * capture` options with extcap-worded errors, the launcher script, and the FIFO output. Debian's
- * tshark runs the
- * launcher in extcap_tshark_test.ts, the lab in extcap_capture_test.ts.
+ * capture` options with extcap-worded errors, the launcher script, and the FIFO output.
+ * Debian's tshark runs the launcher in extcap_tshark_test.ts, the lab in extcap_capture_test.ts.
  */
 import {
   argSentences,
