@@ -116,6 +116,9 @@ Deno.test({
         }
         assertEquals(pkts.length, sent.flat().length, "no packet twice, no other packet");
         await eventually("no agent capture left", () => allCells(0));
+        // tshark ended it with SIGTERM at the duration: a clean stop, not a vanished client
+        await eventually("the api's audit line", async () => (await audits()).length === 1);
+        assertEquals((await audits()).map((a) => a.outcome), ["CAPTURE_STOPPED"]);
       });
 
       await t.step("a bad filter: tshark fails with our message, no hang", async () => {
