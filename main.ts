@@ -8,6 +8,7 @@ import { runAgent } from "./agent/agent_main.ts";
 import { runApi } from "./server/api_main.ts";
 import { runBosh } from "./cli/bosh_main.ts";
 import { runCf } from "./cli/cf_main.ts";
+import { runExtcap } from "./cli/extcap_main.ts";
 
 interface Mode {
   summary: string;
@@ -19,6 +20,10 @@ const MODES: Record<string, Mode> = {
   api: { summary: "api server behind gorouter (BOSH job): --config FILE", run: runApi },
   bosh: { summary: "capture on BOSH VMs (pcap-bosh): capture [flags] [INSTANCE...]", run: runBosh },
   cf: { summary: "capture in CF app containers (pcap-cf): capture APP [flags]", run: runCf },
+  extcap: {
+    summary: "Wireshark extcap: --install puts the pcap interfaces into Wireshark",
+    run: (args) => runExtcap(args),
+  },
   version: {
     summary: "print the version and protocol level",
     run: () => {

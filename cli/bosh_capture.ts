@@ -195,6 +195,11 @@ export class CaptureRun {
     return this.#unauthenticated && this.#sources.size === 0;
   }
 
+  /** Stops cleanly, as the first Ctrl-C does (e.g. when the reader of the output has left). */
+  stop(reason: string): void {
+    if (this.#session) this.#stop(reason);
+  }
+
   /** Connects, captures until the end, closes the output; returns the exit code. */
   async run(
     authorization: string,

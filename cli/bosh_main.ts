@@ -116,7 +116,8 @@ async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<num
   return await run.run(auth.authorization, caCert, startRequest(o));
 }
 
-function describeTarget(o: BoshCaptureOptions): string {
+/** For the file comment: "deployment cf, instance groups router, instances router/0". Pure. */
+export function describeTarget(o: BoshCaptureOptions): string {
   const parts = [`deployment ${o.deployment}`];
   if (o.groups.length) parts.push(`instance groups ${o.groups.join(", ")}`);
   if (o.instances.length) parts.push(`instances ${o.instances.map((i) => i.raw).join(", ")}`);

@@ -116,6 +116,11 @@ export interface BufferedOutputOptions {
   flushIntervalMs?: number;
   /** overwrite an existing file (prepareOutput should have been called already) */
   force?: boolean;
+  /**
+   * For a pipe whose reader may leave (Wireshark's extcap FIFO): when the reader has closed its
+   * end, this is called once and the rest is discarded instead of failing every write.
+   */
+  onReaderGone?: () => void;
 }
 
 interface SyncWriter {
@@ -139,6 +144,8 @@ export class BufferedOutput implements ByteSink {
   #timer: ReturnType<typeof setInterval> | undefined;
   #error: OutputError | undefined;
   #closed = false;
+  #onReaderGone: (() => void) | undefined;
+  #readerGone = false;
   /** bytes written out so far */
   bytesWritten = 0;
 
@@ -147,6 +154,7 @@ export class BufferedOutput implements ByteSink {
     this.#out = out;
     this.#ownsOut = owns;
     this.#buf = new Uint8Array(opts.bufferBytes ?? 1024 * 1024);
+    this.#onReaderGone = opts.onReaderGone;
     const every = opts.flushIntervalMs ?? 250;
     if (every > 0) {
       const timer = setInterval(() => this.#timerFlush(), every);
@@ -198,6 +206,25 @@ export class BufferedOutput implements ByteSink {
     this.#flushSync();
   }
 
+  /**
+   * Opens an existing FIFO for writing, e.g. Wireshark's extcap `--fifo`: nothing is created or
+   * removed, and the open waits until a reader has opened the other end.
+   */
+  static async openFifo(path: string, opts: BufferedOutputOptions = {}): Promise<BufferedOutput> {
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(path);
+    } catch (e) {
+      throw new OutputError(`cannot use FIFO ${path}: ${(e as Error).message}`);
+    }
+    if (!info.isFifo) throw new OutputError(`${path} is not a FIFO (named pipe)`);
+    try {
+      return new BufferedOutput(path, await Deno.open(path, { write: true }), true, opts);
+    } catch (e) {
+      throw new OutputError(`cannot open FIFO ${path}: ${(e as Error).message}`);
+    }
+  }
+
   /** Flushes, stops the timer and closes the file (never stdout). Idempotent. */
   close(): void {
     if (this.#closed) return;
@@ -234,11 +261,17 @@ export class BufferedOutput implements ByteSink {
   }
 
   #writeAll(data: Uint8Array): void {
+    if (this.#readerGone) return;
     try {
       let off = 0;
       while (off < data.length) off += this.#out.writeSync(data.subarray(off));
       this.bytesWritten += data.length;
     } catch (e) {
+      if (e instanceof Deno.errors.BrokenPipe && this.#onReaderGone) {
+        this.#readerGone = true;
+        queueMicrotask(this.#onReaderGone);
+        return;
+      }
       const where = isStdout(this.path) ? "standard output" : this.path;
       const reason = e instanceof Deno.errors.BrokenPipe
         ? "the reading program has exited"

@@ -28,7 +28,7 @@ import { PROTOCOL_VERSION } from "../protocol/version.ts";
 const EXIT_OK = 0;
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
-const CF_CAPTURE_PATH = "/v1/capture/cf";
+export const CF_CAPTURE_PATH = "/v1/capture/cf";
 
 const CAPTURE_EPILOG = `
 Authentication:

@@ -6,7 +6,7 @@ import { REPO_ROOT } from "../../lab/lab_agents.ts";
 
 const dec = new TextDecoder();
 /** the children get their own HOME, so point them at our module cache explicitly */
-const DENO_DIR = Deno.env.get("DENO_DIR") ??
+export const DENO_DIR = Deno.env.get("DENO_DIR") ??
   JSON.parse((await new Deno.Command(Deno.execPath(), { args: ["info", "--json"] }).output())
     .stdout.reduce((s, b) => s + String.fromCharCode(b), "")).denoDir;
 
