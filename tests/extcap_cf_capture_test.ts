@@ -88,7 +88,7 @@ Deno.test({
         ], env);
         await eventually(
           "the capture of instances 0 and 2 started",
-          async () => api.logs.some((l) => l.includes('"capture starting"')),
+          () => api.logs.some((l) => l.includes('"capture starting"')),
         );
         // the agents say they capture once the api has started them
         const active = async (vm: typeof v0) =>
@@ -110,7 +110,7 @@ Deno.test({
         assertEquals(pkts.length, 2 * N, "nothing else: instance 1 was not selected");
         await eventually("no agent capture left", async () =>
           (await active(v0)) === 0 && (await active(v1)) === 0);
-        await eventually("the api's audit line", async () =>
+        await eventually("the api's audit line", () =>
           api.audit.length > 0);
         assertEquals(api.audit.map((a) => a.outcome), ["CAPTURE_STOPPED"]);
       } catch (e) {

@@ -144,7 +144,7 @@ export async function processesWith(needle: string): Promise<number[]> {
  */
 export async function eventually(
   what: string,
-  check: () => Promise<boolean>,
+  check: () => boolean | Promise<boolean>,
   timeoutMs = 30_000,
 ): Promise<void> {
   const until = Date.now() + timeoutMs;
