@@ -8,6 +8,7 @@ import { createServer, type Server } from "node:https";
 import type { TLSSocket } from "node:tls";
 import type { Socket } from "node:net";
 import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import type { StatusType } from "../protocol/messages.ts";
@@ -19,7 +20,7 @@ import { CaptureSession, type OpenEngine } from "./capture_session.ts";
 import { CaptureEngine, CaptureError } from "./engine/capture_engine.ts";
 import { type PeerIdentity, peerIdentity, peerLabel, peerRefusal } from "./peer_identity.ts";
 import { selfAcceptedAsClient } from "./self_trust.ts";
-import { MAX_START_BODY_BYTES, parseStartRequest, readBodyLimited } from "./start_request.ts";
+import { MAX_START_BODY_BYTES, parseStartRequest } from "./start_request.ts";
 import { containerNetns } from "./container_target.ts";
 import { ContainerLookupError } from "./container_lookup.ts";
 import { errorResponseBody, httpStatusOf, StatusError } from "../protocol/status_errors.ts";
@@ -273,7 +274,35 @@ export class AgentServer {
 
     app.get("/health", (c) => c.json(this.health()));
 
-    app.post("/captures", (c) => this.#startCapture(c.get("peer"), c.req.raw, c.env.outgoing));
+    // Draining is refused before the body is read; the body limit answers from Content-Length
+    // when there is one, so an oversized start request is never buffered.
+    app.post(
+      "/captures",
+      async (c, next) => {
+        if (!this.#draining) return await next();
+        return this.#refuse(
+          c.get("peer"),
+          new StatusError(
+            "INSTANCE_UNAVAILABLE",
+            `agent ${this.#opts.config.id} is shutting down; retry later`,
+          ),
+        );
+      },
+      bodyLimit({
+        maxSize: MAX_START_BODY_BYTES,
+        onError: (c) =>
+          this.#refuse(
+            c.get("peer"),
+            new StatusError(
+              "INVALID_REQUEST",
+              `request body exceeds ${
+                MAX_START_BODY_BYTES / 1024
+              } KiB; send a single AgentStartRequest`,
+            ),
+          ),
+      }),
+      async (c) => this.#startCapture(c.get("peer"), c.req.raw, await c.req.text(), c.env.outgoing),
+    );
 
     app.post("/captures/:id/stop", (c) => {
       const id = c.req.param("id");
@@ -299,36 +328,27 @@ export class AgentServer {
     return app;
   }
 
+  #refuse(peer: PeerIdentity, err: StatusError): Response {
+    this.#log.warn("capture refused", {
+      peer: peerLabel(peer),
+      type: err.type,
+      reason: err.message,
+    });
+    return Response.json(errorResponseBody(err), { status: httpStatusOf(err) });
+  }
+
   async #startCapture(
     peer: PeerIdentity,
     req: Request,
+    body: string,
     outgoing: HttpBindings["outgoing"],
   ): Promise<Response> {
-    const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
-      Response.json(body, { status, headers });
     const cfg = this.#opts.config;
-    const refuse = (err: StatusError) => {
-      this.#log.warn("capture refused", {
-        peer: peerLabel(peer),
-        type: err.type,
-        reason: err.message,
-      });
-      return json(httpStatusOf(err), errorResponseBody(err));
-    };
+    const refuse = (err: StatusError) => this.#refuse(peer, err);
+    // A stop between the body and here still refuses: the drain must not wait for a new capture.
     if (this.#draining) {
       return refuse(
         new StatusError("INSTANCE_UNAVAILABLE", `agent ${cfg.id} is shutting down; retry later`),
-      );
-    }
-    const body = await readBodyLimited(req.body);
-    if (body === null) {
-      return refuse(
-        new StatusError(
-          "INVALID_REQUEST",
-          `request body exceeds ${
-            MAX_START_BODY_BYTES / 1024
-          } KiB; send a single AgentStartRequest`,
-        ),
       );
     }
     const parsed = parseStartRequest(body);

@@ -17,7 +17,6 @@ import {
   FilterRuleError,
   MAX_AGENT_FILTER_PRIMITIVES,
 } from "../protocol/filter_rules.ts";
-import { readTextLimited } from "../lib/read_limited.ts";
 import { validateContainerRequest } from "./container_lookup.ts";
 
 export type StartRequestResult =
@@ -65,12 +64,4 @@ export function parseStartRequest(body: string): StartRequestResult {
     return invalid(`invalid filter "${request.filter}": ${e.message}`);
   }
   return { ok: true, request };
-}
-
-/** Reads at most `limit` bytes of a request body; null when it is larger. */
-export function readBodyLimited(
-  body: ReadableStream<Uint8Array> | null,
-  limit = MAX_START_BODY_BYTES,
-): Promise<string | null> {
-  return readTextLimited(body, limit);
 }

@@ -214,6 +214,35 @@ Deno.test({
         const refusals = agent.logs.filter((l) => l.msg === "capture refused");
         assertEquals(refusals.length, cases.length);
 
+        // A chunked body (no Content-Length) past the bound: refused while it streams, without
+        // reading the rest. The client may see the 400 or, as the agent closes the connection
+        // mid-upload, a broken body; the agent's log says which limit refused it either way.
+        let sent = 0;
+        const chunk = new TextEncoder().encode(" ".repeat(16 * 1024));
+        const streamed = await fetch(agent.url("/captures"), {
+          method: "POST",
+          client,
+          headers: { "content-type": "application/json" },
+          body: new ReadableStream<Uint8Array>({
+            pull(ctl) {
+              if (sent >= 1 << 20) return ctl.close();
+              sent += chunk.byteLength;
+              ctl.enqueue(chunk);
+            },
+          }),
+        }).then(async (r) => ({ status: r.status, text: String((await r.json()).text) }))
+          .catch((e: Error) => ({ status: 0, text: e.message }));
+        if (streamed.status !== 0) {
+          assertEquals(streamed.status, 400, streamed.text);
+          assertStringIncludes(streamed.text, "exceeds 64 KiB");
+        }
+        const refusedStream = agent.logs.filter((l) => l.msg === "capture refused").at(-1);
+        assertStringIncludes(String(refusedStream?.reason), "exceeds 64 KiB");
+        assertEquals(agent.server.activeCaptures, 0);
+        const health = await fetch(agent.url("/health"), { client });
+        assertEquals(health.status, 200, "the agent keeps serving");
+        await health.body?.cancel();
+
         const stop = await postJson(client, agent.url("/captures/nope/stop"), "");
         assertEquals(stop.status, 404);
         assertStringIncludes((await stop.json()).text, "no running capture");
