@@ -14,6 +14,7 @@ import {
 } from "../lib/units.ts";
 import { isLoopbackHost } from "../lib/url_policy.ts";
 import { MAX_CAPTURE_DURATION_MS } from "../protocol/messages.ts";
+import { MAX_KEEP, type RotationPolicy, rotationProblem } from "./rotation_policy.ts";
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -64,6 +65,10 @@ export interface BoshCaptureOptions {
   insecure: boolean;
   verbose: boolean;
   quiet: boolean;
+  /** --rotate-size/--rotate-every/--keep: a series of files instead of one */
+  rotation?: RotationPolicy;
+  /** --dry-run: list what would be captured, capture nothing */
+  dryRun?: boolean;
 }
 
 /** `30s`, `5m`, `1h30m`, `250ms` or seconds → milliseconds (> 0). */
@@ -201,6 +206,22 @@ export function withCaptureOptions(cmd: Command): Command {
       positiveInt("max-packets", 1, Number.MAX_SAFE_INTEGER),
     )
     .option("--max-bytes <size>", "stop after this many bytes, e.g. 10MB, 1GiB", parseByteSize)
+    .option(
+      "--rotate-size <size>",
+      "start a new file when this one reaches SIZE, e.g. 100MB (files FILE_NNNNN_TIME.EXT)",
+      parseByteSize,
+    )
+    .option(
+      "--rotate-every <time>",
+      "start a new file every TIME, e.g. 1h (a file without packets is kept open)",
+      parseDuration,
+    )
+    .option(
+      "--keep <n>",
+      "with --rotate-*: keep only the newest N files (a ring)",
+      positiveInt("keep", 1, MAX_KEEP),
+    )
+    .option("--dry-run", "list the instances and their agents that would be captured, and exit")
     .option("--ca-cert <file>", "CA certificate file for the pcap API")
     .option("-v, --verbose", "show debug information")
     .option("-q, --quiet", "show only warnings and errors, no progress")
@@ -233,6 +254,39 @@ interface RawOpts {
   insecure?: boolean;
   verbose?: boolean;
   quiet?: boolean;
+  rotateSize?: number;
+  rotateEvery?: number;
+  keep?: number;
+  dryRun?: boolean;
+}
+
+/** The output flags every capture client shares, as commander parsed them. */
+export interface RawOutputOpts {
+  file?: string;
+  rotateSize?: number;
+  rotateEvery?: number;
+  keep?: number;
+  dryRun?: boolean;
+}
+
+/**
+ * -o, the rotation flags and --dry-run checked together: -o is needed unless --dry-run, and
+ * rotation needs a file. Throws what `usage` makes of the problem.
+ */
+export function outputChoice(
+  o: RawOutputOpts,
+  usage: (msg: string) => Error,
+): { output: string; rotation?: RotationPolicy; dryRun: boolean } {
+  const dryRun = !!o.dryRun;
+  if (!o.file && !dryRun) throw usage("missing -o/--file: give an output file, or - for stdout");
+  const policy = { sizeBytes: o.rotateSize, everyMs: o.rotateEvery, keep: o.keep };
+  const problem = rotationProblem(policy, o.file);
+  if (problem) throw usage(problem);
+  const rotates = policy.sizeBytes !== undefined || policy.everyMs !== undefined;
+  const rotation = Object.fromEntries(
+    Object.entries(policy).filter(([, v]) => v !== undefined),
+  ) as RotationPolicy;
+  return { output: o.file ?? "", rotation: rotates ? rotation : undefined, dryRun };
 }
 
 /**
@@ -281,7 +335,7 @@ function validate(
   const usage = (msg: string) => new UsageError(`${msg}\n(see pcap-bosh capture --help)`);
   const groups = o.instanceGroup ?? [];
   if (!o.deployment) throw usage("missing -d/--deployment: name the deployment to capture in");
-  if (!o.file) throw usage("missing -o/--file: give an output file, or - for stdout");
+  const out = outputChoice(o, usage);
   if (o.verbose && o.quiet) throw usage("-v/--verbose and -q/--quiet exclude each other");
   if (o.format !== "pcapng" && o.format !== "pcap") {
     throw usage(`--format must be pcapng or pcap, not "${o.format}"`);
@@ -309,7 +363,7 @@ function validate(
     deployment: o.deployment,
     groups: [...new Set(groups)],
     instances,
-    output: o.file,
+    output: out.output,
     forceOverwrite: !!o.forceOverwrite,
     pcapApiUrl: normalizeApiUrl(apiRaw),
     boshEnvironment: o.boshEnvironment ?? (env.BOSH_ENVIRONMENT || undefined),
@@ -325,5 +379,7 @@ function validate(
     insecure: !!o.insecure,
     verbose: !!o.verbose,
     quiet: !!o.quiet,
+    ...(out.rotation ? { rotation: out.rotation } : {}),
+    ...(out.dryRun ? { dryRun: true } : {}),
   };
 }

@@ -6,7 +6,7 @@
  */
 import { boshCaptureHelp, type BoshCaptureOptions, parseBoshCaptureArgs } from "./bosh_flags.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
-import { BufferedOutput } from "./capture_output.ts";
+import { type CaptureOutput, openCaptureOutput } from "./rotating_output.ts";
 import {
   captureOptionsOrExit,
   preflight,
@@ -86,7 +86,7 @@ async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<num
     quiet: o.quiet,
     width: io.width,
   });
-  let output: BufferedOutput;
+  let output: CaptureOutput;
   let auth;
   let caCert: string | undefined;
   try {
@@ -98,7 +98,7 @@ async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<num
       env: io.env,
     });
     if (o.verbose) progress.message(`BOSH Director ${auth.directorUrl} (token: ${auth.source})`);
-    output = await BufferedOutput.open(o.output, { force: o.forceOverwrite });
+    output = await openCaptureOutput(o);
   } catch (e) {
     io.writeErr(`pcap-bosh: ${(e as Error).message}\n`);
     return EXIT_FAILED;

@@ -4,6 +4,8 @@
  * small helpers around it (the token's user for the file comment, the terminal's width).
  */
 import { isStdout, prepareOutput } from "./capture_output.ts";
+import { prepareRotation } from "./rotating_output.ts";
+import type { RotationPolicy } from "./rotation_policy.ts";
 import type { CaptureIo } from "./bosh_capture.ts";
 import { checkFilter, libpcapAvailable } from "../ffi/filter_check.ts";
 import { HelpRequested, UsageError } from "./bosh_flags.ts";
@@ -16,6 +18,7 @@ export interface PreflightOptions {
   forceOverwrite: boolean;
   filter?: string;
   snaplen: number;
+  rotation?: RotationPolicy;
 }
 
 export async function preflight(o: PreflightOptions, io: CaptureIo): Promise<void> {
@@ -25,7 +28,8 @@ export async function preflight(o: PreflightOptions, io: CaptureIo): Promise<voi
         "or write a file with -o FILE",
     );
   }
-  await prepareOutput(o.output, o.forceOverwrite);
+  if (o.rotation) await prepareRotation(o.output);
+  else await prepareOutput(o.output, o.forceOverwrite);
   if (o.filter && libpcapAvailable()) {
     const r = checkFilter(o.filter, 1, o.snaplen);
     if (!r.ok) throw new Refusal(`filter "${o.filter}" is not valid: ${r.error}`);

@@ -8,12 +8,14 @@ import { Command } from "commander";
 import {
   type CaptureFormat,
   normalizeApiUrl,
+  outputChoice,
   parseCaptureCommand,
   positiveInt,
   UsageError,
   withCaptureOptions,
 } from "./bosh_flags.ts";
 import { RESOURCE_GUID_RE } from "../protocol/cf_ids.ts";
+import type { RotationPolicy } from "./rotation_policy.ts";
 
 export interface CfCaptureOptions {
   /** app name; undefined when only --app-guid is given */
@@ -38,6 +40,10 @@ export interface CfCaptureOptions {
   caCert?: string;
   verbose: boolean;
   quiet: boolean;
+  /** --rotate-size/--rotate-every/--keep: a series of files instead of one */
+  rotation?: RotationPolicy;
+  /** --dry-run: list what would be captured, capture nothing */
+  dryRun?: boolean;
 }
 
 /** `https://api.sys.example.com` → `https://pcap.sys.example.com` (the route the release adds). */
@@ -124,6 +130,10 @@ interface RawOpts {
   caCert?: string;
   verbose?: boolean;
   quiet?: boolean;
+  rotateSize?: number;
+  rotateEvery?: number;
+  keep?: number;
+  dryRun?: boolean;
 }
 
 /** Parses `pcap-cf capture` arguments (argv may start with "capture"); `env` gives PCAP_API. */
@@ -145,7 +155,7 @@ export function parseCfCaptureArgs(
   if (!/^[A-Za-z0-9_-]{1,255}$/.test(o.process)) {
     throw usage(`--process "${o.process}" is not a process type (letters, digits, _ and -)`);
   }
-  if (!o.file) throw usage("missing -o/--file: give an output file, or - for stdout");
+  const out = outputChoice(o, usage);
   if (o.verbose && o.quiet) throw usage("-v/--verbose and -q/--quiet exclude each other");
   if (o.format !== "pcapng" && o.format !== "pcap") {
     throw usage(`--format must be pcapng or pcap, not "${o.format}"`);
@@ -159,7 +169,7 @@ export function parseCfCaptureArgs(
     space: o.space,
     process: o.process,
     indexes: [...new Set(o.index ?? [])].sort((a, b) => a - b),
-    output: o.file,
+    output: out.output,
     forceOverwrite: !!o.forceOverwrite,
     pcapApiUrl: apiRaw === undefined ? undefined : normalizeApiUrl(apiRaw),
     filter: o.filter?.trim() ? o.filter : undefined,
@@ -172,5 +182,7 @@ export function parseCfCaptureArgs(
     caCert: o.caCert,
     verbose: !!o.verbose,
     quiet: !!o.quiet,
+    ...(out.rotation ? { rotation: out.rotation } : {}),
+    ...(out.dryRun ? { dryRun: true } : {}),
   };
 }

@@ -12,7 +12,8 @@ import {
 } from "./cf_flags.ts";
 import { type CfAuth, cfAuth, cfConfigPath, type CfLogin } from "./cf_config.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
-import { BufferedOutput, isStdout } from "./capture_output.ts";
+import { isStdout } from "./capture_output.ts";
+import { type CaptureOutput, openCaptureOutput } from "./rotating_output.ts";
 import {
   captureOptionsOrExit,
   preflight,
@@ -148,7 +149,7 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
     quiet: o.quiet,
     width: io.width,
   });
-  let output: BufferedOutput;
+  let output: CaptureOutput;
   let auth: CfAuth;
   let caCert: string | undefined;
   let request: CfStartRequest;
@@ -164,7 +165,7 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
         `CF API ${auth.login.target} (token: ${auth.source}); pcap API ${pcapApiUrl}`,
       );
     }
-    output = await BufferedOutput.open(o.output, { force: o.forceOverwrite });
+    output = await openCaptureOutput(o);
   } catch (e) {
     io.writeErr(`pcap-cf: ${(e as Error).message}\n`);
     return EXIT_FAILED;
@@ -193,7 +194,7 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
   try {
     if (!o.quiet) progress.message("the pcap API refused the token; refreshing it and retrying");
     auth = await cfAuth({ configPath: cfConfigPath(io.env), caCert, marginSec: Infinity });
-    output = await BufferedOutput.open(o.output, { force: o.forceOverwrite });
+    output = await openCaptureOutput(o);
   } catch (e) {
     io.writeErr(
       `pcap-cf: the pcap API refused the token, and refreshing it failed: ${
