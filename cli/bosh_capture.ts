@@ -79,6 +79,8 @@ export interface CaptureIo {
   env: Record<string, string | undefined>;
   /** stderr text */
   writeErr(s: string): void;
+  /** stdout text (the `instances` / --dry-run table); default: standard output */
+  writeOut?(s: string): void;
   stderrIsTty: boolean;
   stdoutIsTty: boolean;
   width?: number;
@@ -104,7 +106,7 @@ interface Source {
 const nowNs = () => BigInt(Date.now()) * 1_000_000n;
 
 /** Interface name in the file: `diego-cell/2 (uuid) eth0`. Pure. */
-export function sourceName(d: SourceDescriptor): string {
+export function sourceName(d: Pick<SourceDescriptor, "origin" | "interface" | "instance">): string {
   const i = d.instance;
   if (!i) return `${d.origin} ${d.interface}`;
   return i.index !== undefined

@@ -153,9 +153,9 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
-/** `write` receives help text; nothing touches process.* (no exit, no env, no TTY probing). */
-function buildCommand(write: (s: string) => void = () => {}): Command {
-  const cmd = new Command()
+/** A commander Command that never exits or prints; help text goes to `write`. */
+export function quietCommand(write: (s: string) => void, name: string): Command {
+  return new Command()
     .exitOverride()
     .configureOutput({
       writeOut: write,
@@ -166,24 +166,65 @@ function buildCommand(write: (s: string) => void = () => {}): Command {
       getOutHasColors: () => false,
       getErrHasColors: () => false,
     })
-    .name("pcap-bosh capture")
-    .usage("[flags] [INSTANCE...]")
-    .description(
-      "Capture packets on BOSH VMs into one pcapng file (or stream, with -o -).\n" +
-        "INSTANCE is GROUP/ID, GROUP/INDEX, or an ID or INDEX within the -g groups.",
-    )
+    .name(name);
+}
+
+/** The BOSH selection flags (what to capture where); `output` adds -o and -F among them. */
+function boshSelection(cmd: Command, output: boolean): Command {
+  cmd
     .argument("[instances...]")
     .option("-d, --deployment <name>", "deployment to capture in (required)")
-    .option("-g, --instance-group <name>", "instance group; repeatable", collect)
-    .option("-o, --file <path>", "output file, - for stdout (required)")
-    .option("-F, --force-overwrite", "overwrite the output file if it exists")
+    .option("-g, --instance-group <name>", "instance group; repeatable", collect);
+  if (output) {
+    cmd
+      .option("-o, --file <path>", "output file, - for stdout (required)")
+      .option("-F, --force-overwrite", "overwrite the output file if it exists");
+  }
+  return cmd
     .option("-u, --pcap-api-url <url>", "URL of the pcap API (env PCAP_API)")
     .option("-e, --bosh-environment <alias|url>", "BOSH environment (env BOSH_ENVIRONMENT)")
     .option("-c, --bosh-config <path>", "BOSH config (env BOSH_CONFIG, default ~/.bosh/config)")
     .option("-f, --filter <expr>", "capture filter in pcap-filter(7) syntax")
     .option("-i, --interface <name>", "network interface to capture on", "eth0")
     .option("-k, --insecure", "not supported (refused): pass the API's CA with --ca-cert instead");
-  return withCaptureOptions(cmd);
+}
+
+/** `write` receives help text; nothing touches process.* (no exit, no env, no TTY probing). */
+function buildCommand(write: (s: string) => void = () => {}): Command {
+  const cmd = quietCommand(write, "pcap-bosh capture")
+    .usage("[flags] [INSTANCE...]")
+    .description(
+      "Capture packets on BOSH VMs into one pcapng file (or stream, with -o -).\n" +
+        "INSTANCE is GROUP/ID, GROUP/INDEX, or an ID or INDEX within the -g groups.",
+    );
+  return withCaptureOptions(boshSelection(cmd, true));
+}
+
+/** `pcap-bosh instances`: the selection flags, the CA and verbosity; no output, no limits. */
+function buildInstancesCommand(write: (s: string) => void = () => {}): Command {
+  const cmd = quietCommand(write, "pcap-bosh instances")
+    .usage("-d DEPLOYMENT [-g GROUP...] [INSTANCE...] [flags]")
+    .description(
+      "List what a capture with the same selection would capture: each VM's source name,\n" +
+        "its agent's address, and whether the agent answers (version, draining). Captures\n" +
+        "nothing. INSTANCE is GROUP/ID, GROUP/INDEX, or an ID or INDEX within the -g groups.",
+    );
+  return withInstancesOptions(boshSelection(cmd, false));
+}
+
+/** The flags of an `instances` command besides the selection. */
+export function withInstancesOptions(cmd: Command): Command {
+  return cmd
+    .option("--ca-cert <file>", "CA certificate file for the pcap API")
+    .option("-v, --verbose", "show debug information")
+    .helpOption("-h, --help", "show this help")
+    .allowExcessArguments(false)
+    .showSuggestionAfterError(true);
+}
+
+/** Help text for `pcap-bosh instances --help`. */
+export function boshInstancesHelp(): string {
+  return buildInstancesCommand().helpInformation();
 }
 
 /**
@@ -297,8 +338,9 @@ export function parseCaptureCommand(
   build: (write: (s: string) => void) => Command,
   argv: readonly string[],
   product: string,
+  command = "capture",
 ): Command {
-  const args = argv[0] === "capture" ? argv.slice(1) : [...argv];
+  const args = argv[0] === command ? argv.slice(1) : [...argv];
   let helpText = "";
   const cmd = build((s) => (helpText += s));
   try {
@@ -308,7 +350,9 @@ export function parseCaptureCommand(
       if (e.code === "commander.helpDisplayed" || e.code === "commander.help") {
         throw new HelpRequested(helpText || cmd.helpInformation());
       }
-      throw new UsageError(`${e.message.replace(/^error: /, "")}\n(see ${product} capture --help)`);
+      throw new UsageError(
+        `${e.message.replace(/^error: /, "")}\n(see ${product} ${command} --help)`,
+      );
     }
     throw e;
   }
@@ -324,15 +368,37 @@ export function parseBoshCaptureArgs(
   env: Record<string, string | undefined>,
 ): BoshCaptureOptions {
   const cmd = parseCaptureCommand(buildCommand, argv, "pcap-bosh");
-  return validate(cmd.opts<RawOpts>(), cmd.args, env);
+  return validate(cmd.opts<RawOpts>(), cmd.args, env, "capture");
+}
+
+/**
+ * Parses `pcap-bosh instances` arguments (argv may start with "instances") into the options a
+ * `capture --dry-run` with the same selection has. Throws UsageError or HelpRequested.
+ */
+export function parseBoshInstancesArgs(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+): BoshCaptureOptions {
+  const cmd = parseCaptureCommand(buildInstancesCommand, argv, "pcap-bosh", "instances");
+  // no snaplen or format flags here: a listing uses what a capture would default to
+  const given = cmd.opts<Partial<RawOpts>>();
+  const raw: RawOpts = {
+    ...given,
+    interface: given.interface ?? "eth0",
+    snaplen: 65535,
+    format: "pcapng",
+    dryRun: true,
+  };
+  return validate(raw, cmd.args, env, "instances");
 }
 
 function validate(
   o: RawOpts,
   positional: string[],
   env: Record<string, string | undefined>,
+  command: "capture" | "instances",
 ): BoshCaptureOptions {
-  const usage = (msg: string) => new UsageError(`${msg}\n(see pcap-bosh capture --help)`);
+  const usage = (msg: string) => new UsageError(`${msg}\n(see pcap-bosh ${command} --help)`);
   const groups = o.instanceGroup ?? [];
   if (!o.deployment) throw usage("missing -d/--deployment: name the deployment to capture in");
   const out = outputChoice(o, usage);

@@ -19,9 +19,19 @@ export interface PreflightOptions {
   filter?: string;
   snaplen: number;
   rotation?: RotationPolicy;
+  /** --dry-run / instances: nothing is written, so the output is not checked */
+  dryRun?: boolean;
 }
 
 export async function preflight(o: PreflightOptions, io: CaptureIo): Promise<void> {
+  if (!o.dryRun) await preflightOutput(o, io);
+  if (o.filter && libpcapAvailable()) {
+    const r = checkFilter(o.filter, 1, o.snaplen);
+    if (!r.ok) throw new Refusal(`filter "${o.filter}" is not valid: ${r.error}`);
+  }
+}
+
+async function preflightOutput(o: PreflightOptions, io: CaptureIo): Promise<void> {
   if (isStdout(o.output) && io.stdoutIsTty) {
     throw new Refusal(
       "refusing to write capture data to a terminal; pipe it (-o - | wireshark -k -i -) " +
@@ -30,10 +40,6 @@ export async function preflight(o: PreflightOptions, io: CaptureIo): Promise<voi
   }
   if (o.rotation) await prepareRotation(o.output);
   else await prepareOutput(o.output, o.forceOverwrite);
-  if (o.filter && libpcapAvailable()) {
-    const r = checkFilter(o.filter, 1, o.snaplen);
-    if (!r.ok) throw new Refusal(`filter "${o.filter}" is not valid: ${r.error}`);
-  }
 }
 
 export async function readCa(path: string): Promise<string> {
@@ -70,12 +76,14 @@ export function terminalWidth(): number {
 /** The CaptureIo of a real process: stderr, its ttys and width. */
 export function processIo(env: Record<string, string | undefined>): CaptureIo {
   const enc = new TextEncoder();
+  const writeAll = (out: { writeSync(p: Uint8Array): number }, s: string) => {
+    const b = enc.encode(s);
+    for (let off = 0; off < b.length;) off += out.writeSync(b.subarray(off));
+  };
   return {
     env,
-    writeErr: (s) => {
-      const b = enc.encode(s);
-      for (let off = 0; off < b.length;) off += Deno.stderr.writeSync(b.subarray(off));
-    },
+    writeErr: (s) => writeAll(Deno.stderr, s),
+    writeOut: (s) => writeAll(Deno.stdout, s),
     stderrIsTty: Deno.stderr.isTerminal(),
     stdoutIsTty: Deno.stdout.isTerminal(),
     width: terminalWidth(),
@@ -90,6 +98,7 @@ export function captureOptionsOrExit<T>(
   parse: () => T,
   product: string,
   help: (text: string) => string,
+  command = "capture",
 ): { opts: T } | { exit: number } {
   try {
     return { opts: parse() };
@@ -99,7 +108,7 @@ export function captureOptionsOrExit<T>(
       return { exit: 0 };
     }
     if (e instanceof UsageError) {
-      console.error(`${product} capture: ${e.message}`);
+      console.error(`${product} ${command}: ${e.message}`);
       return { exit: 2 };
     }
     throw e;

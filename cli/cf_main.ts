@@ -7,9 +7,12 @@
 import {
   cfCaptureHelp,
   type CfCaptureOptions,
+  cfInstancesHelp,
   derivePcapApiUrl,
   parseCfCaptureArgs,
+  parseCfInstancesArgs,
 } from "./cf_flags.ts";
+import { listTargets, previewTargets, type TargetsQuery } from "./instances_command.ts";
 import { type CfAuth, cfAuth, cfConfigPath, type CfLogin } from "./cf_config.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
 import { isStdout } from "./capture_output.ts";
@@ -69,10 +72,34 @@ Examples:
 `;
 
 const CF_USAGE = `usage: pcap-cf capture APP [flags]
+       pcap-cf instances APP [--index N...] [flags]
 
-Captures packets inside the containers of a Cloud Foundry app through the pcap API.
-Run \`pcap-cf capture --help\` for flags.
+Captures packets inside the containers of a Cloud Foundry app through the pcap API, or lists
+what a capture would capture. Run \`pcap-cf capture --help\` or \`pcap-cf instances --help\`.
 `;
+
+const INSTANCES_EPILOG = `
+Output:
+  One line per app instance a capture would capture: its source name (as in the capture
+  file), the address of the agent on its cell, and the agent's state as the pcap API sees
+  it: up (with its version), draining (it would refuse a capture), incompatible or
+  unreachable (with the reason). Instances that cannot be captured (e.g. not running) are
+  listed as skipped. The same authorization applies as for a capture (Space Developer).
+
+Exit codes:
+  0  the list was printed (also when agents are down)
+  1  refused (no cf login, UNAUTHENTICATED, PERMISSION_DENIED, unknown app) or the pcap API
+     could not be reached
+  2  usage error
+
+Examples:
+  pcap-cf instances my-app
+  pcap-cf instances my-app --index 0 --index 2
+`;
+
+function instancesHelp(text: string): string {
+  return text.replace(/\s*$/, "\n") + INSTANCES_EPILOG;
+}
 
 function captureHelp(text: string): string {
   return text.replace(/\s*$/, "\n") + CAPTURE_EPILOG;
@@ -165,6 +192,24 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
         `CF API ${auth.login.target} (token: ${auth.source}); pcap API ${pcapApiUrl}`,
       );
     }
+  } catch (e) {
+    io.writeErr(`pcap-cf: ${(e as Error).message}\n`);
+    return EXIT_FAILED;
+  }
+  const query: TargetsQuery = {
+    apiUrl: pcapApiUrl,
+    platform: "cf",
+    authorization: auth.authorization,
+    caCert,
+    request,
+    interface: o.interface,
+  };
+  if (o.dryRun) {
+    const out = io.writeOut ?? ((s: string) => console.log(s.trimEnd()));
+    return await listTargets(query, out, io.writeErr, "pcap-cf");
+  }
+  if (!o.quiet) await previewTargets(query, (s) => progress.message(s), o.verbose);
+  try {
     output = await openCaptureOutput(o);
   } catch (e) {
     io.writeErr(`pcap-cf: ${(e as Error).message}\n`);
@@ -210,17 +255,28 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
 export async function runCf(argv: string[], io?: CaptureIo): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === "--help" || command === "-h" || command === "help") {
-    const help = command === "help" && rest[0] === "capture" ? captureHelp(cfCaptureHelp()) : "";
+    const help = command === "help" && rest[0] === "capture"
+      ? captureHelp(cfCaptureHelp())
+      : command === "help" && rest[0] === "instances"
+      ? instancesHelp(cfInstancesHelp())
+      : "";
     if (help) console.log(help);
     else (command ? console.log : console.error)(CF_USAGE.trimEnd());
     return command ? EXIT_OK : EXIT_USAGE;
   }
-  if (command !== "capture") {
+  if (command !== "capture" && command !== "instances") {
     console.error(`pcap-cf: unknown command "${command}"\n\n${CF_USAGE.trimEnd()}`);
     return EXIT_USAGE;
   }
   const env = io?.env ?? Deno.env.toObject();
-  const parsed = captureOptionsOrExit(() => parseCfCaptureArgs(rest, env), "pcap-cf", captureHelp);
+  const parsed = command === "instances"
+    ? captureOptionsOrExit(
+      () => parseCfInstancesArgs(rest, env),
+      "pcap-cf",
+      instancesHelp,
+      "instances",
+    )
+    : captureOptionsOrExit(() => parseCfCaptureArgs(rest, env), "pcap-cf", captureHelp);
   if ("exit" in parsed) return parsed.exit;
   const opts = parsed.opts;
   return await runCfCapture(opts, io ?? processIo(env));

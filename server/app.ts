@@ -1,7 +1,8 @@
 /**
  * The api's HTTP surface (DESIGN §1): a Hono app served by Deno.serve (TLS when listen.tls is
  * set). Routes: GET /health, GET /metrics and one client capture WebSocket per TargetResolver
- * (/v1/capture/bosh); a platform is added by adding its resolver to `#resolvers`.
+ * (/v1/capture/bosh), and one listing route per resolver (POST /v1/instances/bosh, see
+ * instances_route.ts); a platform is added by adding its resolver to `#resolvers`.
  *
  * Authentication of the WebSocket: the token comes ONLY from `Authorization: Bearer`. A missing
  * token or one in the query string does not fail the upgrade (a browser-style WebSocket client
@@ -33,6 +34,7 @@ import { CcClient } from "./cc_client.ts";
 import { CfResolver, cfTokenVerifier } from "./cf_resolver.ts";
 import { ClientSession, type SessionCredential, type SessionDeps } from "./client_session.ts";
 import type { TargetResolver } from "./target_resolver.ts";
+import { instancesRoute } from "./instances_route.ts";
 
 export interface ApiServerOptions {
   config: ApiConfig;
@@ -338,6 +340,16 @@ export class ApiServer {
       return c.body(this.metrics.registry.render());
     });
     for (const resolver of this.#resolvers) this.#captureRoute(app, resolver);
+    // the dry run / listing of each platform: same token rules and resolver as its capture
+    for (const resolver of this.#resolvers) {
+      instancesRoute(app, resolver, {
+        agentTls: this.#deps.agentTls,
+        probeTimeoutMs: this.opts.config.timeouts.agentConnectMs,
+        checkFilter: this.opts.checkFilter,
+        log: this.#log,
+        bearer: (c) => bearerToken(c.req.header("authorization"), new URL(c.req.url)),
+      });
+    }
     app.notFound((c) =>
       errorResponse(
         new ApiError("INVALID_REQUEST", `no route ${c.req.method} ${c.req.path}`, undefined, 404),
