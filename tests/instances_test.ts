@@ -141,9 +141,9 @@ Deno.test({
           assertEquals(group.code, 1);
           assertStringIncludes(group.stderr, "no-such-group");
           const filter = await instances(["-d", "cf", "-g", "router", "-f", "port 99999"]);
-        assertEquals(filter.code, 1);
-        assertMatch(filter.stderr, /^pcap-bosh: filter "port 99999" is not valid/);
-        const usage = await instances(["-g", "router"]);
+          assertEquals(filter.code, 1);
+          assertMatch(filter.stderr, /^pcap-bosh: filter "port 99999" is not valid/);
+          const usage = await instances(["-g", "router"]);
           assertEquals(usage.code, 2);
           assertStringIncludes(usage.stderr, "pcap-bosh instances: missing -d/--deployment");
           assertStringIncludes(usage.stderr, "(see pcap-bosh instances --help)");
