@@ -13,7 +13,7 @@ import {
 } from "./bosh_flags.ts";
 import { listTargets, previewTargets, type TargetsQuery } from "./instances_command.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
-import { type CaptureOutput, openCaptureOutput } from "./rotating_output.ts";
+import { type CaptureOutput, fileEvents, openCaptureOutput } from "./rotating_output.ts";
 import {
   captureOptionsOrExit,
   preflight,
@@ -46,7 +46,16 @@ Output:
   pcapng (default): one interface per VM, named like "diego-cell/0 (<instance id>) eth0", and
   statistics blocks with drops at the end. --format pcap writes classic pcap (one link type).
   -o - writes to stdout, e.g. | wireshark -k -i -   or   | tcpdump -r -
-  Status and progress go to stderr.
+  Status and progress go to stderr; the selected targets are listed there first (not with -q).
+
+Long captures:
+  --rotate-size and/or --rotate-every write a series of complete files named like dumpcap's,
+  FILE_00001_YYYYmmddHHMMSS.pcapng, ...; --keep N deletes all but the newest N (a ring).
+  No packet is lost or duplicated between files. Not with -o -.
+
+Dry run:
+  --dry-run lists the sources a capture would have, their agents' addresses and whether each
+  agent answers (version, draining), and exits without capturing (no -o needed).
 
 Exit codes:
   0  the capture ended cleanly (also after Ctrl-C or a limit)
@@ -152,7 +161,7 @@ async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<num
   }
   if (!o.quiet) await previewTargets(query, (s) => progress.message(s), o.verbose);
   try {
-    output = await openCaptureOutput(o);
+    output = await openCaptureOutput(o, fileEvents(progress, o.verbose));
   } catch (e) {
     io.writeErr(`pcap-bosh: ${(e as Error).message}\n`);
     return EXIT_FAILED;

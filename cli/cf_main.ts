@@ -16,7 +16,7 @@ import { listTargets, previewTargets, type TargetsQuery } from "./instances_comm
 import { type CfAuth, cfAuth, cfConfigPath, type CfLogin } from "./cf_config.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
 import { isStdout } from "./capture_output.ts";
-import { type CaptureOutput, openCaptureOutput } from "./rotating_output.ts";
+import { type CaptureOutput, fileEvents, openCaptureOutput } from "./rotating_output.ts";
 import {
   captureOptionsOrExit,
   preflight,
@@ -57,7 +57,16 @@ Output:
   pcapng (default): one interface per app instance, named like "my-app/0 (<instance guid>) eth0",
   and statistics blocks with drops at the end. --format pcap writes classic pcap.
   -o - writes to stdout, e.g. | wireshark -k -i -   or   | tcpdump -r -
-  Status and progress go to stderr.
+  Status and progress go to stderr; the selected targets are listed there first (not with -q).
+
+Long captures:
+  --rotate-size and/or --rotate-every write a series of complete files named like dumpcap's,
+  FILE_00001_YYYYmmddHHMMSS.pcapng, ...; --keep N deletes all but the newest N (a ring).
+  No packet is lost or duplicated between files. Not with -o -.
+
+Dry run:
+  --dry-run lists the sources a capture would have, their agents' addresses and whether each
+  agent answers (version, draining), and exits without capturing (no -o needed).
 
 Exit codes:
   0  the capture ended cleanly (also after Ctrl-C or a limit)
@@ -210,7 +219,7 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
   }
   if (!o.quiet) await previewTargets(query, (s) => progress.message(s), o.verbose);
   try {
-    output = await openCaptureOutput(o);
+    output = await openCaptureOutput(o, fileEvents(progress, o.verbose));
   } catch (e) {
     io.writeErr(`pcap-cf: ${(e as Error).message}\n`);
     return EXIT_FAILED;
@@ -239,7 +248,7 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
   try {
     if (!o.quiet) progress.message("the pcap API refused the token; refreshing it and retrying");
     auth = await cfAuth({ configPath: cfConfigPath(io.env), caCert, marginSec: Infinity });
-    output = await openCaptureOutput(o);
+    output = await openCaptureOutput(o, fileEvents(progress, o.verbose));
   } catch (e) {
     io.writeErr(
       `pcap-cf: the pcap API refused the token, and refreshing it failed: ${

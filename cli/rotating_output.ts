@@ -334,18 +334,27 @@ class RotatingWriter implements CaptureWriter {
 /** Where a capture goes: one file or stdout, or a rotating series of files. */
 export type CaptureOutput = BufferedOutput | RotatingOutput;
 
-/** Opens the output the flags ask for (call preflight first). */
-export function openCaptureOutput(o: {
-  output: string;
-  forceOverwrite: boolean;
-  format: OutputFormat;
-  rotation?: RotationPolicy;
-}): Promise<CaptureOutput> {
+/** Opens the output the flags ask for (call preflight first); `onFile` hears of rotations. */
+export function openCaptureOutput(
+  o: { output: string; forceOverwrite: boolean; format: OutputFormat; rotation?: RotationPolicy },
+  onFile?: RotatingOutputOptions["onFile"],
+): Promise<CaptureOutput> {
   return o.rotation
     ? RotatingOutput.open(o.output, {
       policy: o.rotation,
       format: o.format,
       force: o.forceOverwrite,
+      onFile,
     })
     : BufferedOutput.open(o.output, { force: o.forceOverwrite });
+}
+
+/** With -v, each completed and each removed file as a progress line. */
+export function fileEvents(
+  progress: { message(text: string): void },
+  verbose: boolean,
+): RotatingOutputOptions["onFile"] {
+  if (!verbose) return undefined;
+  return (e) =>
+    progress.message(`${e.kind === "completed" ? "completed" : "ring removed"} ${e.path}`);
 }
