@@ -157,7 +157,9 @@ export class RotatingOutput {
 
   /** Nothing was captured: removes every file this output created. */
   discard(): void {
-    this.#writer?.stopTimer();
+    try {
+      this.close(); // normally done already; never leave a descriptor or timer behind
+    } catch { /* the files go anyway */ }
     for (const p of this.files) {
       try {
         Deno.removeSync(p);
@@ -274,14 +276,14 @@ class RotatingWriter implements CaptureWriter {
   finish(): void {
     if (this.#finished) return;
     this.#finished = true;
-    this.stopTimer();
+    this.#stopTimer();
     const f = this.#file;
     f.output.close();
     this.out.completed(f);
     if (this.#error) throw this.#error;
   }
 
-  stopTimer(): void {
+  #stopTimer(): void {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
   }
