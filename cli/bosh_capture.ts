@@ -7,12 +7,8 @@
  * END; a second Ctrl-C closes the socket at once. Either way the reorder window is flushed,
  * statistics blocks are written and the file is closed valid. stdout carries only capture data.
  */
-import {
-  type BufferedOutput,
-  createCaptureWriter,
-  isStdout,
-  OutputError,
-} from "./capture_output.ts";
+import { createCaptureWriter, isStdout, OutputError } from "./capture_output.ts";
+import { type CaptureOutput, RotatingOutput } from "./rotating_output.ts";
 import type { CaptureWriter, SourceStatistics } from "./capture_writer.ts";
 import { LinkTypeMismatchError } from "./pcap_writer.ts";
 import { ReorderWindow } from "./reorder_window.ts";
@@ -83,6 +79,8 @@ export interface CaptureIo {
   env: Record<string, string | undefined>;
   /** stderr text */
   writeErr(s: string): void;
+  /** stdout text (the `instances` / --dry-run table); default: standard output */
+  writeOut?(s: string): void;
   stderrIsTty: boolean;
   stdoutIsTty: boolean;
   width?: number;
@@ -108,7 +106,7 @@ interface Source {
 const nowNs = () => BigInt(Date.now()) * 1_000_000n;
 
 /** Interface name in the file: `diego-cell/2 (uuid) eth0`. Pure. */
-export function sourceName(d: SourceDescriptor): string {
+export function sourceName(d: Pick<SourceDescriptor, "origin" | "interface" | "instance">): string {
   const i = d.instance;
   if (!i) return `${d.origin} ${d.interface}`;
   return i.index !== undefined
@@ -168,16 +166,19 @@ export class CaptureRun {
     readonly o: CaptureRunOptions,
     readonly io: CaptureIo,
     readonly progress: ProgressDisplay,
-    readonly output: BufferedOutput,
+    readonly output: CaptureOutput,
     section: CaptureSection,
   ) {
     this.#product = section.product ?? "pcap-bosh";
     this.#path = section.path ?? BOSH_CAPTURE_PATH;
     this.#quietUnauthenticated = section.retriesUnauthenticated ?? false;
-    this.#writer = createCaptureWriter(o.format, output, {
+    const w = {
       section: { comment: section.comment, userAppl: `${this.#product} ${VERSION}` },
       snaplen: o.snaplen,
-    });
+    };
+    this.#writer = output instanceof RotatingOutput
+      ? output.writer({ ...w, statsFor: (id) => this.#statisticsOfWriterId(id) })
+      : createCaptureWriter(o.format, output, w);
     this.#reorder = new ReorderWindow((source, records) => {
       if (this.#outputFailed) return;
       const src = this.#sources.get(source)!;
@@ -228,6 +229,12 @@ export class CaptureRun {
     this.#timers.push(setInterval(() => this.#reorder.tick(performance.now()), 100));
     const closed = await this.#session.closed;
     return this.#finish(closed);
+  }
+
+  /** A file of a rotating capture is completed mid-capture: its sources' counters so far. */
+  #statisticsOfWriterId(id: number): SourceStatistics {
+    for (const s of this.#sources.values()) if (s.writerId === id) return statisticsOf(s);
+    return {};
   }
 
   #ms(): number {
@@ -428,14 +435,16 @@ export class CaptureRun {
     }
     if (this.#failure && this.#sources.size === 0) {
       // nothing was captured: no summary (no live block was drawn), and no empty file
-      if (!isStdout(this.o.output)) {
+      if (this.output instanceof RotatingOutput) this.output.discard();
+      else if (!isStdout(this.o.output)) {
         try {
           Deno.removeSync(this.o.output);
         } catch { /* already gone */ }
       }
     } else {
       const list = this.#progress();
-      this.progress.finish(list, this.#ms(), this.o.output);
+      const where = this.output instanceof RotatingOutput ? this.output.describe() : this.o.output;
+      this.progress.finish(list, this.#ms(), where);
       // formatSummary lists sources with losses; list the healthy ones too (full names)
       const names = [...this.#sources.values()].map((s) => s.name);
       list.forEach((p, i) => {

@@ -14,6 +14,7 @@ import {
 } from "../lib/units.ts";
 import { isLoopbackHost } from "../lib/url_policy.ts";
 import { MAX_CAPTURE_DURATION_MS } from "../protocol/messages.ts";
+import { MAX_KEEP, type RotationPolicy, rotationProblem } from "./rotation_policy.ts";
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -64,6 +65,10 @@ export interface BoshCaptureOptions {
   insecure: boolean;
   verbose: boolean;
   quiet: boolean;
+  /** --rotate-size/--rotate-every/--keep: a series of files instead of one */
+  rotation?: RotationPolicy;
+  /** --dry-run: list what would be captured, capture nothing */
+  dryRun?: boolean;
 }
 
 /** `30s`, `5m`, `1h30m`, `250ms` or seconds → milliseconds (> 0). */
@@ -148,9 +153,9 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
-/** `write` receives help text; nothing touches process.* (no exit, no env, no TTY probing). */
-function buildCommand(write: (s: string) => void = () => {}): Command {
-  const cmd = new Command()
+/** A commander Command that never exits or prints; help text goes to `write`. */
+export function quietCommand(write: (s: string) => void, name: string): Command {
+  return new Command()
     .exitOverride()
     .configureOutput({
       writeOut: write,
@@ -161,24 +166,65 @@ function buildCommand(write: (s: string) => void = () => {}): Command {
       getOutHasColors: () => false,
       getErrHasColors: () => false,
     })
-    .name("pcap-bosh capture")
-    .usage("[flags] [INSTANCE...]")
-    .description(
-      "Capture packets on BOSH VMs into one pcapng file (or stream, with -o -).\n" +
-        "INSTANCE is GROUP/ID, GROUP/INDEX, or an ID or INDEX within the -g groups.",
-    )
+    .name(name);
+}
+
+/** The BOSH selection flags (what to capture where); `output` adds -o and -F among them. */
+function boshSelection(cmd: Command, output: boolean): Command {
+  cmd
     .argument("[instances...]")
     .option("-d, --deployment <name>", "deployment to capture in (required)")
-    .option("-g, --instance-group <name>", "instance group; repeatable", collect)
-    .option("-o, --file <path>", "output file, - for stdout (required)")
-    .option("-F, --force-overwrite", "overwrite the output file if it exists")
+    .option("-g, --instance-group <name>", "instance group; repeatable", collect);
+  if (output) {
+    cmd
+      .option("-o, --file <path>", "output file, - for stdout (required)")
+      .option("-F, --force-overwrite", "overwrite the output file if it exists");
+  }
+  return cmd
     .option("-u, --pcap-api-url <url>", "URL of the pcap API (env PCAP_API)")
     .option("-e, --bosh-environment <alias|url>", "BOSH environment (env BOSH_ENVIRONMENT)")
     .option("-c, --bosh-config <path>", "BOSH config (env BOSH_CONFIG, default ~/.bosh/config)")
     .option("-f, --filter <expr>", "capture filter in pcap-filter(7) syntax")
     .option("-i, --interface <name>", "network interface to capture on", "eth0")
     .option("-k, --insecure", "not supported (refused): pass the API's CA with --ca-cert instead");
-  return withCaptureOptions(cmd);
+}
+
+/** `write` receives help text; nothing touches process.* (no exit, no env, no TTY probing). */
+function buildCommand(write: (s: string) => void = () => {}): Command {
+  const cmd = quietCommand(write, "pcap-bosh capture")
+    .usage("[flags] [INSTANCE...]")
+    .description(
+      "Capture packets on BOSH VMs into one pcapng file (or stream, with -o -).\n" +
+        "INSTANCE is GROUP/ID, GROUP/INDEX, or an ID or INDEX within the -g groups.",
+    );
+  return withCaptureOptions(boshSelection(cmd, true));
+}
+
+/** `pcap-bosh instances`: the selection flags, the CA and verbosity; no output, no limits. */
+function buildInstancesCommand(write: (s: string) => void = () => {}): Command {
+  const cmd = quietCommand(write, "pcap-bosh instances")
+    .usage("-d DEPLOYMENT [-g GROUP...] [INSTANCE...] [flags]")
+    .description(
+      "List what a capture with the same selection would capture: each VM's source name,\n" +
+        "its agent's address, and whether the agent answers (version, draining). Captures\n" +
+        "nothing. INSTANCE is GROUP/ID, GROUP/INDEX, or an ID or INDEX within the -g groups.",
+    );
+  return withInstancesOptions(boshSelection(cmd, false));
+}
+
+/** The flags of an `instances` command besides the selection. */
+export function withInstancesOptions(cmd: Command): Command {
+  return cmd
+    .option("--ca-cert <file>", "CA certificate file for the pcap API")
+    .option("-v, --verbose", "show debug information")
+    .helpOption("-h, --help", "show this help")
+    .allowExcessArguments(false)
+    .showSuggestionAfterError(true);
+}
+
+/** Help text for `pcap-bosh instances --help`. */
+export function boshInstancesHelp(): string {
+  return buildInstancesCommand().helpInformation();
 }
 
 /**
@@ -201,6 +247,22 @@ export function withCaptureOptions(cmd: Command): Command {
       positiveInt("max-packets", 1, Number.MAX_SAFE_INTEGER),
     )
     .option("--max-bytes <size>", "stop after this many bytes, e.g. 10MB, 1GiB", parseByteSize)
+    .option(
+      "--rotate-size <size>",
+      "start a new file when this one reaches SIZE, e.g. 100MB (files FILE_NNNNN_TIME.EXT)",
+      parseByteSize,
+    )
+    .option(
+      "--rotate-every <time>",
+      "start a new file every TIME, e.g. 1h (a file without packets is kept open)",
+      parseDuration,
+    )
+    .option(
+      "--keep <n>",
+      "with --rotate-*: keep only the newest N files (a ring)",
+      positiveInt("keep", 1, MAX_KEEP),
+    )
+    .option("--dry-run", "list the instances and their agents that would be captured, and exit")
     .option("--ca-cert <file>", "CA certificate file for the pcap API")
     .option("-v, --verbose", "show debug information")
     .option("-q, --quiet", "show only warnings and errors, no progress")
@@ -233,6 +295,39 @@ interface RawOpts {
   insecure?: boolean;
   verbose?: boolean;
   quiet?: boolean;
+  rotateSize?: number;
+  rotateEvery?: number;
+  keep?: number;
+  dryRun?: boolean;
+}
+
+/** The output flags every capture client shares, as commander parsed them. */
+export interface RawOutputOpts {
+  file?: string;
+  rotateSize?: number;
+  rotateEvery?: number;
+  keep?: number;
+  dryRun?: boolean;
+}
+
+/**
+ * -o, the rotation flags and --dry-run checked together: -o is needed unless --dry-run, and
+ * rotation needs a file. Throws what `usage` makes of the problem.
+ */
+export function outputChoice(
+  o: RawOutputOpts,
+  usage: (msg: string) => Error,
+): { output: string; rotation?: RotationPolicy; dryRun: boolean } {
+  const dryRun = !!o.dryRun;
+  if (!o.file && !dryRun) throw usage("missing -o/--file: give an output file, or - for stdout");
+  const policy = { sizeBytes: o.rotateSize, everyMs: o.rotateEvery, keep: o.keep };
+  const problem = rotationProblem(policy, o.file);
+  if (problem) throw usage(problem);
+  const rotates = policy.sizeBytes !== undefined || policy.everyMs !== undefined;
+  const rotation = Object.fromEntries(
+    Object.entries(policy).filter(([, v]) => v !== undefined),
+  ) as RotationPolicy;
+  return { output: o.file ?? "", rotation: rotates ? rotation : undefined, dryRun };
 }
 
 /**
@@ -243,8 +338,9 @@ export function parseCaptureCommand(
   build: (write: (s: string) => void) => Command,
   argv: readonly string[],
   product: string,
+  command = "capture",
 ): Command {
-  const args = argv[0] === "capture" ? argv.slice(1) : [...argv];
+  const args = argv[0] === command ? argv.slice(1) : [...argv];
   let helpText = "";
   const cmd = build((s) => (helpText += s));
   try {
@@ -254,7 +350,9 @@ export function parseCaptureCommand(
       if (e.code === "commander.helpDisplayed" || e.code === "commander.help") {
         throw new HelpRequested(helpText || cmd.helpInformation());
       }
-      throw new UsageError(`${e.message.replace(/^error: /, "")}\n(see ${product} capture --help)`);
+      throw new UsageError(
+        `${e.message.replace(/^error: /, "")}\n(see ${product} ${command} --help)`,
+      );
     }
     throw e;
   }
@@ -270,18 +368,40 @@ export function parseBoshCaptureArgs(
   env: Record<string, string | undefined>,
 ): BoshCaptureOptions {
   const cmd = parseCaptureCommand(buildCommand, argv, "pcap-bosh");
-  return validate(cmd.opts<RawOpts>(), cmd.args, env);
+  return validate(cmd.opts<RawOpts>(), cmd.args, env, "capture");
+}
+
+/**
+ * Parses `pcap-bosh instances` arguments (argv may start with "instances") into the options a
+ * `capture --dry-run` with the same selection has. Throws UsageError or HelpRequested.
+ */
+export function parseBoshInstancesArgs(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+): BoshCaptureOptions {
+  const cmd = parseCaptureCommand(buildInstancesCommand, argv, "pcap-bosh", "instances");
+  // no snaplen or format flags here: a listing uses what a capture would default to
+  const given = cmd.opts<Partial<RawOpts>>();
+  const raw: RawOpts = {
+    ...given,
+    interface: given.interface ?? "eth0",
+    snaplen: 65535,
+    format: "pcapng",
+    dryRun: true,
+  };
+  return validate(raw, cmd.args, env, "instances");
 }
 
 function validate(
   o: RawOpts,
   positional: string[],
   env: Record<string, string | undefined>,
+  command: "capture" | "instances",
 ): BoshCaptureOptions {
-  const usage = (msg: string) => new UsageError(`${msg}\n(see pcap-bosh capture --help)`);
+  const usage = (msg: string) => new UsageError(`${msg}\n(see pcap-bosh ${command} --help)`);
   const groups = o.instanceGroup ?? [];
   if (!o.deployment) throw usage("missing -d/--deployment: name the deployment to capture in");
-  if (!o.file) throw usage("missing -o/--file: give an output file, or - for stdout");
+  const out = outputChoice(o, usage);
   if (o.verbose && o.quiet) throw usage("-v/--verbose and -q/--quiet exclude each other");
   if (o.format !== "pcapng" && o.format !== "pcap") {
     throw usage(`--format must be pcapng or pcap, not "${o.format}"`);
@@ -309,7 +429,7 @@ function validate(
     deployment: o.deployment,
     groups: [...new Set(groups)],
     instances,
-    output: o.file,
+    output: out.output,
     forceOverwrite: !!o.forceOverwrite,
     pcapApiUrl: normalizeApiUrl(apiRaw),
     boshEnvironment: o.boshEnvironment ?? (env.BOSH_ENVIRONMENT || undefined),
@@ -325,5 +445,7 @@ function validate(
     insecure: !!o.insecure,
     verbose: !!o.verbose,
     quiet: !!o.quiet,
+    ...(out.rotation ? { rotation: out.rotation } : {}),
+    ...(out.dryRun ? { dryRun: true } : {}),
   };
 }

@@ -4,9 +4,16 @@
  * the filter (compiled offline with libpcap when it is there). Then the BOSH token (config or
  * client credentials), the output, and the capture session (bosh_capture.ts).
  */
-import { boshCaptureHelp, type BoshCaptureOptions, parseBoshCaptureArgs } from "./bosh_flags.ts";
+import {
+  boshCaptureHelp,
+  type BoshCaptureOptions,
+  boshInstancesHelp,
+  parseBoshCaptureArgs,
+  parseBoshInstancesArgs,
+} from "./bosh_flags.ts";
+import { listTargets, previewTargets, type TargetsQuery } from "./instances_command.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
-import { BufferedOutput } from "./capture_output.ts";
+import { type CaptureOutput, fileEvents, openCaptureOutput } from "./rotating_output.ts";
 import {
   captureOptionsOrExit,
   preflight,
@@ -39,7 +46,16 @@ Output:
   pcapng (default): one interface per VM, named like "diego-cell/0 (<instance id>) eth0", and
   statistics blocks with drops at the end. --format pcap writes classic pcap (one link type).
   -o - writes to stdout, e.g. | wireshark -k -i -   or   | tcpdump -r -
-  Status and progress go to stderr.
+  Status and progress go to stderr; the selected targets are listed there first (not with -q).
+
+Long captures:
+  --rotate-size and/or --rotate-every write a series of complete files named like dumpcap's,
+  FILE_00001_YYYYmmddHHMMSS.pcapng, ...; --keep N deletes all but the newest N (a ring).
+  No packet is lost or duplicated between files. Not with -o -.
+
+Dry run:
+  --dry-run lists the sources a capture would have, their agents' addresses and whether each
+  agent answers (version, draining), and exits without capturing (no -o needed).
 
 Exit codes:
   0  the capture ended cleanly (also after Ctrl-C or a limit)
@@ -54,9 +70,34 @@ Examples:
 `;
 
 const BOSH_USAGE = `usage: pcap-bosh capture [flags] [INSTANCE...]
+       pcap-bosh instances -d DEPLOYMENT [-g GROUP...] [INSTANCE...] [flags]
 
-Captures packets on BOSH VMs through the pcap API. Run \`pcap-bosh capture --help\` for flags.
+Captures packets on BOSH VMs through the pcap API, or lists what a capture would capture.
+Run \`pcap-bosh capture --help\` or \`pcap-bosh instances --help\` for flags.
 `;
+
+const INSTANCES_EPILOG = `
+Output:
+  One line per VM a capture with the same selection would capture: its source name (as in
+  the capture file), the address of its agent, and the agent's state as the pcap API sees it:
+  up (with its version), draining (it would refuse a capture), incompatible or unreachable
+  (with the reason). Selected instances that cannot be captured are listed as skipped.
+  The same authorization applies as for a capture.
+
+Exit codes:
+  0  the list was printed (also when agents are down)
+  1  refused (UNAUTHENTICATED, PERMISSION_DENIED, unknown deployment, bad filter) or the
+     pcap API could not be reached
+  2  usage error
+
+Examples:
+  pcap-bosh instances -d cf -g diego-cell
+  pcap-bosh instances -d cf router/0 diego-cell/2
+`;
+
+function instancesHelp(text: string): string {
+  return text.replace(/\s*$/, "\n") + INSTANCES_EPILOG;
+}
 
 function captureHelp(text: string): string {
   return text.replace(/\s*$/, "\n") + CAPTURE_EPILOG;
@@ -86,7 +127,7 @@ async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<num
     quiet: o.quiet,
     width: io.width,
   });
-  let output: BufferedOutput;
+  let output: CaptureOutput;
   let auth;
   let caCert: string | undefined;
   try {
@@ -98,7 +139,29 @@ async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<num
       env: io.env,
     });
     if (o.verbose) progress.message(`BOSH Director ${auth.directorUrl} (token: ${auth.source})`);
-    output = await BufferedOutput.open(o.output, { force: o.forceOverwrite });
+  } catch (e) {
+    io.writeErr(`pcap-bosh: ${(e as Error).message}\n`);
+    return EXIT_FAILED;
+  }
+  const query: TargetsQuery = {
+    apiUrl: o.pcapApiUrl,
+    platform: "bosh",
+    authorization: auth.authorization,
+    caCert,
+    request: startRequest(o),
+    interface: o.interface,
+  };
+  if (o.dryRun) {
+    return await listTargets(
+      query,
+      io.writeOut ?? ((s) => console.log(s.trimEnd())),
+      io.writeErr,
+      "pcap-bosh",
+    );
+  }
+  if (!o.quiet) await previewTargets(query, (s) => progress.message(s), o.verbose);
+  try {
+    output = await openCaptureOutput(o, fileEvents(progress, o.verbose));
   } catch (e) {
     io.writeErr(`pcap-bosh: ${(e as Error).message}\n`);
     return EXIT_FAILED;
@@ -128,28 +191,35 @@ export function describeTarget(o: BoshCaptureOptions): string {
 export async function runBosh(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === "--help" || command === "-h" || command === "help") {
-    const help = command === "help" && rest[0] === "capture" ? captureHelp(boshCaptureHelp()) : "";
+    const help = command === "help" && rest[0] === "capture"
+      ? captureHelp(boshCaptureHelp())
+      : command === "help" && rest[0] === "instances"
+      ? instancesHelp(boshInstancesHelp())
+      : "";
     if (help) console.log(help);
     else (command ? console.log : console.error)(BOSH_USAGE.trimEnd());
     return command ? EXIT_OK : EXIT_USAGE;
   }
-  if (command !== "capture") {
+  if (command !== "capture" && command !== "instances") {
     console.error(`pcap-bosh: unknown command "${command}"\n\n${BOSH_USAGE.trimEnd()}`);
     return EXIT_USAGE;
   }
   const env = Deno.env.toObject();
-  const parsed = captureOptionsOrExit(
-    () => parseBoshCaptureArgs(rest, env),
-    "pcap-bosh",
-    captureHelp,
-  );
+  const parsed = command === "instances"
+    ? captureOptionsOrExit(
+      () => parseBoshInstancesArgs(rest, env),
+      "pcap-bosh",
+      instancesHelp,
+      "instances",
+    )
+    : captureOptionsOrExit(() => parseBoshCaptureArgs(rest, env), "pcap-bosh", captureHelp);
   if ("exit" in parsed) return parsed.exit;
   const opts = parsed.opts;
   if (opts.insecure) {
     console.error(
-      "pcap-bosh capture: -k/--insecure is not supported (this runtime cannot skip certificate " +
-        "verification for one connection); pass the pcap API's CA with --ca-cert FILE\n" +
-        "(see pcap-bosh capture --help)",
+      `pcap-bosh ${command}: -k/--insecure is not supported (this runtime cannot skip ` +
+        "certificate verification for one connection); pass the pcap API's CA with --ca-cert " +
+        `FILE\n(see pcap-bosh ${command} --help)`,
     );
     return EXIT_USAGE;
   }

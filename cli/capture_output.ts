@@ -93,16 +93,41 @@ async function removeRegularFile(path: string): Promise<void> {
     if (e instanceof Deno.errors.NotFound) return;
     throw e;
   }
-  if (!info.isFile) {
-    throw new OutputError(
-      `output path ${path} is not a regular file (a link, directory or device); ` +
-        "pass another file name with -o",
-    );
-  }
+  if (!info.isFile) throw notRegular(path);
   await Deno.remove(path);
 }
 
-function dirname(path: string): string {
+function removeRegularFileSync(path: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.lstatSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  if (!info.isFile) throw notRegular(path);
+  Deno.removeSync(path);
+}
+
+function notRegular(path: string): OutputError {
+  return new OutputError(
+    `output path ${path} is not a regular file (a link, directory or device); ` +
+      "pass another file name with -o",
+  );
+}
+
+function openError(path: string, e: unknown): OutputError {
+  if (e instanceof OutputError) return e;
+  if (e instanceof Deno.errors.AlreadyExists) {
+    return new OutputError(
+      `output file ${path} already exists; choose another name or pass -F to overwrite it`,
+    );
+  }
+  return new OutputError(`cannot open output file ${path}: ${(e as Error).message}`);
+}
+
+/** The directory part of `path` (`.` for a bare name). */
+export function dirname(path: string): string {
   const i = path.lastIndexOf("/");
   if (i < 0) return ".";
   return i === 0 ? "/" : path.slice(0, i);
@@ -169,18 +194,28 @@ export class BufferedOutput implements ByteSink {
    * replaces a regular file. Always created with O_EXCL, so a symbolic link is never followed.
    */
   static async open(path: string, opts: BufferedOutputOptions = {}): Promise<BufferedOutput> {
+    if (!isStdout(path) && opts.force) {
+      try {
+        await removeRegularFile(path);
+      } catch (e) {
+        throw openError(path, e);
+      }
+    }
+    return BufferedOutput.openSync(path, { ...opts, force: false });
+  }
+
+  /**
+   * {@link open} without awaiting: a rotating output opens its next file between two batches
+   * of packets, where nothing else may run.
+   */
+  static openSync(path: string, opts: BufferedOutputOptions = {}): BufferedOutput {
     if (isStdout(path)) return new BufferedOutput(path, Deno.stdout, false, opts);
     try {
-      if (opts.force) await removeRegularFile(path);
-      const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
+      if (opts.force) removeRegularFileSync(path);
+      const file = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
       return new BufferedOutput(path, file, true, opts);
     } catch (e) {
-      if (e instanceof Deno.errors.AlreadyExists) {
-        throw new OutputError(
-          `output file ${path} already exists; choose another name or pass -F to overwrite it`,
-        );
-      }
-      throw new OutputError(`cannot open output file ${path}: ${(e as Error).message}`);
+      throw openError(path, e);
     }
   }
 

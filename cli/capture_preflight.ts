@@ -4,6 +4,8 @@
  * small helpers around it (the token's user for the file comment, the terminal's width).
  */
 import { isStdout, prepareOutput } from "./capture_output.ts";
+import { prepareRotation } from "./rotating_output.ts";
+import type { RotationPolicy } from "./rotation_policy.ts";
 import type { CaptureIo } from "./bosh_capture.ts";
 import { checkFilter, libpcapAvailable } from "../ffi/filter_check.ts";
 import { HelpRequested, UsageError } from "./bosh_flags.ts";
@@ -17,16 +19,13 @@ export interface PreflightOptions {
   forceOverwrite: boolean;
   filter?: string;
   snaplen: number;
+  rotation?: RotationPolicy;
+  /** --dry-run / instances: nothing is written, so the output is not checked */
+  dryRun?: boolean;
 }
 
 export async function preflight(o: PreflightOptions, io: CaptureIo): Promise<void> {
-  if (isStdout(o.output) && io.stdoutIsTty) {
-    throw new Refusal(
-      "refusing to write capture data to a terminal; pipe it (-o - | wireshark -k -i -) " +
-        "or write a file with -o FILE",
-    );
-  }
-  await prepareOutput(o.output, o.forceOverwrite);
+  if (!o.dryRun) await preflightOutput(o, io);
   if (o.filter) {
     // The api's rules first: a filter it would refuse is never compiled (or resolved) here.
     try {
@@ -42,6 +41,17 @@ export async function preflight(o: PreflightOptions, io: CaptureIo): Promise<voi
     const r = checkFilter(o.filter, 1, o.snaplen);
     if (!r.ok) throw new Refusal(`filter "${o.filter}" is not valid: ${r.error}`);
   }
+}
+
+async function preflightOutput(o: PreflightOptions, io: CaptureIo): Promise<void> {
+  if (isStdout(o.output) && io.stdoutIsTty) {
+    throw new Refusal(
+      "refusing to write capture data to a terminal; pipe it (-o - | wireshark -k -i -) " +
+        "or write a file with -o FILE",
+    );
+  }
+  if (o.rotation) await prepareRotation(o.output);
+  else await prepareOutput(o.output, o.forceOverwrite);
 }
 
 export async function readCa(path: string, flag = "--ca-cert"): Promise<string> {
@@ -78,12 +88,14 @@ export function terminalWidth(): number {
 /** The CaptureIo of a real process: stderr, its ttys and width. */
 export function processIo(env: Record<string, string | undefined>): CaptureIo {
   const enc = new TextEncoder();
+  const writeAll = (out: { writeSync(p: Uint8Array): number }, s: string) => {
+    const b = enc.encode(s);
+    for (let off = 0; off < b.length;) off += out.writeSync(b.subarray(off));
+  };
   return {
     env,
-    writeErr: (s) => {
-      const b = enc.encode(s);
-      for (let off = 0; off < b.length;) off += Deno.stderr.writeSync(b.subarray(off));
-    },
+    writeErr: (s) => writeAll(Deno.stderr, s),
+    writeOut: (s) => writeAll(Deno.stdout, s),
     stderrIsTty: Deno.stderr.isTerminal(),
     stdoutIsTty: Deno.stdout.isTerminal(),
     width: terminalWidth(),
@@ -98,6 +110,7 @@ export function captureOptionsOrExit<T>(
   parse: () => T,
   product: string,
   help: (text: string) => string,
+  command = "capture",
 ): { opts: T } | { exit: number } {
   try {
     return { opts: parse() };
@@ -107,7 +120,7 @@ export function captureOptionsOrExit<T>(
       return { exit: 0 };
     }
     if (e instanceof UsageError) {
-      console.error(`${product} capture: ${e.message}`);
+      console.error(`${product} ${command}: ${e.message}`);
       return { exit: 2 };
     }
     throw e;

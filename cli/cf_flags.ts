@@ -8,12 +8,16 @@ import { Command } from "commander";
 import {
   type CaptureFormat,
   normalizeApiUrl,
+  outputChoice,
   parseCaptureCommand,
   positiveInt,
+  quietCommand,
   UsageError,
   withCaptureOptions,
+  withInstancesOptions,
 } from "./bosh_flags.ts";
 import { RESOURCE_GUID_RE } from "../protocol/cf_ids.ts";
+import type { RotationPolicy } from "./rotation_policy.ts";
 
 export interface CfCaptureOptions {
   /** app name; undefined when only --app-guid is given */
@@ -40,6 +44,10 @@ export interface CfCaptureOptions {
   uaaCaCert?: string;
   verbose: boolean;
   quiet: boolean;
+  /** --rotate-size/--rotate-every/--keep: a series of files instead of one */
+  rotation?: RotationPolicy;
+  /** --dry-run: list what would be captured, capture nothing */
+  dryRun?: boolean;
 }
 
 /** `https://api.sys.example.com` → `https://pcap.sys.example.com` (the route the release adds). */
@@ -64,24 +72,9 @@ function collect<T>(parse: (s: string) => T) {
   return (value: string, previous: T[] | undefined): T[] => [...(previous ?? []), parse(value)];
 }
 
-function buildCommand(write: (s: string) => void = () => {}): Command {
-  const cmd = new Command()
-    .exitOverride()
-    .configureOutput({
-      writeOut: write,
-      writeErr: () => {},
-      outputError: () => {},
-      getOutHelpWidth: () => 100,
-      getErrHelpWidth: () => 100,
-      getOutHasColors: () => false,
-      getErrHasColors: () => false,
-    })
-    .name("pcap-cf capture")
-    .usage("APP [flags]")
-    .description(
-      "Capture packets inside the containers of a Cloud Foundry app into one pcapng file\n" +
-        "(or stream, with -o -): one interface per instance. Uses your cf CLI login.",
-    )
+/** The CF selection flags (which app, which instances); `output` adds -o and -F among them. */
+function cfSelection(cmd: Command, output: boolean): Command {
+  cmd
     .argument("[app]")
     .option("--app-guid <guid>", "the app's guid instead of (or to check) its name")
     .option("--org <name>", "org of the app (default: the cf CLI's target)")
@@ -91,9 +84,13 @@ function buildCommand(write: (s: string) => void = () => {}): Command {
       "--index <n>",
       "instance index; repeatable (default: all)",
       collect(positiveInt("index", 0, 1_000_000)),
-    )
-    .option("-o, --file <path>", "output file, - for stdout (required)")
-    .option("-F, --force-overwrite", "overwrite the output file if it exists")
+    );
+  if (output) {
+    cmd
+      .option("-o, --file <path>", "output file, - for stdout (required)")
+      .option("-F, --force-overwrite", "overwrite the output file if it exists");
+  }
+  return cmd
     .option(
       "-u, --pcap-api-url <url>",
       "URL of the pcap API (env PCAP_API; default: pcap.<domain>)",
@@ -104,7 +101,32 @@ function buildCommand(write: (s: string) => void = () => {}): Command {
       "--uaa-ca-cert <file>",
       "CA certificate file for the UAA the cf login is refreshed at (default: --ca-cert)",
     );
-  return withCaptureOptions(cmd);
+}
+
+function buildCommand(write: (s: string) => void = () => {}): Command {
+  const cmd = quietCommand(write, "pcap-cf capture")
+    .usage("APP [flags]")
+    .description(
+      "Capture packets inside the containers of a Cloud Foundry app into one pcapng file\n" +
+        "(or stream, with -o -): one interface per instance. Uses your cf CLI login.",
+    );
+  return withCaptureOptions(cfSelection(cmd, true));
+}
+
+function buildInstancesCommand(write: (s: string) => void = () => {}): Command {
+  const cmd = quietCommand(write, "pcap-cf instances")
+    .usage("APP [--index N...] [flags]")
+    .description(
+      "List what a capture of the app would capture: each instance's source name, the address\n" +
+        "of its cell's agent, and whether the agent answers (version, draining). Captures\n" +
+        "nothing. Uses your cf CLI login.",
+    );
+  return withInstancesOptions(cfSelection(cmd, false));
+}
+
+/** Help text for `pcap-cf instances --help`. */
+export function cfInstancesHelp(): string {
+  return buildInstancesCommand().helpInformation();
 }
 
 export function cfCaptureHelp(): string {
@@ -131,6 +153,10 @@ interface RawOpts {
   uaaCaCert?: string;
   verbose?: boolean;
   quiet?: boolean;
+  rotateSize?: number;
+  rotateEvery?: number;
+  keep?: number;
+  dryRun?: boolean;
 }
 
 /** Parses `pcap-cf capture` arguments (argv may start with "capture"); `env` gives PCAP_API. */
@@ -139,10 +165,40 @@ export function parseCfCaptureArgs(
   env: Record<string, string | undefined>,
 ): CfCaptureOptions {
   const cmd = parseCaptureCommand(buildCommand, argv, "pcap-cf");
-  const o = cmd.opts<RawOpts>();
-  const app = cmd.args[0];
-  const usage = (msg: string) => new UsageError(`${msg}\n(see pcap-cf capture --help)`);
-  if (!app && !o.appGuid) throw usage("name the app: pcap-cf capture APP (or --app-guid GUID)");
+  return validate(cmd.opts<RawOpts>(), cmd.args[0], env, "capture");
+}
+
+/**
+ * Parses `pcap-cf instances` arguments (argv may start with "instances") into the options a
+ * `capture --dry-run` of the same app has. Throws UsageError or HelpRequested.
+ */
+export function parseCfInstancesArgs(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+): CfCaptureOptions {
+  const cmd = parseCaptureCommand(buildInstancesCommand, argv, "pcap-cf", "instances");
+  const given = cmd.opts<Partial<RawOpts>>();
+  const raw: RawOpts = {
+    ...given,
+    process: given.process ?? "web",
+    interface: given.interface ?? "eth0",
+    snaplen: 65535,
+    format: "pcapng",
+    dryRun: true,
+  };
+  return validate(raw, cmd.args[0], env, "instances");
+}
+
+function validate(
+  o: RawOpts,
+  app: string | undefined,
+  env: Record<string, string | undefined>,
+  command: "capture" | "instances",
+): CfCaptureOptions {
+  const usage = (msg: string) => new UsageError(`${msg}\n(see pcap-cf ${command} --help)`);
+  if (!app && !o.appGuid) {
+    throw usage(`name the app: pcap-cf ${command} APP (or --app-guid GUID)`);
+  }
   if (o.appGuid !== undefined && !RESOURCE_GUID_RE.test(o.appGuid)) {
     throw usage(`--app-guid "${o.appGuid}" is not an app guid (see 'cf app APP --guid')`);
   }
@@ -152,7 +208,7 @@ export function parseCfCaptureArgs(
   if (!/^[A-Za-z0-9_-]{1,255}$/.test(o.process)) {
     throw usage(`--process "${o.process}" is not a process type (letters, digits, _ and -)`);
   }
-  if (!o.file) throw usage("missing -o/--file: give an output file, or - for stdout");
+  const out = outputChoice(o, usage);
   if (o.verbose && o.quiet) throw usage("-v/--verbose and -q/--quiet exclude each other");
   if (o.format !== "pcapng" && o.format !== "pcap") {
     throw usage(`--format must be pcapng or pcap, not "${o.format}"`);
@@ -166,7 +222,7 @@ export function parseCfCaptureArgs(
     space: o.space,
     process: o.process,
     indexes: [...new Set(o.index ?? [])].sort((a, b) => a - b),
-    output: o.file,
+    output: out.output,
     forceOverwrite: !!o.forceOverwrite,
     pcapApiUrl: apiRaw === undefined ? undefined : normalizeApiUrl(apiRaw),
     filter: o.filter?.trim() ? o.filter : undefined,
@@ -180,5 +236,7 @@ export function parseCfCaptureArgs(
     uaaCaCert: o.uaaCaCert,
     verbose: !!o.verbose,
     quiet: !!o.quiet,
+    ...(out.rotation ? { rotation: out.rotation } : {}),
+    ...(out.dryRun ? { dryRun: true } : {}),
   };
 }

@@ -7,12 +7,16 @@
 import {
   cfCaptureHelp,
   type CfCaptureOptions,
+  cfInstancesHelp,
   derivePcapApiUrl,
   parseCfCaptureArgs,
+  parseCfInstancesArgs,
 } from "./cf_flags.ts";
+import { listTargets, previewTargets, type TargetsQuery } from "./instances_command.ts";
 import { type CfAuth, cfAuth, cfConfigPath, type CfLogin } from "./cf_config.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
-import { BufferedOutput, isStdout } from "./capture_output.ts";
+import { isStdout } from "./capture_output.ts";
+import { type CaptureOutput, fileEvents, openCaptureOutput } from "./rotating_output.ts";
 import {
   captureOptionsOrExit,
   preflight,
@@ -60,7 +64,16 @@ Output:
   pcapng (default): one interface per app instance, named like "my-app/0 (<instance guid>) eth0",
   and statistics blocks with drops at the end. --format pcap writes classic pcap.
   -o - writes to stdout, e.g. | wireshark -k -i -   or   | tcpdump -r -
-  Status and progress go to stderr.
+  Status and progress go to stderr; the selected targets are listed there first (not with -q).
+
+Long captures:
+  --rotate-size and/or --rotate-every write a series of complete files named like dumpcap's,
+  FILE_00001_YYYYmmddHHMMSS.pcapng, ...; --keep N deletes all but the newest N (a ring).
+  No packet is lost or duplicated between files. Not with -o -.
+
+Dry run:
+  --dry-run lists the sources a capture would have, their agents' addresses and whether each
+  agent answers (version, draining), and exits without capturing (no -o needed).
 
 Exit codes:
   0  the capture ended cleanly (also after Ctrl-C or a limit)
@@ -75,10 +88,34 @@ Examples:
 `;
 
 const CF_USAGE = `usage: pcap-cf capture APP [flags]
+       pcap-cf instances APP [--index N...] [flags]
 
-Captures packets inside the containers of a Cloud Foundry app through the pcap API.
-Run \`pcap-cf capture --help\` for flags.
+Captures packets inside the containers of a Cloud Foundry app through the pcap API, or lists
+what a capture would capture. Run \`pcap-cf capture --help\` or \`pcap-cf instances --help\`.
 `;
+
+const INSTANCES_EPILOG = `
+Output:
+  One line per app instance a capture would capture: its source name (as in the capture
+  file), the address of the agent on its cell, and the agent's state as the pcap API sees
+  it: up (with its version), draining (it would refuse a capture), incompatible or
+  unreachable (with the reason). Instances that cannot be captured (e.g. not running) are
+  listed as skipped. The same authorization applies as for a capture (Space Developer).
+
+Exit codes:
+  0  the list was printed (also when agents are down)
+  1  refused (no cf login, UNAUTHENTICATED, PERMISSION_DENIED, unknown app) or the pcap API
+     could not be reached
+  2  usage error
+
+Examples:
+  pcap-cf instances my-app
+  pcap-cf instances my-app --index 0 --index 2
+`;
+
+function instancesHelp(text: string): string {
+  return text.replace(/\s*$/, "\n") + INSTANCES_EPILOG;
+}
 
 function captureHelp(text: string): string {
   return text.replace(/\s*$/, "\n") + CAPTURE_EPILOG;
@@ -155,7 +192,7 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
     quiet: o.quiet,
     width: io.width,
   });
-  let output: BufferedOutput;
+  let output: CaptureOutput;
   let auth: CfAuth;
   let caCert: string | undefined;
   let uaa: { caCert?: string; caCertForUaa: boolean; warn: (line: string) => void };
@@ -182,7 +219,25 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
         `CF API ${auth.login.target} (token: ${auth.source}); pcap API ${pcapApiUrl}`,
       );
     }
-    output = await BufferedOutput.open(o.output, { force: o.forceOverwrite });
+  } catch (e) {
+    io.writeErr(`pcap-cf: ${(e as Error).message}\n`);
+    return EXIT_FAILED;
+  }
+  const query: TargetsQuery = {
+    apiUrl: pcapApiUrl,
+    platform: "cf",
+    authorization: auth.authorization,
+    caCert,
+    request,
+    interface: o.interface,
+  };
+  if (o.dryRun) {
+    const out = io.writeOut ?? ((s: string) => console.log(s.trimEnd()));
+    return await listTargets(query, out, io.writeErr, "pcap-cf");
+  }
+  if (!o.quiet) await previewTargets(query, (s) => progress.message(s), o.verbose);
+  try {
+    output = await openCaptureOutput(o, fileEvents(progress, o.verbose));
   } catch (e) {
     io.writeErr(`pcap-cf: ${(e as Error).message}\n`);
     return EXIT_FAILED;
@@ -211,7 +266,7 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
   try {
     if (!o.quiet) progress.message("the pcap API refused the token; refreshing it and retrying");
     auth = await cfAuth({ configPath: cfConfigPath(io.env), ...uaa, marginSec: Infinity });
-    output = await BufferedOutput.open(o.output, { force: o.forceOverwrite });
+    output = await openCaptureOutput(o, fileEvents(progress, o.verbose));
   } catch (e) {
     io.writeErr(
       `pcap-cf: the pcap API refused the token, and refreshing it failed: ${
@@ -227,17 +282,28 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
 export async function runCf(argv: string[], io?: CaptureIo): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === "--help" || command === "-h" || command === "help") {
-    const help = command === "help" && rest[0] === "capture" ? captureHelp(cfCaptureHelp()) : "";
+    const help = command === "help" && rest[0] === "capture"
+      ? captureHelp(cfCaptureHelp())
+      : command === "help" && rest[0] === "instances"
+      ? instancesHelp(cfInstancesHelp())
+      : "";
     if (help) console.log(help);
     else (command ? console.log : console.error)(CF_USAGE.trimEnd());
     return command ? EXIT_OK : EXIT_USAGE;
   }
-  if (command !== "capture") {
+  if (command !== "capture" && command !== "instances") {
     console.error(`pcap-cf: unknown command "${command}"\n\n${CF_USAGE.trimEnd()}`);
     return EXIT_USAGE;
   }
   const env = io?.env ?? Deno.env.toObject();
-  const parsed = captureOptionsOrExit(() => parseCfCaptureArgs(rest, env), "pcap-cf", captureHelp);
+  const parsed = command === "instances"
+    ? captureOptionsOrExit(
+      () => parseCfInstancesArgs(rest, env),
+      "pcap-cf",
+      instancesHelp,
+      "instances",
+    )
+    : captureOptionsOrExit(() => parseCfCaptureArgs(rest, env), "pcap-cf", captureHelp);
   if ("exit" in parsed) return parsed.exit;
   const opts = parsed.opts;
   return await runCfCapture(opts, io ?? processIo(env));

@@ -1,7 +1,8 @@
 /**
  * The api's HTTP surface (DESIGN §1): a Hono app served by Deno.serve (TLS when listen.tls is
  * set). Routes: GET /health, GET /metrics and one client capture WebSocket per TargetResolver
- * (/v1/capture/bosh); a platform is added by adding its resolver to `#resolvers`.
+ * (/v1/capture/bosh), and one listing route per resolver (POST /v1/instances/bosh, see
+ * instances_route.ts); a platform is added by adding its resolver to `#resolvers`.
  *
  * Authentication of the WebSocket happens at the upgrade, before any socket exists: the token
  * comes ONLY from `Authorization: Bearer` and is verified (signature, claims, identity) there. A
@@ -41,8 +42,9 @@ import { BoshResolver } from "./bosh_resolver.ts";
 import { CcClient } from "./cc_client.ts";
 import { CfResolver, cfTokenVerifier } from "./cf_resolver.ts";
 import { ClientSession, type SessionAuth, type SessionDeps } from "./client_session.ts";
-import { authenticateUpgrade, peerOf, waitingRefusal } from "./upgrade_auth.ts";
+import { authenticateUpgrade, bearerToken, peerOf, waitingRefusal } from "./upgrade_auth.ts";
 import type { TargetResolver } from "./target_resolver.ts";
+import { instancesRoute } from "./instances_route.ts";
 
 export interface ApiServerOptions {
   config: ApiConfig;
@@ -320,6 +322,16 @@ export class ApiServer {
       return c.body(this.metrics.registry.render());
     });
     for (const resolver of this.#resolvers) this.#captureRoute(app, resolver);
+    // the dry run / listing of each platform: same token rules and resolver as its capture
+    for (const resolver of this.#resolvers) {
+      instancesRoute(app, resolver, {
+        agentTls: this.#deps.agentTls,
+        probeTimeoutMs: this.opts.config.timeouts.agentConnectMs,
+        checkFilter: this.opts.checkFilter ?? this.#compiler!.check,
+        log: this.#log,
+        bearer: (c) => bearerToken(c.req.header("authorization"), new URL(c.req.url)),
+      });
+    }
     app.notFound((c) =>
       errorResponse(
         new ApiError("INVALID_REQUEST", `no route ${c.req.method} ${c.req.path}`, undefined, 404),

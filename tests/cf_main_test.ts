@@ -320,6 +320,8 @@ Deno.test("pcap-cf: a token the api refuses is refreshed at the lab UAA once, wr
   let auths: (string | null)[] = [];
   let refusals = 1;
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    // only capture attempts count: the targets list before a capture is a plain POST
+    if (req.headers.get("upgrade") !== "websocket") return new Response(null, { status: 404 });
     auths.push(req.headers.get("authorization"));
     const attempt = auths.length;
     // The api refuses a token at the upgrade (401, no socket); a STATUS refusal on the socket

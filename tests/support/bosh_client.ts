@@ -91,3 +91,19 @@ export function fakeApi() {
     },
   };
 }
+
+/** Runs `main.ts ARGS...` to its end (e.g. `bosh instances …`): exit code, stdout, stderr. */
+export async function runCli(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${REPO_ROOT}/main.ts`, ...args],
+    env: { NO_COLOR: "1", DENO_DIR, PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", ...env },
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
