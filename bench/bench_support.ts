@@ -59,6 +59,37 @@ export function pidOf(fragment: string, what: string): number {
   return pids[0];
 }
 
+/** Pids of all living descendants of pid (children, their children, …), from /proc/<pid>/stat. */
+export function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      // fields after the command name "(comm)", which may itself hold spaces or parentheses
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      children.set(ppid, [...children.get(ppid) ?? [], Number(e.name)]);
+    } catch { /* gone */ }
+  }
+  const out: number[] = [];
+  const todo = [pid];
+  while (todo.length) {
+    const next = children.get(todo.pop()!) ?? [];
+    out.push(...next);
+    todo.push(...next);
+  }
+  return out;
+}
+
+/** The command name of pid (/proc/<pid>/comm), "" if gone. */
+export function comm(pid: number): string {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/comm`).trim();
+  } catch {
+    return "";
+  }
+}
+
 /** Pins every thread of pid to the given CPUs (new threads inherit it). */
 export async function pin(pid: number, cpus: string): Promise<void> {
   await run("taskset", ["-a", "-p", "-c", cpus, String(pid)]);
@@ -86,13 +117,17 @@ export interface GenResult {
   secs: number;
 }
 
-/** One paced burst of `count` frames of `payload` UDP bytes at `rate` pps (pinned to core 0). */
+/**
+ * One paced burst of `count` frames of `payload` UDP bytes at `rate` pps (pinned to core 0);
+ * `srcPort` (default 40000) marks the burst's frames.
+ */
 export async function generate(
   gen: string,
   t: GenTarget,
   payload: number,
   rate: number,
   count: number,
+  srcPort = 40000,
 ): Promise<GenResult> {
   const g = await t.netns.exec(t.ns, [
     "taskset",
@@ -106,6 +141,7 @@ export async function generate(
     String(payload),
     String(rate),
     String(count),
+    String(srcPort),
   ]);
   const [sent, secs] = g.stdout.trim().split(" ").map(Number);
   return { sent, secs };
