@@ -26,6 +26,25 @@ export function cpuNs(pid: number): number {
   return sum;
 }
 
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on Linux). */
+const USER_HZ = 100;
+
+/**
+ * CPU time (ns, user+sys) of pid from /proc/<pid>/stat: all threads, including ones that have
+ * ended (cpuNs, which sums the living threads, loses those), at 10 ms resolution; 0 if gone.
+ * For processes whose threads come and go (agent capture workers, tokio's blocking pool).
+ */
+export function procCpuNs(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // fields 14 (utime) and 15 (stime), i.e. 11 and 12 after the state field
+    return (Number(f[11]) + Number(f[12])) * (1e9 / USER_HZ);
+  } catch {
+    return 0;
+  }
+}
+
 /** A field of /proc/<pid>/status in KiB (VmRSS = resident now, VmHWM = peak resident). */
 export function statusKb(pid: number, field: "VmRSS" | "VmHWM"): number {
   try {

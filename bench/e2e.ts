@@ -7,9 +7,9 @@
 // tcpdump, ssh); the raw-socket generator (bench/gen/udpgen.c) to core 0. Each rung starts a fresh
 // capture per path (paths alternate on every rung, their order rotating), sends a marked warm-up,
 // then one burst whose frames carry a per-rung UDP source port; the packets of that port found in
-// the written file (`tcpdump -r`) are what counts. CPU: user+sys of all threads of all the path's
-// processes (/proc/<pid>/task/*/schedstat, ns resolution) from just before the burst until the file
-// stopped growing, per packet in the file.
+// the written file (`tcpdump -r`) are what counts. CPU: user+sys of all the path's processes
+// (/proc/<pid>/stat utime+stime: all threads, ended ones too) from just before the burst until the
+// file stopped growing, per packet in the file.
 //   deno run -A bench/e2e.ts [--quick]        (also `deno task bench e2e [--quick]`)
 import type { LabVm, Landscape } from "../lab/landscape.ts";
 import { run } from "../lab/netns.ts";
@@ -17,13 +17,13 @@ import { PcapBoshCapture } from "./pcap_client.ts";
 import { LabSshd, SSH_CIPHERS, type SshCipher, sshPreflight, SshTcpdump } from "./ssh_baseline.ts";
 import {
   compileGenerator,
-  cpuNs,
   FILTER,
   generate,
   type GenTarget,
   HEADERS,
   pidOf,
   pin,
+  procCpuNs,
   ratio,
   sleep,
   table,
@@ -166,7 +166,7 @@ async function rung(c: Ctx, path: PathName, frame: number, rate: number, count: 
     const roles = p.roles();
     const cpu = () =>
       Object.fromEntries(
-        Object.entries(roles).map(([k, ps]) => [k, ps.reduce((n, q) => n + cpuNs(q), 0)]),
+        Object.entries(roles).map(([k, ps]) => [k, ps.reduce((n, q) => n + procCpuNs(q), 0)]),
       );
     const cpu0 = cpu();
     const port = c.port;

@@ -66,6 +66,8 @@ export class ApiReader {
   sources = 0;
   /** ms from the start request to the last expected SOURCE */
   allSourcesMs = NaN;
+  /** wall clock (Date.now) of the start request, to line up with the agents' log times */
+  startedAtWall = 0;
   readonly finals = new Map<number, SourceStats>();
   readonly statuses: StatusMessage[] = [];
   readonly session: ApiSession;
@@ -98,6 +100,7 @@ export class ApiReader {
       await sleep(10);
     }
     this.#t0 = performance.now();
+    this.startedAtWall = Date.now();
     this.session.start({
       type: "start",
       protocol_version: PROTOCOL_VERSION,
