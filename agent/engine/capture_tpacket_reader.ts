@@ -74,13 +74,24 @@ export function copySmall(
 }
 
 /**
- * After a block the kernel retired full, the worker sleeps this long before it looks again, so
- * that at high rates one wake-up takes several blocks instead of one poll() wake-up per block
- * (at 1514 B a block holds ~160 packets: a wake-up per 160 packets). Only with a ring of at
- * least NAP_MIN_BLOCKS blocks: 1 ms fills ~4 of 256 KiB even at 1 GB/s.
+ * At high rates the worker sleeps a little before it looks for the next block, so that one
+ * wake-up takes several blocks instead of one poll() wake-up per block (at 1514 B a block holds
+ * ~160 packets). Only when full blocks come faster than NAP_BELOW_MS apart (slower, the nap would
+ * end before the next block and add a wake-up instead: at 64 B a block lasts several ms), for
+ * NAP_BLOCKS block intervals (at most NAP_MAX_MS), and only with a ring of at least
+ * NAP_MIN_BLOCKS blocks, which then holds far more than what piles up meanwhile. A stop (drain)
+ * never naps.
  */
-const NAP_MS = 1;
+const NAP_BELOW_MS = 1.5;
+const NAP_BLOCKS = 3;
+const NAP_MAX_MS = 4;
 const NAP_MIN_BLOCKS = 16;
+
+/** How long to nap before looking for the next block, from the last full-block interval. Pure. */
+export function napMs(fullBlockIntervalMs: number): number {
+  if (!(fullBlockIntervalMs < NAP_BELOW_MS)) return 0;
+  return Math.max(1, Math.min(NAP_MAX_MS, Math.round(NAP_BLOCKS * fullBlockIntervalMs)));
+}
 
 export interface PacketRing {
   fd: number;
@@ -148,9 +159,13 @@ export function readRing(
   // drain deadline) because the kernel hands it over only once it retires it.
   let drainLeft = -1;
   let deadline = 0;
-  // the last block handed back was full: the next one is likely filling fast
-  let lastFull = false;
+  // Arrival rate of full blocks, measured from one running-out-of-blocks to the next (sleep and
+  // processing both included); a block retired on its timeout means a low rate: no nap.
   const mayNap = ring.blocks >= NAP_MIN_BLOCKS;
+  let periodStart = performance.now();
+  let fullBlocks = 0;
+  let partialBlock = false;
+  let napped = false; // napped, and no block since: wait (poll) now
   let err: StepError | undefined;
   const corrupt = (what: string) =>
     new StepError(`reading the packet ring ${where(o)}`, `unexpected ring layout: ${what}`);
@@ -171,11 +186,21 @@ export function readRing(
     if (drainLeft === 0) break;
     const bo = blk * TP_BLOCK;
     if (!userBlock(blk)) {
-      if (lastFull && drainLeft < 0) {
-        lastFull = false;
-        waiter.nap(NAP_MS);
-        continue;
+      if (mayNap && drainLeft < 0 && !napped) {
+        const now = performance.now();
+        const want = fullBlocks > 0 && !partialBlock ? napMs((now - periodStart) / fullBlocks) : 0;
+        periodStart = now;
+        fullBlocks = 0;
+        partialBlock = false;
+        // not past the consumer's notify delay (idle() publishes, and wakes it when due)
+        const ms = want > 0 ? Math.floor(Math.min(want, wr.idle())) : 0;
+        if (ms >= 1) {
+          napped = true;
+          waiter.nap(ms);
+          continue;
+        }
       }
+      napped = false;
       let wait = Math.min(POLL_MS, wr.idle());
       if (drainLeft > 0) {
         wait = Math.min(wait, deadline - performance.now());
@@ -242,7 +267,9 @@ export function readRing(
     }
     // Hand the block back. Zeroing num_pkts (the kernel resets it anyway when it
     // opens the block) lets a stop tell a block in filling from a stale one.
-    lastFull = mayNap && (u32[(bo + BD_STATUS) >> 2] & TP_STATUS_BLK_TMO) === 0;
+    if (u32[(bo + BD_STATUS) >> 2] & TP_STATUS_BLK_TMO) partialBlock = true;
+    else fullBlocks++;
+    napped = false;
     u32[(bo + BD_NUM_PKTS) >> 2] = 0;
     Atomics.store(i32, (bo + BD_STATUS) >> 2, TP_STATUS_KERNEL);
     if (prefilter > 0) prefilter--;
