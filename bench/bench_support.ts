@@ -45,6 +45,64 @@ export function procCpuNs(pid: number): number {
   }
 }
 
+/** CPU of one process at one moment: per living thread (schedstat, ns) and in all (stat). */
+export interface CpuSnapshot {
+  threads: Map<string, number>;
+  statNs: number;
+}
+
+export function cpuSnapshot(pid: number): CpuSnapshot {
+  const threads = new Map<string, number>();
+  try {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      try {
+        const ns = Number(
+          Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/schedstat`).split(" ")[0],
+        );
+        threads.set(t.name, ns);
+      } catch { /* thread ended */ }
+    }
+  } catch { /* process ended */ }
+  return { threads, statNs: procCpuNs(pid) };
+}
+
+/**
+ * CPU ns a process used between two snapshots: exact (schedstat) when no thread of the first
+ * ended by the second, else from /proc/<pid>/stat (10 ms ticks), which keeps ended threads' time.
+ */
+export function cpuDeltaNs(a: CpuSnapshot, b: CpuSnapshot): number {
+  if ([...a.threads.keys()].some((t) => !b.threads.has(t))) return b.statNs - a.statNs;
+  let ns = 0;
+  for (const [t, v] of b.threads) ns += v - (a.threads.get(t) ?? 0);
+  return ns;
+}
+
+/**
+ * CPU ns of the living threads of pids by thread name (comm, digits folded: "worker-N"), from
+ * schedstat. Differences of two calls split a window's CPU by thread kind (threads that end
+ * in between are missed: use procCpuNs for totals).
+ */
+export function cpuByThreadName(pids: number[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const pid of pids) {
+    let tasks: Deno.DirEntry[];
+    try {
+      tasks = [...Deno.readDirSync(`/proc/${pid}/task`)];
+    } catch {
+      continue;
+    }
+    for (const t of tasks) {
+      try {
+        const dir = `/proc/${pid}/task/${t.name}`;
+        const name = Deno.readTextFileSync(`${dir}/comm`).trim().replace(/\d+$/, "N");
+        const ns = Number(Deno.readTextFileSync(`${dir}/schedstat`).split(" ")[0]);
+        m.set(name, (m.get(name) ?? 0) + ns);
+      } catch { /* thread ended */ }
+    }
+  }
+  return m;
+}
+
 /** A field of /proc/<pid>/status in KiB (VmRSS = resident now, VmHWM = peak resident). */
 export function statusKb(pid: number, field: "VmRSS" | "VmHWM"): number {
   try {

@@ -7,9 +7,10 @@
 // tcpdump, ssh); the raw-socket generator (bench/gen/udpgen.c) to core 0. Each rung starts a fresh
 // capture per path (paths alternate on every rung, their order rotating), sends a marked warm-up,
 // then one burst whose frames carry a per-rung UDP source port; the packets of that port found in
-// the written file (`tcpdump -r`) are what counts. CPU: user+sys of all the path's processes
-// (/proc/<pid>/stat utime+stime: all threads, ended ones too) from just before the burst until the
-// file stopped growing, per packet in the file.
+// the written file (`tcpdump -r`) are what counts. CPU: user+sys of all the path's processes from
+// just before the burst until the file stopped growing, per packet in the file: the sum over
+// threads of /proc/<pid>/task/*/schedstat (ns), or /proc/<pid>/stat utime+stime (10 ms ticks,
+// keeps ended threads' time) for a process one of whose threads ended meanwhile.
 //   deno run -A bench/e2e.ts [--quick]        (also `deno task bench e2e [--quick]`)
 import type { LabVm, Landscape } from "../lab/landscape.ts";
 import { run } from "../lab/netns.ts";
@@ -17,13 +18,15 @@ import { PcapBoshCapture } from "./pcap_client.ts";
 import { LabSshd, SSH_CIPHERS, type SshCipher, sshPreflight, SshTcpdump } from "./ssh_baseline.ts";
 import {
   compileGenerator,
+  cpuDeltaNs,
+  type CpuSnapshot,
+  cpuSnapshot,
   FILTER,
   generate,
   type GenTarget,
   HEADERS,
   pidOf,
   pin,
-  procCpuNs,
   ratio,
   sleep,
   table,
@@ -165,9 +168,7 @@ async function rung(c: Ctx, path: PathName, frame: number, rate: number, count: 
     const perPacket = (warm - size0) / WARMUP;
     const roles = p.roles();
     const cpu = () =>
-      Object.fromEntries(
-        Object.entries(roles).map(([k, ps]) => [k, ps.reduce((n, q) => n + procCpuNs(q), 0)]),
-      );
+      Object.fromEntries(Object.entries(roles).map(([k, ps]) => [k, ps.map(cpuSnapshot)]));
     const cpu0 = cpu();
     const port = c.port;
     const g = await generate(c.gen, c.target, payload, rate, count, port);
@@ -182,8 +183,10 @@ async function rung(c: Ctx, path: PathName, frame: number, rate: number, count: 
     if (last >= target) cpu1 = cpu();
     note = await p.stop();
     const inFile = await countInFile(file, port);
+    const used = (a: CpuSnapshot[], b: CpuSnapshot[]) =>
+      a.reduce((n, s, i) => n + cpuDeltaNs(s, b[i]), 0);
     const parts = Object.fromEntries(
-      Object.keys(cpu0).map((k) => [k, inFile ? (cpu1[k] - cpu0[k]) / 1e3 / inFile : NaN]),
+      Object.keys(cpu0).map((k) => [k, inFile ? used(cpu0[k], cpu1[k]) / 1e3 / inFile : NaN]),
     );
     return {
       frame,

@@ -6,7 +6,7 @@
 //   deno run -A bench/fan_out.ts [--quick] [--agents N]
 import type { Landscape } from "../lab/landscape.ts";
 import { ApiReader, startBenchApi, startBenchLab } from "./fan_in.ts";
-import { pidOf, procCpuNs, sleep, statusKb, table } from "./bench_support.ts";
+import { cpuByThreadName, pidOf, procCpuNs, sleep, statusKb, table } from "./bench_support.ts";
 
 export interface FanOutOptions {
   quick?: boolean;
@@ -49,6 +49,8 @@ interface FanOutRun {
   /** CPU ms during the run: api, all agents together */
   apiCpuMs: number;
   agentsCpuMs: number;
+  /** the agents' CPU ms in the run by thread kind (main "deno", capture "worker-N", …) */
+  agentThreadsMs: Map<string, number>;
 }
 
 /** Median and all runs of "start → all N SOURCE frames" for the first n VMs. */
@@ -67,8 +69,12 @@ async function timeFanOut(
     const r = new ApiReader(lab, await lab.mintToken(), vms.length);
     try {
       const api0 = cpu([apiPid]), agents0 = cpu(agentPids);
+      const threads0 = cpuByThreadName(agentPids);
       await r.start(vms);
       const apiCpuMs = cpu([apiPid]) - api0, agentsCpuMs = cpu(agentPids) - agents0;
+      const agentThreadsMs = new Map(
+        [...cpuByThreadName(agentPids)].map(([k, v]) => [k, (v - (threads0.get(k) ?? 0)) / 1e6]),
+      );
       apiKb = Math.max(apiKb, statusKb(apiPid, "VmRSS"));
       await r.stop();
       if (i > 0) { // run 0 warms up (keys, connections, JIT)
@@ -80,6 +86,7 @@ async function timeFanOut(
           open: mm(starts.map((s) => s.openMs)),
           apiCpuMs,
           agentsCpuMs,
+          agentThreadsMs,
         });
       }
     } finally {
@@ -133,6 +140,9 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
         `${med((r) => r.open[0])} / ${med((r) => r.open[1])}`,
         med((r) => r.apiCpuMs),
         med((r) => r.agentsCpuMs / k),
+        [...t.runs[0].agentThreadsMs.keys()].map((name) =>
+          `${name} ${(median(t.runs.map((r) => r.agentThreadsMs.get(name) ?? 0)) / k).toFixed(1)}`
+        ).filter((x) => !x.endsWith(" 0.0")).join(", "),
       ]);
     }
     const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
@@ -161,6 +171,7 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
         "agent engine open ms (median / max)",
         "api CPU ms",
         "CPU ms per agent",
+        "per agent by thread (ms)",
       ], rows),
     ].join("\n");
     console.log(text + "\n");

@@ -1,10 +1,12 @@
 /**
  * The benchmarks' pure parts: argument dispatch of `deno task bench`, the bench sshd's config,
- * and the e2e summary (zero-loss maximum, ratio, CPU at the highest rung every path passed).
+ * the e2e summary (zero-loss maximum, ratio, CPU at the highest rung every path passed) and the
+ * CPU accounting across threads that end.
  */
 import { parseArgs } from "../bench/run.ts";
 import { summary } from "../bench/e2e.ts";
 import { sshdConfig } from "../bench/ssh_baseline.ts";
+import { cpuDeltaNs, cpuSnapshot } from "../bench/bench_support.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
 
 Deno.test("bench: a bare name selects one benchmark, like --only", () => {
@@ -59,4 +61,22 @@ Deno.test("e2e summary: highest zero-loss rate per path and CPU at the common ru
   assertMatch(lines[0], /CPU s\/Mpkt at rung 100 \(all zero-loss\)/);
   assertMatch(lines[2], /\| 199 \| - \| 4\.00 \| 3\.00 \|$/);
   assertMatch(lines[3], /\| 100 \| 1\.99 \| 1\.00 \| 1\.00 \|$/);
+});
+
+Deno.test("cpuDeltaNs: exact per-thread sum, /proc stat when a thread ended", () => {
+  const snap = (threads: Record<string, number>, statNs: number) => ({
+    threads: new Map(Object.entries(threads)),
+    statNs,
+  });
+  // a thread started meanwhile counts whole
+  assertEquals(
+    cpuDeltaNs(snap({ "1": 100, "2": 50 }, 0), snap({ "1": 130, "2": 60, "3": 5 }, 0)),
+    45,
+  );
+  // thread 2 ended: its time is only in stat
+  assertEquals(cpuDeltaNs(snap({ "1": 100, "2": 50 }, 1e7), snap({ "1": 130 }, 3e7)), 2e7);
+  // the bench's own process, live: monotonic
+  const a = cpuSnapshot(Deno.pid);
+  for (let i = 0, x = 0; i < 1e6; i++) x += i;
+  assert(cpuDeltaNs(a, cpuSnapshot(Deno.pid)) > 0);
 });
