@@ -36,11 +36,14 @@ function burst(gen: string, targets: GenTarget[], rate: number) {
     : generateAll(gen, targets, PAYLOAD, 1e9, Math.round(MAX_BURST / targets.length));
 }
 
-/** A bench lab: N VMs with agents, api not yet started. */
-export function startBenchLab(n: number): Promise<Landscape> {
+/** A bench lab: N VMs with agents, api not yet started; `agentBuffer` sets capture.buffer_size. */
+export function startBenchLab(n: number, agentBuffer?: number): Promise<Landscape> {
   return Landscape.start({
     groups: { bench: n },
-    agentConfig: { log_level: "info" },
+    agentConfig: {
+      log_level: "info",
+      ...(agentBuffer ? { capture: { buffer_size: agentBuffer } } : {}),
+    },
     log: () => {},
   });
 }

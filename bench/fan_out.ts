@@ -3,7 +3,9 @@
 // agent processes. First the agents' memory (RSS idle and while capturing) and their idle CPU,
 // so the report says what N costs on this machine. One unmeasured warm-up capture (token keys,
 // connections, JIT), then `runs` measured ones; the median is reported.
-//   deno run -A bench/fan_out.ts [--quick] [--agents N]
+//   deno run -A bench/fan_out.ts [--quick] [--agents N] [--agent-buffer BYTES]
+// --agent-buffer sets the agents' capture.buffer_size (kernel ring; default 32 MiB): with 50
+// agents starting at once, allocating and zeroing 50 rings is most of the capture workers' CPU.
 import type { Landscape } from "../lab/landscape.ts";
 import { ApiReader, startBenchApi, startBenchLab } from "./fan_in.ts";
 import { cpuByThreadName, pidOf, procCpuNs, sleep, statusKb, table } from "./bench_support.ts";
@@ -15,6 +17,8 @@ export interface FanOutOptions {
   agents?: number;
   /** how long the given lab took to start (for the report) */
   labStartSecs?: number;
+  /** agents' capture.buffer_size for a lab of its own */
+  agentBuffer?: number;
 }
 
 const median = (xs: number[]) => {
@@ -105,7 +109,7 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
   const runs = o.quick ? 3 : 5;
   const sizes = o.quick ? [n] : [...new Set([10, Math.round(n / 2), n])].filter((k) => k <= n);
   const t0 = performance.now();
-  const lab = o.lab ?? await startBenchLab(n);
+  const lab = o.lab ?? await startBenchLab(n, o.agentBuffer);
   const labSecs = o.labStartSecs ?? (performance.now() - t0) / 1000;
   try {
     const vms = lab.vms.slice(0, n);
@@ -147,7 +151,8 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
     }
     const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
     const text = [
-      `Fan-out (lab start-up with ${lab.vms.length} agents: ${labSecs.toFixed(1)} s)`,
+      `Fan-out (lab start-up with ${lab.vms.length} agents: ${labSecs.toFixed(1)} s` +
+      `${o.agentBuffer ? `; agents' capture.buffer_size ${o.agentBuffer}` : ""})`,
       "",
       table(["agent memory", "median MB", "max MB", `sum of ${n} MB`], [
         ["RSS idle", mb(median(idle)), mb(Math.max(...idle)), mb(sum(idle))],
@@ -186,10 +191,14 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
 }
 
 if (import.meta.main) {
-  const i = Deno.args.indexOf("--agents");
+  const arg = (name: string) => {
+    const i = Deno.args.indexOf(name);
+    return i >= 0 ? Number(Deno.args[i + 1]) : undefined;
+  };
   console.log("## Fan-out\n");
   await runFanOutBench({
     quick: Deno.args.includes("--quick"),
-    agents: i >= 0 ? Number(Deno.args[i + 1]) : undefined,
+    agents: arg("--agents"),
+    agentBuffer: arg("--agent-buffer"),
   });
 }
