@@ -1,10 +1,10 @@
 // `deno task bench`: runs every benchmark in turn, the capture engine first.
-//   deno task bench                          (everything, ~5 min on the 2-core lab machine)
-//   deno task bench -- --quick               (fewer rungs and runs, ~2 min)
+//   deno task bench                          (everything, ~10 min on the 2-core lab machine)
+//   deno task bench -- --quick               (fewer rungs and runs, ~3.5 min)
 //   deno task bench -- --only fan_in,fan_out (a subset; --only may be repeated)
 //   deno task bench e2e [--quick]            (one benchmark by name: bare names act as --only)
 // e2e (pcap-bosh vs ssh + tcpdump) needs openssh-server: `make bench` installs it
-// (scripts/install_deps.sh … bench); it runs its own 3-VM lab, ~1.5 min quick, ~8 min full.
+// (scripts/install_deps.sh … bench); it runs its own 3-VM lab, ~65 s quick, ~5.5 min full.
 // fan_out, fan_in and api_memory share one lab (50 VMs with fan_out, else 10) to save start-up;
 // fan_out runs first, on agents that have not streamed yet (after fan_in's load some agents kept
 // using CPU for a while, which slowed the next fan-out).
