@@ -28,7 +28,8 @@ lint: deps
 fmt: deps
 	deno fmt
 
-bench: deps
+bench:
+	@bash scripts/install_deps.sh $(DENO_VERSION) bench
 	deno task bench
 
 build: deps

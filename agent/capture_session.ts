@@ -106,6 +106,7 @@ export class CaptureSession {
   /** Activates the engine (rejects with the engine's CaptureError) and starts streaming. */
   static async open(opts: SessionOptions): Promise<CaptureSession> {
     const r = opts.request;
+    const t0 = performance.now();
     const engine = await opts.openEngine({
       device: r.interface,
       netns: opts.netns,
@@ -116,7 +117,7 @@ export class CaptureSession {
       timeoutMs: opts.capture.timeoutMs,
     });
     const session = new CaptureSession(engine, opts);
-    session.#begin();
+    session.#begin(performance.now() - t0);
     return session;
   }
 
@@ -161,7 +162,8 @@ export class CaptureSession {
     this.#opts.onAbort?.(reason);
   }
 
-  #begin(): void {
+  /** `openMs`: how long the engine took to activate (logged: fan-out start-up is mostly this). */
+  #begin(openMs: number): void {
     const { request: r, origin } = this.#opts;
     this.#push(encodeJsonFrame(FrameKind.HELLO, SOURCE, agentHello(origin)));
     this.#push(
@@ -181,6 +183,7 @@ export class CaptureSession {
       promiscuous: r.promiscuous,
       requester: r.requester,
       link_type: this.#engine.linkType,
+      open_ms: Math.round(openMs * 10) / 10,
     });
     this.#pump();
   }

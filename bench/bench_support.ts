@@ -26,6 +26,83 @@ export function cpuNs(pid: number): number {
   return sum;
 }
 
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on Linux). */
+const USER_HZ = 100;
+
+/**
+ * CPU time (ns, user+sys) of pid from /proc/<pid>/stat: all threads, including ones that have
+ * ended (cpuNs, which sums the living threads, loses those), at 10 ms resolution; 0 if gone.
+ * For processes whose threads come and go (agent capture workers, tokio's blocking pool).
+ */
+export function procCpuNs(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // fields 14 (utime) and 15 (stime), i.e. 11 and 12 after the state field
+    return (Number(f[11]) + Number(f[12])) * (1e9 / USER_HZ);
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU of one process at one moment: per living thread (schedstat, ns) and in all (stat). */
+export interface CpuSnapshot {
+  threads: Map<string, number>;
+  statNs: number;
+}
+
+export function cpuSnapshot(pid: number): CpuSnapshot {
+  const threads = new Map<string, number>();
+  try {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      try {
+        const ns = Number(
+          Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/schedstat`).split(" ")[0],
+        );
+        threads.set(t.name, ns);
+      } catch { /* thread ended */ }
+    }
+  } catch { /* process ended */ }
+  return { threads, statNs: procCpuNs(pid) };
+}
+
+/**
+ * CPU ns a process used between two snapshots: exact (schedstat) when no thread of the first
+ * ended by the second, else from /proc/<pid>/stat (10 ms ticks), which keeps ended threads' time.
+ */
+export function cpuDeltaNs(a: CpuSnapshot, b: CpuSnapshot): number {
+  if ([...a.threads.keys()].some((t) => !b.threads.has(t))) return b.statNs - a.statNs;
+  let ns = 0;
+  for (const [t, v] of b.threads) ns += v - (a.threads.get(t) ?? 0);
+  return ns;
+}
+
+/**
+ * CPU ns of the living threads of pids by thread name (comm, digits folded: "worker-N"), from
+ * schedstat. Differences of two calls split a window's CPU by thread kind (threads that end
+ * in between are missed: use procCpuNs for totals).
+ */
+export function cpuByThreadName(pids: number[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const pid of pids) {
+    let tasks: Deno.DirEntry[];
+    try {
+      tasks = [...Deno.readDirSync(`/proc/${pid}/task`)];
+    } catch {
+      continue;
+    }
+    for (const t of tasks) {
+      try {
+        const dir = `/proc/${pid}/task/${t.name}`;
+        const name = Deno.readTextFileSync(`${dir}/comm`).trim().replace(/\d+$/, "N");
+        const ns = Number(Deno.readTextFileSync(`${dir}/schedstat`).split(" ")[0]);
+        m.set(name, (m.get(name) ?? 0) + ns);
+      } catch { /* thread ended */ }
+    }
+  }
+  return m;
+}
+
 /** A field of /proc/<pid>/status in KiB (VmRSS = resident now, VmHWM = peak resident). */
 export function statusKb(pid: number, field: "VmRSS" | "VmHWM"): number {
   try {
@@ -59,6 +136,37 @@ export function pidOf(fragment: string, what: string): number {
   return pids[0];
 }
 
+/** Pids of all living descendants of pid (children, their children, …), from /proc/<pid>/stat. */
+export function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      // fields after the command name "(comm)", which may itself hold spaces or parentheses
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      children.set(ppid, [...children.get(ppid) ?? [], Number(e.name)]);
+    } catch { /* gone */ }
+  }
+  const out: number[] = [];
+  const todo = [pid];
+  while (todo.length) {
+    const next = children.get(todo.pop()!) ?? [];
+    out.push(...next);
+    todo.push(...next);
+  }
+  return out;
+}
+
+/** The command name of pid (/proc/<pid>/comm), "" if gone. */
+export function comm(pid: number): string {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/comm`).trim();
+  } catch {
+    return "";
+  }
+}
+
 /** Pins every thread of pid to the given CPUs (new threads inherit it). */
 export async function pin(pid: number, cpus: string): Promise<void> {
   await run("taskset", ["-a", "-p", "-c", cpus, String(pid)]);
@@ -86,13 +194,17 @@ export interface GenResult {
   secs: number;
 }
 
-/** One paced burst of `count` frames of `payload` UDP bytes at `rate` pps (pinned to core 0). */
+/**
+ * One paced burst of `count` frames of `payload` UDP bytes at `rate` pps (pinned to core 0);
+ * `srcPort` (default 40000) marks the burst's frames.
+ */
 export async function generate(
   gen: string,
   t: GenTarget,
   payload: number,
   rate: number,
   count: number,
+  srcPort = 40000,
 ): Promise<GenResult> {
   const g = await t.netns.exec(t.ns, [
     "taskset",
@@ -106,6 +218,7 @@ export async function generate(
     String(payload),
     String(rate),
     String(count),
+    String(srcPort),
   ]);
   const [sent, secs] = g.stdout.trim().split(" ").map(Number);
   return { sent, secs };

@@ -7,6 +7,9 @@
 // delivered (the capturer's packet count stops growing).
 //   deno run -A bench/capture.ts            (the ladder, prints tables)
 //   deno run -A bench/capture.ts --quick    (fewer rungs)
+//   … --baseline DIR   also runs the engine of another checkout (e.g. `git worktree add DIR
+//                      main` or `git archive main | tar -x -C DIR`) as "engine@base", in the
+//                      same lab and run, alternating with this one: before/after in one run
 import { CaptureEngine } from "../agent/engine/capture_engine.ts";
 import { Netns, newRunId, run } from "../lab/netns.ts";
 
@@ -21,7 +24,10 @@ const DST_IP = "198.18.50.2";
 const WARMUP = 50_000;
 const SETTLE_MS = 1500; // no growth for this long = done (tcpdump's block timeout is 1 s)
 
-type Capturer = "engine" | "tcpdump" | "engine>file" | "tcpdump>file";
+type Capturer = "engine" | "engine@base" | "tcpdump" | "engine>file" | "tcpdump>file";
+const baselineAt = Deno.args.indexOf("--baseline");
+/** Another checkout whose engine runs as "engine@base" (its bench/capture.ts child mode). */
+const BASELINE = baselineAt >= 0 ? Deno.args[baselineAt + 1] : undefined;
 
 export interface Trial {
   capturer: Capturer;
@@ -116,7 +122,7 @@ class CapturerProc {
         Deno.execPath(),
         "run",
         "-A",
-        new URL(import.meta.url).pathname,
+        kind === "engine@base" ? `${BASELINE}/bench/capture.ts` : new URL(import.meta.url).pathname,
         "--engine-child",
         l.dev,
         `/run/netns/${l.capNs}`,
@@ -313,6 +319,21 @@ function table(frame: number, trials: Trial[]): string {
     ok("tcpdump").some((u) => u.sent === s)
   ).at(-1);
   const at = (c: string) => ok(c).find((t) => t.sent === common)?.nsPerPacket ?? NaN;
+  if (trials.some((t) => t.capturer === "engine@base")) {
+    // before/after: each ran twice (base, new, tcpdump, new, base); per rung the mean
+    lines.push("", "| rung (frames) | engine@base ns/packet | engine ns/packet | after/before |");
+    lines.push("| ---: | ---: | ---: | ---: |");
+    for (const sent of [...new Set(trials.map((t) => t.sent))]) {
+      const mean = (c: Capturer) => {
+        const xs = trials.filter((t) => t.capturer === c && t.sent === sent).map((t) =>
+          t.nsPerPacket
+        );
+        return xs.reduce((a, b) => a + b, 0) / xs.length;
+      };
+      const b = mean("engine@base"), a = mean("engine");
+      lines.push(`| ${sent} | ${b.toFixed(0)} | ${a.toFixed(0)} | ${(a / b).toFixed(2)} |`);
+    }
+  }
   lines.push(
     "",
     "| | engine | tcpdump | engine/tcpdump |",
@@ -355,9 +376,10 @@ export async function runCaptureBench(opts: CaptureBenchOptions = {}): Promise<S
     const l: Lab = { lab, capNs, genNs, dev, genDev, gen };
     for (const [payload, rates] of Object.entries(ladders)) {
       const trials: Trial[] = [];
-      for (const c of ["engine", "tcpdump"] as const) {
-        trials.push(...await ladder(l, c, Number(payload), rates));
-      }
+      const kinds: Capturer[] = BASELINE
+        ? ["engine@base", "engine", "tcpdump", "engine", "engine@base"]
+        : ["engine", "tcpdump"];
+      for (const c of kinds) trials.push(...await ladder(l, c, Number(payload), rates));
       const fr = fileRates[Number(payload)] ?? [];
       if (fr.length) {
         for (const c of ["engine>file", "tcpdump>file"] as const) {

@@ -36,11 +36,14 @@ function burst(gen: string, targets: GenTarget[], rate: number) {
     : generateAll(gen, targets, PAYLOAD, 1e9, Math.round(MAX_BURST / targets.length));
 }
 
-/** A bench lab: N VMs with agents, api not yet started. */
-export function startBenchLab(n: number): Promise<Landscape> {
+/** A bench lab: N VMs with agents, api not yet started; `agentBuffer` sets capture.buffer_size. */
+export function startBenchLab(n: number, agentBuffer?: number): Promise<Landscape> {
   return Landscape.start({
     groups: { bench: n },
-    agentConfig: { log_level: "info" },
+    agentConfig: {
+      log_level: "info",
+      ...(agentBuffer ? { capture: { buffer_size: agentBuffer } } : {}),
+    },
     log: () => {},
   });
 }
@@ -66,6 +69,8 @@ export class ApiReader {
   sources = 0;
   /** ms from the start request to the last expected SOURCE */
   allSourcesMs = NaN;
+  /** wall clock (Date.now) of the start request, to line up with the agents' log times */
+  startedAtWall = 0;
   readonly finals = new Map<number, SourceStats>();
   readonly statuses: StatusMessage[] = [];
   readonly session: ApiSession;
@@ -98,6 +103,7 @@ export class ApiReader {
       await sleep(10);
     }
     this.#t0 = performance.now();
+    this.startedAtWall = Date.now();
     this.session.start({
       type: "start",
       protocol_version: PROTOCOL_VERSION,

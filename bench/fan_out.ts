@@ -3,10 +3,12 @@
 // agent processes. First the agents' memory (RSS idle and while capturing) and their idle CPU,
 // so the report says what N costs on this machine. One unmeasured warm-up capture (token keys,
 // connections, JIT), then `runs` measured ones; the median is reported.
-//   deno run -A bench/fan_out.ts [--quick] [--agents N]
+//   deno run -A bench/fan_out.ts [--quick] [--agents N] [--agent-buffer BYTES]
+// --agent-buffer sets the agents' capture.buffer_size (kernel ring; default 32 MiB): with 50
+// agents starting at once, allocating and zeroing 50 rings is most of the capture workers' CPU.
 import type { Landscape } from "../lab/landscape.ts";
 import { ApiReader, startBenchApi, startBenchLab } from "./fan_in.ts";
-import { cpuNs, pidOf, sleep, statusKb, table } from "./bench_support.ts";
+import { cpuByThreadName, pidOf, procCpuNs, sleep, statusKb, table } from "./bench_support.ts";
 
 export interface FanOutOptions {
   quick?: boolean;
@@ -15,6 +17,8 @@ export interface FanOutOptions {
   agents?: number;
   /** how long the given lab took to start (for the report) */
   labStartSecs?: number;
+  /** agents' capture.buffer_size for a lab of its own */
+  agentBuffer?: number;
 }
 
 const median = (xs: number[]) => {
@@ -23,18 +27,72 @@ const median = (xs: number[]) => {
 };
 const mb = (kb: number) => Math.round(kb / 1024);
 
+/** Per agent and run, from its "capture started" log line: when it began opening the engine
+ * and how long that took, in ms after the client's start request. */
+function agentStarts(lab: Landscape, vms: Landscape["vms"], t0Wall: number) {
+  const out: Array<{ reachedMs: number; openMs: number }> = [];
+  for (const vm of vms) {
+    const lines = lab.logs(lab.agentLogName(vm)).split("\n").filter((l) =>
+      l.includes('"capture started"')
+    );
+    const last = lines.at(-1);
+    if (!last) continue;
+    const j = JSON.parse(last);
+    const at = Date.parse(j.time) - t0Wall;
+    if (at < 0 || typeof j.open_ms !== "number") continue; // an earlier run's line
+    out.push({ reachedMs: at - j.open_ms, openMs: j.open_ms });
+  }
+  return out;
+}
+
+interface FanOutRun {
+  ms: number;
+  /** median / max over agents: request reached the agent (ms after start), engine open (ms) */
+  reached: [number, number];
+  open: [number, number];
+  /** CPU ms during the run: api, all agents together */
+  apiCpuMs: number;
+  agentsCpuMs: number;
+  /** the agents' CPU ms in the run by thread kind (main "deno", capture "worker-N", …) */
+  agentThreadsMs: Map<string, number>;
+}
+
 /** Median and all runs of "start → all N SOURCE frames" for the first n VMs. */
-async function timeFanOut(lab: Landscape, n: number, runs: number, apiPid: number) {
+async function timeFanOut(
+  lab: Landscape,
+  n: number,
+  runs: number,
+  apiPid: number,
+  agentPids: number[],
+) {
   const vms = lab.vms.slice(0, n);
-  const times: number[] = [];
+  const out: FanOutRun[] = [];
   let apiKb = 0;
+  const cpu = (pids: number[]) => pids.reduce((s, p) => s + procCpuNs(p), 0) / 1e6;
   for (let i = 0; i <= runs; i++) {
     const r = new ApiReader(lab, await lab.mintToken(), vms.length);
     try {
+      const api0 = cpu([apiPid]), agents0 = cpu(agentPids);
+      const threads0 = cpuByThreadName(agentPids);
       await r.start(vms);
-      if (i > 0) times.push(r.allSourcesMs); // run 0 warms up (keys, connections, JIT)
+      const apiCpuMs = cpu([apiPid]) - api0, agentsCpuMs = cpu(agentPids) - agents0;
+      const agentThreadsMs = new Map(
+        [...cpuByThreadName(agentPids)].map(([k, v]) => [k, (v - (threads0.get(k) ?? 0)) / 1e6]),
+      );
       apiKb = Math.max(apiKb, statusKb(apiPid, "VmRSS"));
       await r.stop();
+      if (i > 0) { // run 0 warms up (keys, connections, JIT)
+        const starts = agentStarts(lab, vms, r.startedAtWall);
+        const mm = (xs: number[]): [number, number] => [median(xs), Math.max(...xs)];
+        out.push({
+          ms: r.allSourcesMs,
+          reached: mm(starts.map((s) => s.reachedMs)),
+          open: mm(starts.map((s) => s.openMs)),
+          apiCpuMs,
+          agentsCpuMs,
+          agentThreadsMs,
+        });
+      }
     } finally {
       await r.close();
     }
@@ -43,7 +101,7 @@ async function timeFanOut(lab: Landscape, n: number, runs: number, apiPid: numbe
     // CPU; 50 of them at once must not land on the next measured start).
     await sleep(3000);
   }
-  return { times, apiKb };
+  return { runs: out, apiKb };
 }
 
 export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
@@ -51,7 +109,7 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
   const runs = o.quick ? 3 : 5;
   const sizes = o.quick ? [n] : [...new Set([10, Math.round(n / 2), n])].filter((k) => k <= n);
   const t0 = performance.now();
-  const lab = o.lab ?? await startBenchLab(n);
+  const lab = o.lab ?? await startBenchLab(n, o.agentBuffer);
   const labSecs = o.labStartSecs ?? (performance.now() - t0) / 1000;
   try {
     const vms = lab.vms.slice(0, n);
@@ -59,9 +117,9 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
     const apiPid = await startBenchApi(lab);
     const rss = () => agentPids.map((p) => statusKb(p, "VmRSS"));
     const idle = rss();
-    const cpu0 = agentPids.reduce((s, p) => s + cpuNs(p), 0);
+    const cpu0 = agentPids.reduce((s, p) => s + procCpuNs(p), 0);
     await sleep(2000);
-    const idleCpu = (agentPids.reduce((s, p) => s + cpuNs(p), 0) - cpu0) / 2e9; // CPU-s per s
+    const idleCpu = (agentPids.reduce((s, p) => s + procCpuNs(p), 0) - cpu0) / 2e9; // CPU-s per s
     // Memory while all n capture (idle link), sampled once every SOURCE has arrived.
     const r = new ApiReader(lab, await lab.mintToken(), n);
     let capturing: number[];
@@ -73,19 +131,28 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
       await r.close();
     }
     await sleep(300);
-    const rows: Array<[string, number]> = [];
+    const rows: Array<Array<string | number>> = [];
     let apiKb = 0;
     for (const k of sizes) {
-      const t = await timeFanOut(lab, k, runs, apiPid);
+      const t = await timeFanOut(lab, k, runs, apiPid, agentPids.slice(0, k));
       apiKb = Math.max(apiKb, t.apiKb);
+      const med = (f: (r: FanOutRun) => number) => Math.round(median(t.runs.map(f)));
       rows.push([
-        `${k} agents: median (runs ${t.times.map(Math.round).join(", ")})`,
-        Math.round(median(t.times)),
+        `${k} agents: median (runs ${t.runs.map((r) => Math.round(r.ms)).join(", ")})`,
+        med((r) => r.ms),
+        `${med((r) => r.reached[0])} / ${med((r) => r.reached[1])}`,
+        `${med((r) => r.open[0])} / ${med((r) => r.open[1])}`,
+        med((r) => r.apiCpuMs),
+        med((r) => r.agentsCpuMs / k),
+        [...t.runs[0].agentThreadsMs.keys()].map((name) =>
+          `${name} ${(median(t.runs.map((r) => r.agentThreadsMs.get(name) ?? 0)) / k).toFixed(1)}`
+        ).filter((x) => !x.endsWith(" 0.0")).join(", "),
       ]);
     }
     const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
     const text = [
-      `Fan-out (lab start-up with ${lab.vms.length} agents: ${labSecs.toFixed(1)} s)`,
+      `Fan-out (lab start-up with ${lab.vms.length} agents: ${labSecs.toFixed(1)} s` +
+      `${o.agentBuffer ? `; agents' capture.buffer_size ${o.agentBuffer}` : ""})`,
       "",
       table(["agent memory", "median MB", "max MB", `sum of ${n} MB`], [
         ["RSS idle", mb(median(idle)), mb(Math.max(...idle)), mb(sum(idle))],
@@ -102,7 +169,15 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
       `Idle agents use ${idleCpu.toFixed(3)} CPU-seconds per second together; api RSS while ` +
       `capturing: ${mb(apiKb)} MB.`,
       "",
-      table(["start request → all SOURCE frames at the client", "ms"], rows),
+      table([
+        "start request → all SOURCE frames at the client",
+        "ms",
+        "request reached agent, ms after start (median / last agent)",
+        "agent engine open ms (median / max)",
+        "api CPU ms",
+        "CPU ms per agent",
+        "per agent by thread (ms)",
+      ], rows),
     ].join("\n");
     console.log(text + "\n");
     return text;
@@ -116,10 +191,14 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
 }
 
 if (import.meta.main) {
-  const i = Deno.args.indexOf("--agents");
+  const arg = (name: string) => {
+    const i = Deno.args.indexOf(name);
+    return i >= 0 ? Number(Deno.args[i + 1]) : undefined;
+  };
   console.log("## Fan-out\n");
   await runFanOutBench({
     quick: Deno.args.includes("--quick"),
-    agents: i >= 0 ? Number(Deno.args[i + 1]) : undefined,
+    agents: arg("--agents"),
+    agentBuffer: arg("--agent-buffer"),
   });
 }

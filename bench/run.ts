@@ -1,7 +1,10 @@
 // `deno task bench`: runs every benchmark in turn, the capture engine first.
-//   deno task bench                          (everything, ~5 min on the 2-core lab machine)
-//   deno task bench -- --quick               (fewer rungs and runs, ~2 min)
+//   deno task bench                          (everything, ~10 min on the 2-core lab machine)
+//   deno task bench -- --quick               (fewer rungs and runs, ~3.5 min)
 //   deno task bench -- --only fan_in,fan_out (a subset; --only may be repeated)
+//   deno task bench e2e [--quick]            (one benchmark by name: bare names act as --only)
+// e2e (pcap-bosh vs ssh + tcpdump) needs openssh-server: `make bench` installs it
+// (scripts/install_deps.sh … bench); it runs its own 3-VM lab, ~65 s quick, ~5.5 min full.
 // fan_out, fan_in and api_memory share one lab (50 VMs with fan_out, else 10) to save start-up;
 // fan_out runs first, on agents that have not streamed yet (after fan_in's load some agents kept
 // using CPU for a while, which slowed the next fan-out).
@@ -11,8 +14,9 @@ import { runAgentStreamBench } from "./agent_stream.ts";
 import { runFanInBench, startBenchLab } from "./fan_in.ts";
 import { runFanOutBench } from "./fan_out.ts";
 import { runApiMemoryBench } from "./api_memory.ts";
+import { runE2eBench } from "./e2e.ts";
 
-const NAMES = ["capture", "agent_stream", "fan_in", "fan_out", "api_memory"] as const;
+const NAMES = ["capture", "agent_stream", "e2e", "fan_in", "fan_out", "api_memory"] as const;
 type Name = typeof NAMES[number];
 
 /** Selected benchmarks from the arguments. Pure. */
@@ -21,9 +25,18 @@ export function parseArgs(args: string[]): { quick: boolean; only: Set<Name> } {
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--quick" || a === "--") continue; // `deno task bench -- …` passes the "--"
-    const value = a === "--only" ? args[++i] : a.startsWith("--only=") ? a.slice(7) : null;
+    const value = a === "--only"
+      ? args[++i]
+      : a.startsWith("--only=")
+      ? a.slice(7)
+      : (NAMES as readonly string[]).includes(a)
+      ? a
+      : null;
     if (value === null || value === undefined) {
-      throw new Error(`bench: unknown argument "${a}"; use --quick and/or --only NAME[,NAME]`);
+      throw new Error(
+        `bench: unknown argument "${a}"; use --quick and/or NAME or --only NAME[,NAME] ` +
+          `(${NAMES.join(", ")})`,
+      );
     }
     for (const n of value.split(",").filter(Boolean)) {
       if (!(NAMES as readonly string[]).includes(n)) {
@@ -54,6 +67,10 @@ async function main(): Promise<void> {
   if (only.has("agent_stream")) {
     section("Agent → one reader over mTLS", "deno run -A bench/agent_stream.ts");
     await runAgentStreamBench({ quick });
+  }
+  if (only.has("e2e")) {
+    section("End to end against ssh + tcpdump", "deno run -A bench/e2e.ts");
+    await runE2eBench({ quick });
   }
   const labBenches = ["fan_in", "fan_out", "api_memory"].filter((n) => only.has(n as Name));
   if (labBenches.length) {

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, only when it is missing:
 # Deno from npm, and Debian's libpcap, tcpdump, tshark, iproute2, openssl, ruby through apt (root).
+#   install_deps.sh [DENO_VERSION] [bench]
+# "bench" adds openssh-server: only bench/e2e.ts needs it (its baseline is tcpdump over ssh; the
+# bench starts its own sshd in a lab namespace, never the system's).
 set -euo pipefail
 want_deno="${1:-2.9.6}"
+for_bench="${2:-}"
 
 if ! command -v deno >/dev/null 2>&1 || [[ "$(deno --version | head -1)" != "deno ${want_deno} "* ]]; then
   echo "installing Deno ${want_deno} from npm" >&2
@@ -20,6 +24,10 @@ command -v ruby >/dev/null || missing+=(ruby)
 command -v gcc >/dev/null || missing+=(gcc)
 command -v python3 >/dev/null || missing+=(python3)
 command -v taskset >/dev/null || missing+=(util-linux)
+if [[ "$for_bench" == bench ]]; then
+  [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
+  command -v ssh >/dev/null || missing+=(openssh-client)
+fi
 
 if ((${#missing[@]})); then
   if [[ "$(id -u)" == 0 ]]; then

@@ -127,6 +127,11 @@ export class SocketWaiter {
     this.#pfd16[2] = POLLIN;
   }
 
+  /** Sleeps ms without watching the socket (poll on no descriptors): lets kernel blocks pile up. */
+  nap(ms: number): void {
+    libc().poll(this.#pfd, 0n, ms);
+  }
+
   /** Waits up to ms; a StepError when the socket failed (e.g. the interface vanished). */
   wait(ms: number): StepError | undefined {
     this.#pfd16[3] = 0;

@@ -1,9 +1,10 @@
 // udpgen: paced UDP/IPv4 frame generator for the capture benchmark.
-// usage: udpgen IFACE DST_MAC DST_IP PORT PAYLOAD_BYTES RATE_PPS COUNT
+// usage: udpgen IFACE DST_MAC DST_IP PORT PAYLOAD_BYTES RATE_PPS COUNT [SRC_PORT]
 // Sends complete Ethernet frames on IFACE with an AF_PACKET socket
 // (PACKET_QDISC_BYPASS, sendmmsg batches of BATCH): no UDP socket, routing or
 // qdisc on the send side, so one core offers well over 600 kpps. Pacing is per
 // batch against CLOCK_MONOTONIC. Each payload starts with a u64 sequence number.
+// SRC_PORT (default 40000) marks a burst, so a capture file can be counted per burst.
 // Prints "<sent> <seconds>". Traffic must only go to lab namespaces (the
 // caller runs this inside one, on a veth whose peer is in another).
 #define _GNU_SOURCE
@@ -42,16 +43,18 @@ static int parse_mac(const char *s, uint8_t *mac) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 8) {
-    fprintf(stderr, "usage: udpgen IFACE DST_MAC DST_IP PORT PAYLOAD_BYTES RATE_PPS COUNT\n");
+  if (argc != 8 && argc != 9) {
+    fprintf(stderr,
+            "usage: udpgen IFACE DST_MAC DST_IP PORT PAYLOAD_BYTES RATE_PPS COUNT [SRC_PORT]\n");
     return 2;
   }
   int size = atoi(argv[5]);
   double rate = atof(argv[6]);
   long count = atol(argv[7]);
+  int src_port = argc == 9 ? atoi(argv[8]) : 40000;
   uint8_t dmac[6];
   struct in_addr dip;
-  if (size < 8 || size > 8950 || rate <= 0 || count <= 0 || !parse_mac(argv[2], dmac) ||
+  if (size < 8 || size > 8950 || rate <= 0 || count <= 0 || src_port <= 0 || src_port > 65535 || !parse_mac(argv[2], dmac) ||
       inet_pton(AF_INET, argv[3], &dip) != 1) {
     fprintf(stderr, "udpgen: bad arguments\n");
     return 2;
@@ -101,7 +104,7 @@ int main(int argc, char **argv) {
   uint16_t ck = htons(ip_checksum(ip, 20));
   memcpy(ip + 10, &ck, 2);
   uint8_t *udp = ip + 20;
-  uint16_t sport = htons(40000), dport = htons(atoi(argv[4])), ulen = htons(8 + size);
+  uint16_t sport = htons(src_port), dport = htons(atoi(argv[4])), ulen = htons(8 + size);
   memcpy(udp, &sport, 2);
   memcpy(udp + 2, &dport, 2);
   memcpy(udp + 4, &ulen, 2);
