@@ -18,8 +18,14 @@ interface Mode {
 const MODES: Record<string, Mode> = {
   agent: { summary: "capture server on a VM (BOSH job): --config FILE", run: runAgent },
   api: { summary: "api server behind gorouter (BOSH job): --config FILE", run: runApi },
-  bosh: { summary: "capture on BOSH VMs (pcap-bosh): capture [flags] [INSTANCE...]", run: runBosh },
-  cf: { summary: "capture in CF app containers (pcap-cf): capture APP [flags]", run: runCf },
+  bosh: {
+    summary: "capture on BOSH VMs (pcap-bosh): capture|instances [flags] [INSTANCE...]",
+    run: runBosh,
+  },
+  cf: {
+    summary: "capture in CF app containers (pcap-cf): capture|instances APP [flags]",
+    run: runCf,
+  },
   extcap: {
     summary: "Wireshark extcap: --install puts the pcap interfaces into Wireshark",
     run: (args) => runExtcap(args),
