@@ -206,10 +206,14 @@ export class AgentCapture {
     );
     const reader = bodyReader(this.#body);
     let idle: ReturnType<typeof setTimeout> | undefined;
+    // While the consumer holds a frame (it pauses reading while the client is congested), the
+    // agent's silence is ours, not the agent's.
+    let holding = false;
     const resetIdle = () => {
       clearTimeout(idle);
       idle = setTimeout(
-        () => this.#abort.abort(new DOMException("agent idle", "TimeoutError")),
+        () =>
+          holding ? resetIdle() : this.#abort.abort(new DOMException("agent idle", "TimeoutError")),
         idleMs,
       );
     };
@@ -253,7 +257,9 @@ export class AgentCapture {
           if (next.done) break;
           const f = next.value;
           if (f.kind === FrameKind.HELLO) this.#checkHello(f);
+          holding = true;
           yield f;
+          holding = false;
           if (f.kind === FrameKind.END) return;
         }
       }

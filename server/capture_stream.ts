@@ -62,6 +62,10 @@ export class CaptureStream implements StreamSink {
     return this.#o.merger.congested;
   }
 
+  uncongested(): Promise<void> {
+    return this.#o.merger.uncongested();
+  }
+
   source(source: number, descriptor: SourceDescriptor): void {
     this.#o.merger.addSource(source, descriptor.origin);
     this.#o.merger.control(encodeJsonFrame(FrameKind.SOURCE, source, descriptor));

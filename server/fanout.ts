@@ -27,6 +27,8 @@ import type { AgentTarget } from "./target_resolver.ts";
 export interface StreamSink {
   /** the client reads too slowly: PACKETS will most likely be discarded */
   readonly congested: boolean;
+  /** resolves once the client is no longer congested (or can receive nothing more) */
+  uncongested(): Promise<void>;
   /** a source starts (its SOURCE descriptor, named by the resolver's target) */
   source(source: number, descriptor: SourceDescriptor): void;
   /** one validated PACKETS payload (u32 count + records) of `count` packets */
@@ -79,6 +81,9 @@ export class Fanout {
   readonly #abort = new AbortController();
   readonly #states: SourceState[];
   #stopping = false;
+  /** resolves when stop() or abort() is called: paused pumps read on */
+  readonly #stopCalled: Promise<void>;
+  #onStop!: () => void;
   /** resolves with the number of sources that started, once every dial settled */
   readonly started: Promise<number>;
   /** resolves once every source has ended */
@@ -86,6 +91,7 @@ export class Fanout {
 
   constructor(opts: FanoutOptions) {
     this.#opts = opts;
+    this.#stopCalled = new Promise((r) => this.#onStop = r);
     this.#states = opts.targets.map((target, source) => ({
       source,
       target,
@@ -107,12 +113,14 @@ export class Fanout {
   stop(): void {
     if (this.#stopping) return;
     this.#stopping = true;
+    this.#onStop();
     for (const s of this.#states) this.#stopOne(s);
   }
 
   /** Drops every agent connection at once (client gone). */
   abort(): void {
     this.#stopping = true;
+    this.#onStop();
     this.#abort.abort();
     for (const s of this.#states) s.capture?.close();
   }
@@ -177,6 +185,14 @@ export class Fanout {
     // most likely discard them (it still validates and counts them).
     const congested = () => sink.congested;
     for await (const f of s.capture!.frames(this.#opts.idleTimeoutMs, congested)) {
+      // Back-pressure to the agent: while the client is congested this stream is not read, so
+      // TCP stops the agent, whose own back-pressure discards (and counts) the excess before
+      // TLS instead of the api decrypting, validating and discarding it. Once stopping, every
+      // frame is read (the agent drains; the api discards what the client cannot take).
+      // (A loop: another source woken at the same time may have congested the client again.)
+      while (sink.congested && !this.#stopping) {
+        await Promise.race([sink.uncongested(), this.#stopCalled]);
+      }
       const e = decodeEventOr(s, f);
       switch (e.kind) {
         case "source":

@@ -102,6 +102,8 @@ export class ClientMerger {
   readonly #dropped = new Map<number, number>();
   #episode = new Map<number, number>();
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** waiters of uncongested(): woken when congestion clears or the merger can send no more */
+  #waiters: (() => void)[] = [];
   /** frames and bytes sent so far (for tests and metrics) */
   sentFrames = 0;
   sentBytes = 0;
@@ -128,6 +130,24 @@ export class ClientMerger {
 
   get open(): boolean {
     return this.#socket.readyState === OPEN;
+  }
+
+  /**
+   * Resolves once the client is not congested (at once if it is not now), or once nothing more
+   * can be sent (socket closed, hard cap exceeded, merger closed). The fan-out waits on it before
+   * reading more from the agents, so that excess is dropped there, before TLS.
+   */
+  uncongested(): Promise<void> {
+    if (!this.congested || !this.open || this.#overflowed || !this.#timer) {
+      return Promise.resolve();
+    }
+    return new Promise((r) => this.#waiters.push(r));
+  }
+
+  #wake(): void {
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const r of w) r();
   }
 
   /** Remembers a source's origin for congestion texts. */
@@ -205,6 +225,7 @@ export class ClientMerger {
   close(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#wake();
   }
 
   #send(frame: Uint8Array): void {
@@ -244,7 +265,7 @@ export class ClientMerger {
   }
 
   #evaluate(): void {
-    if (!this.open) return;
+    if (!this.open) return this.#wake();
     const bytes = this.#socket.bufferedAmount;
     if (bytes > this.bufferedHighWater) this.bufferedHighWater = bytes;
     const frames = this.#flight.update(bytes);
@@ -282,6 +303,7 @@ export class ClientMerger {
           (parts.length ? ` (${parts.join(", ")})` : ""),
         { counts: { cleared: 1, api_dropped: total } },
       );
+      this.#wake();
     }
   }
 }
