@@ -62,8 +62,12 @@ export class CaptureStream implements StreamSink {
     return this.#o.merger.congested;
   }
 
-  uncongested(): Promise<void> {
-    return this.#o.merger.uncongested();
+  get holdsBack(): boolean {
+    return this.#o.merger.holdsBack;
+  }
+
+  released(): Promise<void> {
+    return this.#o.merger.released();
   }
 
   source(source: number, descriptor: SourceDescriptor): void {
@@ -71,11 +75,13 @@ export class CaptureStream implements StreamSink {
     this.#o.merger.control(encodeJsonFrame(FrameKind.SOURCE, source, descriptor));
   }
 
-  packets(source: number, payload: Uint8Array, count: number): void {
+  packets(source: number, payload: Uint8Array, count: number, frame?: Uint8Array): void {
     if (this.#closed) return;
     const { merger, metrics, resolver } = this.#o;
     const batch = this.#tally.admit(payload, count);
-    if (!batch || !merger.packets(source, batch.payload, batch.count)) return;
+    // a batch cut at max_packets is no longer the agent's frame
+    const whole = batch?.payload === payload ? frame : undefined;
+    if (!batch || !merger.packets(source, batch.payload, batch.count, whole)) return;
     const bytes = packetsBytes(batch.payload, batch.count);
     metrics.packets.inc({ resolver }, batch.count);
     metrics.bytes.inc({ resolver }, bytes);

@@ -27,12 +27,17 @@ import type { AgentTarget } from "./target_resolver.ts";
 export interface StreamSink {
   /** the client reads too slowly: PACKETS will most likely be discarded */
   readonly congested: boolean;
-  /** resolves once the client is no longer congested (or can receive nothing more) */
-  uncongested(): Promise<void>;
+  /** the client is congested but draining: do not read the agents now (back-pressure) */
+  readonly holdsBack: boolean;
+  /** resolves once holdsBack is false */
+  released(): Promise<void>;
   /** a source starts (its SOURCE descriptor, named by the resolver's target) */
   source(source: number, descriptor: SourceDescriptor): void;
-  /** one validated PACKETS payload (u32 count + records) of `count` packets */
-  packets(source: number, payload: Uint8Array, count: number): void;
+  /**
+   * one validated PACKETS payload (u32 count + records) of `count` packets; `frame`, the whole
+   * frame around it, may be sent as is; both are valid only during the call (reused memory)
+   */
+  packets(source: number, payload: Uint8Array, count: number, frame?: Uint8Array): void;
   stats(source: number, stats: SourceStats): void;
   status(source: number, ...args: Parameters<typeof status>): void;
 }
@@ -181,17 +186,18 @@ export class Fanout {
 
   async #pump(s: SourceState): Promise<void> {
     const { sink } = this.#opts;
-    // While the client is congested, PACKETS are assembled in reused memory: the stream will
-    // most likely discard them (it still validates and counts them).
-    const congested = () => sink.congested;
-    for await (const f of s.capture!.frames(this.#opts.idleTimeoutMs, congested)) {
-      // Back-pressure to the agent: while the client is congested this stream is not read, so
-      // TCP stops the agent, whose own back-pressure discards (and counts) the excess before
-      // TLS instead of the api decrypting, validating and discarding it. Once stopping, every
-      // frame is read (the agent drains; the api discards what the client cannot take).
+    // PACKETS are assembled in reused memory (the sink sends or discards each one before the
+    // next is read): no allocation, hence no garbage, per frame.
+    const borrow = () => true;
+    for await (const f of s.capture!.frames(this.#opts.idleTimeoutMs, borrow)) {
+      // Back-pressure to the agent: while the client is congested but draining, this stream
+      // is not read, so TCP stops the agent, whose own back-pressure discards (and counts) the
+      // excess before TLS instead of the api decrypting, validating and discarding it. Once
+      // stopping, or when the client stalls, every frame is read (the api discards packets the
+      // client cannot take; control frames count towards its hard cap, merge.ts).
       // (A loop: another source woken at the same time may have congested the client again.)
-      while (sink.congested && !this.#stopping) {
-        await Promise.race([sink.uncongested(), this.#stopCalled]);
+      while (sink.holdsBack && !this.#stopping) {
+        await Promise.race([sink.released(), this.#stopCalled]);
       }
       const e = decodeEventOr(s, f);
       switch (e.kind) {
@@ -200,7 +206,14 @@ export class Fanout {
           break;
         case "packets":
           if (!s.announced) throw protocolError(s, "sent packets before its SOURCE");
-          if (e.count > 0) sink.packets(s.source, e.payload, e.count);
+          if (e.count > 0) {
+            sink.packets(
+              s.source,
+              e.payload,
+              e.count,
+              e.payload === f.payload ? f.bytes : undefined,
+            );
+          }
           break;
         case "stats":
           s.lastStats = e.stats;

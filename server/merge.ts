@@ -32,10 +32,17 @@ import { type BufferLimits, Hysteresis } from "../lib/hysteresis.ts";
 /** Frame source for messages about the capture as a whole (no SOURCE frame announces it). */
 export const API_SOURCE = 0xffff;
 export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+/**
+ * A congested client whose buffered bytes have not fallen for this long counts as stalled: the
+ * fan-out then reads its agents again (packets are discarded here, control frames count towards
+ * the hard cap), so that a client that stopped reading is ended by the cap, not waited for.
+ */
+export const STALL_MS = 1_000;
 /** The hard cap's name in its LIMIT_REACHED. */
 export const HELD_BYTES_LIMIT = "client_buffer_bytes";
 
 export interface SocketLike {
+  /** queues `data`; must not keep it past the call (Deno's WebSocket copies it at once) */
   send(data: Uint8Array): void;
   readonly bufferedAmount: number;
   readonly readyState: number;
@@ -102,8 +109,11 @@ export class ClientMerger {
   readonly #dropped = new Map<number, number>();
   #episode = new Map<number, number>();
   #timer: ReturnType<typeof setInterval> | undefined;
-  /** waiters of uncongested(): woken when congestion clears or the merger can send no more */
+  /** waiters of released(): woken when congestion clears, the client stalls, or sending ends */
   #waiters: (() => void)[] = [];
+  /** bufferedAmount at the last evaluation, and when it last fell (the client made progress) */
+  #lastBuffered = 0;
+  #progressAt = 0;
   /** frames and bytes sent so far (for tests and metrics) */
   sentFrames = 0;
   sentBytes = 0;
@@ -133,14 +143,18 @@ export class ClientMerger {
   }
 
   /**
-   * Resolves once the client is not congested (at once if it is not now), or once nothing more
-   * can be sent (socket closed, hard cap exceeded, merger closed). The fan-out waits on it before
-   * reading more from the agents, so that excess is dropped there, before TLS.
+   * True while the agents' streams should not be read: the client is congested but still
+   * draining (not stalled for STALL_MS), and the merger can still send. The fan-out then waits
+   * on released(), so that the agents' own back-pressure drops the excess, before TLS.
    */
-  uncongested(): Promise<void> {
-    if (!this.congested || !this.open || this.#overflowed || !this.#timer) {
-      return Promise.resolve();
-    }
+  get holdsBack(): boolean {
+    return this.congested && this.open && !this.#overflowed && this.#timer !== undefined &&
+      performance.now() - this.#progressAt < STALL_MS;
+  }
+
+  /** Resolves once holdsBack is false (at once if it is false now). */
+  released(): Promise<void> {
+    if (!this.holdsBack) return Promise.resolve();
     return new Promise((r) => this.#waiters.push(r));
   }
 
@@ -203,9 +217,11 @@ export class ClientMerger {
 
   /**
    * Offers one PACKETS frame (payload = u32 count + records) of `count` packets. Returns true if
-   * it was sent, false if discarded because the client is congested.
+   * it was sent, false if discarded because the client is congested. `frame`, when given, is the
+   * whole encoded PACKETS frame around `payload` (the agent's, as assembled; possibly in reused
+   * memory): it goes out as is under the client's source number, valid only for this call.
    */
-  packets(source: number, payload: Uint8Array, count: number): boolean {
+  packets(source: number, payload: Uint8Array, count: number, frame?: Uint8Array): boolean {
     this.#evaluate();
     if (this.congested) {
       this.#dropped.set(source, this.dropped(source) + count);
@@ -214,9 +230,9 @@ export class ClientMerger {
     }
     // An agent's frame as received (owned, exactly sized) goes out as is under the client's
     // source number; anything else (a truncated batch, a borrowed frame) is encoded anew.
-    const frame = enclosingFrame(payload, FrameKind.PACKETS);
-    if (frame) setFrameSource(frame, source);
-    this.#send(frame ?? encodeFrame(FrameKind.PACKETS, source, payload));
+    const whole = frame ?? enclosingFrame(payload, FrameKind.PACKETS);
+    if (whole) setFrameSource(whole, source);
+    this.#send(whole ?? encodeFrame(FrameKind.PACKETS, source, payload));
     this.#evaluate();
     return true;
   }
@@ -268,12 +284,15 @@ export class ClientMerger {
     if (!this.open) return this.#wake();
     const bytes = this.#socket.bufferedAmount;
     if (bytes > this.bufferedHighWater) this.bufferedHighWater = bytes;
+    if (bytes < this.#lastBuffered) this.#progressAt = performance.now();
+    this.#lastBuffered = bytes;
     const frames = this.#flight.update(bytes);
     // Bytes in frame units: either bound reaching its upper mark congests, and clearing needs
     // both at their lower marks.
     const level = Math.max(frames, (bytes * this.#size) / this.#maxBufferedBytes);
     const change = this.#hysteresis.observe(level);
     if (change === "congested") {
+      this.#progressAt = performance.now();
       this.#episode = new Map();
       this.#hooks.onCongested?.();
       this.status(
@@ -283,8 +302,12 @@ export class ClientMerger {
         "the client reads too slowly; the api discards packets until it catches up",
         { counts: { buffered_frames: frames, buffered_bytes: bytes } },
       );
-      // Clearing must be noticed even when no packets arrive to trigger an evaluation.
-      this.#timer = setInterval(() => this.#evaluate(), 50);
+      // Clearing (and a stall) must be noticed even when no packets arrive to trigger an
+      // evaluation.
+      this.#timer = setInterval(() => {
+        this.#evaluate();
+        if (this.#waiters.length && !this.holdsBack) this.#wake();
+      }, 50);
     } else if (change === "cleared") {
       clearInterval(this.#timer);
       this.#timer = undefined;
