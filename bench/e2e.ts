@@ -32,6 +32,7 @@ import {
   table,
 } from "./bench_support.ts";
 import { genTargets, startBenchApi, startBenchLab } from "./fan_in.ts";
+import { createTlsFetch } from "../lib/tls_fetch.ts";
 
 /** Core of every process of the path under test; the generator has core 0. */
 const PATH_CPU = "1";
@@ -81,8 +82,26 @@ interface PathCapture {
   stop(): Promise<string>;
 }
 
+/** The api's drop counters by stage (kernel, agent, api), from its /metrics. */
+async function apiDrops(lab: Landscape): Promise<Record<string, number>> {
+  const t = createTlsFetch({ ca: lab.pki.caCert });
+  try {
+    const text = await (await t.fetch(`${lab.apiUrl}/metrics`)).text();
+    const out: Record<string, number> = {};
+    for (
+      const m of text.matchAll(/^pcap_api_dropped_packets_total\{[^}]*stage="(\w+)"[^}]*\} (\d+)/gm)
+    ) {
+      out[m[1]] = (out[m[1]] ?? 0) + Number(m[2]);
+    }
+    return out;
+  } finally {
+    t.close();
+  }
+}
+
 async function startPath(c: Ctx, path: PathName, file: string): Promise<PathCapture> {
   if (path === "pcap") {
+    const drops0 = await apiDrops(c.lab);
     const p = await PcapBoshCapture.start(c.lab, c.vm, {
       filter: FILTER,
       file,
@@ -94,7 +113,12 @@ async function startPath(c: Ctx, path: PathName, file: string): Promise<PathCapt
       cipher: "TLS (api ↔ agent, client ↔ api)",
       stop: async () => {
         const code = await p.stop();
-        return code === 0 ? p.stderrTail().split("\n").at(-1)! : `exit ${code}: ${p.stderrTail()}`;
+        if (code !== 0) return `exit ${code}: ${p.stderrTail()}`;
+        // where the lost ones were dropped (the api counts every stage once a capture ended)
+        await sleep(300);
+        const d = await apiDrops(c.lab);
+        const by = ["kernel", "agent", "api"].map((k) => `${k} ${(d[k] ?? 0) - (drops0[k] ?? 0)}`);
+        return `${p.stderrTail().split("\n").at(-1)!} (dropped: ${by.join(", ")})`;
       },
     };
   }
@@ -236,7 +260,7 @@ function rowsTable(rows: Row[]): string {
       r.lost,
       fmt(total(r)),
       Object.entries(r.parts).map(([k, v]) => `${k} ${fmt(v)}`).join(", "),
-      r.note.replaceAll("|", "/").slice(0, 90),
+      r.note.replaceAll("|", "/").slice(0, 150),
     ]),
   );
 }
