@@ -11,7 +11,8 @@
 // just before the burst until the file stopped growing, per packet in the file: the sum over
 // threads of /proc/<pid>/task/*/schedstat (ns), or /proc/<pid>/stat utime+stime (10 ms ticks,
 // keeps ended threads' time) for a process one of whose threads ended meanwhile.
-//   deno run -A bench/e2e.ts [--quick]        (also `deno task bench e2e [--quick]`)
+//   deno run -A bench/e2e.ts [--quick] [--ladder 1500:50000,100000,max] [--burst 1]
+//   (also `deno task bench e2e [--quick]`)
 import type { LabVm, Landscape } from "../lab/landscape.ts";
 import { run } from "../lab/netns.ts";
 import { PcapBoshCapture } from "./pcap_client.ts";
@@ -381,6 +382,22 @@ export async function runE2eBench(o: E2eOptions = {}): Promise<string> {
 }
 
 if (import.meta.main) {
+  // --ladder 1500:50000,100000,max (one size, chosen rates) and --burst SECONDS for a focused run
+  const opt = (name: string) => {
+    const i = Deno.args.indexOf(`--${name}`);
+    return i >= 0 ? Deno.args[i + 1] : undefined;
+  };
+  const ladder = opt("ladder")?.split(":");
   console.log("## End to end against ssh + tcpdump\n");
-  await runE2eBench({ quick: Deno.args.includes("--quick") });
+  await runE2eBench({
+    quick: Deno.args.includes("--quick"),
+    ...(ladder
+      ? {
+        ladders: {
+          [Number(ladder[0])]: ladder[1].split(",").map((r) => r === "max" ? Infinity : Number(r)),
+        },
+      }
+      : {}),
+    ...(opt("burst") ? { burstSecs: Number(opt("burst")) } : {}),
+  });
 }
