@@ -193,16 +193,16 @@ export class AgentCapture {
    * The agent's frames, decoded. Ends normally only after END; a stream that breaks or ends
    * without END throws AgentError("unreachable"). The HELLO is version-checked here.
    * `idleMs` bounds silence (agents send STATS every second), so a vanished VM is noticed.
-   * PACKETS frames for which `borrowHint()` is true are assembled in reused memory: such a
-   * frame is `borrowed`, valid only until the next one is taken (the api's fan-out borrows them
-   * all: each is sent or discarded at once). Others own their buffer (`bytes`, the whole frame).
+   * PACKETS frames for which `discardHint()` is true (the client is congested) are assembled
+   * in reused memory: such a frame is `borrowed`, valid only until the next one is taken.
+   * Others own their buffer (`bytes`, the whole frame), which may be forwarded as is.
    * While the consumer holds a frame the stream is not read: that is the back-pressure.
    */
-  async *frames(idleMs: number, borrowHint?: () => boolean): AsyncGenerator<AssembledFrame> {
+  async *frames(idleMs: number, discardHint?: () => boolean): AsyncGenerator<AssembledFrame> {
     // Control frames are bounded from their header: an agent cannot make the api buffer 8 MiB
     // of STATUS text.
     const assembler = new FrameAssembler(
-      borrowHint && ((kind) => kind === FrameKind.PACKETS && borrowHint()),
+      discardHint && ((kind) => kind === FrameKind.PACKETS && discardHint()),
       { maxControlPayload: MAX_CONTROL_PAYLOAD_BYTES },
     );
     const reader = bodyReader(this.#body);

@@ -75,13 +75,11 @@ export class CaptureStream implements StreamSink {
     this.#o.merger.control(encodeJsonFrame(FrameKind.SOURCE, source, descriptor));
   }
 
-  packets(source: number, payload: Uint8Array, count: number, frame?: Uint8Array): void {
+  packets(source: number, payload: Uint8Array, count: number): void {
     if (this.#closed) return;
     const { merger, metrics, resolver } = this.#o;
     const batch = this.#tally.admit(payload, count);
-    // a batch cut at max_packets is no longer the agent's frame
-    const whole = batch?.payload === payload ? frame : undefined;
-    if (!batch || !merger.packets(source, batch.payload, batch.count, whole)) return;
+    if (!batch || !merger.packets(source, batch.payload, batch.count)) return;
     const bytes = packetsBytes(batch.payload, batch.count);
     metrics.packets.inc({ resolver }, batch.count);
     metrics.bytes.inc({ resolver }, bytes);

@@ -33,11 +33,8 @@ export interface StreamSink {
   released(): Promise<void>;
   /** a source starts (its SOURCE descriptor, named by the resolver's target) */
   source(source: number, descriptor: SourceDescriptor): void;
-  /**
-   * one validated PACKETS payload (u32 count + records) of `count` packets; `frame`, the whole
-   * frame around it, may be sent as is; both are valid only during the call (reused memory)
-   */
-  packets(source: number, payload: Uint8Array, count: number, frame?: Uint8Array): void;
+  /** one validated PACKETS payload (u32 count + records) of `count` packets */
+  packets(source: number, payload: Uint8Array, count: number): void;
   stats(source: number, stats: SourceStats): void;
   status(source: number, ...args: Parameters<typeof status>): void;
 }
@@ -186,10 +183,10 @@ export class Fanout {
 
   async #pump(s: SourceState): Promise<void> {
     const { sink } = this.#opts;
-    // PACKETS are assembled in reused memory (the sink sends or discards each one before the
-    // next is read): no allocation, hence no garbage, per frame.
-    const borrow = () => true;
-    for await (const f of s.capture!.frames(this.#opts.idleTimeoutMs, borrow)) {
+    // While the client is congested, PACKETS are assembled in reused memory: the stream will
+    // most likely discard them (it still validates and counts them).
+    const congested = () => sink.congested;
+    for await (const f of s.capture!.frames(this.#opts.idleTimeoutMs, congested)) {
       // Back-pressure to the agent: while the client is congested but draining, this stream
       // is not read, so TCP stops the agent, whose own back-pressure discards (and counts) the
       // excess before TLS instead of the api decrypting, validating and discarding it. Once
@@ -206,14 +203,7 @@ export class Fanout {
           break;
         case "packets":
           if (!s.announced) throw protocolError(s, "sent packets before its SOURCE");
-          if (e.count > 0) {
-            sink.packets(
-              s.source,
-              e.payload,
-              e.count,
-              e.payload === f.payload ? f.bytes : undefined,
-            );
-          }
+          if (e.count > 0) sink.packets(s.source, e.payload, e.count);
           break;
         case "stats":
           s.lastStats = e.stats;

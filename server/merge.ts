@@ -42,7 +42,6 @@ export const STALL_MS = 1_000;
 export const HELD_BYTES_LIMIT = "client_buffer_bytes";
 
 export interface SocketLike {
-  /** queues `data`; must not keep it past the call (Deno's WebSocket copies it at once) */
   send(data: Uint8Array): void;
   readonly bufferedAmount: number;
   readonly readyState: number;
@@ -217,11 +216,9 @@ export class ClientMerger {
 
   /**
    * Offers one PACKETS frame (payload = u32 count + records) of `count` packets. Returns true if
-   * it was sent, false if discarded because the client is congested. `frame`, when given, is the
-   * whole encoded PACKETS frame around `payload` (the agent's, as assembled; possibly in reused
-   * memory): it goes out as is under the client's source number, valid only for this call.
+   * it was sent, false if discarded because the client is congested.
    */
-  packets(source: number, payload: Uint8Array, count: number, frame?: Uint8Array): boolean {
+  packets(source: number, payload: Uint8Array, count: number): boolean {
     this.#evaluate();
     if (this.congested) {
       this.#dropped.set(source, this.dropped(source) + count);
@@ -230,9 +227,9 @@ export class ClientMerger {
     }
     // An agent's frame as received (owned, exactly sized) goes out as is under the client's
     // source number; anything else (a truncated batch, a borrowed frame) is encoded anew.
-    const whole = frame ?? enclosingFrame(payload, FrameKind.PACKETS);
-    if (whole) setFrameSource(whole, source);
-    this.#send(whole ?? encodeFrame(FrameKind.PACKETS, source, payload));
+    const frame = enclosingFrame(payload, FrameKind.PACKETS);
+    if (frame) setFrameSource(frame, source);
+    this.#send(frame ?? encodeFrame(FrameKind.PACKETS, source, payload));
     this.#evaluate();
     return true;
   }
