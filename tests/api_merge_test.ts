@@ -331,18 +331,25 @@ Deno.test("slow client that keeps reading: back-pressure reaches the agents, eve
     await ws.read((w) => w.messages.filter((m) => m[0] === FrameKind.SOURCE).length === 2);
     const [r0, r1] = [lab.vm("router", 0), lab.vm("router", 1)];
     const sent = 30_000;
-    // The client reads slowly but steadily (never stalls) while the agents capture at full rate.
-    let trafficDone = false;
-    const reading = (async () => {
-      while (ws!.closeCode === null && !trafficDone) {
-        const n = ws!.messages.length;
-        await ws!.read((w) => w.messages.length > n);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    })();
-    await lab.traffic.udp({ from: r0, to: r1, port: 5701, count: sent, rate: 0, size: 1400 });
-    trafficDone = true;
-    await reading;
+    // The client reads slowly but steadily (never stalls) while the agents capture at full rate,
+    // until an agent says it discards (its own CONGESTED, forwarded under its source).
+    const agentCongested = (w: RawWs) =>
+      w.statuses().some((x) => x.type === "CONGESTED" && x.source !== API_SOURCE);
+    const traffic = lab.traffic.udp({
+      from: r0,
+      to: r1,
+      port: 5701,
+      count: sent,
+      rate: 0,
+      size: 1400,
+    });
+    for (const deadline = Date.now() + 60_000; !agentCongested(ws) && ws.closeCode === null;) {
+      if (Date.now() > deadline) throw new Error("no agent reported CONGESTED within 60 s");
+      const n = ws.messages.length;
+      await ws.read((w) => w.messages.length > n);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await traffic;
     await ws.send(JSON.stringify({ type: "stop" }));
     await ws.read(() => false);
     assertEquals(ws.closeCode, 1000);
