@@ -114,7 +114,9 @@ export class ApiSession {
     this.#tls = opts.caCert && target.protocol === "wss:"
       ? new TlsWebSocket(target, opts.caCert, headers)
       : undefined;
-    this.#ws = this.#tls as unknown as SessionSocket ?? new WebSocket(this.url, { headers });
+    this.#ws = this.#tls
+      ? this.#tls as unknown as SessionSocket
+      : new WebSocket(this.url, { headers });
     this.#ws.binaryType = "arraybuffer";
     const timeoutMs = opts.connectTimeoutMs ?? 30_000;
     this.#connectTimer = setTimeout(() => {
