@@ -11,7 +11,8 @@
 // just before the burst until the file stopped growing, per packet in the file: the sum over
 // threads of /proc/<pid>/task/*/schedstat (ns), or /proc/<pid>/stat utime+stime (10 ms ticks,
 // keeps ended threads' time) for a process one of whose threads ended meanwhile.
-//   deno run -A bench/e2e.ts [--quick]        (also `deno task bench e2e [--quick]`)
+//   deno run -A bench/e2e.ts [--quick] [--ladder 1500:50000,100000,max] [--burst 1]
+//   (also `deno task bench e2e [--quick]`)
 import type { LabVm, Landscape } from "../lab/landscape.ts";
 import { run } from "../lab/netns.ts";
 import { PcapBoshCapture } from "./pcap_client.ts";
@@ -32,6 +33,7 @@ import {
   table,
 } from "./bench_support.ts";
 import { genTargets, startBenchApi, startBenchLab } from "./fan_in.ts";
+import { createTlsFetch } from "../lib/tls_fetch.ts";
 
 /** Core of every process of the path under test; the generator has core 0. */
 const PATH_CPU = "1";
@@ -81,8 +83,26 @@ interface PathCapture {
   stop(): Promise<string>;
 }
 
+/** The api's drop counters by stage (kernel, agent, api), from its /metrics. */
+async function apiDrops(lab: Landscape): Promise<Record<string, number>> {
+  const t = createTlsFetch({ ca: lab.pki.caCert });
+  try {
+    const text = await (await t.fetch(`${lab.apiUrl}/metrics`)).text();
+    const out: Record<string, number> = {};
+    for (
+      const m of text.matchAll(/^pcap_api_dropped_packets_total\{[^}]*stage="(\w+)"[^}]*\} (\d+)/gm)
+    ) {
+      out[m[1]] = (out[m[1]] ?? 0) + Number(m[2]);
+    }
+    return out;
+  } finally {
+    t.close();
+  }
+}
+
 async function startPath(c: Ctx, path: PathName, file: string): Promise<PathCapture> {
   if (path === "pcap") {
+    const drops0 = await apiDrops(c.lab);
     const p = await PcapBoshCapture.start(c.lab, c.vm, {
       filter: FILTER,
       file,
@@ -94,7 +114,12 @@ async function startPath(c: Ctx, path: PathName, file: string): Promise<PathCapt
       cipher: "TLS (api ↔ agent, client ↔ api)",
       stop: async () => {
         const code = await p.stop();
-        return code === 0 ? p.stderrTail().split("\n").at(-1)! : `exit ${code}: ${p.stderrTail()}`;
+        if (code !== 0) return `exit ${code}: ${p.stderrTail()}`;
+        // where the lost ones were dropped (the api counts every stage once a capture ended)
+        await sleep(300);
+        const d = await apiDrops(c.lab);
+        const by = ["kernel", "agent", "api"].map((k) => `${k} ${(d[k] ?? 0) - (drops0[k] ?? 0)}`);
+        return `${p.stderrTail().split("\n").at(-1)!} (dropped: ${by.join(", ")})`;
       },
     };
   }
@@ -236,7 +261,7 @@ function rowsTable(rows: Row[]): string {
       r.lost,
       fmt(total(r)),
       Object.entries(r.parts).map(([k, v]) => `${k} ${fmt(v)}`).join(", "),
-      r.note.replaceAll("|", "/").slice(0, 90),
+      r.note.replaceAll("|", "/").slice(0, 150),
     ]),
   );
 }
@@ -357,6 +382,22 @@ export async function runE2eBench(o: E2eOptions = {}): Promise<string> {
 }
 
 if (import.meta.main) {
+  // --ladder 1500:50000,100000,max (one size, chosen rates) and --burst SECONDS for a focused run
+  const opt = (name: string) => {
+    const i = Deno.args.indexOf(`--${name}`);
+    return i >= 0 ? Deno.args[i + 1] : undefined;
+  };
+  const ladder = opt("ladder")?.split(":");
   console.log("## End to end against ssh + tcpdump\n");
-  await runE2eBench({ quick: Deno.args.includes("--quick") });
+  await runE2eBench({
+    quick: Deno.args.includes("--quick"),
+    ...(ladder
+      ? {
+        ladders: {
+          [Number(ladder[0])]: ladder[1].split(",").map((r) => r === "max" ? Infinity : Number(r)),
+        },
+      }
+      : {}),
+    ...(opt("burst") ? { burstSecs: Number(opt("burst")) } : {}),
+  });
 }

@@ -2,8 +2,9 @@
  * The client end of the api's capture WebSocket (docs/protocol.md "Client API").
  *
  * The token travels in the `Authorization` header of the upgrade request, never in the URL; a
- * private CA (`--ca-cert`) is the only CA trusted, through cli/tls_bridge.ts (a Deno HttpClient
- * would trust it in addition to the default roots). Every binary message is exactly one
+ * private CA (`--ca-cert`) is the only CA trusted, through cli/tls_websocket.ts (a WebSocket over
+ * node:tls; Deno's WebSocket, through a Deno HttpClient, would trust it in addition to the
+ * default roots). Every binary message is exactly one
  * frame; protocol/events.ts turns it into a typed event, validating JSON payloads with the
  * protocol's zod schemas, so that the capture flow only ever sees well-formed values.
  */
@@ -11,7 +12,7 @@ import { DecodeError } from "../protocol/decode_error.ts";
 import type { BoshStartRequest } from "../protocol/messages.ts";
 import type { CfStartRequest } from "../protocol/cf_messages.ts";
 import { decodeMessageEvent, type StreamEvent } from "../protocol/events.ts";
-import { TlsBridge } from "./tls_bridge.ts";
+import { TlsWebSocket } from "./tls_websocket.ts";
 
 /** What the client reads from the api: the protocol's typed events. */
 export type ApiEvent = StreamEvent;
@@ -85,11 +86,17 @@ export function refusedUpgradeStatus(error: string | undefined): number | undefi
  * One capture WebSocket. `start` sends the start request once the socket is open; `stop` asks
  * the api to drain; `close` ends it at once. `closed` resolves (never rejects) when it is over.
  */
+/** What the session uses of a WebSocket: Deno's, or cli/tls_websocket.ts's. */
+type SessionSocket = Pick<
+  WebSocket,
+  "readyState" | "binaryType" | "send" | "close" | "onopen" | "onmessage" | "onerror" | "onclose"
+>;
+
 export class ApiSession {
   readonly url: string;
   readonly closed: Promise<SessionClosed>;
-  #ws: WebSocket;
-  #bridge: TlsBridge | undefined;
+  #ws: SessionSocket;
+  #tls: TlsWebSocket | undefined;
   #opened = false;
   #error: string | undefined;
   #pendingStart: string | undefined;
@@ -103,13 +110,13 @@ export class ApiSession {
   constructor(opts: ApiSessionOptions, handlers: SessionHandlers) {
     this.url = webSocketUrl(opts.apiUrl, opts.path);
     const target = new URL(this.url);
-    this.#bridge = opts.caCert && target.protocol === "wss:"
-      ? TlsBridge.open(target, opts.caCert)
+    const headers = { Authorization: opts.authorization };
+    this.#tls = opts.caCert && target.protocol === "wss:"
+      ? new TlsWebSocket(target, opts.caCert, headers)
       : undefined;
-    this.#ws = new WebSocket(this.#bridge?.url ?? this.url, {
-      headers: { Authorization: opts.authorization },
-      ...(this.#bridge ? { client: this.#bridge.client } : {}),
-    });
+    this.#ws = this.#tls
+      ? this.#tls as unknown as SessionSocket
+      : new WebSocket(this.url, { headers });
     this.#ws.binaryType = "arraybuffer";
     const timeoutMs = opts.connectTimeoutMs ?? 30_000;
     this.#connectTimer = setTimeout(() => {
@@ -126,8 +133,7 @@ export class ApiSession {
         clearTimeout(this.#idleTimer);
         clearTimeout(this.#graceTimer);
         // the TLS reason beats the WebSocket's generic one
-        if (this.#bridge?.error && !c.opened) c = { ...c, error: this.#bridge.error };
-        this.#bridge?.close();
+        if (this.#tls?.tlsError && !c.opened) c = { ...c, error: this.#tls.tlsError };
         resolve(c);
       };
       this.#ws.onclose = (ev) => {

@@ -196,6 +196,7 @@ export class AgentCapture {
    * PACKETS frames for which `discardHint()` is true (the client is congested) are assembled
    * in reused memory: such a frame is `borrowed`, valid only until the next one is taken.
    * Others own their buffer (`bytes`, the whole frame), which may be forwarded as is.
+   * While the consumer holds a frame the stream is not read: that is the back-pressure.
    */
   async *frames(idleMs: number, discardHint?: () => boolean): AsyncGenerator<AssembledFrame> {
     // Control frames are bounded from their header: an agent cannot make the api buffer 8 MiB
@@ -206,10 +207,14 @@ export class AgentCapture {
     );
     const reader = bodyReader(this.#body);
     let idle: ReturnType<typeof setTimeout> | undefined;
+    // While the consumer holds a frame (it pauses reading while the client is congested), the
+    // agent's silence is ours, not the agent's.
+    let holding = false;
     const resetIdle = () => {
       clearTimeout(idle);
       idle = setTimeout(
-        () => this.#abort.abort(new DOMException("agent idle", "TimeoutError")),
+        () =>
+          holding ? resetIdle() : this.#abort.abort(new DOMException("agent idle", "TimeoutError")),
         idleMs,
       );
     };
@@ -253,7 +258,9 @@ export class AgentCapture {
           if (next.done) break;
           const f = next.value;
           if (f.kind === FrameKind.HELLO) this.#checkHello(f);
+          holding = true;
           yield f;
+          holding = false;
           if (f.kind === FrameKind.END) return;
         }
       }

@@ -62,6 +62,14 @@ export class CaptureStream implements StreamSink {
     return this.#o.merger.congested;
   }
 
+  get holdsBack(): boolean {
+    return this.#o.merger.holdsBack;
+  }
+
+  released(): Promise<void> {
+    return this.#o.merger.released();
+  }
+
   source(source: number, descriptor: SourceDescriptor): void {
     this.#o.merger.addSource(source, descriptor.origin);
     this.#o.merger.control(encodeJsonFrame(FrameKind.SOURCE, source, descriptor));

@@ -27,6 +27,10 @@ import type { AgentTarget } from "./target_resolver.ts";
 export interface StreamSink {
   /** the client reads too slowly: PACKETS will most likely be discarded */
   readonly congested: boolean;
+  /** the client is congested but draining: do not read the agents now (back-pressure) */
+  readonly holdsBack: boolean;
+  /** resolves once holdsBack is false */
+  released(): Promise<void>;
   /** a source starts (its SOURCE descriptor, named by the resolver's target) */
   source(source: number, descriptor: SourceDescriptor): void;
   /** one validated PACKETS payload (u32 count + records) of `count` packets */
@@ -79,6 +83,9 @@ export class Fanout {
   readonly #abort = new AbortController();
   readonly #states: SourceState[];
   #stopping = false;
+  /** resolves when stop() or abort() is called: paused pumps read on */
+  readonly #stopCalled: Promise<void>;
+  #onStop!: () => void;
   /** resolves with the number of sources that started, once every dial settled */
   readonly started: Promise<number>;
   /** resolves once every source has ended */
@@ -86,6 +93,7 @@ export class Fanout {
 
   constructor(opts: FanoutOptions) {
     this.#opts = opts;
+    this.#stopCalled = new Promise((r) => this.#onStop = r);
     this.#states = opts.targets.map((target, source) => ({
       source,
       target,
@@ -107,12 +115,14 @@ export class Fanout {
   stop(): void {
     if (this.#stopping) return;
     this.#stopping = true;
+    this.#onStop();
     for (const s of this.#states) this.#stopOne(s);
   }
 
   /** Drops every agent connection at once (client gone). */
   abort(): void {
     this.#stopping = true;
+    this.#onStop();
     this.#abort.abort();
     for (const s of this.#states) s.capture?.close();
   }
@@ -177,6 +187,15 @@ export class Fanout {
     // most likely discard them (it still validates and counts them).
     const congested = () => sink.congested;
     for await (const f of s.capture!.frames(this.#opts.idleTimeoutMs, congested)) {
+      // Back-pressure to the agent: while the client is congested but draining, this stream
+      // is not read, so TCP stops the agent, whose own back-pressure discards (and counts) the
+      // excess before TLS instead of the api decrypting, validating and discarding it. Once
+      // stopping, or when the client stalls, every frame is read (the api discards packets the
+      // client cannot take; control frames count towards its hard cap, merge.ts).
+      // (A loop: another source woken at the same time may have congested the client again.)
+      while (sink.holdsBack && !this.#stopping) {
+        await Promise.race([sink.released(), this.#stopCalled]);
+      }
       const e = decodeEventOr(s, f);
       switch (e.kind) {
         case "source":

@@ -32,6 +32,12 @@ import { type BufferLimits, Hysteresis } from "../lib/hysteresis.ts";
 /** Frame source for messages about the capture as a whole (no SOURCE frame announces it). */
 export const API_SOURCE = 0xffff;
 export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+/**
+ * A congested client whose buffered bytes have not fallen for this long counts as stalled: the
+ * fan-out then reads its agents again (packets are discarded here, control frames count towards
+ * the hard cap), so that a client that stopped reading is ended by the cap, not waited for.
+ */
+export const STALL_MS = 1_000;
 /** The hard cap's name in its LIMIT_REACHED. */
 export const HELD_BYTES_LIMIT = "client_buffer_bytes";
 
@@ -102,6 +108,11 @@ export class ClientMerger {
   readonly #dropped = new Map<number, number>();
   #episode = new Map<number, number>();
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** waiters of released(): woken when congestion clears, the client stalls, or sending ends */
+  #waiters: (() => void)[] = [];
+  /** bufferedAmount at the last evaluation, and when it last fell (the client made progress) */
+  #lastBuffered = 0;
+  #progressAt = 0;
   /** frames and bytes sent so far (for tests and metrics) */
   sentFrames = 0;
   sentBytes = 0;
@@ -128,6 +139,28 @@ export class ClientMerger {
 
   get open(): boolean {
     return this.#socket.readyState === OPEN;
+  }
+
+  /**
+   * True while the agents' streams should not be read: the client is congested but still
+   * draining (not stalled for STALL_MS), and the merger can still send. The fan-out then waits
+   * on released(), so that the agents' own back-pressure drops the excess, before TLS.
+   */
+  get holdsBack(): boolean {
+    return this.congested && this.open && !this.#overflowed && this.#timer !== undefined &&
+      performance.now() - this.#progressAt < STALL_MS;
+  }
+
+  /** Resolves once holdsBack is false (at once if it is false now). */
+  released(): Promise<void> {
+    if (!this.holdsBack) return Promise.resolve();
+    return new Promise((r) => this.#waiters.push(r));
+  }
+
+  #wake(): void {
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const r of w) r();
   }
 
   /** Remembers a source's origin for congestion texts. */
@@ -205,6 +238,7 @@ export class ClientMerger {
   close(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#wake();
   }
 
   #send(frame: Uint8Array): void {
@@ -244,15 +278,18 @@ export class ClientMerger {
   }
 
   #evaluate(): void {
-    if (!this.open) return;
+    if (!this.open) return this.#wake();
     const bytes = this.#socket.bufferedAmount;
     if (bytes > this.bufferedHighWater) this.bufferedHighWater = bytes;
+    if (bytes < this.#lastBuffered) this.#progressAt = performance.now();
+    this.#lastBuffered = bytes;
     const frames = this.#flight.update(bytes);
     // Bytes in frame units: either bound reaching its upper mark congests, and clearing needs
     // both at their lower marks.
     const level = Math.max(frames, (bytes * this.#size) / this.#maxBufferedBytes);
     const change = this.#hysteresis.observe(level);
     if (change === "congested") {
+      this.#progressAt = performance.now();
       this.#episode = new Map();
       this.#hooks.onCongested?.();
       this.status(
@@ -262,8 +299,12 @@ export class ClientMerger {
         "the client reads too slowly; the api discards packets until it catches up",
         { counts: { buffered_frames: frames, buffered_bytes: bytes } },
       );
-      // Clearing must be noticed even when no packets arrive to trigger an evaluation.
-      this.#timer = setInterval(() => this.#evaluate(), 50);
+      // Clearing (and a stall) must be noticed even when no packets arrive to trigger an
+      // evaluation.
+      this.#timer = setInterval(() => {
+        this.#evaluate();
+        if (this.#waiters.length && !this.holdsBack) this.#wake();
+      }, 50);
     } else if (change === "cleared") {
       clearInterval(this.#timer);
       this.#timer = undefined;
@@ -282,6 +323,7 @@ export class ClientMerger {
           (parts.length ? ` (${parts.join(", ")})` : ""),
         { counts: { cleared: 1, api_dropped: total } },
       );
+      this.#wake();
     }
   }
 }

@@ -276,19 +276,111 @@ Deno.test("slow client: CONGESTED with counts, cleared later, bounded api memory
       (n, s) => n + (s.counts as { api_dropped: number }).api_dropped,
       0,
     );
-    assert(dropped > 0, "packets were discarded");
+    type Final = { final: boolean; api_dropped: number; agent_dropped: number };
     const finals = ws.messages.map((m) => decodeSingleFrame(m)).filter((f) =>
       f.kind === FrameKind.STATS
-    ).map((f) => decodeJson(f) as { final: boolean; api_dropped: number }).filter((s) => s.final);
+    ).map((f) => decodeJson(f) as Final).filter((s) => s.final);
     assertEquals(finals.length, 2);
     assertEquals(finals.reduce((n, s) => n + s.api_dropped, 0), dropped);
+    // The api stops reading the agents while congested, so most of the excess is discarded,
+    // and counted, by the agents, before TLS.
+    const agentDropped = finals.reduce((n, s) => n + s.agent_dropped, 0);
+    assert(dropped + agentDropped > 0, "packets were discarded");
     assert(api.server.metrics.congestion.get({ resolver: "bosh" }) >= 1);
     // Held bytes stay near the buffer bound (16 MiB * 20/100 by bytes, or 20 frames).
     assert(highWater < 24 * 1024 * 1024, `api held ${highWater} bytes for the client`);
     assert(rssGrowth < 150 * 1024 * 1024, `api RSS grew by ${rssGrowth} bytes`);
     console.log(
-      `slow client: held at most ${(highWater / 1048576).toFixed(1)} MiB, discarded ${dropped} ` +
-        `packets, RSS growth ${(rssGrowth / 1048576).toFixed(1)} MiB`,
+      `slow client: held at most ${(highWater / 1048576).toFixed(1)} MiB, api discarded ` +
+        `${dropped}, agents ${agentDropped} packets, RSS growth ${
+          (rssGrowth / 1048576).toFixed(1)
+        } MiB`,
+    );
+  } catch (e) {
+    lab.dumpLogs(30);
+    throw e;
+  } finally {
+    try {
+      ws?.conn.close();
+    } catch { /* closed */ }
+    await api?.close();
+    await lab.stop();
+  }
+});
+
+Deno.test("slow client that keeps reading: back-pressure reaches the agents, every packet counted", async () => {
+  // Small agent queues, so that an agent the api stops reading discards soon.
+  const lab = await startLab({
+    groups: { router: 2 },
+    agentConfig: { buffer: { size: 8, upper_limit: 4, lower_limit: 1 } },
+  });
+  let api: RunningApi | null = null;
+  let ws: RawWs | null = null;
+  try {
+    api = await startApi(lab, {
+      listen: { tls: null },
+      buffer: { size: 100, upper_limit: 20, lower_limit: 5 },
+    });
+    ws = await RawWs.open(api.server.port, await lab.mintToken());
+    await ws.send(JSON.stringify({
+      type: "start",
+      protocol_version: PROTOCOL_VERSION,
+      bosh: { deployment: "cf", groups: ["router"] },
+      filter: "udp port 5701",
+    }));
+    await ws.read((w) => w.messages.filter((m) => m[0] === FrameKind.SOURCE).length === 2);
+    const [r0, r1] = [lab.vm("router", 0), lab.vm("router", 1)];
+    const sent = 30_000;
+    // The client reads slowly but steadily (never stalls) while the agents capture at full rate,
+    // until an agent says it discards (its own CONGESTED, forwarded under its source).
+    const agentCongested = (w: RawWs) =>
+      w.statuses().some((x) => x.type === "CONGESTED" && x.source !== API_SOURCE);
+    const traffic = lab.traffic.udp({
+      from: r0,
+      to: r1,
+      port: 5701,
+      count: sent,
+      rate: 0,
+      size: 1400,
+    });
+    for (const deadline = Date.now() + 60_000; !agentCongested(ws) && ws.closeCode === null;) {
+      if (Date.now() > deadline) throw new Error("no agent reported CONGESTED within 60 s");
+      const n = ws.messages.length;
+      await ws.read((w) => w.messages.length > n);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await traffic;
+    await ws.send(JSON.stringify({ type: "stop" }));
+    await ws.read(() => false);
+    assertEquals(ws.closeCode, 1000);
+    type Final = {
+      final: boolean;
+      received: number;
+      dropped: number;
+      if_dropped: number;
+      engine_dropped: number;
+      agent_dropped: number;
+      api_dropped: number;
+      packets: number;
+    };
+    const frames = ws.messages.map((m) => decodeSingleFrame(m));
+    const finals = frames.filter((f) => f.kind === FrameKind.STATS).map((f) =>
+      decodeJson(f) as Final
+    )
+      .filter((s) => s.final);
+    assertEquals(finals.length, 2);
+    let delivered = 0;
+    for (const f of frames) {
+      if (f.kind === FrameKind.PACKETS) delivered += validatePackets(f.payload).count;
+    }
+    const sum = (k: keyof Final) => finals.reduce((n, s) => n + (s[k] as number), 0);
+    // Exact accounting: every packet the agents sent reached the client or was discarded (and
+    // counted) by the api; what the agents discarded is in their STATS.
+    assertEquals(delivered + sum("api_dropped"), sum("packets"));
+    assert(sum("agent_dropped") > 0, `the agents discarded nothing: ${JSON.stringify(finals)}`);
+    console.log(
+      `slow reading client: delivered ${delivered}, agents discarded ${sum("agent_dropped")}, ` +
+        `api ${sum("api_dropped")}`,
     );
   } catch (e) {
     lab.dumpLogs(30);
