@@ -290,6 +290,7 @@ export class AgentServer {
       },
       bodyLimit({
         maxSize: MAX_START_BODY_BYTES,
+        // The unread rest of the body would be taken for the next request: close the connection.
         onError: (c) =>
           this.#refuse(
             c.get("peer"),
@@ -299,6 +300,7 @@ export class AgentServer {
                 MAX_START_BODY_BYTES / 1024
               } KiB; send a single AgentStartRequest`,
             ),
+            { connection: "close" },
           ),
       }),
       async (c) => this.#startCapture(c.get("peer"), c.req.raw, await c.req.text(), c.env.outgoing),
@@ -328,13 +330,13 @@ export class AgentServer {
     return app;
   }
 
-  #refuse(peer: PeerIdentity, err: StatusError): Response {
+  #refuse(peer: PeerIdentity, err: StatusError, headers: Record<string, string> = {}): Response {
     this.#log.warn("capture refused", {
       peer: peerLabel(peer),
       type: err.type,
       reason: err.message,
     });
-    return Response.json(errorResponseBody(err), { status: httpStatusOf(err) });
+    return Response.json(errorResponseBody(err), { status: httpStatusOf(err), headers });
   }
 
   async #startCapture(
