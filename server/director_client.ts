@@ -232,7 +232,17 @@ function connectionText(base: string, e: unknown, timeoutMs: number): string {
     return `the Director at ${base} did not answer within ${timeoutMs} ms; ` +
       "check that it is up or raise timeouts.director";
   }
-  return `cannot reach the Director at ${base}: ${err?.message ?? String(e)}; ` +
+  const why = err?.message ?? String(e);
+  // It was reached: say what it answered, not "cannot reach" and a network hint.
+  if (/redirect/i.test(why)) {
+    return `the Director at ${base} answered with a redirect, which the api never follows (it ` +
+      "would carry the user's token elsewhere); set bosh.director_url to the Director itself";
+  }
+  if (/exceeds the \d+-byte limit/.test(why)) {
+    return `the Director at ${base} answered with a body too large to read (${why}); ` +
+      "check that bosh.director_url names a BOSH Director";
+  }
+  return `cannot reach the Director at ${base}: ${why}; ` +
     "check bosh.director_url, bosh.tls.ca and the network";
 }
 

@@ -13,7 +13,7 @@ import { isRoot } from "../../lab/netns.ts";
 import { Landscape } from "../../lab/landscape.ts";
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
 import { exitCode, killClient } from "../support/bosh_client.ts";
-import { checkCaptureFile, chaosClients } from "./support/chaos_client.ts";
+import { chaosClients, checkCaptureFile } from "./support/chaos_client.ts";
 import { pidByArg, procSample, record, until } from "./support/chaos.ts";
 
 const root = isRoot();
@@ -34,13 +34,18 @@ Deno.test({
       routers.map((vm) => pidByArg(`/${lab.agentLogName(vm)}.yml`, vm.netns)),
     );
     const idle = () =>
-      until("agents hold no capture", async () => {
-        for (const vm of routers) {
-          const h = await (await lab.fetchAgent(vm, "/health")).json();
-          if (h.active_captures !== 0) return false;
-        }
-        return true;
-      }, 30_000, 100);
+      until(
+        "agents hold no capture",
+        async () => {
+          for (const vm of routers) {
+            const h = await (await lab.fetchAgent(vm, "/health")).json();
+            if (h.active_captures !== 0) return false;
+          }
+          return true;
+        },
+        30_000,
+        100,
+      );
     const three = async (url: string, tag: string) => {
       const files = [0, 1, 2].map((i) => `${clients.dir}/${tag}-${i}.pcapng`);
       const cs = files.map((f, i) =>
@@ -103,11 +108,16 @@ Deno.test({
         const releasedMs = Date.now() - t0;
         // the capture worker's thread and the capture's fds go away (tokio's blocking threads
         // linger up to 10 s, hence the generous deadline)
-        await until("agent threads and fds back to their level before the capture", () =>
-          agentPids.every((pid, i) => {
-            const s = procSample(pid);
-            return s.threads <= before[i].threads && s.fds <= before[i].fds;
-          }), 60_000, 250);
+        await until(
+          "agent threads and fds back to their level before the capture",
+          () =>
+            agentPids.every((pid, i) => {
+              const s = procSample(pid);
+              return s.threads <= before[i].threads && s.fds <= before[i].fds;
+            }),
+          60_000,
+          250,
+        );
         figures.clientKill = {
           releasedMs,
           threads: before.map((b, i) => `${b.threads}/${during[i].threads}`),
