@@ -17,7 +17,7 @@ import {
   statusesOf,
   withApiLab,
 } from "../support/api_harness.ts";
-import { record, until } from "./support/chaos.ts";
+import { LONG, record, until } from "./support/chaos.ts";
 
 const root = isRoot();
 
@@ -144,13 +144,19 @@ Deno.test({
             }
           });
         }
-        await t.step("after the UAA faults: each of those apis serves again", async () => {
-          try {
-            await Promise.all(replaying.map((r) => serves(r.api, r.what)));
-          } finally {
-            await Promise.all(replaying.map((r) => r.api.close()));
-          }
+        // the replay lasts the refetch interval (30 s): waiting it out is for the long form
+        await t.step({
+          name: "after the UAA faults: each of those apis serves again",
+          ignore: !LONG,
+          fn: async () => {
+            try {
+              await Promise.all(replaying.map((r) => serves(r.api, r.what)));
+            } finally {
+              await Promise.all(replaying.map((r) => r.api.close()));
+            }
+          },
         });
+        if (!LONG) await Promise.all(replaying.map((r) => r.api.close()));
         assertEquals(recorder.seen.filter((r) => r.authorization).length, 0);
         record("director and uaa faults", {
           faults: CASES.length,

@@ -197,3 +197,46 @@ function concat(parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+export type RawMessage = Awaited<ReturnType<RawWebSocket["next"]>>;
+
+export interface Drained {
+  messages: Array<Uint8Array | string>;
+  /** the close frame's code, or null when the connection ended without one */
+  close: number | null;
+  timedOut: boolean;
+}
+
+/**
+ * Reads messages until the server closes (or `timeoutMs` passes: then the connection is cut and
+ * `timedOut` set); `onMessage` may answer (e.g. send a stop once a capture started).
+ */
+export async function drain(
+  ws: RawWebSocket,
+  timeoutMs: number,
+  onMessage: (m: Uint8Array | string) => void | Promise<void> = () => {},
+): Promise<Drained> {
+  const out: Drained = { messages: [], close: null, timedOut: false };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), timeoutMs));
+  try {
+    while (true) {
+      const m = await Promise.race([ws.next(), timeout]);
+      if (m === "timeout") {
+        out.timedOut = true;
+        break;
+      }
+      if (m === null) break;
+      if (typeof m === "object" && "close" in m) {
+        out.close = m.close;
+        break;
+      }
+      out.messages.push(m);
+      await onMessage(m);
+    }
+  } finally {
+    clearTimeout(timer);
+    ws.close();
+  }
+  return out;
+}
