@@ -10,12 +10,12 @@ import { isRoot } from "../../lab/netns.ts";
 import { Landscape } from "../../lab/landscape.ts";
 import { decodeApiMessage } from "../../cli/api_session.ts";
 import type { SourceStats } from "../../protocol/messages.ts";
-import { PROTOCOL_VERSION } from "../../protocol/version.ts";
 import { compileGenerator, FILTER, generateAll } from "../../bench/bench_support.ts";
 import { genTargets } from "../../bench/fan_in.ts";
 import { assert, assertEquals } from "../support/assert.ts";
-import { RawWebSocket } from "./support/raw_ws.ts";
-import { delay, LONG, pidByArg, procSample, record } from "./support/chaos.ts";
+import type { RawWebSocket } from "./support/raw_ws.ts";
+import { startRawCapture, startUnlimitedApi } from "./support/chaos_client.ts";
+import { delay, LONG, procSample, record } from "./support/chaos.ts";
 
 const root = isRoot();
 const SECS = LONG ? 60 : 10;
@@ -38,28 +38,11 @@ Deno.test({
     let ws: RawWebSocket | null = null;
     try {
       const gen = await compileGenerator(tmp);
-      const url = await lab.startApi({
-        log_level: "info",
-        limits: { max_bytes: 0, max_duration: 0 },
-      });
-      const apiPid = await pidByArg(`${lab.dir}/api.yml`);
-      const agentPids = await Promise.all(
-        lab.vms.map((vm) => pidByArg(`/${lab.agentLogName(vm)}.yml`, vm.netns)),
-      );
-      ws = await RawWebSocket.connect({
-        url,
-        path: "/v1/capture/bosh",
-        headers: { authorization: `Bearer ${await lab.mintToken()}` },
-        caCert: lab.pki.caCert,
-      });
-      await ws.sendText(JSON.stringify({
-        type: "start",
-        protocol_version: PROTOCOL_VERSION,
+      const { url, apiPid, agentPids } = await startUnlimitedApi(lab);
+      ws = await startRawCapture(lab, url, {
         bosh: { deployment: "cf", groups: ["router"] },
-        interface: "eth0",
-        snaplen: 65535,
         filter: FILTER,
-      }));
+      });
       const finals = new Map<number, SourceStats>();
       const got = new Map<number, number>();
       const congested = { api: 0, agent: 0, cleared: 0 };

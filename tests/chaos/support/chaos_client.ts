@@ -7,6 +7,9 @@ import type { Landscape } from "../../../lab/landscape.ts";
 import { run } from "../../../lab/netns.ts";
 import { type Client, killClient, startClient } from "../../support/bosh_client.ts";
 import { interfaces, packets } from "../../support/capture_readback.ts";
+import { PROTOCOL_VERSION } from "../../../protocol/version.ts";
+import { RawWebSocket } from "./raw_ws.ts";
+import { pidByArg } from "./chaos.ts";
 
 export interface ChaosClients {
   dir: string;
@@ -65,4 +68,45 @@ export async function checkCaptureFile(file: string): Promise<FileCheck> {
   const tokens = new Map<string, string[]>();
   for (const p of pkts) tokens.set(p.iface, [...(tokens.get(p.iface) ?? []), ...p.tokens]);
   return { packets: pkts.length, interfaces: ifs, tokens };
+}
+
+/** A raw WebSocket capture (tests/chaos/support/raw_ws.ts) of `bosh` with a lab token, started. */
+export async function startRawCapture(
+  lab: Landscape,
+  url: string,
+  start:
+    & { bosh: { deployment: string; groups: string[] }; filter: string }
+    & Record<
+      string,
+      unknown
+    >,
+): Promise<RawWebSocket> {
+  const ws = await RawWebSocket.connect({
+    url,
+    path: "/v1/capture/bosh",
+    headers: { authorization: `Bearer ${await lab.mintToken()}` },
+    caCert: lab.pki.caCert,
+  });
+  await ws.sendText(JSON.stringify({
+    type: "start",
+    protocol_version: PROTOCOL_VERSION,
+    interface: "eth0",
+    snaplen: 65535,
+    ...start,
+  }));
+  return ws;
+}
+
+/** Starts the lab's api process without byte or duration limits; its pid and the agents'. */
+export async function startUnlimitedApi(
+  lab: Landscape,
+): Promise<{ url: string; apiPid: number; agentPids: number[] }> {
+  const url = await lab.startApi({ log_level: "info", limits: { max_bytes: 0, max_duration: 0 } });
+  return {
+    url,
+    apiPid: await pidByArg(`${lab.dir}/api.yml`),
+    agentPids: await Promise.all(
+      lab.vms.map((vm) => pidByArg(`/${lab.agentLogName(vm)}.yml`, vm.netns)),
+    ),
+  };
 }
