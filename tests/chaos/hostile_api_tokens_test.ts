@@ -123,7 +123,9 @@ Deno.test({
           assert(e.kind !== "source", `${what}: a capture started`);
         });
         assert(!d.timedOut, `${what}: no close`);
-        assertEquals(d.close, 1008, `${what}: ${JSON.stringify(statuses)}`);
+        // 1008, or no close frame at all: our start may reach a socket the api already closed,
+        // and the RST that answers it discards the close frame in flight
+        assert(d.close === 1008 || d.close === null, `${what}: close ${d.close}`);
         const un = statuses.find((x) => x.type === "UNAUTHENTICATED");
         assert(un && un.text.length > 10, `${what}: ${JSON.stringify(statuses)}`);
         count("UNAUTHENTICATED");
