@@ -10,6 +10,7 @@ import { deploymentNameProblem } from "../protocol/messages.ts";
 import { cleartextProblem } from "../lib/url_policy.ts";
 import { createTlsFetch, type TlsFetch, type TlsRequestInit } from "./tls_fetch.ts";
 import { readLimited } from "../lib/read_limited.ts";
+import { answeredProblem } from "./upstream_answer.ts";
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
@@ -233,15 +234,8 @@ function connectionText(base: string, e: unknown, timeoutMs: number): string {
       "check that it is up or raise timeouts.director";
   }
   const why = err?.message ?? String(e);
-  // It was reached: say what it answered, not "cannot reach" and a network hint.
-  if (/redirect/i.test(why)) {
-    return `the Director at ${base} answered with a redirect, which the api never follows (it ` +
-      "would carry the user's token elsewhere); set bosh.director_url to the Director itself";
-  }
-  if (/exceeds the \d+-byte limit/.test(why)) {
-    return `the Director at ${base} answered with a body too large to read (${why}); ` +
-      "check that bosh.director_url names a BOSH Director";
-  }
+  const answered = answeredProblem(`the Director at ${base}`, e, "bosh.director_url");
+  if (answered) return answered;
   return `cannot reach the Director at ${base}: ${why}; ` +
     "check bosh.director_url, bosh.tls.ca and the network";
 }
