@@ -74,7 +74,9 @@ Deno.test({
       const prng = new Prng();
       const random: Array<[string, string]> = Array.from({ length: RANDOM }, (_, i) => {
         const t = real.split("");
-        const at = prng.int(t.length);
+        // not the last character: its low 4 bits are padding of the 256-byte signature, so
+        // flipping them decodes to the same signature (base64 malleability, not a forgery)
+        const at = prng.int(t.length - 1);
         t[at] = String.fromCharCode(
           prng.pick([
             t[at].charCodeAt(0) ^ (1 << prng.int(6)),
