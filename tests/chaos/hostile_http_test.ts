@@ -19,6 +19,8 @@ const SLOW = cases(50, 500);
 const PINGS = cases(20_000, 200_000);
 const enc = new TextEncoder();
 const RSS_GROWTH_BOUND_MB = 200;
+/** a write that has not gone out after this long means the api stopped reading (back-pressure) */
+const STALL_MS = 5_000;
 
 const START = {
   type: "start",
@@ -147,6 +149,7 @@ Deno.test({
       });
 
       let pingPeakKb = 0;
+      let backPressure = false;
       await t.step(`${PINGS} pings on a capture that never reads its pongs`, async () => {
         const ws = await RawWebSocket.connect({
           url,
@@ -159,7 +162,18 @@ Deno.test({
         let sent = 0;
         try {
           for (; sent < PINGS; sent++) {
-            await ws.sendFrame({ opcode: 0x9, payload: ping });
+            // Pongs we never read fill the socket; then the api stops reading our pings instead of
+            // buffering its pongs, and our write stalls: that back-pressure ends the flood.
+            let timer: ReturnType<typeof setTimeout> | undefined;
+            const stalled = new Promise<"stalled">((r) =>
+              timer = setTimeout(() => r("stalled"), STALL_MS)
+            );
+            const w = await Promise.race([ws.sendFrame({ opcode: 0x9, payload: ping }), stalled]);
+            clearTimeout(timer);
+            if (w === "stalled") {
+              backPressure = true;
+              break;
+            }
             if (sent % 1000 === 0) pingPeakKb = Math.max(pingPeakKb, procSample(apiPid).rssKb);
           }
         } catch {
@@ -176,6 +190,7 @@ Deno.test({
           idleConnections: IDLE * 2,
           slowloris: SLOW * 2,
           pingsSent: sent,
+          pingBackPressure: backPressure,
           apiRssStartMb: Math.round(startKb.api / 1024),
           apiPeakRssMb: Math.round(pingPeakKb / 1024),
           agentRssMb: Math.round(procSample(agentPid).rssKb / 1024),
