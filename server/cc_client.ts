@@ -16,6 +16,7 @@ import { describeZod } from "./director_client.ts";
 import { readLimited } from "../lib/read_limited.ts";
 import { resourceGuidProblem } from "../protocol/cf_ids.ts";
 import type { InstanceStat } from "./cf_selection.ts";
+import { answeredProblem } from "./upstream_answer.ts";
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 /** Bound on followed `pagination.next` links: a CC that never ends a list cannot hold us. */
@@ -494,6 +495,8 @@ function connectionText(base: string, e: unknown, timeoutMs: number): string {
     return `the Cloud Controller at ${base} did not answer within ${timeoutMs} ms; ` +
       "check that it is up or raise timeouts.cloud_controller";
   }
+  const answered = answeredProblem(`the Cloud Controller at ${base}`, e, "cf.api_url");
+  if (answered) return answered;
   return `cannot reach the Cloud Controller at ${base}: ${err?.message ?? String(e)}; ` +
     "check cf.api_url, cf.tls.ca and the network";
 }

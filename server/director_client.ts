@@ -10,6 +10,7 @@ import { deploymentNameProblem } from "../protocol/messages.ts";
 import { cleartextProblem } from "../lib/url_policy.ts";
 import { createTlsFetch, type TlsFetch, type TlsRequestInit } from "./tls_fetch.ts";
 import { readLimited } from "../lib/read_limited.ts";
+import { answeredProblem } from "./upstream_answer.ts";
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
@@ -232,7 +233,10 @@ function connectionText(base: string, e: unknown, timeoutMs: number): string {
     return `the Director at ${base} did not answer within ${timeoutMs} ms; ` +
       "check that it is up or raise timeouts.director";
   }
-  return `cannot reach the Director at ${base}: ${err?.message ?? String(e)}; ` +
+  const why = err?.message ?? String(e);
+  const answered = answeredProblem(`the Director at ${base}`, e, "bosh.director_url");
+  if (answered) return answered;
+  return `cannot reach the Director at ${base}: ${why}; ` +
     "check bosh.director_url, bosh.tls.ca and the network";
 }
 

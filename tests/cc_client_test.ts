@@ -449,7 +449,13 @@ Deno.test("cc client: garbage, wrong shapes, huge bodies, 500 and a cleartext UA
       () => Response.json({ resources: [{ index: "zero" }] }),
       /unexpected shape \(resources\.0\.index/,
     ],
-    ["huge", () => new Response("x".repeat(17 * 1024 * 1024)), /exceeds the 16777216-byte limit/],
+    ["huge", () => new Response("x".repeat(17 * 1024 * 1024)), /too large.*exceeds the 16777216/],
+    // answered, so not "cannot reach … check the network" (found by tests/chaos/)
+    [
+      "redirect",
+      () => new Response(null, { status: 302, headers: { location: "http://127.0.0.1:1/x" } }),
+      /answered with a redirect, which the api never follows/,
+    ],
     [
       "500",
       () =>

@@ -174,6 +174,9 @@ Deno.test("director client: 500, garbage JSON, wrong shapes, huge body, non-UAA"
       if (seenPath.startsWith("/deployments/huge")) {
         return new Response("[" + " ".repeat(17 * 1024 * 1024) + "]");
       }
+      if (seenPath.startsWith("/deployments/moved")) {
+        return new Response(null, { status: 302, headers: { location: "https://127.0.0.1:1/x" } });
+      }
       if (seenPath.startsWith("/deployments/extra")) {
         return Response.json([{
           job: "web",
@@ -197,7 +200,13 @@ Deno.test("director client: 500, garbage JSON, wrong shapes, huge body, non-UAA"
       assertEquals(seenAuth, "Bearer tok.en.x");
       await rejects(client.instances("garbage", "t"), "CONNECTION_ERROR", /not JSON.*<html>/);
       await rejects(client.instances("shape", "t"), "CONNECTION_ERROR", /unexpected shape \(0\./);
-      await rejects(client.instances("huge", "t"), "CONNECTION_ERROR", /byte limit/);
+      // answered, so not "cannot reach … check the network" (found by tests/chaos/)
+      await rejects(
+        client.instances("huge", "t"),
+        "CONNECTION_ERROR",
+        /body too large.*byte limit/,
+      );
+      await rejects(client.instances("moved", "t"), "CONNECTION_ERROR", /answered with a redirect/);
       const extra = await client.instances("extra", "t");
       assertEquals(extra[0].id, "i-1");
       await rejects(client.uaaUrl(), "CONNECTION_ERROR", /does not use UAA/);
