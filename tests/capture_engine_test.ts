@@ -239,6 +239,49 @@ Deno.test({
         });
       }
 
+      for (const reader of ["auto", "pcap_next_ex"] as const) {
+        await t.step(
+          `${reader}: a stop under continuous traffic leaves stats that add up`,
+          async () => {
+            const eng = await CaptureEngine.open({
+              device: a.dev,
+              netns: a.path,
+              snaplen: 100,
+              filter: "udp dst port 5004",
+              reader,
+            });
+            // Sends until killed, so packets keep reaching the ring during the stop's drain.
+            const code = `import socket
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+while True: s.sendto(b"x"*64,(${enc(a.addr)},5004))`;
+            const sender = lab.spawn(null, ["python3", "-c", code], { stderr: "null" });
+            try {
+              await withEngines([eng], async (eng) => {
+                let got = 0;
+                for (let b; (b = await eng.next());) {
+                  got += b.count;
+                  if (got >= 1000) break;
+                }
+                const stopped = eng.stop();
+                for (let b; (b = await eng.next());) got += b.count;
+                await stopped;
+                const s = eng.stats();
+                assertEquals(s.packets, got);
+                assert(got >= 1000, `only ${got} packets before the stop`);
+                assertEquals(
+                  s.packets + s.engineDropped + s.dropped,
+                  s.received,
+                  JSON.stringify(s),
+                );
+              });
+            } finally {
+              sender.kill("SIGKILL");
+              await sender.status;
+            }
+          },
+        );
+      }
+
       await t.step("stop on an idle interface is prompt and leaves nothing behind", async () => {
         // Warm up once so lazily created runtime threads are not counted as leaks.
         const warm = await CaptureEngine.open({ device: b.dev, netns: b.path, snaplen: 100 });

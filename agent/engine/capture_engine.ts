@@ -12,6 +12,10 @@
  * prompt: on an idle interface within ~100 ms, otherwise within about
  * 2 × timeoutMs + 150 ms (the kernel hands over a partly filled block only
  * when its timer retires it).
+ * - Stats after a stop add up: the kernel counters are frozen when the worker
+ * notices the stop, and exactly the packets they count are delivered (or, with
+ * the direct reader, counted in engineDropped if the kernel did not hand them
+ * over in time); packets arriving during the drain are neither.
  * - close() aborts at once and discards what was not delivered.
  * - Latency: the worker wakes next() per 1 MiB published or once published
  * records have waited NOTIFY_DELAY_MS (10 ms, at most timeoutMs; immediate

@@ -58,6 +58,8 @@ export function readWithNextEx(
   let hdr = new Uint32Array(6);
   // Drain after stop(): `seen` counts packets returned, `target` is the kernel's
   // count of packets put into its ring when the stop was noticed. Both mod 2^32.
+  // That count is frozen as the final STATS and the drain ends on reaching it, so
+  // packets arriving during the drain are neither counted nor delivered.
   let seen = 0;
   let target = 0;
   let draining = false;
@@ -69,7 +71,7 @@ export function readWithNextEx(
     if (st === S.ABORT) return false;
     if (st === S.DRAIN && !draining) {
       draining = true;
-      stats.update();
+      stats.freeze();
       target = stats.placed;
       deadline = drainDeadline(o.timeoutMs);
     }
@@ -122,7 +124,7 @@ export function readWithNextEx(
     if (rc !== -2) err = new StepError(`capturing ${where(o)}`, geterr(p) || statusToStr(rc));
     break;
   }
-  stats.update();
+  stats.update(); // no-op after a stop: the counters stay those frozen at it
   wr.finish();
   return err;
 }

@@ -85,6 +85,7 @@ export class KernelStats {
   readonly #buf = new Uint8Array(PCAP_STAT_SIZE);
   readonly #u32 = new Uint32Array(this.#buf.buffer);
   #last = 0;
+  #frozen = false;
 
   constructor(p: Deno.PointerObject, ctrl: Int32Array) {
     this.#p = p;
@@ -92,6 +93,7 @@ export class KernelStats {
   }
 
   update(): void {
+    if (this.#frozen) return;
     this.#last = performance.now();
     if (pcap().pcap_stats(this.#p, this.#buf) !== 0) return;
     const s = this.#u32, c = this.#ctrl;
@@ -100,6 +102,16 @@ export class KernelStats {
     Atomics.store(c, C.K_RECV, s[0] | 0);
     Atomics.store(c, C.K_DROP, s[1] | 0);
     Atomics.store(c, C.K_IFDROP, s[2] | 0);
+  }
+
+  /**
+   * The final counters, taken when a stop is noticed: updates once, then never again. The
+   * reader then delivers exactly the packets these count (see `placed`), so the last STATS
+   * add up even while traffic keeps arriving during the drain.
+   */
+  freeze(): void {
+    this.update();
+    this.#frozen = true;
   }
 
   /** update() at most every 100 ms. */

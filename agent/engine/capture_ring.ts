@@ -155,6 +155,12 @@ export class RingWriter {
     return -1;
   }
 
+  /** Counts `n` packets the reader took from the kernel's count but could not deliver. */
+  discard(n: number): void {
+    this.#dropped += n;
+    Atomics.store(this.ctrl, C.ENGINE_DROPPED, this.#dropped | 0);
+  }
+
   /** Offset for a record of `need` bytes, or -1 (counted as an engine drop) when full. */
   reserve(need: number): number {
     if (this.#pendCount === 0 && this.#w !== 0) this.#restart();

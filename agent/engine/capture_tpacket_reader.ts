@@ -154,10 +154,17 @@ export function readRing(
     (Atomics.load(i32, (b * TP_BLOCK + BD_STATUS) >> 2) & TP_STATUS_USER) !== 0;
   let prefilter = ring.prefilterBlocks;
   let blk = 0;
-  // After stop(): blocks still to deliver. They are the filled ones plus the one
-  // the kernel was filling, if it held packets: that one is waited for (until the
-  // drain deadline) because the kernel hands it over only once it retires it.
+  // Packets taken from the ring (every slot, delivered or not), mod 2^32: the
+  // kernel counts each one it places, so this runs level with stats.placed.
+  let taken = 0;
+  // After stop(): the kernel's count frozen first (the final STATS), then exactly
+  // that many packets delivered: `target`. Packets arriving during the drain are
+  // neither counted nor delivered. drainLeft bounds the blocks that can hold them:
+  // the filled ones plus the one the kernel was filling, if it held packets; that
+  // one is waited for (until the drain deadline) because the kernel hands it over
+  // only once it retires it.
   let drainLeft = -1;
+  let target = 0;
   let deadline = 0;
   // Arrival rate of full blocks, measured from one running-out-of-blocks to the next (sleep and
   // processing both included); a block retired on its timeout means a low rate: no nap.
@@ -166,14 +173,20 @@ export function readRing(
   let fullBlocks = 0;
   let partialBlock = false;
   let napped = false; // napped, and no block since: wait (poll) now
+  let aborted = false;
   let err: StepError | undefined;
   const corrupt = (what: string) =>
     new StepError(`reading the packet ring ${where(o)}`, `unexpected ring layout: ${what}`);
   blocks: for (;;) {
     if (drainLeft < 0) {
       const st = Atomics.load(ctrl, C.STATE);
-      if (st === S.ABORT) break;
+      if (st === S.ABORT) {
+        aborted = true;
+        break;
+      }
       if (st === S.DRAIN) {
+        stats.freeze(); // before looking at the ring: every packet it counts is in there
+        target = stats.placed;
         let n = 0;
         while (n < ring.blocks && userBlock((blk + n) % ring.blocks)) n++;
         const current = (blk + n) % ring.blocks;
@@ -182,8 +195,11 @@ export function readRing(
         drainLeft = open ? n + 1 : n;
         deadline = drainDeadline(o.timeoutMs);
       }
-    } else if (Atomics.load(ctrl, C.STATE) === S.ABORT) break;
-    if (drainLeft === 0) break;
+    } else if (Atomics.load(ctrl, C.STATE) === S.ABORT) {
+      aborted = true;
+      break;
+    }
+    if (drainLeft === 0 || (drainLeft > 0 && ((target - taken) | 0) <= 0)) break;
     const bo = blk * TP_BLOCK;
     if (!userBlock(blk)) {
       if (mayNap && drainLeft < 0 && !napped) {
@@ -210,7 +226,12 @@ export function readRing(
       if (err) break;
       continue;
     }
-    const n = u32[(bo + BD_NUM_PKTS) >> 2];
+    let n = u32[(bo + BD_NUM_PKTS) >> 2];
+    let last = false; // the block that holds the last counted packet
+    if (drainLeft > 0 && ((target - taken) | 0) <= n) {
+      n = (target - taken) | 0; // the rest arrived after the stop's count
+      last = true;
+    }
     let off = bo + u32[(bo + BD_FIRST) >> 2];
     const limit = bo + TP_BLOCK;
     for (let i = 0; i < n; i++) {
@@ -265,6 +286,8 @@ export function readRing(
       }
       off += next;
     }
+    taken = (taken + n) >>> 0;
+    if (last) break;
     // Hand the block back. Zeroing num_pkts (the kernel resets it anyway when it
     // opens the block) lets a stop tell a block in filling from a stale one.
     if (u32[(bo + BD_STATUS) >> 2] & TP_STATUS_BLK_TMO) partialBlock = true;
@@ -278,7 +301,11 @@ export function readRing(
     wr.tick();
     stats.tick();
   }
-  stats.update();
+  // Counted at the stop but not taken in time (or never placed where we read):
+  // discarded, so the final STATS still add up.
+  const left = drainLeft >= 0 && !aborted ? (target - taken) | 0 : 0;
+  if (left > 0) wr.discard(left);
+  stats.update(); // no-op after a stop: the counters stay those frozen at it
   wr.finish();
   return err;
 }

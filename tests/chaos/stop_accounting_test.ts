@@ -1,10 +1,10 @@
 /**
- * Found by the soak (docs/reliability.md): a capture stopped while traffic keeps flowing reports
- * in its final STATS a kernel `received` count that includes packets the agent neither delivered
+ * Found by the soak (docs/reliability.md): a capture stopped while traffic keeps flowing reported
+ * in its final STATS a kernel `received` count that included packets the agent neither delivered
  * nor counted as discarded — those that reached the ring during the stop's drain (one sender
- * batch, 128 packets, in the 3-minute soak). Each of 8 stops under 10 kpps must account for every
- * packet: delivered + discarded = received. Gated (PCAP_DEFECT_TESTS=1) until the capture engine
- * (agent/engine/capture_tpacket_reader.ts, perf area) counts or delivers them.
+ * batch, 128 packets, in the 3-minute soak). The engine now freezes the kernel counters when it
+ * notices the stop and delivers exactly the packets they count. Each of 8 stops under 10 kpps must
+ * account for every packet: delivered + discarded = received.
  */
 import { isRoot } from "../../lab/netns.ts";
 import { Landscape } from "../../lab/landscape.ts";
@@ -15,11 +15,9 @@ import { genTargets } from "../../bench/fan_in.ts";
 import { assertEquals } from "../support/assert.ts";
 import { startRawCapture, startUnlimitedApi } from "./support/chaos_client.ts";
 
-const DEFECT_TESTS = Deno.env.get("PCAP_DEFECT_TESTS") === "1";
-
 Deno.test({
-  name: "chaos: stops under continuous traffic account for every packet (engine stop race)",
-  ignore: !isRoot() || !DEFECT_TESTS,
+  name: "chaos: stops under continuous traffic account for every packet",
+  ignore: !isRoot(),
   async fn() {
     const lab = await Landscape.start({ groups: { router: 1 }, log: () => {} });
     const tmp = await Deno.makeTempDir({ prefix: "pcap-chaos-stop-" });
