@@ -167,6 +167,17 @@ export class DirectorClient {
     } catch (e) {
       throw new ApiError("CONNECTION_ERROR", connectionText(this.#base, e, this.opts.timeoutMs));
     }
+    // a 3xx is returned, not followed (it could carry the token elsewhere): say so, not "retry"
+    if (res.status >= 300 && res.status < 400) {
+      throw new ApiError(
+        "CONNECTION_ERROR",
+        answeredProblem(
+          `the Director at ${this.#base}`,
+          new Error("redirect"),
+          "bosh.director_url",
+        )!,
+      );
+    }
     if (!res.ok) throw statusError(res.status, what, this.#base, text);
     try {
       return JSON.parse(text);

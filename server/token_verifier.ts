@@ -250,6 +250,13 @@ export class TokenVerifier {
         ? await this.opts.fetch(url, init)
         : await fetch(url, { ...init, redirect: "error" });
       const text = await readLimited(res, 1024 * 1024);
+      // a returned 3xx is never followed: name it, so the operator fixes the UAA url
+      if (res.status >= 300 && res.status < 400) {
+        throw new Error(
+          `the UAA answered with a redirect (${res.status}), which the api never follows; ` +
+            "check the UAA url the Director names",
+        );
+      }
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       body = JSON.parse(text);
     } catch (e) {
