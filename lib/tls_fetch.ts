@@ -14,7 +14,6 @@
  * Redirects are never followed by either (a redirect could carry a bearer token away).
  */
 import https from "node:https";
-import { Readable } from "node:stream";
 import type { IncomingMessage } from "node:http";
 
 export interface TlsClientOptions {
@@ -131,8 +130,7 @@ function nodeRequest(
         resolve(new Response(null, { status, headers }));
         return;
       }
-      const stream = Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>;
-      resolve(new Response(stream, { status, headers }));
+      resolve(new Response(webBody(res), { status, headers }));
     });
     signal?.addEventListener("abort", onAbort, { once: true });
     req.on("error", (e) => {
@@ -140,5 +138,38 @@ function nodeRequest(
       reject(signal?.aborted ? signal.reason : e);
     });
     req.end(body);
+  });
+}
+
+/**
+ * The response as a web stream. Not Readable.toWeb: its data handler enqueues after the stream
+ * was cancelled or errored, which throws an uncaught TypeError out of the event loop.
+ */
+function webBody(res: IncomingMessage): ReadableStream<Uint8Array> {
+  let done = false;
+  return new ReadableStream<Uint8Array>({
+    start(c) {
+      const finish = (e?: unknown) => {
+        if (done) return;
+        done = true;
+        if (e === undefined) c.close();
+        else c.error(e);
+      };
+      res.on("data", (chunk: Uint8Array) => {
+        if (done) return;
+        c.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        if ((c.desiredSize ?? 1) <= 0) res.pause();
+      });
+      res.once("end", () => finish());
+      res.once("error", (e) => finish(e));
+      res.once("close", () => finish(new Error("the connection closed before the body ended")));
+    },
+    pull() {
+      res.resume();
+    },
+    cancel() {
+      done = true;
+      res.destroy();
+    },
   });
 }
