@@ -11,25 +11,22 @@ import {
   parseBoshCaptureArgs,
   parseBoshInstancesArgs,
 } from "./bosh_flags.ts";
-import { listTargets, previewTargets, type TargetsQuery } from "./instances_command.ts";
+import type { TargetsQuery } from "./instances_command.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
-import { type CaptureOutput, fileEvents, openCaptureOutput } from "./rotating_output.ts";
+import { preflight, processIo, readCa, tokenUser } from "./capture_preflight.ts";
 import {
-  captureOptionsOrExit,
-  preflight,
-  processIo,
-  readCa,
-  tokenUser,
-} from "./capture_preflight.ts";
+  dispatchCommand,
+  EXIT_FAILED,
+  EXIT_USAGE,
+  prepareCapture,
+  requestLimits,
+  SHARED_CAPTURE_HELP,
+} from "./client_command.ts";
 import { describeCapture } from "./pcapng_writer.ts";
 import { ProgressDisplay } from "./progress.ts";
 import { boshAuth } from "./uaa_token.ts";
 import type { BoshStartRequest } from "../protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
-
-const EXIT_OK = 0;
-const EXIT_FAILED = 1;
-const EXIT_USAGE = 2;
 
 const CAPTURE_EPILOG = `
 Authentication:
@@ -37,10 +34,7 @@ Authentication:
   selected by -e/BOSH_ENVIRONMENT (alias or URL), refreshing its UAA token when it is about to
   expire, like the bosh CLI. BOSH_CLIENT and BOSH_CLIENT_SECRET use client credentials instead.
 
-Stopping:
-  Ctrl-C, --duration, --max-packets or --max-bytes stop the capture cleanly: the api stops every
-  agent and delivers what is still in flight, then the file is closed. A second Ctrl-C stops at
-  once; the file is still valid (packets in flight are lost).
+${SHARED_CAPTURE_HELP.stopping}
 
 Output:
   pcapng (default): one interface per VM, named like "diego-cell/0 (<instance id>) eth0", and
@@ -48,14 +42,9 @@ Output:
   -o - writes to stdout, e.g. | wireshark -k -i -   or   | tcpdump -r -
   Status and progress go to stderr; the selected targets are listed there first (not with -q).
 
-Long captures:
-  --rotate-size and/or --rotate-every write a series of complete files named like dumpcap's,
-  FILE_00001_YYYYmmddHHMMSS.pcapng, ...; --keep N deletes all but the newest N (a ring).
-  No packet is lost or duplicated between files. Not with -o -.
+${SHARED_CAPTURE_HELP.longCaptures}
 
-Dry run:
-  --dry-run lists the sources a capture would have, their agents' addresses and whether each
-  agent answers (version, draining), and exits without capturing (no -o needed).
+${SHARED_CAPTURE_HELP.dryRun}
 
 Exit codes:
   0  the capture ended cleanly (also after Ctrl-C or a limit)
@@ -95,14 +84,6 @@ Examples:
   pcap-bosh instances -d cf router/0 diego-cell/2
 `;
 
-function instancesHelp(text: string): string {
-  return text.replace(/\s*$/, "\n") + INSTANCES_EPILOG;
-}
-
-function captureHelp(text: string): string {
-  return text.replace(/\s*$/, "\n") + CAPTURE_EPILOG;
-}
-
 export function startRequest(o: BoshCaptureOptions): BoshStartRequest {
   return {
     type: "start",
@@ -111,11 +92,7 @@ export function startRequest(o: BoshCaptureOptions): BoshStartRequest {
     interface: o.interface,
     snaplen: o.snaplen,
     filter: o.filter ?? "",
-    limits: {
-      ...(o.durationMs ? { duration_ms: o.durationMs } : {}),
-      ...(o.maxPackets ? { max_packets: o.maxPackets } : {}),
-      ...(o.maxBytes ? { max_bytes: o.maxBytes } : {}),
-    },
+    limits: requestLimits(o),
   };
 }
 
@@ -127,7 +104,6 @@ async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<num
     quiet: o.quiet,
     width: io.width,
   });
-  let output: CaptureOutput;
   let auth;
   let caCert: string | undefined;
   try {
@@ -151,22 +127,9 @@ async function runBoshCapture(o: BoshCaptureOptions, io: CaptureIo): Promise<num
     request: startRequest(o),
     interface: o.interface,
   };
-  if (o.dryRun) {
-    return await listTargets(
-      query,
-      io.writeOut ?? ((s) => console.log(s.trimEnd())),
-      io.writeErr,
-      "pcap-bosh",
-    );
-  }
-  if (!o.quiet) await previewTargets(query, (s) => progress.message(s), o.verbose);
-  try {
-    output = await openCaptureOutput(o, fileEvents(progress, o.verbose));
-  } catch (e) {
-    io.writeErr(`pcap-bosh: ${(e as Error).message}\n`);
-    return EXIT_FAILED;
-  }
-  const run = new CaptureRun(o, io, progress, output, {
+  const prepared = await prepareCapture(query, o, io, progress, "pcap-bosh");
+  if ("exit" in prepared) return prepared.exit;
+  const run = new CaptureRun(o, io, progress, prepared.output, {
     comment: describeCapture({
       target: describeTarget(o),
       user: tokenUser(auth.accessToken),
@@ -189,32 +152,19 @@ export function describeTarget(o: BoshCaptureOptions): string {
 
 /** Entry of mode `bosh`; `argv` starts after the mode, e.g. ["capture", "-d", "cf", …]. */
 export async function runBosh(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
-    const help = command === "help" && rest[0] === "capture"
-      ? captureHelp(boshCaptureHelp())
-      : command === "help" && rest[0] === "instances"
-      ? instancesHelp(boshInstancesHelp())
-      : "";
-    if (help) console.log(help);
-    else (command ? console.log : console.error)(BOSH_USAGE.trimEnd());
-    return command ? EXIT_OK : EXIT_USAGE;
-  }
-  if (command !== "capture" && command !== "instances") {
-    console.error(`pcap-bosh: unknown command "${command}"\n\n${BOSH_USAGE.trimEnd()}`);
-    return EXIT_USAGE;
-  }
   const env = Deno.env.toObject();
-  const parsed = command === "instances"
-    ? captureOptionsOrExit(
-      () => parseBoshInstancesArgs(rest, env),
-      "pcap-bosh",
-      instancesHelp,
-      "instances",
-    )
-    : captureOptionsOrExit(() => parseBoshCaptureArgs(rest, env), "pcap-bosh", captureHelp);
+  const parsed = dispatchCommand(argv, env, {
+    product: "pcap-bosh",
+    usage: BOSH_USAGE,
+    captureEpilog: CAPTURE_EPILOG,
+    instancesEpilog: INSTANCES_EPILOG,
+    captureHelp: boshCaptureHelp,
+    instancesHelp: boshInstancesHelp,
+    parseCapture: parseBoshCaptureArgs,
+    parseInstances: parseBoshInstancesArgs,
+  });
   if ("exit" in parsed) return parsed.exit;
-  const opts = parsed.opts;
+  const { command, opts } = parsed;
   if (opts.insecure) {
     console.error(
       `pcap-bosh ${command}: -k/--insecure is not supported (this runtime cannot skip ` +

@@ -12,26 +12,24 @@ import {
   parseCfCaptureArgs,
   parseCfInstancesArgs,
 } from "./cf_flags.ts";
-import { listTargets, previewTargets, type TargetsQuery } from "./instances_command.ts";
+import type { TargetsQuery } from "./instances_command.ts";
 import { type CfAuth, cfAuth, cfConfigPath, type CfLogin } from "./cf_config.ts";
 import { type CaptureIo, CaptureRun } from "./bosh_capture.ts";
 import { isStdout } from "./capture_output.ts";
-import { type CaptureOutput, fileEvents, openCaptureOutput } from "./rotating_output.ts";
+import { fileEvents, openCaptureOutput } from "./rotating_output.ts";
+import { preflight, processIo, readCa, tokenUser } from "./capture_preflight.ts";
 import {
-  captureOptionsOrExit,
-  preflight,
-  processIo,
-  readCa,
-  tokenUser,
-} from "./capture_preflight.ts";
+  dispatchCommand,
+  EXIT_FAILED,
+  prepareCapture,
+  requestLimits,
+  SHARED_CAPTURE_HELP,
+} from "./client_command.ts";
 import { describeCapture } from "./pcapng_writer.ts";
 import { ProgressDisplay } from "./progress.ts";
 import type { CfStartRequest } from "../protocol/cf_messages.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
 
-const EXIT_OK = 0;
-const EXIT_FAILED = 1;
-const EXIT_USAGE = 2;
 export const CF_CAPTURE_PATH = "/v1/capture/cf";
 
 const CAPTURE_EPILOG = `
@@ -55,10 +53,7 @@ Targets:
   by guid (no space needed). --process picks the process type (default web), --index the
   instances (repeatable; default all).
 
-Stopping:
-  Ctrl-C, --duration, --max-packets or --max-bytes stop the capture cleanly: the api stops every
-  agent and delivers what is still in flight, then the file is closed. A second Ctrl-C stops at
-  once; the file is still valid (packets in flight are lost).
+${SHARED_CAPTURE_HELP.stopping}
 
 Output:
   pcapng (default): one interface per app instance, named like "my-app/0 (<instance guid>) eth0",
@@ -66,14 +61,9 @@ Output:
   -o - writes to stdout, e.g. | wireshark -k -i -   or   | tcpdump -r -
   Status and progress go to stderr; the selected targets are listed there first (not with -q).
 
-Long captures:
-  --rotate-size and/or --rotate-every write a series of complete files named like dumpcap's,
-  FILE_00001_YYYYmmddHHMMSS.pcapng, ...; --keep N deletes all but the newest N (a ring).
-  No packet is lost or duplicated between files. Not with -o -.
+${SHARED_CAPTURE_HELP.longCaptures}
 
-Dry run:
-  --dry-run lists the sources a capture would have, their agents' addresses and whether each
-  agent answers (version, draining), and exits without capturing (no -o needed).
+${SHARED_CAPTURE_HELP.dryRun}
 
 Exit codes:
   0  the capture ended cleanly (also after Ctrl-C or a limit)
@@ -112,14 +102,6 @@ Examples:
   pcap-cf instances my-app
   pcap-cf instances my-app --index 0 --index 2
 `;
-
-function instancesHelp(text: string): string {
-  return text.replace(/\s*$/, "\n") + INSTANCES_EPILOG;
-}
-
-function captureHelp(text: string): string {
-  return text.replace(/\s*$/, "\n") + CAPTURE_EPILOG;
-}
 
 /** The cf login cannot name the app's space (exit 1). */
 export class CfTargetError extends Error {}
@@ -163,11 +145,7 @@ export function cfStartRequest(o: CfCaptureOptions, login: CfLogin): CfStartRequ
     interface: o.interface,
     snaplen: o.snaplen,
     filter: o.filter ?? "",
-    limits: {
-      ...(o.durationMs ? { duration_ms: o.durationMs } : {}),
-      ...(o.maxPackets ? { max_packets: o.maxPackets } : {}),
-      ...(o.maxBytes ? { max_bytes: o.maxBytes } : {}),
-    },
+    limits: requestLimits(o),
   };
 }
 
@@ -192,7 +170,6 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
     quiet: o.quiet,
     width: io.width,
   });
-  let output: CaptureOutput;
   let auth: CfAuth;
   let caCert: string | undefined;
   let uaa: { caCert?: string; caCertForUaa: boolean; warn: (line: string) => void };
@@ -231,17 +208,9 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
     request,
     interface: o.interface,
   };
-  if (o.dryRun) {
-    const out = io.writeOut ?? ((s: string) => console.log(s.trimEnd()));
-    return await listTargets(query, out, io.writeErr, "pcap-cf");
-  }
-  if (!o.quiet) await previewTargets(query, (s) => progress.message(s), o.verbose);
-  try {
-    output = await openCaptureOutput(o, fileEvents(progress, o.verbose));
-  } catch (e) {
-    io.writeErr(`pcap-cf: ${(e as Error).message}\n`);
-    return EXIT_FAILED;
-  }
+  const prepared = await prepareCapture(query, o, io, progress, "pcap-cf");
+  if ("exit" in prepared) return prepared.exit;
+  let output = prepared.output;
   const comment = describeCapture({
     target: describeCfTarget(o, auth.login),
     user: tokenUser(auth.accessToken),
@@ -280,31 +249,17 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
 
 /** Entry of mode `cf`; `argv` starts after the mode, e.g. ["capture", "my-app", …]. */
 export async function runCf(argv: string[], io?: CaptureIo): Promise<number> {
-  const [command, ...rest] = argv;
-  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
-    const help = command === "help" && rest[0] === "capture"
-      ? captureHelp(cfCaptureHelp())
-      : command === "help" && rest[0] === "instances"
-      ? instancesHelp(cfInstancesHelp())
-      : "";
-    if (help) console.log(help);
-    else (command ? console.log : console.error)(CF_USAGE.trimEnd());
-    return command ? EXIT_OK : EXIT_USAGE;
-  }
-  if (command !== "capture" && command !== "instances") {
-    console.error(`pcap-cf: unknown command "${command}"\n\n${CF_USAGE.trimEnd()}`);
-    return EXIT_USAGE;
-  }
   const env = io?.env ?? Deno.env.toObject();
-  const parsed = command === "instances"
-    ? captureOptionsOrExit(
-      () => parseCfInstancesArgs(rest, env),
-      "pcap-cf",
-      instancesHelp,
-      "instances",
-    )
-    : captureOptionsOrExit(() => parseCfCaptureArgs(rest, env), "pcap-cf", captureHelp);
+  const parsed = dispatchCommand(argv, env, {
+    product: "pcap-cf",
+    usage: CF_USAGE,
+    captureEpilog: CAPTURE_EPILOG,
+    instancesEpilog: INSTANCES_EPILOG,
+    captureHelp: cfCaptureHelp,
+    instancesHelp: cfInstancesHelp,
+    parseCapture: parseCfCaptureArgs,
+    parseInstances: parseCfInstancesArgs,
+  });
   if ("exit" in parsed) return parsed.exit;
-  const opts = parsed.opts;
-  return await runCfCapture(opts, io ?? processIo(env));
+  return await runCfCapture(parsed.opts, io ?? processIo(env));
 }
