@@ -47,6 +47,8 @@ export interface Health {
   protocol_version: number;
   min_protocol_version: number;
   active_captures: number;
+  /** idle capture workers ready for the next capture (its start then skips a worker's start-up) */
+  warm_workers: number;
 }
 
 type Env = { Bindings: HttpBindings; Variables: { peer: PeerIdentity } };
@@ -210,6 +212,7 @@ export class AgentServer {
       protocol_version: PROTOCOL_VERSION,
       min_protocol_version: MIN_PEER_VERSION,
       active_captures: this.#sessions.size,
+      warm_workers: CaptureEngine.warmWorkers(),
     };
   }
 

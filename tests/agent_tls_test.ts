@@ -52,6 +52,8 @@ Deno.test("agent certificate matrix: valid ok; none, other CA, expired refused a
         protocol_version: PROTOCOL_VERSION,
         min_protocol_version: MIN_PEER_VERSION,
         active_captures: 0,
+        // the agent keeps one idle capture worker from its start
+        warm_workers: 1,
       });
       const reasons: Record<string, Record<string, unknown>> = {};
       const clientErrors: Record<string, string> = {};

@@ -311,6 +311,11 @@ export class CaptureEngine {
     startIdleWorker();
   }
 
+  /** Idle workers ready for the next open() (0 or 1): a replacement starts a little after one is taken. */
+  static warmWorkers(): number {
+    return warm.idle && !warm.idle.failed ? 1 : 0;
+  }
+
   /** Ends pre-warming and terminates the idle worker (shutdown); running captures are not touched. */
   static releasePrewarmed(): void {
     warm.enabled = false;

@@ -14,7 +14,7 @@ import { Landscape } from "../../lab/landscape.ts";
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
 import { exitCode, killClient } from "../support/bosh_client.ts";
 import { chaosClients, checkCaptureFile } from "./support/chaos_client.ts";
-import { pidByArg, procSample, record, until } from "./support/chaos.ts";
+import { extraItems, pidByArg, procInventory, procSample, record, until } from "./support/chaos.ts";
 
 const root = isRoot();
 
@@ -33,6 +33,18 @@ Deno.test({
     const agentPids = await Promise.all(
       routers.map((vm) => pidByArg(`/${lab.agentLogName(vm)}.yml`, vm.netns)),
     );
+    const steady = () =>
+      until(
+        "agents idle with their warm worker up",
+        async () => {
+          for (const vm of routers) {
+            const h = await (await lab.fetchAgent(vm, "/health")).json();
+            if (h.active_captures !== 0 || h.warm_workers !== 1) return false;
+          }
+          return true;
+        },
+        30_000,
+      );
     const idle = () =>
       until(
         "agents hold no capture",
@@ -98,7 +110,11 @@ Deno.test({
 
       await t.step("client SIGKILL: agents release captures, threads and fds", async () => {
         const url = await lab.startApi();
+        // the level to come back to: no capture, and the idle worker that replaces the one the
+        // last capture took (started ~2 s after that capture began) is up
+        await steady();
         const before = agentPids.map(procSample);
+        const inventory = agentPids.map(procInventory);
         const c = clients.start(url, ["-g", "router", "-o", `${clients.dir}/gone.pcapng`]);
         await c.waitFor(/capturing on router/, 3, 60_000);
         const during = agentPids.map(procSample);
@@ -106,14 +122,23 @@ Deno.test({
         await killClient(c);
         await idle();
         const releasedMs = Date.now() - t0;
+        await steady();
         // the capture worker's thread and the capture's fds go away (tokio's blocking threads
         // linger up to 10 s, hence the generous deadline)
+        // a miss throws what is left (thread names, fd targets), which until reports
         await until(
           "agent threads and fds back to their level before the capture",
           () =>
             agentPids.every((pid, i) => {
               const s = procSample(pid);
-              return s.threads <= before[i].threads && s.fds <= before[i].fds;
+              if (s.threads <= before[i].threads && s.fds <= before[i].fds) return true;
+              const now = procInventory(pid);
+              throw new Error(
+                `agent ${pid}: threads ${before[i].threads}→${s.threads}, fds ` +
+                  `${before[i].fds}→${s.fds}; extra threads ` +
+                  `${JSON.stringify(extraItems(inventory[i].threads, now.threads))}, extra fds ` +
+                  JSON.stringify(extraItems(inventory[i].fds, now.fds)),
+              );
             }),
           60_000,
           250,

@@ -93,6 +93,36 @@ export interface ProcSample {
   fds: number;
 }
 
+/** A process's thread names and fd targets, from /proc: says what a leak is when counts differ. */
+export function procInventory(pid: number): { threads: string[]; fds: string[] } {
+  const threads: string[] = [];
+  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      threads.push(Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/comm`).trim());
+    } catch { /* the thread has just exited */ }
+  }
+  const fds: string[] = [];
+  for (const f of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      fds.push(Deno.readLinkSync(`/proc/${pid}/fd/${f.name}`).replace(/\[\d+\]$/, "[…]"));
+    } catch { /* closed meanwhile */ }
+  }
+  return { threads: threads.sort(), fds: fds.sort() };
+}
+
+/** What `after` holds beyond `before` (a multiset difference). */
+export function extraItems(before: string[], after: string[]): string[] {
+  const left = new Map<string, number>();
+  for (const b of before) left.set(b, (left.get(b) ?? 0) + 1);
+  const extra: string[] = [];
+  for (const a of after) {
+    const n = left.get(a) ?? 0;
+    if (n > 0) left.set(a, n - 1);
+    else extra.push(a);
+  }
+  return extra;
+}
+
 /** RSS, peak RSS, threads and open fds of a process, from /proc. */
 export function procSample(pid: number): ProcSample {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
