@@ -7,7 +7,7 @@
  */
 import type { BoshStartRequest } from "../protocol/messages.ts";
 import type { CfStartRequest } from "../protocol/cf_messages.ts";
-import { InstancesAnswer, instancesRoutePath } from "../protocol/instances.ts";
+import { InstancesAnswer, instancesRoutePath, PROBE_PARAM } from "../protocol/instances.ts";
 import { readLimited } from "../lib/read_limited.ts";
 import { fetchTrusting } from "./uaa_token.ts";
 
@@ -30,11 +30,14 @@ export interface InstancesRequest {
   caCert?: string;
   request: BoshStartRequest | CfStartRequest;
   timeoutMs?: number;
+  /** false: the api does not ask the agents (their state is `unprobed`) */
+  probe?: boolean;
 }
 
 /** The targets and their agents' state; throws InstancesError. */
 export async function fetchInstances(r: InstancesRequest): Promise<InstancesAnswer> {
-  const url = `${r.apiUrl}${instancesRoutePath(r.platform)}`;
+  const url = `${r.apiUrl}${instancesRoutePath(r.platform)}` +
+    (r.probe === false ? `?${PROBE_PARAM}=false` : "");
   // --ca-cert is trusted alone, as for the capture's WebSocket (not added to the system roots)
   const trusting = fetchTrusting(r.caCert);
   const timeoutMs = r.timeoutMs ?? INSTANCES_TIMEOUT_MS;

@@ -39,6 +39,8 @@ export async function listTargets(
 /**
  * Before a capture: the selected targets on stderr. Never fails the capture: when the api cannot
  * list (an older api, a refusal the capture will report itself), nothing is shown (with -v, why).
+ * The agents are not probed: the capture reports one that is down itself, so a down agent does
+ * not delay the start twice.
  */
 export async function previewTargets(
   q: TargetsQuery,
@@ -46,7 +48,11 @@ export async function previewTargets(
   verbose: boolean,
 ): Promise<void> {
   try {
-    const answer = await fetchInstances({ ...q, timeoutMs: q.timeoutMs ?? PREVIEW_TIMEOUT_MS });
+    const answer = await fetchInstances({
+      ...q,
+      probe: false,
+      timeoutMs: q.timeoutMs ?? PREVIEW_TIMEOUT_MS,
+    });
     message(`selected targets:\n${formatInstancesTable(answer, q.interface).trimEnd()}`);
   } catch (e) {
     if (verbose) message(`cannot list the targets first: ${(e as Error).message}`);

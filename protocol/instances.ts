@@ -13,13 +13,18 @@ export function instancesRoutePath(platform: string): string {
   return `/v1/instances/${platform}`;
 }
 
+/** The query parameter that turns the agent probes off (`?probe=false`); `true` is the default. */
+export const PROBE_PARAM = "probe";
+
 /**
  * - `up`: answers and takes captures
  * - `draining`: answers but is shutting down (a capture would be refused)
  * - `incompatible`: answers with a protocol this api cannot speak
  * - `unreachable`: no usable answer; `reason` says why
+ * - `unprobed`: not asked, because the listing was requested with `?probe=false` (what a capture
+ *   asks for before it starts: it reports an agent that is down itself, without waiting twice)
  */
-export const AgentState = z.enum(["up", "draining", "incompatible", "unreachable"]);
+export const AgentState = z.enum(["up", "draining", "incompatible", "unreachable", "unprobed"]);
 export type AgentState = z.output<typeof AgentState>;
 
 /** One agent's answer to the api's probe. */

@@ -4,7 +4,7 @@
  * start request the client would send on the resolver's capture route; it is checked, the token
  * authenticated and the targets resolved exactly as for a capture (so the platform authorizes
  * with the user's own token), then every agent is asked for its health in parallel, each within
- * timeouts.agent_connect. The answer lists each target with its agent's state and the
+ * timeouts.agent_connect (not with `?probe=false`, which a capture's preview uses). The answer lists each target with its agent's state and the
  * instances that would be skipped. Nothing is started, and no capture slot is taken.
  *
  * @module
@@ -16,7 +16,12 @@ import { checkPeerVersion } from "../protocol/hello.ts";
 import { MAX_CONTROL_MESSAGE_BYTES } from "../protocol/messages.ts";
 import type { AgentTlsOptions } from "./agent_client.ts";
 import { probeAgents } from "./agent_probe.ts";
-import { type InstancesAnswer, instancesRoutePath } from "../protocol/instances.ts";
+import {
+  type AgentProbe,
+  type InstancesAnswer,
+  instancesRoutePath,
+  PROBE_PARAM,
+} from "../protocol/instances.ts";
 import { readClientMessage } from "./client_message.ts";
 import { ApiError } from "./errors.ts";
 import { type FilterChecker, validateUserFilter } from "./filter_compose.ts";
@@ -44,6 +49,7 @@ export async function listInstances(
   token: string,
   body: string,
   deps: Omit<InstancesDeps, "bearer">,
+  probe = true,
 ): Promise<InstancesAnswer> {
   const msg = readClientMessage(body, true, resolver.startRequest);
   if (msg.kind !== "start") {
@@ -59,11 +65,13 @@ export async function listInstances(
   await resolver.authorize?.(user);
   await validateUserFilter(req.filter, { check: deps.checkFilter });
   const resolution = await resolver.resolve(req, { token, user });
-  const probes = await probeAgents(
-    resolution.targets.map((t) => ({ origin: t.origin, host: t.address, port: t.port })),
-    deps.agentTls,
-    deps.probeTimeoutMs,
-  );
+  const probes: AgentProbe[] = probe
+    ? await probeAgents(
+      resolution.targets.map((t) => ({ origin: t.origin, host: t.address, port: t.port })),
+      deps.agentTls,
+      deps.probeTimeoutMs,
+    )
+    : resolution.targets.map(() => ({ status: "unprobed" }));
   const facts = { ...resolver.facts(req), ...resolution.facts };
   deps.log.info("instances listed", {
     ...facts,
@@ -104,7 +112,13 @@ export function instancesRoute(app: Hono, resolver: TargetResolver, deps: Instan
     async (c) => {
       const token = deps.bearer(c);
       if ("problem" in token) throw new ApiError("UNAUTHENTICATED", token.problem);
-      const answer = await listInstances(resolver, token.value, await c.req.text(), deps);
+      const answer = await listInstances(
+        resolver,
+        token.value,
+        await c.req.text(),
+        deps,
+        probeWanted(c.req.query(PROBE_PARAM)),
+      );
       return c.json(answer);
     },
   );
@@ -116,4 +130,14 @@ export function instancesRoute(app: Hono, resolver: TargetResolver, deps: Instan
       405,
     );
   });
+}
+
+/** `?probe=`: absent or `true` probes the agents, `false` does not; anything else is refused. */
+export function probeWanted(value: string | undefined): boolean {
+  if (value === undefined || value === "true") return true;
+  if (value === "false") return false;
+  throw new ApiError(
+    "INVALID_REQUEST",
+    `?${PROBE_PARAM}= takes true or false, not ${JSON.stringify(value.slice(0, 40))}`,
+  );
 }

@@ -87,3 +87,23 @@ Deno.test("formatInstancesTable: aligned columns, capture-file names, skipped an
     "incompatible: no reason given",
   );
 });
+
+Deno.test("formatInstancesTable: a preview (agents not probed) has no AGENT column", () => {
+  const unprobed: InstancesAnswer = {
+    ...answer,
+    targets: answer.targets.map((t) => ({ ...t, agent: { status: "unprobed" as const } })),
+  };
+  assertEquals(
+    formatInstancesTable(unprobed, "eth0"),
+    [
+      "SOURCE                     ADDRESS",
+      "router/0 (aaaa) eth0       198.18.0.10:9494",
+      "diego-cell/12 (bbbb) eth0  198.18.0.11:9494",
+      "db/0 (cccc) eth0           198.18.0.12:9494",
+      "api/1 (dddd)               -                 skipped: has no IP address",
+      "3 sources, 1 skipped",
+      "",
+    ].join("\n"),
+  );
+  assertEquals(agentColumn(unprobed.targets[0]), "not asked");
+});

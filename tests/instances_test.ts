@@ -96,7 +96,11 @@ Deno.test({
           const err = c.stderr();
           const listed = err.indexOf("selected targets:");
           assert(listed >= 0 && listed < err.indexOf("capturing on"), err);
-          assert(lineOf(err.slice(listed), router), err);
+          const line = lineOf(err.slice(listed), router);
+          assert(line, err);
+          // the preview does not probe the agents (the capture reports a down one itself)
+          assert(!line.includes("up (pcap"), line);
+          assertStringIncludes(err.slice(listed), "1 source\n");
           // -q: no list
           const q = startClient([...ca, "-q", "-d", "cf", "-g", "router", "-o", `${file}.q`], env);
           clients.push(q);
@@ -171,6 +175,26 @@ Deno.test({
         assertEquals(answer.facts.deployment, "cf");
         assertEquals(answer.targets.map((x) => [x.address, x.agent.status]), [[router.ip, "up"]]);
         assertEquals(answer.targets[0].instance?.id, router.id);
+        // ?probe=false (a capture's preview): the same targets, agents not asked
+        const unprobed = await lab.fetchLab(`${url}?probe=false`, {
+          method: "POST",
+          body,
+          headers: { authorization: `Bearer ${token}` },
+        });
+        assertEquals(unprobed.status, 200);
+        const quick = InstancesAnswer.parse(await unprobed.json());
+        assertEquals(quick.targets.map((x) => [x.address, x.agent]), [[router.ip, {
+          status: "unprobed",
+        }]]);
+        const oddProbe = await lab.fetchLab(`${url}?probe=maybe`, {
+          method: "POST",
+          body,
+          headers: { authorization: `Bearer ${token}` },
+        });
+        assertEquals(oddProbe.status, 400);
+        const odd = await oddProbe.json();
+        assertEquals(odd.type, "INVALID_REQUEST");
+        assertStringIncludes(odd.text, "?probe= takes true or false");
         const noToken = await post(body, {});
         assertEquals(noToken.status, 401);
         assertEquals((await noToken.json()).type, "UNAUTHENTICATED");
