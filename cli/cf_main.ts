@@ -208,7 +208,13 @@ export async function runCfCapture(o: CfCaptureOptions, io: CaptureIo): Promise<
     request,
     interface: o.interface,
   };
-  const prepared = await prepareCapture(query, o, io, progress, "pcap-cf");
+  // as for a capture (below): a token the login still thought valid is refreshed once
+  const refresh = async () => {
+    if (!o.quiet) progress.message("the pcap API refused the token; refreshing it and retrying");
+    auth = await cfAuth({ configPath: cfConfigPath(io.env), ...uaa, marginSec: Infinity });
+    return auth.authorization;
+  };
+  const prepared = await prepareCapture(query, o, io, progress, "pcap-cf", refresh);
   if ("exit" in prepared) return prepared.exit;
   let output = prepared.output;
   const comment = describeCapture({

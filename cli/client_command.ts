@@ -100,6 +100,7 @@ export function dispatchCommand<C, I>(
 /**
  * After authentication: a dry run lists the targets and ends (its exit code); otherwise the
  * targets are previewed (not with -q) and the output is opened, or refused with exit 1.
+ * `refresh` renews a token the api refused for the dry run's listing (once).
  */
 export async function prepareCapture(
   query: TargetsQuery,
@@ -111,10 +112,11 @@ export async function prepareCapture(
   io: CaptureIo,
   progress: ProgressDisplay,
   product: ClientProduct,
+  refresh?: () => Promise<string>,
 ): Promise<{ exit: number } | { output: CaptureOutput }> {
   if (o.dryRun) {
     const out = io.writeOut ?? ((s: string) => console.log(s.trimEnd()));
-    return { exit: await listTargets(query, out, io.writeErr, product) };
+    return { exit: await listTargets(query, out, io.writeErr, product, refresh) };
   }
   if (!o.quiet) await previewTargets(query, (s) => progress.message(s), o.verbose);
   try {

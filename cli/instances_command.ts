@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { fetchInstances, type InstancesRequest } from "./instances_client.ts";
+import { fetchInstances, InstancesError, type InstancesRequest } from "./instances_client.ts";
 import { formatInstancesTable } from "./instances_table.ts";
 import { sanitize } from "./progress.ts";
 
@@ -19,16 +19,35 @@ export const PREVIEW_TIMEOUT_MS = 20_000;
 
 /**
  * `instances` / `--dry-run`: the table on `write` (stdout), 0; or the api's refusal on
- * `writeErr` as `<product>: …`, 1.
+ * `writeErr` as `<product>: …`, 1. `refresh`, when given, is asked once for a fresh
+ * Authorization value after the api refused the token (UNAUTHENTICATED), and the listing is
+ * asked again with it.
  */
 export async function listTargets(
   q: TargetsQuery,
   write: (s: string) => void,
   writeErr: (s: string) => void,
   product: string,
+  refresh?: () => Promise<string>,
 ): Promise<number> {
   try {
-    write(formatInstancesTable(await fetchInstances(q), q.interface));
+    let answer;
+    try {
+      answer = await fetchInstances(q);
+    } catch (e) {
+      if (!refresh || !(e instanceof InstancesError) || e.type !== "UNAUTHENTICATED") throw e;
+      let authorization: string;
+      try {
+        authorization = await refresh();
+      } catch (r) {
+        throw new Error(
+          `the pcap API refused the token (${e.message}), and refreshing it failed: ` +
+            (r as Error).message,
+        );
+      }
+      answer = await fetchInstances({ ...q, authorization });
+    }
+    write(formatInstancesTable(answer, q.interface));
     return 0;
   } catch (e) {
     writeErr(`${product}: ${sanitize((e as Error).message)}\n`);
