@@ -74,6 +74,8 @@ export interface SessionClosed {
    * error names it; the socket never opened
    */
   httpStatus?: number;
+  /** the api's own `{type, text}` for that refusal, when the transport could read it */
+  refusal?: { type: string; text: string };
 }
 
 /** The HTTP status in Deno's error for a refused upgrade ("Invalid status code: 401"). */
@@ -138,6 +140,7 @@ export class ApiSession {
       };
       this.#ws.onclose = (ev) => {
         const httpStatus = this.#opened ? undefined : refusedUpgradeStatus(this.#error);
+        const refusal = httpStatus === undefined ? undefined : this.#tls?.refusal;
         this.#resolveClosed({
           code: ev.code,
           reason: ev.reason,
@@ -145,6 +148,7 @@ export class ApiSession {
           error: this.#error,
           lost: this.#lost || undefined,
           ...(httpStatus === undefined ? {} : { httpStatus }),
+          ...(refusal ? { refusal } : {}),
         });
       };
     });

@@ -409,8 +409,13 @@ export class CaptureRun {
   }
 
   /** The api answered the upgrade with an HTTP error: say what it means. */
-  #refusedAtUpgrade(status: number): void {
+  #refusedAtUpgrade(status: number, refusal?: { type: string; text: string }): void {
     if (status === 401) this.#unauthenticated = true;
+    // a 502's own reason names the upstream that failed (the UAA, or the Cloud Controller)
+    if (status === 502 && refusal) {
+      this.#failure ??=
+        `${refusal.type}: the pcap API cannot verify the token now: ${refusal.text}`;
+    }
     const text = UPGRADE_REFUSALS[status];
     if (text) this.#failure ??= text;
   }
@@ -429,7 +434,9 @@ export class CaptureRun {
       this.#failure ??= e instanceof OutputError ? e.message : String(e);
     }
     if (closed.lost && !this.#ended) this.#failure ??= closed.error;
-    if (closed.httpStatus !== undefined) this.#refusedAtUpgrade(closed.httpStatus);
+    if (closed.httpStatus !== undefined) {
+      this.#refusedAtUpgrade(closed.httpStatus, closed.refusal);
+    }
     if (!this.#failure && !this.#ended && this.#phase !== "aborted") {
       this.#failure = this.#problem ?? connectionLost(this.#session.url, closed);
     }
@@ -470,8 +477,10 @@ export class CaptureRun {
 const UPGRADE_REFUSALS: Record<number, string> = {
   401: "UNAUTHENTICATED: the pcap API refused the token (HTTP 401): it is invalid, expired or " +
     "revoked; log in again",
-  502: "CONNECTION_ERROR: the pcap API cannot verify the token now (HTTP 502: its UAA is " +
-    "unreachable); retry later",
+  // Deno's WebSocket (no --ca-cert) cannot read the reason: name both services it may be
+  502: "CONNECTION_ERROR: the pcap API cannot verify the token now (HTTP 502: the service its " +
+    "token keys come from did not answer usably: the UAA, or for CF the Cloud Controller that " +
+    "names it; the api's log says which); retry later",
 };
 
 function connectionLost(url: string, c: SessionClosed): string {

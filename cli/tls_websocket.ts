@@ -29,6 +29,8 @@ const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Upper bound of the upgrade response's headers. */
 const MAX_HEADER_BYTES = 16 * 1024;
+/** Upper bound of a refused upgrade's body that is read (the api's `{type, text}` answer). */
+const MAX_REFUSAL_BYTES = 8 * 1024;
 
 const CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
 
@@ -52,6 +54,8 @@ export class TlsWebSocket {
   onclose: ((ev: TlsWsCloseEvent) => void) | null = null;
   /** why the TLS connection failed (certificate, refused), for the user */
   tlsError: string | undefined;
+  /** the api's own `{type, text}` answer when it refused the upgrade (e.g. its 502's reason) */
+  refusal: { type: string; text: string } | undefined;
 
   readonly #socket: tls.TLSSocket;
   readonly #key = crypto.getRandomValues(new Uint8Array(16));
@@ -68,6 +72,8 @@ export class TlsWebSocket {
   #closeSent = false;
   #closeEvent: TlsWsCloseEvent = { code: 1006, reason: "" };
   #closed = false;
+  /** a refused upgrade whose (small) body is still being read */
+  #refused: { code: number; body: Uint8Array; filled: number } | null = null;
 
   constructor(readonly target: URL, ca: string, headers: Record<string, string>) {
     if (target.protocol !== "wss:") throw new Error(`TlsWebSocket: ${target} is not a wss: URL`);
@@ -128,8 +134,10 @@ export class TlsWebSocket {
   }
 
   #onData(data: Uint8Array): void {
+    if (this.#refused) return this.#onRefusalBody(data);
     if (!this.#upgraded) {
       data = this.#onHead(data);
+      if (this.#refused) return this.#onRefusalBody(data);
       if (!this.#upgraded) return;
     }
     if (this.#pending.byteLength) {
@@ -255,8 +263,17 @@ export class TlsWebSocket {
     const [status, ...lines] = this.#head.slice(0, end).split("\r\n");
     this.#head = "";
     const code = Number(/^HTTP\/1\.1 (\d{3})/.exec(status)?.[1] ?? 0);
-    // The same wording as Deno's WebSocket, which api_session.ts reads the status from.
-    if (code !== 101) throw new Error(`Invalid status code: ${code}`);
+    if (code !== 101) {
+      // The api says why in a small JSON body (the 502 of an unusable UAA or Cloud Controller)
+      const length = Number(
+        lines.find((l) => /^content-length:/i.test(l))?.replace(/^[^:]*:\s*/, "") ?? NaN,
+      );
+      if (Number.isInteger(length) && length > 0 && length <= MAX_REFUSAL_BYTES) {
+        this.#refused = { code, body: new Uint8Array(length), filled: 0 };
+        return rest;
+      }
+      throw refusedError(code);
+    }
     const accept = lines.find((l) => /^sec-websocket-accept:/i.test(l))?.replace(/^[^:]*:\s*/, "");
     const want = createHash("sha1").update(btoa(String.fromCharCode(...this.#key)) + GUID)
       .digest("base64");
@@ -267,6 +284,17 @@ export class TlsWebSocket {
     this.readyState = OPEN;
     this.onopen?.();
     return rest;
+  }
+
+  /** Collects a refused upgrade's body; once complete, fails with the status (and its reason). */
+  #onRefusalBody(data: Uint8Array): void {
+    const r = this.#refused!;
+    const n = Math.min(data.byteLength, r.body.byteLength - r.filled);
+    r.body.set(data.subarray(0, n), r.filled);
+    r.filled += n;
+    if (r.filled < r.body.byteLength) return;
+    this.refusal = refusalOf(new TextDecoder().decode(r.body));
+    throw refusedError(r.code);
   }
 
   #sendClose(code: number, reason: string): void {
@@ -313,10 +341,30 @@ export class TlsWebSocket {
 
   #finish(): void {
     if (this.#closed) return;
+    // closed before the refusal's body was complete: the status alone
+    if (this.#refused && this.#refused.filled < this.#refused.body.byteLength) {
+      this.#emitError(refusedError(this.#refused.code).message);
+    }
     this.#closed = true;
     this.readyState = CLOSED;
     this.onclose?.(this.#closeEvent);
   }
+}
+
+/** The same wording as Deno's WebSocket, which api_session.ts reads the status from. */
+function refusedError(code: number): Error {
+  return new Error(`Invalid status code: ${code}`);
+}
+
+/** The api's error body `{type, text}` (server/errors.ts), or undefined for anything else. */
+function refusalOf(body: string): { type: string; text: string } | undefined {
+  try {
+    const v = JSON.parse(body);
+    if (typeof v?.type === "string" && typeof v?.text === "string" && v.text) {
+      return { type: v.type.slice(0, 40), text: v.text.slice(0, 1000) };
+    }
+  } catch { /* not the api's answer */ }
+  return undefined;
 }
 
 /** A node:tls failure as a sentence naming the api and what to check. */

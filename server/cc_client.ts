@@ -377,6 +377,17 @@ export class CcClient {
     } catch (e) {
       throw new ApiError("CONNECTION_ERROR", connectionText(this.#base, e, this.opts.timeoutMs));
     }
+    // a 3xx is returned, not followed (it could carry the token elsewhere): say so, not "retry"
+    if (res.status >= 300 && res.status < 400) {
+      throw new ApiError(
+        "CONNECTION_ERROR",
+        answeredProblem(
+          `the Cloud Controller at ${this.#base}`,
+          new Error("redirect"),
+          "cf.api_url",
+        )!,
+      );
+    }
     if (!res.ok) throw statusError(res.status, what, this.#base, ccErrors(text));
     try {
       return JSON.parse(text);
@@ -384,7 +395,8 @@ export class CcClient {
       throw new ApiError(
         "CONNECTION_ERROR",
         `the Cloud Controller at ${this.#base} answered ${path.split("?")[0]} with a body that ` +
-          `is not JSON (${text.length} bytes, starts ${JSON.stringify(text.slice(0, 40))})`,
+          `is not JSON (${text.length} bytes, starts ${JSON.stringify(text.slice(0, 40))}); ` +
+          "check that cf.api_url names the Cloud Controller itself, or retry later",
       );
     }
   }

@@ -443,7 +443,11 @@ Deno.test("cc client: pagination is followed on the same origin only, and bounde
 Deno.test("cc client: garbage, wrong shapes, huge bodies, 500 and a cleartext UAA", async () => {
   const guid = crypto.randomUUID();
   const cases: Array<[string, () => Response, RegExp]> = [
-    ["not JSON", () => new Response("<html>oops"), /body that is not JSON/],
+    [
+      "not JSON",
+      () => new Response("<html>oops"),
+      /body that is not JSON.*check that cf\.api_url names the Cloud Controller/,
+    ],
     [
       "wrong shape",
       () => Response.json({ resources: [{ index: "zero" }] }),
@@ -455,6 +459,13 @@ Deno.test("cc client: garbage, wrong shapes, huge bodies, 500 and a cleartext UA
       "redirect",
       () => new Response(null, { status: 302, headers: { location: "http://127.0.0.1:1/x" } }),
       /answered with a redirect, which the api never follows/,
+    ],
+    // an https redirect comes back as the 302 itself, not as a fetch error (found end to end by
+    // tests/chaos/cc_faults_test.ts: it read "answered 302 …; retry later")
+    [
+      "https redirect",
+      () => new Response(null, { status: 302, headers: { location: "https://127.0.0.1:1/x" } }),
+      /answered with a redirect, which the api never follows.*set cf\.api_url/,
     ],
     [
       "500",

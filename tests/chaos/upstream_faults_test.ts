@@ -3,8 +3,8 @@
  * than the api's timeout, 500, malformed JSON, a body far over the api's read limit, a redirect to
  * another server. Each time the user gets a clear error naming the upstream, the bearer token never
  * reaches the redirect target, and the api keeps serving: once the fault is gone the same api
- * captures again. (The Cloud Controller's client shares the Director client's transport and body
- * limit; its faults are covered by tests/cc_client_test.ts.)
+ * captures again. The Cloud Controller's faults, end to end through the api in CF mode and
+ * pcap-cf, are in cc_faults_test.ts.
  */
 import { isRoot } from "../../lab/netns.ts";
 import { type FaultKind, FaultProxy, Recorder } from "../../lab/fault_proxy.ts";
