@@ -156,7 +156,7 @@ export class FrameDecoder {
         const size = Number.isFinite(total) ? `${total} bytes` : "more than 2^53 bytes";
         throw new FramingError(
           CLOSE_TOO_BIG,
-          `${peer} sent a message of ${size} so far; the limit is ${max} bytes`,
+          `${peer} sent a message of ${size} so far, over the limit of ${max} bytes`,
         );
       }
     }
