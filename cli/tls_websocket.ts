@@ -3,7 +3,8 @@
  * given: node:tls trusts exactly its `ca` (Deno's WebSocket takes a Deno.HttpClient, whose
  * `caCerts` are trusted in addition to the default roots). The TLS socket carries the frames
  * directly: no local bridge, no second socket, one copy of each message's payload out of the TLS
- * chunks. Only what cli/api_session.ts uses of the WebSocket API: binary messages as
+ * chunks; the framing is lib/ws_framing.ts, shared with the api's server side. Only what
+ * cli/api_session.ts uses of the WebSocket API: binary messages as
  * ArrayBuffer, text sends, close with code and reason, open/message/error/close handlers.
  *
  * @example
@@ -23,6 +24,17 @@ import tls from "node:tls";
 import { isIP } from "node:net";
 import { createHash } from "node:crypto";
 import { Buffer } from "node:buffer";
+import {
+  closePayload,
+  encodeWsFrame,
+  FrameDecoder,
+  FramingError,
+  OP_CLOSE,
+  OP_PING,
+  OP_PONG,
+  OP_TEXT,
+  parseClose,
+} from "../lib/ws_framing.ts";
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /** Upper bound of one message (the api's frames are ≤ ~1 MiB; a bound keeps a broken peer out). */
@@ -61,14 +73,11 @@ export class TlsWebSocket {
   readonly #key = crypto.getRandomValues(new Uint8Array(16));
   #upgraded = false;
   #head = "";
-  /** unparsed bytes after the upgrade (a frame header split across chunks) */
-  #pending: Uint8Array = new Uint8Array(0);
-  /** the message being received: its payload buffer, bytes filled, opcode */
-  #msg: { buf: Uint8Array; filled: number; frameLeft: number; op: number; fin: boolean } | null =
-    null;
-  #fragments: Uint8Array[] = [];
-  #fragmentsBytes = 0;
-  #fragmentOp = 0;
+  readonly #decoder = new FrameDecoder({
+    maxMessageBytes: MAX_MESSAGE_BYTES,
+    masked: false,
+    peer: "the api",
+  });
   #closeSent = false;
   #closeEvent: TlsWsCloseEvent = { code: 1006, reason: "" };
   #closed = false;
@@ -105,7 +114,7 @@ export class TlsWebSocket {
       try {
         this.#onData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
       } catch (e) {
-        this.#fail((e as Error).message, 1002);
+        this.#fail((e as Error).message, e instanceof FramingError ? e.code : 1002);
       }
     });
     this.#socket.on("error", (e: Error & { code?: string }) => {
@@ -118,7 +127,7 @@ export class TlsWebSocket {
   /** Sends a text message (the client's control requests). */
   send(text: string): void {
     if (this.readyState !== OPEN) throw new Error("TlsWebSocket: not open");
-    this.#sendFrame(1, new TextEncoder().encode(text));
+    this.#sendFrame(OP_TEXT, new TextEncoder().encode(text));
   }
 
   /** Starts the closing handshake; the close event follows when the api answers or leaves. */
@@ -140,108 +149,25 @@ export class TlsWebSocket {
       if (this.#refused) return this.#onRefusalBody(data);
       if (!this.#upgraded) return;
     }
-    if (this.#pending.byteLength) {
-      const all = new Uint8Array(this.#pending.byteLength + data.byteLength);
-      all.set(this.#pending);
-      all.set(data, this.#pending.byteLength);
-      data = all;
-      this.#pending = new Uint8Array(0);
+    for (const f of this.#decoder.push(data)) {
+      if (this.#closed) return;
+      if (f.opcode >= 8) this.#control(f.opcode, f.payload);
+      else this.#deliver(f.opcode, f.payload);
     }
-    let off = 0;
-    while (off < data.byteLength && !this.#closed) {
-      if (this.#msg) {
-        // payload of the frame in progress: copied once into the message's own buffer
-        const m = this.#msg;
-        const n = Math.min(m.frameLeft, data.byteLength - off);
-        m.buf.set(data.subarray(off, off + n), m.filled);
-        m.filled += n;
-        m.frameLeft -= n;
-        off += n;
-        if (m.frameLeft === 0) this.#frameDone();
-        continue;
-      }
-      const used = this.#frameHeader(data, off);
-      if (used === 0) {
-        this.#pending = data.slice(off);
-        return;
-      }
-      off += used;
-    }
-  }
-
-  /** Parses one frame header at `off`; returns its length, 0 if incomplete. */
-  #frameHeader(d: Uint8Array, off: number): number {
-    const avail = d.byteLength - off;
-    if (avail < 2) return 0;
-    const b0 = d[off], b1 = d[off + 1];
-    if (b1 & 0x80) throw new Error("the api sent a masked frame");
-    if (b0 & 0x70) throw new Error("the api sent a frame with reserved bits set");
-    let len = b1 & 0x7f, hdr = 2;
-    const v = new DataView(d.buffer, d.byteOffset + off);
-    if (len === 126) {
-      if (avail < 4) return 0;
-      len = v.getUint16(2);
-      hdr = 4;
-    } else if (len === 127) {
-      if (avail < 10) return 0;
-      const big = v.getBigUint64(2);
-      if (big > BigInt(MAX_MESSAGE_BYTES)) throw new Error("the api sent an oversized message");
-      len = Number(big);
-      hdr = 10;
-    }
-    const op = b0 & 0x0f, fin = (b0 & 0x80) !== 0;
-    if (op >= 8 && (len > 125 || !fin)) throw new Error("the api sent a malformed control frame");
-    if (len > MAX_MESSAGE_BYTES || this.#fragmentsBytes + len > MAX_MESSAGE_BYTES) {
-      throw new Error("the api sent an oversized message");
-    }
-    this.#msg = { buf: new Uint8Array(len), filled: 0, frameLeft: len, op, fin };
-    if (len === 0) this.#frameDone();
-    return hdr;
-  }
-
-  #frameDone(): void {
-    const m = this.#msg!;
-    this.#msg = null;
-    if (m.op >= 8) return this.#control(m.op, m.buf);
-    if (m.op === 0) {
-      if (!this.#fragmentOp) throw new Error("the api sent a continuation without a message");
-    } else if (this.#fragmentOp) {
-      throw new Error("the api interleaved two messages");
-    } else if (m.op !== 1 && m.op !== 2) {
-      throw new Error(`the api sent an unknown opcode ${m.op}`);
-    }
-    if (m.fin && !this.#fragmentOp) return this.#deliver(m.op, m.buf);
-    if (!this.#fragmentOp) this.#fragmentOp = m.op;
-    this.#fragments.push(m.buf);
-    this.#fragmentsBytes += m.buf.byteLength;
-    if (!m.fin) return;
-    const all = new Uint8Array(this.#fragmentsBytes);
-    let o = 0;
-    for (const f of this.#fragments) {
-      all.set(f, o);
-      o += f.byteLength;
-    }
-    const op = this.#fragmentOp;
-    this.#fragments = [];
-    this.#fragmentsBytes = 0;
-    this.#fragmentOp = 0;
-    this.#deliver(op, all);
   }
 
   #deliver(op: number, payload: Uint8Array): void {
     if (this.readyState !== OPEN) return;
-    const data = op === 1
+    const data = op === OP_TEXT
       ? new TextDecoder("utf-8", { fatal: true }).decode(payload)
       : payload.buffer as ArrayBuffer;
     this.onmessage?.({ data });
   }
 
   #control(op: number, payload: Uint8Array): void {
-    if (op === 9) return this.#sendFrame(10, payload); // ping → pong
-    if (op === 10) return;
-    if (op !== 8) throw new Error(`the api sent an unknown control opcode ${op}`);
-    const code = payload.byteLength >= 2 ? (payload[0] << 8) | payload[1] : 1005;
-    const reason = new TextDecoder().decode(payload.subarray(2));
+    if (op === OP_PING) return this.#sendFrame(OP_PONG, payload);
+    if (op !== OP_CLOSE) return;
+    const { code, reason } = parseClose(payload);
     this.#closeEvent = { code, reason };
     if (!this.#closeSent) this.#sendClose(code === 1005 ? 1000 : code, "");
     this.readyState = CLOSING;
@@ -299,30 +225,13 @@ export class TlsWebSocket {
 
   #sendClose(code: number, reason: string): void {
     this.#closeSent = true;
-    const r = new TextEncoder().encode(reason).subarray(0, 123);
-    const p = new Uint8Array(2 + r.byteLength);
-    p[0] = code >> 8;
-    p[1] = code & 0xff;
-    p.set(r, 2);
-    this.#sendFrame(8, p);
+    this.#sendFrame(OP_CLOSE, closePayload(code, reason));
   }
 
   /** One masked frame (clients must mask, RFC 6455 §5.3). */
   #sendFrame(op: number, payload: Uint8Array): void {
     if (this.#socket.destroyed) return;
-    const len = payload.byteLength;
-    const ext = len < 126 ? 0 : len < 65536 ? 2 : 8;
-    const f = new Uint8Array(2 + ext + 4 + len);
-    f[0] = 0x80 | op;
-    f[1] = 0x80 | (ext === 0 ? len : ext === 2 ? 126 : 127);
-    const v = new DataView(f.buffer);
-    if (ext === 2) v.setUint16(2, len);
-    if (ext === 8) v.setBigUint64(2, BigInt(len));
-    const mask = crypto.getRandomValues(new Uint8Array(4));
-    f.set(mask, 2 + ext);
-    const o = 2 + ext + 4;
-    for (let i = 0; i < len; i++) f[o + i] = payload[i] ^ mask[i & 3];
-    this.#socket.write(f);
+    this.#socket.write(encodeWsFrame(op, payload, crypto.getRandomValues(new Uint8Array(4))));
   }
 
   #fail(message: string, code: number): void {

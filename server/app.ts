@@ -1,8 +1,9 @@
 /**
- * The api's HTTP surface (DESIGN §1): a Hono app served by Deno.serve (TLS when listen.tls is
- * set). Routes: GET /health, GET /metrics and one client capture WebSocket per TargetResolver
- * (/v1/capture/bosh), and one listing route per resolver (POST /v1/instances/bosh, see
- * instances_route.ts); a platform is added by adding its resolver to `#resolvers`.
+ * The api's HTTP surface (DESIGN §1): a Hono app served by node:http(s) (TLS when listen.tls is
+ * set, http_listener.ts). Routes: GET /health, GET /metrics and one client capture WebSocket per
+ * TargetResolver (/v1/capture/bosh, upgraded in ws_upgrade.ts), and one listing route per resolver
+ * (POST /v1/instances/bosh, see instances_route.ts); a platform is added by adding its resolver
+ * to `#resolvers`.
  *
  * Authentication of the WebSocket happens at the upgrade, before any socket exists: the token
  * comes ONLY from `Authorization: Bearer` and is verified (signature, claims, identity) there. A
@@ -17,13 +18,13 @@
  * cannot hold them all; each waits at most `startTimeoutMs` for its start. A client that vanishes
  * without closing is noticed by the WebSocket's ping/pong idle timeout.
  *
- * Message size: Deno's WebSocket offers no bound on incoming messages (it refuses single frames
- * over 64 MiB, but assembles fragmented messages without limit); the api refuses a message over
- * 64 KiB only once Deno has assembled it. What bounds that exposure is that only verified users,
- * each holding a bounded number of sockets, get a socket at all (docs/security.md).
+ * Message size: the WebSocket's framing is the api's own (ws_connection.ts on the upgrade's raw
+ * socket), because Deno's WebSocket assembles a fragmented message of any size before the api
+ * sees it. A frame header or fragments passing MAX_CONTROL_MESSAGE_BYTES (64 KiB) close the
+ * connection with 1009 at once, with a STATUS and an audit line: an oversized message is never
+ * buffered (docs/security.md).
  */
 import { Hono } from "hono";
-import { upgradeWebSocket } from "hono/deno";
 import { HTTPException } from "hono/http-exception";
 import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { VERSION } from "../version.ts";
@@ -41,8 +42,20 @@ import { FilterCompiler } from "./filter_compiler.ts";
 import { BoshResolver } from "./bosh_resolver.ts";
 import { CcClient } from "./cc_client.ts";
 import { CfResolver, cfTokenVerifier } from "./cf_resolver.ts";
-import { ClientSession, type SessionAuth, type SessionDeps } from "./client_session.ts";
-import { authenticateUpgrade, bearerToken, peerOf, waitingRefusal } from "./upgrade_auth.ts";
+import {
+  type ClientPeer,
+  ClientSession,
+  type SessionAuth,
+  type SessionDeps,
+} from "./client_session.ts";
+import { authenticateUpgrade, bearerToken, waitingRefusal } from "./upgrade_auth.ts";
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import type { Buffer } from "node:buffer";
+import { MAX_CONTROL_MESSAGE_BYTES } from "../protocol/messages.ts";
+import { HttpListener, switchingProtocols, writeResponse } from "./http_listener.ts";
+import { EarlyBytes, readUpgrade, upgradePeerAddress } from "./ws_upgrade.ts";
+import { WsConnection } from "./ws_connection.ts";
 import type { TargetResolver } from "./target_resolver.ts";
 import { instancesRoute } from "./instances_route.ts";
 
@@ -58,7 +71,7 @@ export interface ApiServerOptions {
   checkFilter?: FilterChecker;
   /** test hook: bind here instead of listen.port */
   port?: number;
-  /** WebSocket ping/pong idle timeout in seconds (Deno.upgradeWebSocket); default 30 */
+  /** WebSocket ping/pong idle timeout in seconds (ws_connection.ts); default 30 */
   wsIdleTimeoutSec?: number;
   /** test hook: byte bounds of what is held for one client (default 16 MiB / 32 MiB hard cap) */
   clientBuffer?: SessionDeps["clientBuffer"];
@@ -78,7 +91,7 @@ export class ApiServer {
   readonly #director: DirectorClient;
   readonly #audit: AuditLog;
   readonly #log: Logger;
-  #server: Deno.HttpServer<Deno.NetAddr> | null = null;
+  #server: HttpListener | null = null;
   #draining = false;
   #cc: CcClient | null = null;
   /** compiles user filters in a pre-warmed worker, under a deadline (unless a test injects) */
@@ -153,33 +166,24 @@ export class ApiServer {
     const s = server = new ApiServer(opts, audit);
     s.#warnInsecure();
     const { listen } = opts.config;
-    const { promise, resolve } = Promise.withResolvers<void>();
-    const base = {
-      hostname: listen.address,
-      port: opts.port ?? listen.port,
-      onListen: () => resolve(),
-      onError: (e: unknown) => {
-        s.#log.error("request failed", { error: e as Error });
-        return new Response("internal error", { status: 500 });
-      },
-    };
+    const port = opts.port ?? listen.port;
     try {
-      s.#server = listen.tls
-        ? Deno.serve(
-          { ...base, cert: listen.tls.certificate.pem, key: listen.tls.privateKey.pem },
-          s.app.fetch,
-        )
-        : Deno.serve(base, s.app.fetch);
+      s.#server = await HttpListener.start({
+        address: listen.address,
+        port,
+        tls: listen.tls && { cert: listen.tls.certificate.pem, key: listen.tls.privateKey.pem },
+        fetch: s.app.fetch,
+        onUpgrade: (req, socket, head) => s.#onUpgrade(req, socket, head),
+      });
     } catch (e) {
       audit.close();
       s.#director.close();
       s.#compiler?.close();
       throw new Error(
-        `cannot listen on ${listen.address}:${base.port}: ${(e as Error).message}; ` +
+        `cannot listen on ${listen.address}:${port}: ${(e as Error).message}; ` +
           `check listen in ${opts.config.file}`,
       );
     }
-    await promise;
     s.#log.info("api listening", {
       address: listen.address,
       port: s.port,
@@ -212,7 +216,7 @@ export class ApiServer {
   }
 
   get port(): number {
-    return this.#server?.addr.port ?? 0;
+    return this.#server?.port ?? 0;
   }
 
   get url(): string {
@@ -298,7 +302,7 @@ export class ApiServer {
     for (const s of this.sessions) s.abort();
     const server = this.#server;
     this.#server = null;
-    if (server) await server.shutdown();
+    if (server) await server.close();
     this.#director.close();
     this.#cc?.close();
     this.#compiler?.close();
@@ -350,59 +354,68 @@ export class ApiServer {
     return app;
   }
 
-  /** The client capture WebSocket of one resolver. */
+  /** A plain GET on a capture route: the WebSocket is reached by an upgrade (#onUpgrade). */
   #captureRoute(app: Hono, resolver: TargetResolver): void {
-    /** upgrade requests whose token was verified, until their session is created */
-    const verified = new WeakMap<Request, SessionAuth>();
-    app.get(
-      resolver.path,
-      (c, next) => {
-        // Not an upgrade: the 426 handler below answers.
-        if (c.req.header("upgrade") !== "websocket") return next();
-        const upgrade = (async () => {
-          const auth = await authenticateUpgrade(c.req.raw, resolver, this.#deps, peerOf(c));
-          if (auth instanceof Response) return auth;
-          verified.set(c.req.raw, auth);
-          await next();
-        })();
-        this.#upgrading.add(upgrade);
-        return upgrade.finally(() => this.#upgrading.delete(upgrade));
-      },
-      upgradeWebSocket((c) => {
-        const peer = peerOf(c);
-        const verifiedAuth = verified.get(c.req.raw);
-        // Hono asks for the events of every request: not an upgrade, the 426 handler answers.
-        if (!verifiedAuth) return {};
-        verified.delete(c.req.raw);
-        // Checked here, where the session is added, so that concurrent upgrades cannot overshoot.
-        const refused = waitingRefusal(
-          this.sessions,
-          verifiedAuth.user.key,
-          this.opts.config.limits,
-        );
-        const auth = refused ? { ...verifiedAuth, refused } : verifiedAuth;
-        const session = new ClientSession(this.#deps, resolver, auth, peer);
-        this.sessions.add(session);
-        session.done.then(() => this.sessions.delete(session));
-        this.opts.onSession?.(session);
-        return {
-          onOpen: (_e, ws) => {
-            session.onOpen(ws.raw as WebSocket);
-            if (this.#draining) session.drain();
-          },
-          onMessage: (e) => session.onMessage(e.data),
-          onClose: () => session.onClose(),
-          onError: () => session.onClose(),
-        };
-      }, { idleTimeout: this.opts.wsIdleTimeoutSec ?? 30 }),
-      () => {
-        throw new ApiError(
-          "INVALID_REQUEST",
-          "this endpoint speaks WebSocket; connect with a pcap client",
-          undefined,
-          426,
-        );
-      },
-    );
+    app.get(resolver.path, () => {
+      throw new ApiError(
+        "INVALID_REQUEST",
+        "this endpoint speaks WebSocket; connect with a pcap client",
+        undefined,
+        426,
+      );
+    });
+  }
+
+  /**
+   * A WebSocket upgrade: the token is verified before a socket counts, the waiting-sockets caps
+   * are checked where the session is added (so that concurrent upgrades cannot overshoot), and
+   * the session gets the api's own WebSocket (ws_connection.ts).
+   */
+  #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on("error", () => socket.destroy());
+    const early = new EarlyBytes(socket, head);
+    if (socket.destroyed) return;
+    const up = readUpgrade(req, this.#resolvers.map((r) => r.path), upgradePeerAddress(socket));
+    if (up instanceof ApiError) return void writeResponse(socket, errorResponse(up));
+    const resolver = this.#resolvers.find((r) => r.path === up.url.pathname)!;
+    const upgrade = (async () => {
+      const { authorization } = up;
+      const raw = new Request(up.url, authorization ? { headers: { authorization } } : {});
+      const auth = await authenticateUpgrade(raw, resolver, this.#deps, up.peer);
+      if (auth instanceof Response) return void await writeResponse(socket, auth);
+      if (socket.destroyed) return;
+      this.#open(resolver, auth, up.peer, { socket, head: early.take(), key: up.key });
+    })().catch((e) => {
+      this.#log.error("upgrade failed", { error: e as Error });
+      socket.destroy();
+    });
+    this.#upgrading.add(upgrade);
+    upgrade.finally(() => this.#upgrading.delete(upgrade));
+  }
+
+  #open(
+    resolver: TargetResolver,
+    verifiedAuth: SessionAuth,
+    peer: ClientPeer,
+    { socket, head, key }: { socket: Duplex; head: Uint8Array; key: string },
+  ): void {
+    const refused = waitingRefusal(this.sessions, verifiedAuth.user.key, this.opts.config.limits);
+    const auth = refused ? { ...verifiedAuth, refused } : verifiedAuth;
+    const session = new ClientSession(this.#deps, resolver, auth, peer);
+    this.sessions.add(session);
+    session.done.then(() => this.sessions.delete(session));
+    this.opts.onSession?.(session);
+    (socket as Duplex & { setNoDelay?(on: boolean): void }).setNoDelay?.(true);
+    socket.write(switchingProtocols(key));
+    const ws = new WsConnection(socket, head, {
+      maxMessageBytes: MAX_CONTROL_MESSAGE_BYTES,
+      idleTimeoutMs: (this.opts.wsIdleTimeoutSec ?? 30) * 1000,
+      onMessage: (data) => session.onMessage(data),
+      onClose: () => session.onClose(),
+      onTooBig: (text) => session.onTooBig(text),
+      onProtocolError: (text) => session.onProtocolError(text),
+    });
+    session.onOpen(ws);
+    if (this.#draining) session.drain();
   }
 }

@@ -29,6 +29,7 @@ import { API_SOURCE, ClientMerger, type SocketLike } from "./merge.ts";
 import { Fanout, type SourceSummary } from "./fanout.ts";
 import { type ClientPeer, writeCaptureAudit } from "./capture_audit.ts";
 import { readClientMessage } from "./client_message.ts";
+import { MAX_CONTROL_MESSAGE_BYTES } from "../protocol/messages.ts";
 import { CaptureStream } from "./capture_stream.ts";
 import { noneStarted, type Outcome } from "./capture_outcome.ts";
 
@@ -198,6 +199,31 @@ export class ClientSession {
     } else if (this.#phase === "awaiting-start") {
       this.#refuse(err);
     }
+  }
+
+  /**
+   * A client message over the limit, refused by the framing before it was buffered; the socket
+   * closes itself with 1009. STATUS, then the audit line.
+   */
+  onTooBig(text: string): void {
+    this.#log.warn("client message too big; connection closed", { phase: this.#phase, text });
+    this.#violation(
+      `message exceeds the size limit: ${text}; send only start and stop requests (at most ` +
+        `${MAX_CONTROL_MESSAGE_BYTES} bytes each)`,
+    );
+  }
+
+  /** A WebSocket protocol violation (the socket closes itself with its code). */
+  onProtocolError(text: string): void {
+    this.#log.info("client broke the WebSocket protocol; connection closed", { text });
+    this.#violation(`WebSocket protocol error: ${text}; connect with a pcap client`);
+  }
+
+  #violation(text: string): void {
+    if (this.#phase === "done") return;
+    this.#merger?.status(API_SOURCE, "INVALID_REQUEST", "api", text);
+    this.#fanout?.abort();
+    this.#finish("INVALID_REQUEST", text);
   }
 
   /** Client gone: drop every agent at once. */

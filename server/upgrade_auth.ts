@@ -4,7 +4,6 @@
  * verified users that have no capture yet) are checked per user and in total. A refused upgrade
  * is an HTTP error `{type, text}`; its audit line is aggregated, as it names no verified identity.
  */
-import type { Context } from "hono";
 import type { Logger } from "../lib/log.ts";
 import type { AuditLog } from "./audit.ts";
 import type { ApiMetrics } from "./metrics.ts";
@@ -130,12 +129,4 @@ export function waitingRefusal(
     );
   }
   return null;
-}
-
-/** Where an upgrade request came from: the TCP peer, and X-Forwarded-For as sent. */
-export function peerOf(c: Context): ClientPeer {
-  return {
-    remote: (c.env as { remoteAddr?: Deno.NetAddr } | undefined)?.remoteAddr?.hostname,
-    forwardedFor: c.req.header("x-forwarded-for")?.slice(0, 512),
-  };
 }

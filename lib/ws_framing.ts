@@ -1,0 +1,246 @@
+/**
+ * RFC 6455 framing (pure): a streaming frame decoder that enforces a message-size bound at the
+ * frame header, and the frame encoder. Shared by the client (cli/tls_websocket.ts) and the api's
+ * server side (server/ws_connection.ts), which differ only in who masks.
+ *
+ * The bound is checked before any payload is held: a header announcing more than the limit, or a
+ * fragment that would take the message so far past it, is refused (1009) at once, so an
+ * oversized message is never buffered. What is held at any time is at most one message (≤ the
+ * limit) and one incomplete frame header (≤ 14 bytes).
+ *
+ * @module
+ */
+
+export const OP_CONTINUATION = 0x0;
+export const OP_TEXT = 0x1;
+export const OP_BINARY = 0x2;
+export const OP_CLOSE = 0x8;
+export const OP_PING = 0x9;
+export const OP_PONG = 0xa;
+
+/** Close codes used here (RFC 6455 §7.4.1). */
+export const CLOSE_PROTOCOL_ERROR = 1002;
+export const CLOSE_INVALID_DATA = 1007;
+export const CLOSE_TOO_BIG = 1009;
+
+/** A violation of the framing, with the close code it calls for. */
+export class FramingError extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+  }
+}
+
+/** A complete data message (text or binary) or control frame. */
+export interface WsFrame {
+  opcode: number;
+  payload: Uint8Array;
+}
+
+export interface DecoderOptions {
+  /** the largest data message accepted, fragments summed */
+  maxMessageBytes: number;
+  /** frames from the peer must be masked (a server's decoder) or must not (a client's) */
+  masked: boolean;
+  /** names the peer in errors, e.g. "the api" or "the client" */
+  peer: string;
+}
+
+interface FrameInProgress {
+  opcode: number;
+  fin: boolean;
+  buf: Uint8Array;
+  filled: number;
+  mask: Uint8Array | null;
+}
+
+/**
+ * Feeds bytes in as they arrive; returns the messages and control frames completed by them, in
+ * order. Throws a FramingError at the first violation; after that the decoder must be dropped.
+ */
+export class FrameDecoder {
+  readonly #o: DecoderOptions;
+  /** an incomplete frame header carried over from the previous chunk */
+  #head = new Uint8Array(0);
+  #frame: FrameInProgress | null = null;
+  #fragments: Uint8Array[] = [];
+  #fragmentBytes = 0;
+  #fragmentOp = 0;
+
+  constructor(o: DecoderOptions) {
+    this.#o = o;
+  }
+
+  /** Bytes held for a message not yet complete (bounded by maxMessageBytes + 14). */
+  get heldBytes(): number {
+    return this.#head.byteLength + this.#fragmentBytes + (this.#frame?.buf.byteLength ?? 0);
+  }
+
+  push(chunk: Uint8Array): WsFrame[] {
+    const out: WsFrame[] = [];
+    let data = chunk;
+    if (this.#head.byteLength) {
+      data = new Uint8Array(this.#head.byteLength + chunk.byteLength);
+      data.set(this.#head);
+      data.set(chunk, this.#head.byteLength);
+      this.#head = new Uint8Array(0);
+    }
+    let off = 0;
+    while (off < data.byteLength) {
+      const f = this.#frame;
+      if (f) {
+        const n = Math.min(f.buf.byteLength - f.filled, data.byteLength - off);
+        f.buf.set(data.subarray(off, off + n), f.filled);
+        if (f.mask) unmask(f.buf, f.filled, n, f.mask);
+        f.filled += n;
+        off += n;
+        if (f.filled === f.buf.byteLength) this.#frameDone(out);
+        continue;
+      }
+      const used = this.#header(data, off);
+      if (used === 0) {
+        this.#head = data.slice(off);
+        break;
+      }
+      off += used;
+      if (this.#frame!.buf.byteLength === 0) this.#frameDone(out);
+    }
+    return out;
+  }
+
+  /** Parses one frame header at `off`; its length, or 0 when incomplete. */
+  #header(d: Uint8Array, off: number): number {
+    const avail = d.byteLength - off;
+    if (avail < 2) return 0;
+    const { peer, masked, maxMessageBytes: max } = this.#o;
+    const b0 = d[off], b1 = d[off + 1];
+    if (b0 & 0x70) throw new FramingError(CLOSE_PROTOCOL_ERROR, `${peer} set reserved bits`);
+    if (((b1 & 0x80) !== 0) !== masked) {
+      throw new FramingError(
+        CLOSE_PROTOCOL_ERROR,
+        `${peer} sent ${masked ? "an unmasked" : "a masked"} frame`,
+      );
+    }
+    const opcode = b0 & 0x0f, fin = (b0 & 0x80) !== 0;
+    const control = opcode >= 8;
+    if (![OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG].includes(opcode)) {
+      throw new FramingError(CLOSE_PROTOCOL_ERROR, `${peer} sent an unknown opcode ${opcode}`);
+    }
+    let len = b1 & 0x7f, hdr = 2;
+    const v = new DataView(d.buffer, d.byteOffset + off, avail);
+    if (len === 126) {
+      if (avail < 4) return 0;
+      len = v.getUint16(2);
+      hdr = 4;
+    } else if (len === 127) {
+      if (avail < 10) return 0;
+      const big = v.getBigUint64(2);
+      // beyond any limit; a Number would lose precision past 2^53
+      len = big > BigInt(max) ? Infinity : Number(big);
+      hdr = 10;
+    }
+    if (control && (len > 125 || !fin)) {
+      throw new FramingError(CLOSE_PROTOCOL_ERROR, `${peer} sent a malformed control frame`);
+    }
+    if (!control) {
+      if (opcode === OP_CONTINUATION && !this.#fragmentOp) {
+        throw new FramingError(
+          CLOSE_PROTOCOL_ERROR,
+          `${peer} sent a continuation without a message`,
+        );
+      }
+      if (opcode !== OP_CONTINUATION && this.#fragmentOp) {
+        throw new FramingError(CLOSE_PROTOCOL_ERROR, `${peer} interleaved two messages`);
+      }
+      const total = this.#fragmentBytes + len;
+      if (total > max) {
+        const size = Number.isFinite(total) ? `${total} bytes` : "more than 2^53 bytes";
+        throw new FramingError(
+          CLOSE_TOO_BIG,
+          `${peer} sent a message of ${size} so far, over the limit of ${max} bytes`,
+        );
+      }
+    }
+    const maskLen = masked ? 4 : 0;
+    if (avail < hdr + maskLen) return 0;
+    const mask = masked ? d.slice(off + hdr, off + hdr + 4) : null;
+    this.#frame = { opcode, fin, buf: new Uint8Array(len), filled: 0, mask };
+    return hdr + maskLen;
+  }
+
+  #frameDone(out: WsFrame[]): void {
+    const f = this.#frame!;
+    this.#frame = null;
+    if (f.opcode >= 8) {
+      out.push({ opcode: f.opcode, payload: f.buf });
+      return;
+    }
+    if (f.fin && !this.#fragmentOp) {
+      out.push({ opcode: f.opcode, payload: f.buf });
+      return;
+    }
+    if (!this.#fragmentOp) this.#fragmentOp = f.opcode;
+    this.#fragments.push(f.buf);
+    this.#fragmentBytes += f.buf.byteLength;
+    if (!f.fin) return;
+    const all = new Uint8Array(this.#fragmentBytes);
+    let o = 0;
+    for (const p of this.#fragments) {
+      all.set(p, o);
+      o += p.byteLength;
+    }
+    out.push({ opcode: this.#fragmentOp, payload: all });
+    this.#fragments = [];
+    this.#fragmentBytes = 0;
+    this.#fragmentOp = 0;
+  }
+}
+
+/** XORs buf[from, from + n) with the mask; the key's phase counts from `start`. */
+function unmask(buf: Uint8Array, from: number, n: number, mask: Uint8Array, start = 0): void {
+  for (let i = from; i < from + n; i++) buf[i] ^= mask[(i - start) & 3];
+}
+
+/**
+ * The header of one final frame of `length` bytes; with `mask` (a client's frame) the 4 mask
+ * bytes follow, and the payload must then be masked with maskPayload.
+ */
+export function frameHeader(opcode: number, length: number, mask?: Uint8Array): Uint8Array {
+  const ext = length < 126 ? 0 : length < 65536 ? 2 : 8;
+  const h = new Uint8Array(2 + ext + (mask ? 4 : 0));
+  h[0] = 0x80 | opcode;
+  h[1] = (mask ? 0x80 : 0) | (ext === 0 ? length : ext === 2 ? 126 : 127);
+  const v = new DataView(h.buffer);
+  if (ext === 2) v.setUint16(2, length);
+  if (ext === 8) v.setBigUint64(2, BigInt(length));
+  if (mask) h.set(mask, 2 + ext);
+  return h;
+}
+
+/** One whole final frame: header and payload (masked when a mask is given). */
+export function encodeWsFrame(opcode: number, payload: Uint8Array, mask?: Uint8Array): Uint8Array {
+  const h = frameHeader(opcode, payload.byteLength, mask);
+  const f = new Uint8Array(h.byteLength + payload.byteLength);
+  f.set(h);
+  f.set(payload, h.byteLength);
+  if (mask) unmask(f, h.byteLength, payload.byteLength, mask, h.byteLength);
+  return f;
+}
+
+/** The payload of a close frame: the code and a reason cut to fit 125 bytes. */
+export function closePayload(code: number, reason: string): Uint8Array {
+  const r = new TextEncoder().encode(reason).subarray(0, 123);
+  const p = new Uint8Array(2 + r.byteLength);
+  p[0] = code >> 8;
+  p[1] = code & 0xff;
+  p.set(r, 2);
+  return p;
+}
+
+/** A close frame's code (1005 when absent) and reason. */
+export function parseClose(payload: Uint8Array): { code: number; reason: string } {
+  if (payload.byteLength === 1) {
+    throw new FramingError(CLOSE_PROTOCOL_ERROR, "a close frame of 1 byte");
+  }
+  const code = payload.byteLength >= 2 ? (payload[0] << 8) | payload[1] : 1005;
+  return { code, reason: new TextDecoder().decode(payload.subarray(2)) };
+}

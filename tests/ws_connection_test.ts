@@ -1,0 +1,198 @@
+/**
+ * The api's server-side WebSocket (server/ws_connection.ts) on a real loopback TCP connection,
+ * with a client written with the shared codec: messages both ways, ping/pong, the closing
+ * handshake, the size limit at the frame header, the idle timeout, and bufferedAmount as the
+ * payload bytes not yet written out.
+ */
+import { createServer, type Server, type Socket } from "node:net";
+import { WsConnection, type WsConnectionOptions } from "../server/ws_connection.ts";
+import {
+  closePayload,
+  encodeWsFrame,
+  FrameDecoder,
+  OP_BINARY,
+  OP_CLOSE,
+  OP_CONTINUATION,
+  OP_PING,
+  OP_PONG,
+  OP_TEXT,
+  parseClose,
+  type WsFrame,
+} from "../lib/ws_framing.ts";
+import { encodeRawFrame } from "./chaos/support/raw_ws.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+
+const enc = new TextEncoder();
+const mask = () => crypto.getRandomValues(new Uint8Array(4));
+
+async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+interface Pair {
+  ws: WsConnection;
+  conn: Deno.Conn;
+  messages: (string | ArrayBuffer)[];
+  closed: { code: number; reason: string } | null;
+  tooBig: string[];
+  /** frames the client read */
+  frames: WsFrame[];
+  read(): Promise<boolean>;
+  send(op: number, payload: Uint8Array): Promise<void>;
+  end(): Promise<void>;
+}
+
+async function pair(o: Partial<WsConnectionOptions> = {}): Promise<Pair> {
+  const accepted = Promise.withResolvers<Socket>();
+  const server: Server = createServer((s) => accepted.resolve(s));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const port = (server.address() as { port: number }).port;
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const socket = await accepted.promise;
+  const decoder = new FrameDecoder({ maxMessageBytes: 1 << 26, masked: false, peer: "api" });
+  const buf = new Uint8Array(256 * 1024);
+  const p: Pair = {
+    messages: [],
+    closed: null,
+    tooBig: [],
+    frames: [],
+    ws: null as unknown as WsConnection,
+    conn,
+    async read() {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) return false;
+      p.frames.push(...decoder.push(buf.slice(0, n)));
+      return true;
+    },
+    async send(op, payload) {
+      const f = encodeWsFrame(op, payload, mask());
+      for (let off = 0; off < f.length;) off += await conn.write(f.subarray(off));
+    },
+    async end() {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+      socket.destroy();
+      await until("server socket closed", () => p.closed !== null);
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+  p.ws = new WsConnection(socket, new Uint8Array(), {
+    maxMessageBytes: 1024,
+    idleTimeoutMs: 0,
+    onMessage: (m) => p.messages.push(m),
+    onClose: (code, reason) => (p.closed = { code, reason }),
+    onTooBig: (t) => p.tooBig.push(t),
+    ...o,
+  });
+  return p;
+}
+
+async function readUntil(p: Pair, what: string, cond: () => boolean): Promise<void> {
+  while (!cond()) {
+    if (!await p.read()) throw new Error(`${what}: connection ended first`);
+  }
+}
+
+Deno.test("ws connection: messages both ways, ping answered, closing handshake", async () => {
+  const p = await pair();
+  try {
+    await p.send(OP_TEXT, enc.encode(`{"type":"start"}`));
+    await p.send(OP_BINARY, new Uint8Array([1, 2, 3]));
+    await until("two messages", () => p.messages.length === 2);
+    assertEquals(p.messages[0], `{"type":"start"}`);
+    assertEquals([...new Uint8Array(p.messages[1] as ArrayBuffer)], [1, 2, 3]);
+    p.ws.send(new Uint8Array(100_000).fill(9));
+    p.ws.send("hi");
+    await p.send(OP_PING, enc.encode("ping!"));
+    await readUntil(p, "three frames", () => p.frames.length >= 3);
+    assertEquals(p.frames.map((f) => f.opcode), [OP_BINARY, OP_TEXT, OP_PONG]);
+    assertEquals(p.frames[0].payload.byteLength, 100_000);
+    assertEquals(new TextDecoder().decode(p.frames[2].payload), "ping!");
+    p.ws.close(1000, "capture ended");
+    assertEquals(p.ws.readyState, WsConnection.CLOSING);
+    await readUntil(p, "the close", () => p.frames.some((f) => f.opcode === OP_CLOSE));
+    assertEquals(parseClose(p.frames.at(-1)!.payload), { code: 1000, reason: "capture ended" });
+    await p.send(OP_CLOSE, closePayload(1000, ""));
+    await until("closed", () => p.closed !== null);
+    assertEquals(p.closed, { code: 1000, reason: "" });
+    assertEquals(p.ws.readyState, WsConnection.CLOSED);
+  } finally {
+    await p.end();
+  }
+});
+
+Deno.test("ws connection: fragments past the limit close with 1009 before more is held", async () => {
+  const p = await pair();
+  try {
+    const piece = new Uint8Array(600);
+    await p.conn.write(encodeRawFrame({ opcode: OP_TEXT, payload: piece, fin: false }));
+    await p.conn.write(encodeRawFrame({ opcode: OP_CONTINUATION, payload: piece, fin: false }));
+    await readUntil(p, "the close", () => p.frames.some((f) => f.opcode === OP_CLOSE));
+    assertEquals(parseClose(p.frames.at(-1)!.payload), { code: 1009, reason: "message too big" });
+    assertEquals(p.tooBig.length, 1);
+    assert(/1200 bytes so far, over the limit of 1024/.test(p.tooBig[0]), p.tooBig[0]);
+    await until("closed", () => p.closed !== null);
+    assertEquals(p.closed?.code, 1009);
+    assertEquals(p.messages, []);
+  } finally {
+    await p.end();
+  }
+});
+
+Deno.test("ws connection: a silent peer gets a ping, then is cut", async () => {
+  const p = await pair({ idleTimeoutMs: 200 });
+  try {
+    await readUntil(p, "a ping", () => p.frames.some((f) => f.opcode === OP_PING));
+    await until("cut", () => p.closed !== null);
+    assertEquals(p.closed, { code: 1006, reason: "no pong within the idle timeout" });
+  } finally {
+    await p.end();
+  }
+});
+
+Deno.test("ws connection: a peer that answers pings stays", async () => {
+  const p = await pair({ idleTimeoutMs: 100 });
+  try {
+    let pongs = 0;
+    while (pongs < 5) {
+      const seen = p.frames.length;
+      await readUntil(p, "a ping", () => p.frames.length > seen);
+      if (p.frames.at(-1)!.opcode === OP_PING) {
+        await p.send(OP_PONG, new Uint8Array());
+        pongs++;
+      }
+    }
+    assertEquals(p.closed, null);
+  } finally {
+    await p.end();
+  }
+});
+
+Deno.test("ws connection: bufferedAmount counts the payload not yet written out", async () => {
+  const p = await pair();
+  try {
+    const frame = new Uint8Array(1 << 20);
+    // a client that does not read: the socket's buffers fill, then bytes stay unsent
+    for (let i = 0; i < 64 && p.ws.bufferedAmount === 0; i++) {
+      p.ws.send(frame);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    for (let i = 0; i < 4; i++) p.ws.send(frame);
+    assert(p.ws.bufferedAmount >= 4 << 20, `bufferedAmount ${p.ws.bufferedAmount}`);
+    const sent = p.ws.bufferedAmount;
+    // the client reads everything: nothing is left unsent
+    let bytes = 0;
+    while (p.ws.bufferedAmount > 0 || bytes < sent) {
+      await p.read();
+      bytes = p.frames.reduce((n, f) => n + f.payload.byteLength, 0);
+    }
+    assertEquals(p.ws.bufferedAmount, 0);
+  } finally {
+    await p.end();
+  }
+});

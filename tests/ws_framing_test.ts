@@ -1,0 +1,145 @@
+import {
+  CLOSE_PROTOCOL_ERROR,
+  CLOSE_TOO_BIG,
+  closePayload,
+  encodeWsFrame,
+  FrameDecoder,
+  frameHeader,
+  FramingError,
+  OP_BINARY,
+  OP_CLOSE,
+  OP_CONTINUATION,
+  OP_PING,
+  OP_TEXT,
+  parseClose,
+} from "../lib/ws_framing.ts";
+import { encodeRawFrame } from "./chaos/support/raw_ws.ts";
+import { assert, assertEquals, assertThrows } from "./support/assert.ts";
+
+const enc = new TextEncoder();
+const server = (max = 1024) => new FrameDecoder({ maxMessageBytes: max, masked: true, peer: "c" });
+const client = (max = 1024) => new FrameDecoder({ maxMessageBytes: max, masked: false, peer: "s" });
+const mask = () => crypto.getRandomValues(new Uint8Array(4));
+
+function framingError(fn: () => unknown, code: number, text: RegExp): void {
+  const e = assertThrows(fn, FramingError) as FramingError;
+  assertEquals(e.code, code, e.message);
+  assert(text.test(e.message), e.message);
+}
+
+Deno.test("ws framing: a masked frame decodes, whatever the chunking", () => {
+  const payload = crypto.getRandomValues(new Uint8Array(300));
+  const wire = encodeWsFrame(OP_BINARY, payload, mask());
+  for (let cut = 0; cut <= wire.byteLength; cut++) {
+    const d = server();
+    const got = [...d.push(wire.subarray(0, cut)), ...d.push(wire.subarray(cut))];
+    assertEquals(got.length, 1, `cut at ${cut}`);
+    assertEquals(got[0].opcode, OP_BINARY);
+    assertEquals([...got[0].payload], [...payload], `cut at ${cut}`);
+    assertEquals(d.heldBytes, 0);
+  }
+});
+
+Deno.test("ws framing: the encoder agrees with an independent one for every length form", () => {
+  for (const n of [0, 125, 126, 65535, 65536, 70_000]) {
+    const p = new Uint8Array(n).fill(7);
+    const d = client(1 << 20);
+    assertEquals(d.push(encodeWsFrame(OP_TEXT, p))[0].payload.byteLength, n);
+    const theirs = encodeRawFrame({ opcode: OP_TEXT, payload: p });
+    const ours = frameHeader(OP_TEXT, n, mask());
+    const lengthPart = ours.byteLength - 4;
+    assertEquals([...theirs.subarray(0, lengthPart)], [...ours.subarray(0, lengthPart)], `${n}`);
+    assertEquals(server(1 << 20).push(theirs)[0].payload.byteLength, n);
+  }
+});
+
+Deno.test("ws framing: fragments are assembled, control frames pass in between", () => {
+  const d = server();
+  const parts = [
+    encodeRawFrame({ opcode: OP_TEXT, payload: enc.encode("hel"), fin: false }),
+    encodeRawFrame({ opcode: OP_PING, payload: enc.encode("p") }),
+    encodeRawFrame({ opcode: OP_CONTINUATION, payload: enc.encode("lo"), fin: false }),
+    encodeRawFrame({ opcode: OP_CONTINUATION, payload: enc.encode("!") }),
+  ];
+  const got = parts.flatMap((p) => d.push(p));
+  assertEquals(got.map((f) => f.opcode), [OP_PING, OP_TEXT]);
+  assertEquals(new TextDecoder().decode(got[1].payload), "hello!");
+});
+
+Deno.test("ws framing: a header announcing more than the limit is refused before any payload", () => {
+  for (const claimed of [1025, 200 * 1024 * 1024, 2 ** 53 + 10, Number.MAX_SAFE_INTEGER]) {
+    const d = server();
+    const head = encodeRawFrame({
+      opcode: OP_TEXT,
+      payload: new Uint8Array(),
+      claimedLength: claimed,
+    });
+    framingError(() => d.push(head), CLOSE_TOO_BIG, /over the limit of 1024 bytes/);
+  }
+  // 2^64 - 1 as the 64-bit length
+  const top = new Uint8Array([0x81, 0xff, 255, 255, 255, 255, 255, 255, 255, 255, 1, 2, 3, 4]);
+  framingError(() => server().push(top), CLOSE_TOO_BIG, /more than 2\^53/);
+});
+
+Deno.test("ws framing: fragments that pass the limit are refused at the frame that passes it", () => {
+  const d = server(1024);
+  const piece = new Uint8Array(100);
+  d.push(encodeRawFrame({ opcode: OP_TEXT, payload: piece, fin: false }));
+  for (let i = 0; i < 9; i++) {
+    d.push(encodeRawFrame({ opcode: OP_CONTINUATION, payload: piece, fin: false }));
+  }
+  assertEquals(d.heldBytes, 1000);
+  const next = encodeRawFrame({ opcode: OP_CONTINUATION, payload: piece, fin: false });
+  framingError(
+    () => d.push(next.subarray(0, 6)),
+    CLOSE_TOO_BIG,
+    /1100 bytes so far, over the limit/,
+  );
+});
+
+Deno.test("ws framing: a message of exactly the limit is accepted", () => {
+  const d = server(1024);
+  const a = encodeRawFrame({ opcode: OP_BINARY, payload: new Uint8Array(1000), fin: false });
+  const b = encodeRawFrame({ opcode: OP_CONTINUATION, payload: new Uint8Array(24) });
+  assertEquals(d.push(new Uint8Array([...a, ...b]))[0].payload.byteLength, 1024);
+});
+
+Deno.test("ws framing: protocol violations name the problem", () => {
+  const p = enc.encode("x");
+  const cases: [Uint8Array, RegExp][] = [
+    [encodeRawFrame({ opcode: OP_TEXT, payload: p, mask: false }), /unmasked/],
+    [encodeRawFrame({ opcode: OP_TEXT, payload: p, rsv: 4 }), /reserved bits/],
+    [encodeRawFrame({ opcode: 0x3, payload: p }), /unknown opcode 3/],
+    [encodeRawFrame({ opcode: 0xb, payload: p }), /unknown opcode 11/],
+    [encodeRawFrame({ opcode: OP_PING, payload: new Uint8Array(126) }), /control frame/],
+    [encodeRawFrame({ opcode: OP_PING, payload: p, fin: false }), /control frame/],
+    [encodeRawFrame({ opcode: OP_CONTINUATION, payload: p }), /continuation without/],
+  ];
+  for (const [wire, text] of cases) {
+    framingError(() => server().push(wire), CLOSE_PROTOCOL_ERROR, text);
+  }
+  const d = server();
+  d.push(encodeRawFrame({ opcode: OP_TEXT, payload: p, fin: false }));
+  framingError(
+    () => d.push(encodeRawFrame({ opcode: OP_TEXT, payload: p })),
+    CLOSE_PROTOCOL_ERROR,
+    /interleaved/,
+  );
+  framingError(
+    () => client().push(encodeWsFrame(OP_TEXT, p, mask())),
+    CLOSE_PROTOCOL_ERROR,
+    /masked/,
+  );
+});
+
+Deno.test("ws framing: close payloads", () => {
+  assertEquals(parseClose(closePayload(1009, "message too big")), {
+    code: 1009,
+    reason: "message too big",
+  });
+  assertEquals(parseClose(new Uint8Array()), { code: 1005, reason: "" });
+  assertEquals(closePayload(1000, "é".repeat(100)).byteLength, 125);
+  framingError(() => parseClose(new Uint8Array(1)), CLOSE_PROTOCOL_ERROR, /1 byte/);
+  const d = client();
+  assertEquals(d.push(encodeWsFrame(OP_CLOSE, closePayload(1000, "bye")))[0].opcode, OP_CLOSE);
+});
