@@ -14,7 +14,8 @@
  *   `Symbol.for("unstableServerName")` option (dial the address, verify that name);
  * - only agents_mtls.ca is trusted: connectTls adds `caCerts` to the default roots, so after the
  *   handshake the leaf must also be issued by one of the configured CA certificates, checked on
- *   the peer certificate Deno's internals expose (the symbol node:tls itself uses);
+ *   the peer certificate Deno's internals expose (the symbol node:tls itself uses); only the leaf
+ *   is exposed, so an intermediate CA must be part of agents_mtls.ca;
  * - skip_verify cannot be expressed here: those streams keep node:https (usable() is false).
  * Both hooks are looked up once; without them usable() is false and the api falls back to
  * node:https, reading held-back streams on (server/fanout.ts).
@@ -78,15 +79,18 @@ export async function requestOverSocket(
 ): Promise<SocketResponse> {
   if (signal.aborted) throw signal.reason;
   const cas = caCertificates(tls.ca);
-  const options: Deno.ConnectTlsOptions & Deno.TlsCertifiedKeyPem & Record<symbol, string> = {
-    hostname: host,
-    port,
-    caCerts: [tls.ca],
-    cert: tls.cert,
-    key: tls.key,
-  };
+  const options:
+    & Deno.ConnectTlsOptions
+    & Partial<Deno.TlsCertifiedKeyPem>
+    & Record<symbol, string> = { hostname: host, port, caCerts: [tls.ca] };
+  // (no client certificate only in tests/support/tls_trust_probe.ts; the api always has one)
+  if (tls.cert || tls.key) Object.assign(options, { cert: tls.cert, key: tls.key });
   if (tls.serverName) options[SERVER_NAME] = tls.serverName;
-  const conn = await untilAborted(Deno.connectTls(options), signal, (c) => c.close());
+  const conn = await untilAborted(
+    Deno.connectTls(options as Deno.ConnectTlsOptions),
+    signal,
+    (c) => c.close(),
+  );
   let closed = false;
   const close = () => {
     if (closed) return;
@@ -105,7 +109,7 @@ export async function requestOverSocket(
     if (!peer?.raw || !issuedByOneOf(peer.raw, cas)) {
       throw new Error(
         "the peer certificate is not issued by a certificate of agents_mtls.ca " +
-          "(only that CA is trusted, not the default roots)",
+          "(only that CA is trusted, not the default roots; an intermediate CA must be in that file)",
       );
     }
     const hostHeader = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;

@@ -45,6 +45,7 @@ import { ClientSession, type SessionAuth, type SessionDeps } from "./client_sess
 import { authenticateUpgrade, bearerToken, peerOf, waitingRefusal } from "./upgrade_auth.ts";
 import type { TargetResolver } from "./target_resolver.ts";
 import { instancesRoute } from "./instances_route.ts";
+import { usable as streamSocketUsable } from "./agent_stream_tls.ts";
 
 export interface ApiServerOptions {
   config: ApiConfig;
@@ -208,6 +209,14 @@ export class ApiServer {
     ].filter((x): x is string => typeof x === "string");
     for (const text of what) {
       this.#log.warn(`INSECURE CONFIGURATION: ${text}; set the CA instead (${config.file})`);
+    }
+    if (
+      !streamSocketUsable({ ...config.agentsMtls, ca: config.agentsMtls.ca.pem, cert: "", key: "" })
+    ) {
+      this.#log.warn(
+        "agent streams are read through node:https (skip_verify, or this Deno lacks the TLS hooks " +
+          "of server/agent_stream_tls.ts): a slow client makes the api discard, not the agents",
+      );
     }
   }
 

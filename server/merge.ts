@@ -298,7 +298,10 @@ export class ClientMerger {
         API_SOURCE,
         "CONGESTED",
         "api",
-        "the client reads too slowly; the api discards packets until it catches up",
+        // Where the packets go depends on the streams: the agents discard those the api holds
+        // back (their STATS say agent_dropped), the api those it reads on (api_dropped).
+        "the client reads too slowly; packets are discarded until it catches up, by the agents " +
+          "while the api holds their streams back, otherwise by the api",
         { counts: { buffered_frames: frames, buffered_bytes: bytes } },
       );
       // Clearing (and a stall) must be noticed even when no packets arrive to trigger an
