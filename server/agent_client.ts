@@ -1,7 +1,8 @@
 /**
  * Dials one agent over mutual TLS (DESIGN §5): POST /captures and hands back the decoded frame
  * stream, whose HELLO is the compatibility check; stop() asks the agent to drain.
- * The agent is dialled by IP; server/tls_fetch.ts verifies either that IP (a SAN of the agent's
+ * The agent is dialled by IP; the TLS client (server/agent_stream_tls.ts for the capture stream,
+ * server/tls_fetch.ts for the rest) verifies either that IP (a SAN of the agent's
  * certificate) or agents_mtls.server_name, or nothing with agents_mtls.skip_verify.
  */
 import {
@@ -16,6 +17,7 @@ import type { AgentStartRequest } from "../protocol/messages.ts";
 import { readHello } from "../protocol/hello.ts";
 import { readLimited } from "../lib/read_limited.ts";
 import { createTlsFetch, type TlsFetch } from "./tls_fetch.ts";
+import { requestOverSocket, usable as socketUsable } from "./agent_stream_tls.ts";
 
 export interface AgentTlsOptions {
   /** PEM of the CA that signs agent certificates */
@@ -51,6 +53,10 @@ interface RawResponse {
 }
 
 interface Transport {
+  /** whether stream() reads its socket only on demand (holding the stream back reaches TCP) */
+  readonly stopsWhenUnread: boolean;
+  /** the capture stream's request */
+  stream(path: string, body: string, signal: AbortSignal): Promise<RawResponse>;
   request(
     method: "GET" | "POST",
     path: string,
@@ -64,11 +70,25 @@ function hostForUrl(host: string): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 
-/** The agent's base URL over the shared TLS client (one per capture: its connection). */
+/**
+ * The agent's base URL over the shared TLS client (one per capture: its connection); the capture
+ * stream over its own socket where agent_stream_tls.ts can keep the TLS settings.
+ */
 class AgentTransport implements Transport {
   #tls: TlsFetch;
-  constructor(private readonly ep: AgentEndpoint, tls: AgentTlsOptions) {
-    this.#tls = createTlsFetch(tls);
+  readonly stopsWhenUnread: boolean;
+  constructor(private readonly ep: AgentEndpoint, private readonly opts: AgentTlsOptions) {
+    this.#tls = createTlsFetch(opts);
+    this.stopsWhenUnread = socketUsable(opts);
+  }
+  stream(path: string, body: string, signal: AbortSignal): Promise<RawResponse> {
+    if (!this.stopsWhenUnread) return this.request("POST", path, body, signal);
+    return requestOverSocket(this.ep.host, this.ep.port, this.opts, {
+      method: "POST",
+      path,
+      body,
+      headers: { "content-type": "application/json" },
+    }, signal);
   }
   async request(
     method: "GET" | "POST",
@@ -130,6 +150,8 @@ export class AgentCapture {
   readonly #abort: AbortController;
   readonly #body: ReadableStream<Uint8Array>;
   #closed = false;
+  /** holding this stream back (not reading it) leaves the agent's bytes in TCP */
+  readonly stopsWhenUnread: boolean;
   /** the agent's id, from its HELLO ("" until that arrived) */
   agentId = "";
 
@@ -143,6 +165,7 @@ export class AgentCapture {
     this.#transport = transport;
     this.#abort = abort;
     this.#body = body;
+    this.stopsWhenUnread = transport.stopsWhenUnread;
   }
 
   /** POST /captures; resolves once the stream has begun (the HELLO is checked in frames()). */
@@ -161,8 +184,7 @@ export class AgentCapture {
       // round trip): a draining agent refuses the POST with 503, an agent that cannot serve
       // this api's protocol refuses it with 400 (the request carries protocol_version), and
       // the agent's own version is checked on its HELLO, the stream's first frame.
-      const res = await transport.request(
-        "POST",
+      const res = await transport.stream(
         "/captures",
         JSON.stringify(opts.request),
         abort.signal,

@@ -58,6 +58,7 @@ import { EarlyBytes, readUpgrade, upgradePeerAddress } from "./ws_upgrade.ts";
 import { WsConnection } from "./ws_connection.ts";
 import type { TargetResolver } from "./target_resolver.ts";
 import { instancesRoute } from "./instances_route.ts";
+import { usable as streamSocketUsable } from "./agent_stream_tls.ts";
 
 export interface ApiServerOptions {
   config: ApiConfig;
@@ -212,6 +213,14 @@ export class ApiServer {
     ].filter((x): x is string => typeof x === "string");
     for (const text of what) {
       this.#log.warn(`INSECURE CONFIGURATION: ${text}; set the CA instead (${config.file})`);
+    }
+    if (
+      !streamSocketUsable({ ...config.agentsMtls, ca: config.agentsMtls.ca.pem, cert: "", key: "" })
+    ) {
+      this.#log.warn(
+        "agent streams are read through node:https (skip_verify, or this Deno lacks the TLS hooks " +
+          "of server/agent_stream_tls.ts): a slow client makes the api discard, not the agents",
+      );
     }
   }
 

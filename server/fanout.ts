@@ -186,6 +186,7 @@ export class Fanout {
     // While the client is congested, PACKETS are assembled in reused memory: the stream will
     // most likely discard them (it still validates and counts them).
     const congested = () => sink.congested;
+    const holdable = s.capture!.stopsWhenUnread;
     for await (const f of s.capture!.frames(this.#opts.idleTimeoutMs, congested)) {
       // Back-pressure to the agent: while the client is congested but draining, this stream
       // is not read, so TCP stops the agent, whose own back-pressure discards (and counts) the
@@ -193,7 +194,9 @@ export class Fanout {
       // stopping, or when the client stalls, every frame is read (the api discards packets the
       // client cannot take; control frames count towards its hard cap, merge.ts).
       // (A loop: another source woken at the same time may have congested the client again.)
-      while (sink.holdsBack && !this.#stopping) {
+      // Only a stream whose socket stops when unread is held: one read through node:https
+      // would go on filling the api's memory (agent_stream_tls.ts).
+      while (holdable && sink.holdsBack && !this.#stopping) {
         await Promise.race([sink.released(), this.#stopCalled]);
       }
       const e = decodeEventOr(s, f);

@@ -38,8 +38,6 @@ export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
  * the hard cap), so that a client that stopped reading is ended by the cap, not waited for.
  */
 export const STALL_MS = 1_000;
-/** Whether a congested client holds the agents' streams back (see holdsBack). */
-export const HOLD_BACK = false;
 /** The hard cap's name in its LIMIT_REACHED. */
 export const HELD_BYTES_LIMIT = "client_buffer_bytes";
 
@@ -149,11 +147,8 @@ export class ClientMerger {
    * on released(), so that the agents' own back-pressure drops the excess, before TLS.
    */
   get holdsBack(): boolean {
-    // Off: Deno's node:https client keeps reading the socket while its consumer waits, so holding
-    // back piled the agents' bytes up in the api (peak RSS 490 MB against 260 MB in
-    // tests/chaos/slow_client_test.ts) instead of reaching TCP. On again once agent streams are
-    // read from a socket that stops when unread (docs/benchmarks.md).
-    if (!HOLD_BACK) return false;
+    // Only streams whose socket stops when unread are held (AgentCapture.stopsWhenUnread): Deno's
+    // node:https keeps reading a paused response, which would pile the bytes up in the api.
     return this.congested && this.open && !this.#overflowed && this.#timer !== undefined &&
       performance.now() - this.#progressAt < STALL_MS;
   }
@@ -303,7 +298,10 @@ export class ClientMerger {
         API_SOURCE,
         "CONGESTED",
         "api",
-        "the client reads too slowly; the api discards packets until it catches up",
+        // Where the packets go depends on the streams: the agents discard those the api holds
+        // back (their STATS say agent_dropped), the api those it reads on (api_dropped).
+        "the client reads too slowly; packets are discarded until it catches up, by the agents " +
+          "while the api holds their streams back, otherwise by the api",
         { counts: { buffered_frames: frames, buffered_bytes: bytes } },
       );
       // Clearing (and a stall) must be noticed even when no packets arrive to trigger an

@@ -308,7 +308,7 @@ Deno.test("slow client: CONGESTED with counts, cleared later, bounded api memory
   }
 });
 
-Deno.test("slow client that keeps reading: every packet counted", async () => {
+Deno.test("slow client that keeps reading: back-pressure reaches the agents, every packet counted", async () => {
   // Small agent queues, so that an agent the api stops reading discards soon.
   const lab = await startLab({
     groups: { router: 2 },
@@ -377,10 +377,9 @@ Deno.test("slow client that keeps reading: every packet counted", async () => {
     // Exact accounting: every packet the agents sent reached the client or was discarded (and
     // counted) by the api; what the agents discarded is in their STATS.
     assertEquals(delivered + sum("api_dropped"), sum("packets"));
-    assert(
-      sum("agent_dropped") + sum("api_dropped") > 0,
-      `nothing was discarded for a slow client: ${JSON.stringify(finals)}`,
-    );
+    // The api holds the agents' streams back (their sockets stop being read), so the agents
+    // discard: the excess never crosses TLS.
+    assert(sum("agent_dropped") > 0, `the agents discarded nothing: ${JSON.stringify(finals)}`);
     console.log(
       `slow reading client: delivered ${delivered}, agents discarded ${sum("agent_dropped")}, ` +
         `api ${sum("api_dropped")}`,

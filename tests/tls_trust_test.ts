@@ -3,7 +3,9 @@
  * A probe process trusts a second lab CA by default (DENO_TLS_CA_STORE=system with
  * SSL_CERT_FILE): there, Deno's own `caCerts` accept a server that CA signed — the behaviour
  * this fixes — while every client path given a CA refuses it: lib/tls_fetch.ts (api → agents,
- * Director, UAA, Cloud Controller), the CLI's UAA fetch and the CLI's WebSocket to the api.
+ * Director, UAA, Cloud Controller), the api's agent capture streams (server/agent_stream_tls.ts,
+ * which checks the issuer after Deno.connectTls's handshake), the CLI's UAA fetch and the CLI's
+ * WebSocket to the api.
  */
 import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts";
 import { Pki } from "../lab/pki.ts";
@@ -52,6 +54,7 @@ Deno.test("a configured CA is the only CA trusted, even when another is trusted 
     assertEquals(r.control_default_fetch, { ok: true, detail: "200 ok" }, "control");
     assertEquals(r.control_caCerts_fetch, { ok: true, detail: "200 ok" }, "caCerts are additive");
     assertEquals(r.control_caCerts_websocket.ok, true, "caCerts are additive for WebSockets");
+    assertEquals(r.control_connectTls_other, { ok: true, detail: "handshake done" }, "connectTls");
     // Every path given a CA refuses the other CA's server and accepts the configured one's.
     assertEquals(r.transport, "node:https");
     for (const path of ["tls_fetch", "cli_fetch"]) {
@@ -59,6 +62,13 @@ Deno.test("a configured CA is the only CA trusted, even when another is trusted 
       assertStringIncludes(r[`${path}_other`].error, "certificate", path);
       assertEquals(r[`${path}_good`], { ok: true, detail: "200 ok" }, path);
     }
+    // The agent stream's socket (Deno.connectTls) refuses it after the handshake.
+    assertEquals(r.agent_stream_other.ok, false, JSON.stringify(r.agent_stream_other));
+    assertStringIncludes(
+      r.agent_stream_other.error,
+      "not issued by a certificate of agents_mtls.ca",
+    );
+    assertEquals(r.agent_stream_good, { ok: true, detail: "200 ok" });
     assertEquals(r.cli_session_other.ok, false, JSON.stringify(r.cli_session_other));
     assertStringIncludes(r.cli_session_other.error, "is not trusted");
     assertStringIncludes(r.cli_session_other.error, "--ca-cert");

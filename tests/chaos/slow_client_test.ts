@@ -87,7 +87,7 @@ Deno.test({
       await ws.sendText(JSON.stringify({ type: "stop" }));
       while (!ended) handle(await ws.next());
       assertEquals(finals.size, 2, "a final STATS per source");
-      let discarded = 0, received = 0, delivered = 0;
+      let discarded = 0, received = 0, delivered = 0, byAgents = 0, byApi = 0;
       for (const [src, f] of finals) {
         const drops = f.dropped + f.if_dropped + f.engine_dropped + f.agent_dropped +
           f.api_dropped;
@@ -100,6 +100,8 @@ Deno.test({
             JSON.stringify(f),
         );
         discarded += drops;
+        byAgents += f.agent_dropped;
+        byApi += f.api_dropped;
         received += f.received;
         delivered += client;
       }
@@ -115,6 +117,10 @@ Deno.test({
         captured: received,
         delivered,
         discarded,
+        // the api holds the agents' streams back while the client drains, so most discards
+        // happen at the agents, before TLS (server/agent_stream_tls.ts)
+        discardedByAgents: byAgents,
+        discardedByApi: byApi,
         unaccounted: received - delivered - discarded,
         congested,
         apiRssStartMb: mb(startRss),

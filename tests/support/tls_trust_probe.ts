@@ -9,6 +9,7 @@
 import { createTlsFetch, tlsTransport } from "../../lib/tls_fetch.ts";
 import { fetchTrusting } from "../../cli/uaa_token.ts";
 import { ApiSession } from "../../cli/api_session.ts";
+import { requestOverSocket } from "../../server/agent_stream_tls.ts";
 
 interface Args {
   ca: string;
@@ -83,6 +84,21 @@ if (import.meta.main) {
   results.cli_fetch_other = await outcome(async () => body(await cli.fetch(`${other}/`)));
   results.cli_fetch_good = await outcome(async () => body(await cli.fetch(`${good}/`)));
   cli.close();
+  // the api's agent capture streams: Deno.connectTls, whose caCerts add to the default roots
+  results.control_connectTls_other = await outcome(async () => {
+    const conn = await Deno.connectTls({ hostname: "127.0.0.1", port: a.other, caCerts: [a.ca] });
+    await conn.handshake();
+    conn.close();
+    return "handshake done";
+  });
+  const stream = async (port: number) => {
+    const tls = { ca: a.ca, cert: "", key: "", skipVerify: false };
+    const req = { method: "GET" as const, path: "/" };
+    const res = await requestOverSocket("127.0.0.1", port, tls, req, new AbortController().signal);
+    return body(new Response(res.body, { status: res.status }));
+  };
+  results.agent_stream_other = await outcome(() => stream(a.other));
+  results.agent_stream_good = await outcome(() => stream(a.good));
   results.cli_session_other = await sessionOutcome(other, a.ca);
   results.cli_session_good = await sessionOutcome(good, a.ca);
   console.log(JSON.stringify(results));

@@ -1,0 +1,229 @@
+/**
+ * One request to an agent over Deno.connectTls, for the capture stream: its socket is read only
+ * when the body's consumer asks, so a stream the api holds back leaves the agent's bytes in TCP
+ * and the agent's own back-pressure drops (and counts) the excess before TLS.
+ *
+ * Why not node:https, which the rest of the api uses: Deno 2.9.6's node:tls (a native TLSWrap)
+ * reads its socket whether or not the stream is paused, even after an explicit readStop(), so a
+ * held-back response piles up in the api's memory (docs/benchmarks.md, "Back-pressure to the
+ * agent"). Deno.connectTls's TlsConn reads only on conn.read().
+ *
+ * The TLS settings stay those of agents_mtls:
+ * - the api's client certificate (connectTls's cert/key);
+ * - the server name: the dialled address, or agents_mtls.server_name, through connectTls's
+ *   `Symbol.for("unstableServerName")` option (dial the address, verify that name);
+ * - only agents_mtls.ca is trusted: connectTls adds `caCerts` to the default roots, so after the
+ *   handshake the leaf must also be issued by one of the configured CA certificates, checked on
+ *   the peer certificate Deno's internals expose (the symbol node:tls itself uses); only the leaf
+ *   is exposed, so an intermediate CA must be part of agents_mtls.ca;
+ * - skip_verify cannot be expressed here: those streams keep node:https (usable() is false).
+ * Both hooks are looked up once; without them usable() is false and the api falls back to
+ * node:https, reading held-back streams on (server/fanout.ts).
+ */
+import { X509Certificate } from "node:crypto";
+import { BodyDecoder, formatRequest, HttpWireError, parseResponseHead } from "../lib/http1_wire.ts";
+
+export interface SocketTlsOptions {
+  /** PEM of the CA certificate(s) agents' certificates must be issued by */
+  ca: string;
+  cert: string;
+  key: string;
+  serverName?: string;
+  skipVerify: boolean;
+}
+
+export interface SocketResponse {
+  status: number;
+  header(name: string): string | null;
+  body: ReadableStream<Uint8Array> | null;
+}
+
+const SERVER_NAME = Symbol.for("unstableServerName");
+const PEER_CERTIFICATE: symbol | undefined = (() => {
+  const d = Deno as unknown as Record<symbol, { getPeerCertificate?: unknown } | undefined>;
+  const key = (Deno as unknown as { internal?: symbol }).internal;
+  const sym = key === undefined ? undefined : d[key]?.getPeerCertificate;
+  return typeof sym === "symbol" ? sym : undefined;
+})();
+
+/** Whether streams with these settings can be read through a socket that stops when unread. */
+export function usable(tls: SocketTlsOptions): boolean {
+  return !tls.skipVerify && PEER_CERTIFICATE !== undefined && tls.ca.trim() !== "";
+}
+
+/** PEM blocks of a bundle, each a certificate. */
+function caCertificates(pem: string): X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  return blocks.map((b) => new X509Certificate(b));
+}
+
+/** Whether the DER certificate was issued (and signed) by one of `cas`. Pure. */
+export function issuedByOneOf(der: Uint8Array, cas: X509Certificate[]): boolean {
+  const leaf = new X509Certificate(der);
+  return cas.some((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey));
+}
+
+const READ_BYTES = 64 * 1024;
+
+/**
+ * Sends one request and resolves with the response head; the body is read on demand. `signal`
+ * aborts the request and, later, the body (the connection is closed; reads fail, and callers
+ * tell a timeout from the signal's reason).
+ */
+export async function requestOverSocket(
+  host: string,
+  port: number,
+  tls: SocketTlsOptions,
+  req: { method: "GET" | "POST"; path: string; body?: string; headers?: Record<string, string> },
+  signal: AbortSignal,
+): Promise<SocketResponse> {
+  if (signal.aborted) throw signal.reason;
+  const cas = caCertificates(tls.ca);
+  const options:
+    & Deno.ConnectTlsOptions
+    & Partial<Deno.TlsCertifiedKeyPem>
+    & Record<symbol, string> = { hostname: host, port, caCerts: [tls.ca] };
+  // (no client certificate only in tests/support/tls_trust_probe.ts; the api always has one)
+  if (tls.cert || tls.key) Object.assign(options, { cert: tls.cert, key: tls.key });
+  if (tls.serverName) options[SERVER_NAME] = tls.serverName;
+  const conn = await untilAborted(
+    Deno.connectTls(options as Deno.ConnectTlsOptions),
+    signal,
+    (c) => c.close(),
+  );
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    signal.removeEventListener("abort", close);
+    try {
+      conn.close();
+    } catch { /* already closed */ }
+  };
+  signal.addEventListener("abort", close, { once: true });
+  try {
+    await conn.handshake();
+    const peer = (conn as unknown as Record<symbol, (d: boolean) => { raw?: Uint8Array }>)[
+      PEER_CERTIFICATE!
+    ](false);
+    if (!peer?.raw || !issuedByOneOf(peer.raw, cas)) {
+      throw new Error(
+        "the peer certificate is not issued by a certificate of agents_mtls.ca " +
+          "(only that CA is trusted, not the default roots; an intermediate CA must be in that file)",
+      );
+    }
+    const hostHeader = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+    await writeAll(
+      conn,
+      formatRequest(req.method, hostHeader, req.path, req.headers ?? {}, req.body),
+    );
+    const { head, rest } = await readHead(conn, req.method);
+    const decoder = new BodyDecoder(head.framing);
+    const body = head.framing.kind === "none" ? null : bodyStream(conn, decoder, rest, close);
+    if (!body) close();
+    return { status: head.status, header: (n) => head.headers.get(n), body };
+  } catch (e) {
+    close();
+    throw signal.aborted ? signal.reason : e;
+  }
+}
+
+/** `p`, or the signal's reason if it aborts first (a late result is disposed of). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal, dispose: (v: T) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    const onAbort = () => {
+      if (done) return;
+      done = true;
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then((v) => {
+      signal.removeEventListener("abort", onAbort);
+      if (done) return dispose(v);
+      done = true;
+      resolve(v);
+    }, (e) => {
+      signal.removeEventListener("abort", onAbort);
+      if (done) return;
+      done = true;
+      reject(e);
+    });
+  });
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let off = 0; off < bytes.byteLength;) off += await conn.write(bytes.subarray(off));
+}
+
+async function readHead(conn: Deno.Conn, method: string) {
+  let acc = new Uint8Array(0);
+  const buf = new Uint8Array(READ_BYTES);
+  while (true) {
+    const n = await conn.read(buf);
+    if (n === null) throw new HttpWireError("the connection closed before the response head");
+    const next = new Uint8Array(acc.byteLength + n);
+    next.set(acc);
+    next.set(buf.subarray(0, n), acc.byteLength);
+    acc = next;
+    const head = parseResponseHead(acc, method);
+    if (head) return { head, rest: acc.subarray(head.consumed) };
+  }
+}
+
+/**
+ * The body as a byte stream that reads the socket only on a read request (highWaterMark 0):
+ * nothing read is the back-pressure. Readers may bring their own buffer ("byob").
+ */
+function bodyStream(
+  conn: Deno.Conn,
+  decoder: BodyDecoder,
+  rest: Uint8Array,
+  close: () => void,
+): ReadableStream<Uint8Array> {
+  const raw = new Uint8Array(READ_BYTES);
+  // views into `rest`, then into `raw` (refilled only once they are used up)
+  let pending = decoder.push(rest);
+  const source: UnderlyingByteSource = {
+    type: "bytes",
+    autoAllocateChunkSize: READ_BYTES,
+    async pull(c: ReadableByteStreamController) {
+      try {
+        while (pending.length === 0) {
+          if (decoder.done) return end(c);
+          const n = await conn.read(raw);
+          if (n === null) {
+            if (decoder.atClose()) return end(c);
+            throw new Error("the connection closed before the body ended");
+          }
+          pending = decoder.push(raw.subarray(0, n)).filter((v) => v.byteLength > 0);
+        }
+      } catch (e) {
+        close();
+        throw e;
+      }
+      const req = c.byobRequest!;
+      const view = new Uint8Array(req.view!.buffer, req.view!.byteOffset, req.view!.byteLength);
+      let k = 0;
+      while (pending.length && k < view.byteLength) {
+        const p = pending[0];
+        const n = Math.min(p.byteLength, view.byteLength - k);
+        view.set(p.subarray(0, n), k);
+        k += n;
+        if (n === p.byteLength) pending.shift();
+        else pending[0] = p.subarray(n);
+      }
+      req.respond(k);
+    },
+    cancel() {
+      close();
+    },
+  };
+  return new ReadableStream(source);
+
+  function end(c: ReadableByteStreamController): void {
+    close();
+    c.close();
+    c.byobRequest?.respond(0);
+  }
+}
