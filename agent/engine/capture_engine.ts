@@ -41,6 +41,7 @@ import { MAX_RECORD_BYTES, MAX_SNAPLEN } from "../../protocol/records.ts";
 import { C, createRing, RingReader, S } from "./capture_ring.ts";
 import { COMPILE_FILTER_STEP, type ReaderChoice, type ReaderKind } from "./capture_reading.ts";
 import type { WorkerReply, WorkerStart, WorkerWarm } from "./capture_worker.ts";
+import { epochMs, type OpenSteps } from "./open_steps.ts";
 
 export interface CaptureOptions {
   device: string;
@@ -193,6 +194,8 @@ export class CaptureEngine {
   readonly netnsId: string;
   /** How packets are read: libpcap's ring directly, or the pcap_next_ex fallback. */
   readonly reader: ReaderKind;
+  /** Where the start went on the capture thread: step → [wall ms, thread CPU ms] (logged). */
+  readonly openSteps: OpenSteps;
   readonly #worker: Worker;
   readonly #reader: RingReader;
   readonly #ctrl: Int32Array;
@@ -219,6 +222,7 @@ export class CaptureEngine {
     this.snaplen = ready.snaplen;
     this.netnsId = ready.netnsId;
     this.reader = ready.reader;
+    this.openSteps = ready.steps;
     this.#flushMs = flushMs;
     this.#done = done;
   }
@@ -252,6 +256,7 @@ export class CaptureEngine {
       // waiting) or once records have waited NOTIFY_DELAY_MS, not per kernel block.
       notifyBytes: immediate ? 1 : NOTIFY_BYTES,
       notifyDelayMs: immediate ? 0 : Math.min(NOTIFY_DELAY_MS, timeoutMs),
+      postedAtMs: 0, // set when posted
     };
     const worker = takeWorker();
     return new Promise((resolve, reject) => {
@@ -284,6 +289,7 @@ export class CaptureEngine {
           doneResolve();
         }
       };
+      start.postedAtMs = epochMs();
       worker.postMessage(start);
       worker.onerror = (ev) => {
         ev.preventDefault();
