@@ -52,7 +52,7 @@ export interface CaptureOptions {
   /** Default false. */
   promiscuous?: boolean;
   filter?: string;
-  /** Kernel buffer bytes; default 32 MiB. */
+  /** Kernel buffer bytes; default 4 MiB (see DEFAULT_BUFFER). */
   bufferSize?: number;
   /** libpcap buffer timeout, the latency knob; default 100 ms. */
   timeoutMs?: number;
@@ -100,7 +100,14 @@ export class CaptureError extends Error {
   }
 }
 
-const DEFAULT_BUFFER = 32 << 20;
+// The kernel ring is allocated, zeroed and mapped at every start (pcap_activate) and is most of
+// a start's CPU when it is big: with 10 agents starting at once on 2 shared cores, 32 MiB rings
+// cost each agent 70-100 ms of CPU instead of 13-24 ms with 4 MiB and doubled the fan-out's time
+// (docs/benchmarks.md, fan-out). It only has to absorb the capture thread being descheduled,
+// which copies it into the engine queue (16 MiB) at once: 4 MiB holds ~30 ms at 1 Gbit/s, twice
+// tcpdump's (libpcap's) 2 MiB. Operators raise it with capture.buffer_size for bursty links on
+// busy VMs.
+const DEFAULT_BUFFER = 4 << 20;
 const DEFAULT_QUEUE = 16 << 20;
 const MAX_BATCH = 256 << 10; // per next(); also bounds the agent's frame size
 const NOTIFY_BYTES = 4 * MAX_BATCH;
