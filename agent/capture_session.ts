@@ -184,6 +184,7 @@ export class CaptureSession {
       requester: r.requester,
       link_type: this.#engine.linkType,
       open_ms: Math.round(openMs * 10) / 10,
+      ...(this.#engine.openSteps ? { open_steps: this.#engine.openSteps } : {}),
     });
     this.#pump();
   }

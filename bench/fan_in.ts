@@ -48,9 +48,17 @@ export function startBenchLab(n: number, agentBuffer?: number): Promise<Landscap
   });
 }
 
-/** Starts the api process on the lab (no byte/duration limit); returns its pid. */
+/**
+ * Starts the api process on the lab (no byte/duration limit); returns its pid. Agents get 20 s
+ * to answer a start (5 s by default): on a loaded machine a slow start is a figure to report,
+ * not a failed run.
+ */
 export async function startBenchApi(lab: Landscape): Promise<number> {
-  await lab.startApi({ log_level: "info", limits: { max_bytes: 0, max_duration: 0 } });
+  await lab.startApi({
+    log_level: "info",
+    limits: { max_bytes: 0, max_duration: 0 },
+    timeouts: { agent_connect: "20s" },
+  });
   return pidOf(`${lab.dir}/api.yml`, "api");
 }
 

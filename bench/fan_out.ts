@@ -4,9 +4,12 @@
 // so the report says what N costs on this machine. One unmeasured warm-up capture (token keys,
 // connections, JIT), then `runs` measured ones; the median is reported.
 //   deno run -A bench/fan_out.ts [--quick] [--agents N] [--agent-buffer BYTES]
-// --agent-buffer sets the agents' capture.buffer_size (kernel ring; default 32 MiB): with 50
-// agents starting at once, allocating and zeroing 50 rings is most of the capture workers' CPU.
-import type { Landscape } from "../lab/landscape.ts";
+//   deno run -A bench/fan_out.ts --ab 33554432,4194304 [--agents N] [--rounds R]  (ring A/B)
+// --agent-buffer sets the agents' capture.buffer_size (kernel ring; default 4 MiB, 32 MiB until
+// 2026-12-02): with 50 agents starting at once, allocating and zeroing 50 big rings was most of
+// the capture workers' CPU. The last table breaks a start down (the api's and the agents' own
+// timings from their logs: "capture starting", "agents streaming", "capture started").
+import { Landscape } from "../lab/landscape.ts";
 import { ApiReader, startBenchApi, startBenchLab } from "./fan_in.ts";
 import { cpuByThreadName, pidOf, procCpuNs, sleep, statusKb, table } from "./bench_support.ts";
 
@@ -27,10 +30,13 @@ const median = (xs: number[]) => {
 };
 const mb = (kb: number) => Math.round(kb / 1024);
 
+type Steps = Record<string, [number, number]>;
+
 /** Per agent and run, from its "capture started" log line: when it began opening the engine
- * and how long that took, in ms after the client's start request. */
+ * and how long that took, in ms after the client's start request, and the capture thread's
+ * steps ([wall ms, CPU ms] each). */
 function agentStarts(lab: Landscape, vms: Landscape["vms"], t0Wall: number) {
-  const out: Array<{ reachedMs: number; openMs: number }> = [];
+  const out: Array<{ reachedMs: number; openMs: number; steps: Steps }> = [];
   for (const vm of vms) {
     const lines = lab.logs(lab.agentLogName(vm)).split("\n").filter((l) =>
       l.includes('"capture started"')
@@ -40,7 +46,22 @@ function agentStarts(lab: Landscape, vms: Landscape["vms"], t0Wall: number) {
     const j = JSON.parse(last);
     const at = Date.parse(j.time) - t0Wall;
     if (at < 0 || typeof j.open_ms !== "number") continue; // an earlier run's line
-    out.push({ reachedMs: at - j.open_ms, openMs: j.open_ms });
+    out.push({ reachedMs: at - j.open_ms, openMs: j.open_ms, steps: j.open_steps ?? {} });
+  }
+  return out;
+}
+
+/** The api's own timings of the run (its "capture starting" and "agents streaming" lines). */
+function apiPhases(lab: Landscape, t0Wall: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const l of lab.logs("api").split("\n")) {
+    if (!l.includes('"capture starting"') && !l.includes('"agents streaming"')) continue;
+    const j = JSON.parse(l);
+    if (Date.parse(j.time) < t0Wall - 1) continue;
+    for (const k of ["filter_ms", "resolve_ms", "plan_ms"]) if (k in j) out[k] = j[k];
+    for (const k of ["tls_ms", "response_ms", "source_ms"]) {
+      if (Array.isArray(j[k])) [out[k], out[`${k}_max`]] = j[k];
+    }
   }
   return out;
 }
@@ -55,6 +76,10 @@ interface FanOutRun {
   agentsCpuMs: number;
   /** the agents' CPU ms in the run by thread kind (main "deno", capture "worker-N", …) */
   agentThreadsMs: Map<string, number>;
+  /** median over agents of each capture-thread step: [wall ms, CPU ms] */
+  steps: Steps;
+  /** the api's phases (ms; tls/response/source after the fan-out began, median and _max) */
+  api: Record<string, number>;
 }
 
 /** Median and all runs of "start → all N SOURCE frames" for the first n VMs. */
@@ -91,6 +116,13 @@ async function timeFanOut(
           apiCpuMs,
           agentsCpuMs,
           agentThreadsMs,
+          steps: Object.fromEntries(
+            Object.keys(starts[0]?.steps ?? {}).map((k) => [k, [
+              median(starts.map((a) => a.steps[k]?.[0] ?? 0)),
+              median(starts.map((a) => a.steps[k]?.[1] ?? 0)),
+            ]]),
+          ),
+          api: apiPhases(lab, r.startedAtWall),
         });
       }
     } finally {
@@ -132,6 +164,7 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
     }
     await sleep(300);
     const rows: Array<Array<string | number>> = [];
+    const phaseRows: Array<Array<string | number>> = [];
     let apiKb = 0;
     for (const k of sizes) {
       const t = await timeFanOut(lab, k, runs, apiPid, agentPids.slice(0, k));
@@ -147,6 +180,20 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
         [...t.runs[0].agentThreadsMs.keys()].map((name) =>
           `${name} ${(median(t.runs.map((r) => r.agentThreadsMs.get(name) ?? 0)) / k).toFixed(1)}`
         ).filter((x) => !x.endsWith(" 0.0")).join(", "),
+      ]);
+      const medOf = (xs: number[]) => median(xs.filter(Number.isFinite)).toFixed(1);
+      const api = (key: string) => medOf(t.runs.map((r) => r.api[key] ?? NaN));
+      phaseRows.push([
+        `${k} agents`,
+        `${api("filter_ms")} / ${api("resolve_ms")} / ${api("plan_ms")}`,
+        `${api("tls_ms")} / ${api("tls_ms_max")}`,
+        `${api("response_ms")} / ${api("response_ms_max")}`,
+        `${api("source_ms")} / ${api("source_ms_max")}`,
+        Object.keys(t.runs[0].steps).map((step) =>
+          `${step} ${medOf(t.runs.map((r) => r.steps[step][0]))}/${
+            medOf(t.runs.map((r) => r.steps[step][1]))
+          }`
+        ).join(", "),
       ]);
     }
     const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
@@ -178,6 +225,15 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
         "CPU ms per agent",
         "per agent by thread (ms)",
       ], rows),
+      "",
+      table([
+        "phases (medians of runs)",
+        "api: filter / resolve / plan ms",
+        "api: TLS done, ms after dial (median / last)",
+        "api: agent answered (median / last)",
+        "api: SOURCE (median / last)",
+        "capture thread per agent (median): step wall/CPU ms",
+      ], phaseRows),
     ].join("\n");
     console.log(text + "\n");
     return text;
@@ -190,11 +246,74 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
   }
 }
 
+/**
+ * A/B of kernel ring sizes on one lab (same namespaces, same machine state): `rounds` times,
+ * for each size in turn, the agents are restarted with that capture.buffer_size and one quick
+ * fan-out is measured. Alternating in one lab keeps lab start-up and namespace teardown (heavy
+ * kernel work that slows every start) out of the comparison.
+ */
+export async function runRingAb(n: number, sizes: number[], rounds: number): Promise<string> {
+  const capture = { buffer_size: sizes[0] };
+  const lab = await Landscape.start({
+    groups: { bench: n },
+    agentConfig: { log_level: "info", capture },
+    readyTimeoutMs: 120_000,
+    log: () => {},
+  });
+  const results = new Map<number, number[]>(sizes.map((b) => [b, []]));
+  const texts: string[] = [];
+  try {
+    for (let r = 0; r < rounds; r++) {
+      for (const size of sizes) {
+        if (capture.buffer_size !== size) {
+          capture.buffer_size = size; // the lab writes each restarted agent's config from it
+          for (let i = 0; i < lab.vms.length; i += 10) { // 50 agents starting at once time out
+            await Promise.all(lab.vms.slice(i, i + 10).map((vm) => lab.restartAgent(vm)));
+          }
+          const cfg = Deno.readTextFileSync(`${lab.dir}/${lab.agentLogName(lab.vms[0])}.yml`);
+          if (!cfg.includes(`buffer_size: ${size}`)) throw new Error("agents not reconfigured");
+          await sleep(3000);
+        }
+        // A run that fails (agents not answering in time on a loaded machine) is recorded as
+        // such; the comparison goes on.
+        const text = await runFanOutBench({ quick: true, lab, agents: n, labStartSecs: 0 })
+          .catch((e) => `failed: ${(e as Error).message.slice(0, 300)}`);
+        texts.push(`round ${r + 1}, ring ${size} bytes:\n\n${text}`);
+        if (text.startsWith("failed")) console.log(`round ${r + 1}, ring ${size}: ${text}\n`);
+        else console.log(`(round ${r + 1}, ring ${size} bytes)\n`);
+        const m = /\| \d+ agents: median \(runs [^)]*\) \| (\d+) \|/.exec(text);
+        results.get(size)!.push(m ? Number(m[1]) : NaN);
+      }
+    }
+  } finally {
+    await lab.stop();
+  }
+  const summary = table(
+    ["kernel ring", ...Array.from({ length: rounds }, (_, i) => `round ${i + 1}, ms`)],
+    sizes.map((b) => [`${b / (1 << 20)} MiB`, ...results.get(b)!]),
+  );
+  const out = [
+    ...texts,
+    `${n} agents, start → all SOURCE (median of 3 starts), by round:`,
+    "",
+    summary,
+  ]
+    .join("\n\n");
+  console.log(summary);
+  return out;
+}
+
 if (import.meta.main) {
   const arg = (name: string) => {
     const i = Deno.args.indexOf(name);
     return i >= 0 ? Number(Deno.args[i + 1]) : undefined;
   };
+  const ab = Deno.args.indexOf("--ab");
+  if (ab >= 0) {
+    const sizes = Deno.args[ab + 1].split(",").map(Number);
+    await runRingAb(arg("--agents") ?? 50, sizes, arg("--rounds") ?? 3);
+    Deno.exit(0);
+  }
   console.log("## Fan-out\n");
   await runFanOutBench({
     quick: Deno.args.includes("--quick"),

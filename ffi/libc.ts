@@ -39,6 +39,8 @@ const symbols = {
   // Direct packet-ring reading: wait for a ring block, query the socket.
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  // The capture worker's per-step CPU time (logged at a capture's start).
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let lib: Deno.DynamicLibrary<typeof symbols> | null = null;
@@ -49,6 +51,15 @@ export function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
 }
 
 /** errno of the last failed libc call on this thread. */
+const CLOCK_THREAD_CPUTIME_ID = 3;
+const timespec = new BigInt64Array(2);
+
+/** CPU time the calling thread has used, in ms (NaN if the clock is unavailable). */
+export function threadCpuMs(): number {
+  if (libc().clock_gettime(CLOCK_THREAD_CPUTIME_ID, timespec) !== 0) return NaN;
+  return Number(timespec[0]) * 1e3 + Number(timespec[1]) / 1e6;
+}
+
 export function errno(): number {
   const p = libc().__errno_location();
   return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();

@@ -33,6 +33,8 @@ export interface TlsRequestInit {
   headers?: Record<string, string>;
   body?: string;
   signal?: AbortSignal;
+  /** called once the TLS handshake is done (node:https transport only; for timings) */
+  onSecureConnect?: () => void;
 }
 
 export interface TlsFetch {
@@ -133,6 +135,8 @@ function nodeRequest(
       resolve(new Response(webBody(res), { status, headers }));
     });
     signal?.addEventListener("abort", onAbort, { once: true });
+    const onSecure = init.onSecureConnect;
+    if (onSecure) req.once("socket", (socket) => socket.once("secureConnect", onSecure));
     req.on("error", (e) => {
       if (!response) signal?.removeEventListener("abort", onAbort);
       reject(signal?.aborted ? signal.reason : e);

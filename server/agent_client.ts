@@ -62,6 +62,7 @@ interface Transport {
     path: string,
     body: string | undefined,
     signal: AbortSignal,
+    onSecureConnect?: () => void,
   ): Promise<RawResponse>;
   close(): void;
 }
@@ -95,10 +96,17 @@ class AgentTransport implements Transport {
     path: string,
     body: string | undefined,
     signal: AbortSignal,
+    onSecureConnect?: () => void,
   ): Promise<RawResponse> {
     const res = await this.#tls.fetch(
       `https://${hostForUrl(this.ep.host)}:${this.ep.port}${path}`,
-      { method, body, headers: body ? { "content-type": "application/json" } : {}, signal },
+      {
+        method,
+        body,
+        headers: body ? { "content-type": "application/json" } : {},
+        signal,
+        onSecureConnect,
+      },
     );
     return { status: res.status, header: (n: string) => res.headers.get(n), body: res.body };
   }
@@ -142,6 +150,8 @@ export interface DialOptions {
   timeoutMs: number;
   /** aborts everything (client gone) */
   signal: AbortSignal;
+  /** called once the TLS handshake with the agent is done (for the fan-out's timings) */
+  onSecureConnect?: () => void;
 }
 
 /** A running capture on one agent. */
@@ -188,6 +198,7 @@ export class AgentCapture {
         "/captures",
         JSON.stringify(opts.request),
         abort.signal,
+        opts.onSecureConnect,
       ).catch((e) => {
         throw describeDialError(ep, abort.signal.reason ?? e, timeoutMs);
       });

@@ -293,12 +293,22 @@ export class ClientSession {
     if (this.#leftWhileStarting()) return;
     // Keyed on the stable identity: user names repeat across UAA origins.
     this.#slot = d.limiter.acquire(user.key);
+    const t0 = performance.now();
     const userFilter = await validateUserFilter(req.filter, { check: d.checkFilter });
     if (this.#leftWhileStarting()) return;
     this.#filter = userFilter;
+    const t1 = performance.now();
     const resolution = await resolver.resolve(req, { token, user });
     this.#facts = { ...this.#facts, ...resolution.facts };
+    const t2 = performance.now();
     const plan = await planTargets(resolution, userFilter, d.checkFilter);
+    // Where the start went before the agents are dialled (fan-out start-up; "agents streaming"
+    // has the rest).
+    const prepared = {
+      filter_ms: ms(t1 - t0),
+      resolve_ms: ms(t2 - t1),
+      plan_ms: ms(performance.now() - t2),
+    };
     this.#targets = plan.targets;
     if (this.#leftWhileStarting()) return;
     const bounds = captureBounds(req, d.config);
@@ -312,6 +322,7 @@ export class ClientSession {
       ...this.#facts,
       targets: this.#targets.length,
       interface: req.interface,
+      ...prepared,
     });
     const stream = this.#stream = new CaptureStream({
       merger: this.#merger,
@@ -452,3 +463,5 @@ export class ClientSession {
     deadline(this.#socketClosed.promise, CLOSE_WAIT_MS).then(() => this.#resolveDone());
   }
 }
+
+const ms = (x: number) => Math.round(x * 10) / 10;

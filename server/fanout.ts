@@ -19,6 +19,7 @@ import { AgentCapture, AgentError, type AgentTlsOptions } from "./agent_client.t
 import { API_SOURCE } from "./merge.ts";
 import { AgentStatusGate, truncateText } from "./agent_status.ts";
 import type { AgentTarget } from "./target_resolver.ts";
+import { type StartStep, StartTimings } from "./fanout_timing.ts";
 
 /**
  * Where `Fanout` writes every event of its agent streams, packets and control frames
@@ -82,6 +83,8 @@ export class Fanout {
   readonly #opts: FanoutOptions;
   readonly #abort = new AbortController();
   readonly #states: SourceState[];
+  /** where the start went per agent; logged once every source streams or failed */
+  readonly #timings: StartTimings;
   #stopping = false;
   /** resolves when stop() or abort() is called: paused pumps read on */
   readonly #stopCalled: Promise<void>;
@@ -94,6 +97,7 @@ export class Fanout {
   constructor(opts: FanoutOptions) {
     this.#opts = opts;
     this.#stopCalled = new Promise((r) => this.#onStop = r);
+    this.#timings = new StartTimings(opts.targets.length, performance.now());
     this.#states = opts.targets.map((target, source) => ({
       source,
       target,
@@ -148,7 +152,9 @@ export class Fanout {
       request: this.#opts.requestFor(s.target),
       timeoutMs: this.#opts.connectTimeoutMs,
       signal: this.#abort.signal,
+      onSecureConnect: () => this.#timed(s, "tls"),
     }).then((capture) => {
+      this.#timed(s, "response");
       s.capture = capture;
       if (this.#stopping) {
         if (this.#abort.signal.aborted) capture.close();
@@ -175,6 +181,7 @@ export class Fanout {
       } catch (e) {
         this.#fail(s, e);
       } finally {
+        this.#timed(s, "ended"); // a stream that ended without a SOURCE
         s.capture?.close();
       }
     });
@@ -255,6 +262,15 @@ export class Fanout {
     };
     s.announced = true;
     this.#opts.sink.source(s.source, desc);
+    this.#timed(s, "source");
+  }
+
+  #timed(s: SourceState, step: StartStep | "ended"): void {
+    const t = this.#timings;
+    if (t.complete) return;
+    if (step === "ended") t.settle(s.source);
+    else t.note(s.source, step, performance.now());
+    if (t.complete) this.#opts.log.info("agents streaming", { ...t.summary() });
   }
 
   #agentReportedFailure(s: SourceState, text: string): void {
@@ -264,6 +280,7 @@ export class Fanout {
   }
 
   #fail(s: SourceState, e: unknown): void {
+    this.#timed(s, "ended");
     const err = e instanceof AgentError
       ? e
       : new AgentError("protocol", String((e as Error)?.message ?? e));

@@ -101,7 +101,22 @@ Deno.test({
       assertEquals(ended.peer, "pcap-api");
       assertEquals(ended.interface, lab.vmDev);
       assertEquals(ended.filter, "udp dst port 9999");
-      assert(agent.logs.some((l) => l.msg === "capture started" && l.peer === "pcap-api"));
+      const started = agent.logs.find((l) => l.msg === "capture started")!;
+      assertEquals(started.peer, "pcap-api");
+      // Where the start went on the capture thread: [wall ms, thread CPU ms] per step.
+      const steps = started.open_steps as Record<string, [number, number]>;
+      assertEquals(Object.keys(steps), [
+        "queue",
+        "netns",
+        "create",
+        "activate",
+        "filter",
+        "reader",
+      ]);
+      for (const [step, [wall, cpu]] of Object.entries(steps)) {
+        assert(wall >= 0 && cpu >= 0 && cpu <= wall + 0.5, `${step}: ${wall}/${cpu}`);
+      }
+      assert(steps.activate[1] > 0, `activate used CPU: ${steps.activate}`);
     }),
 });
 

@@ -158,6 +158,22 @@ Deno.test("api failure handling", async (t) => {
         assertEquals((await c.closed).code, 1000);
         const counts = countTokens(c.got.tokens.get(sourceOf(c.got, r0)) ?? []);
         for (const tok of sent) assertEquals(counts.get(tok), 1, tok);
+        // The start's timings: logged once every source streamed or failed, the failed one
+        // not counted in them.
+        const starts = a.logs.map((l) => JSON.parse(l)).filter((j) => j.msg === "agents streaming");
+        const started = starts.at(-1)!;
+        assertEquals([started.targets, started.streaming, started.failed], [2, 1, 1]);
+        for (const k of ["tls_ms", "response_ms", "source_ms"]) {
+          const [med, max] = started[k];
+          assert(med >= 0 && max === med, `${k}: ${started[k]} (one agent streams)`);
+        }
+        assert(started.tls_ms[0] <= started.response_ms[0], JSON.stringify(started));
+        const starting = a.logs.map((l) => JSON.parse(l)).findLast((j) =>
+          j.msg === "capture starting"
+        );
+        for (const k of ["filter_ms", "resolve_ms", "plan_ms"]) {
+          assert(starting[k] >= 0, `${k} in ${JSON.stringify(starting)}`);
+        }
       } finally {
         await lab.restartAgent(r1);
       }

@@ -41,6 +41,7 @@ import { MAX_RECORD_BYTES, MAX_SNAPLEN } from "../../protocol/records.ts";
 import { C, createRing, RingReader, S } from "./capture_ring.ts";
 import { COMPILE_FILTER_STEP, type ReaderChoice, type ReaderKind } from "./capture_reading.ts";
 import type { WorkerReply, WorkerStart, WorkerWarm } from "./capture_worker.ts";
+import { epochMs, type OpenSteps } from "./open_steps.ts";
 
 export interface CaptureOptions {
   device: string;
@@ -51,7 +52,7 @@ export interface CaptureOptions {
   /** Default false. */
   promiscuous?: boolean;
   filter?: string;
-  /** Kernel buffer bytes; default 32 MiB. */
+  /** Kernel buffer bytes; default 4 MiB (see DEFAULT_BUFFER). */
   bufferSize?: number;
   /** libpcap buffer timeout, the latency knob; default 100 ms. */
   timeoutMs?: number;
@@ -99,7 +100,14 @@ export class CaptureError extends Error {
   }
 }
 
-const DEFAULT_BUFFER = 32 << 20;
+// The kernel ring is allocated, zeroed and mapped at every start (pcap_activate) and is most of
+// a start's CPU when it is big: with 10 agents starting at once on 2 shared cores, 32 MiB rings
+// cost each agent 70-100 ms of CPU instead of 13-24 ms with 4 MiB and doubled the fan-out's time
+// (docs/benchmarks.md, fan-out). It only has to absorb the capture thread being descheduled,
+// which copies it into the engine queue (16 MiB) at once: 4 MiB holds ~30 ms at 1 Gbit/s, twice
+// tcpdump's (libpcap's) 2 MiB. Operators raise it with capture.buffer_size for bursty links on
+// busy VMs.
+const DEFAULT_BUFFER = 4 << 20;
 const DEFAULT_QUEUE = 16 << 20;
 const MAX_BATCH = 256 << 10; // per next(); also bounds the agent's frame size
 const NOTIFY_BYTES = 4 * MAX_BATCH;
@@ -193,6 +201,8 @@ export class CaptureEngine {
   readonly netnsId: string;
   /** How packets are read: libpcap's ring directly, or the pcap_next_ex fallback. */
   readonly reader: ReaderKind;
+  /** Where the start went on the capture thread: step → [wall ms, thread CPU ms] (logged). */
+  readonly openSteps: OpenSteps;
   readonly #worker: Worker;
   readonly #reader: RingReader;
   readonly #ctrl: Int32Array;
@@ -219,6 +229,7 @@ export class CaptureEngine {
     this.snaplen = ready.snaplen;
     this.netnsId = ready.netnsId;
     this.reader = ready.reader;
+    this.openSteps = ready.steps;
     this.#flushMs = flushMs;
     this.#done = done;
   }
@@ -252,6 +263,7 @@ export class CaptureEngine {
       // waiting) or once records have waited NOTIFY_DELAY_MS, not per kernel block.
       notifyBytes: immediate ? 1 : NOTIFY_BYTES,
       notifyDelayMs: immediate ? 0 : Math.min(NOTIFY_DELAY_MS, timeoutMs),
+      postedAtMs: 0, // set when posted
     };
     const worker = takeWorker();
     return new Promise((resolve, reject) => {
@@ -284,6 +296,7 @@ export class CaptureEngine {
           doneResolve();
         }
       };
+      start.postedAtMs = epochMs();
       worker.postMessage(start);
       worker.onerror = (ev) => {
         ev.preventDefault();

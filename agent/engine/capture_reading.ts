@@ -46,6 +46,8 @@ export interface WorkerStart {
   ring: RingShared;
   notifyBytes: number;
   notifyDelayMs: number;
+  /** epochMs() when the start was posted: the worker reports how long it waited for it */
+  postedAtMs: number;
 }
 
 /** Prefix of the step whose failure means the filter itself is unusable (not the capture). */

@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { enterNetns, libc } from "../../ffi/libc.ts";
+import { enterNetns, libc, threadCpuMs } from "../../ffi/libc.ts";
 import {
   type BpfProgram,
   compileFilter,
@@ -37,12 +37,20 @@ import {
   type WorkerStart,
 } from "./capture_reading.ts";
 import { readWithNextEx } from "./capture_pcap_reader.ts";
+import { epochMs, type OpenSteps, StepClock } from "./open_steps.ts";
 import { findPacketRing, readRing } from "./capture_tpacket_reader.ts";
 
 export type { WorkerStart } from "./capture_reading.ts";
 
 export type WorkerReply =
-  | { type: "ready"; linkType: number; snaplen: number; netnsId: string; reader: ReaderKind }
+  | {
+    type: "ready";
+    linkType: number;
+    snaplen: number;
+    netnsId: string;
+    reader: ReaderKind;
+    steps: OpenSteps;
+  }
   | { type: "error"; operation: string; message: string }
   | { type: "done"; error?: { operation: string; message: string } };
 
@@ -50,7 +58,10 @@ export type WorkerReply =
  * Creates, configures and activates the handle; closes it again on failure.
  * The compiled filter is returned too (the ring reader may need it); free it after use.
  */
-function open(o: WorkerStart): { p: Deno.PointerObject; program: BpfProgram | null } {
+function open(
+  o: WorkerStart,
+  clock: StepClock,
+): { p: Deno.PointerObject; program: BpfProgram | null } {
   const lib = pcap();
   const errbuf = new Uint8Array(PCAP_ERRBUF_SIZE);
   const p = lib.pcap_create(cString(o.device), errbuf);
@@ -67,6 +78,7 @@ function open(o: WorkerStart): { p: Deno.PointerObject; program: BpfProgram | nu
     set("kernel buffer size", lib.pcap_set_buffer_size(p, o.bufferSize));
     set("immediate mode", lib.pcap_set_immediate_mode(p, o.immediate ? 1 : 0));
     set("timestamp precision", lib.pcap_set_tstamp_precision(p, PCAP_TSTAMP_PRECISION_NANO));
+    clock.mark("create");
     const rc = lib.pcap_activate(p);
     if (rc < 0) {
       const detail = geterr(p);
@@ -76,6 +88,7 @@ function open(o: WorkerStart): { p: Deno.PointerObject; program: BpfProgram | nu
         detail && detail !== status ? `${status} (${detail})` : status,
       );
     }
+    clock.mark("activate");
     let program: BpfProgram | null = null;
     if (o.filter !== undefined && o.filter !== "") {
       // The agent's only compile of the filter: here, on this thread, never on the main one.
@@ -86,6 +99,7 @@ function open(o: WorkerStart): { p: Deno.PointerObject; program: BpfProgram | nu
         throw new StepError(`setting filter "${o.filter}" ${where(o)}`, geterr(p));
       }
       program = r.program;
+      clock.mark("filter");
     }
     return { p, program };
   } catch (e) {
@@ -125,11 +139,15 @@ self.onmessage = (ev: MessageEvent<WorkerStart | WorkerWarm>) => {
   let program: BpfProgram | null;
   let read: ReturnType<typeof reader>;
   try {
+    const queued = epochMs() - o.postedAtMs;
+    const clock = new StepClock(threadCpuMs);
     if (o.netns) enterNetns(o.netns);
     const netnsId = Deno.readLinkSync("/proc/thread-self/ns/net");
-    ({ p, program } = open(o));
+    clock.mark("netns");
+    ({ p, program } = open(o, clock));
     try {
       read = reader(o, p, program);
+      clock.mark("reader");
     } catch (e) {
       program?.free();
       pcap().pcap_close(p);
@@ -143,6 +161,7 @@ self.onmessage = (ev: MessageEvent<WorkerStart | WorkerWarm>) => {
         snaplen: pcap().pcap_snapshot(p),
         netnsId,
         reader: read.kind,
+        steps: { queue: [Math.max(0, Math.round(queued * 10) / 10), 0], ...clock.steps },
       } satisfies WorkerReply,
     );
   } catch (e) {

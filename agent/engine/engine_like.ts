@@ -16,6 +16,7 @@
  * @module
  */
 import type { CaptureOptions, CaptureStats } from "./capture_engine.ts";
+import type { OpenSteps } from "./open_steps.ts";
 
 export interface EngineLike {
   readonly linkType: number;
@@ -26,6 +27,8 @@ export interface EngineLike {
   close(): void;
   /** Resolves once the engine has released its handle and thread (optional for fakes). */
   readonly finished?: Promise<void>;
+  /** Where the start went on the capture thread (logged; optional for fakes). */
+  readonly openSteps?: OpenSteps;
 }
 
 /** What the session passes to the engine: everything but the engine's own tuning knobs. */
