@@ -56,7 +56,12 @@ interface Transport {
   /** whether stream() reads its socket only on demand (holding the stream back reaches TCP) */
   readonly stopsWhenUnread: boolean;
   /** the capture stream's request */
-  stream(path: string, body: string, signal: AbortSignal): Promise<RawResponse>;
+  stream(
+    path: string,
+    body: string,
+    signal: AbortSignal,
+    onSecureConnect?: () => void,
+  ): Promise<RawResponse>;
   request(
     method: "GET" | "POST",
     path: string,
@@ -82,14 +87,26 @@ class AgentTransport implements Transport {
     this.#tls = createTlsFetch(opts);
     this.stopsWhenUnread = socketUsable(opts);
   }
-  stream(path: string, body: string, signal: AbortSignal): Promise<RawResponse> {
-    if (!this.stopsWhenUnread) return this.request("POST", path, body, signal);
-    return requestOverSocket(this.ep.host, this.ep.port, this.opts, {
-      method: "POST",
-      path,
-      body,
-      headers: { "content-type": "application/json" },
-    }, signal);
+  stream(
+    path: string,
+    body: string,
+    signal: AbortSignal,
+    onSecureConnect?: () => void,
+  ): Promise<RawResponse> {
+    if (!this.stopsWhenUnread) return this.request("POST", path, body, signal, onSecureConnect);
+    return requestOverSocket(
+      this.ep.host,
+      this.ep.port,
+      this.opts,
+      {
+        method: "POST",
+        path,
+        body,
+        headers: { "content-type": "application/json" },
+      },
+      signal,
+      onSecureConnect,
+    );
   }
   async request(
     method: "GET" | "POST",

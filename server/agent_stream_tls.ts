@@ -76,6 +76,8 @@ export async function requestOverSocket(
   tls: SocketTlsOptions,
   req: { method: "GET" | "POST"; path: string; body?: string; headers?: Record<string, string> },
   signal: AbortSignal,
+  /** called once the handshake and the issuer check are done (the fan-out's timings) */
+  onSecureConnect?: () => void,
 ): Promise<SocketResponse> {
   if (signal.aborted) throw signal.reason;
   const cas = caCertificates(tls.ca);
@@ -112,6 +114,7 @@ export async function requestOverSocket(
           "(only that CA is trusted, not the default roots; an intermediate CA must be in that file)",
       );
     }
+    onSecureConnect?.();
     const hostHeader = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
     await writeAll(
       conn,
