@@ -6,9 +6,15 @@
  * fragmented message of any size before the api sees it).
  *
  * The shape is what ClientSession uses of a WebSocket: `send`, `close(code, reason)`,
- * `readyState`, and `bufferedAmount` as payload bytes handed to the socket and not yet written
- * out, which is what the merger's back-pressure reads. A peer silent for `idleTimeoutMs` is sent
- * a ping; silent for another `idleTimeoutMs`, it is cut.
+ * `readyState`, and `bufferedAmount` as payload bytes sent and not yet written out, which is what
+ * the merger's back-pressure reads. A peer silent for `idleTimeoutMs` is sent a ping; silent for
+ * another `idleTimeoutMs`, it is cut.
+ *
+ * Messages wait in a queue of their own and are handed to the socket only while less than
+ * `WIRE_WINDOW` is in its hands: a node stream writes everything buffered behind a pending write
+ * as one batch (writev) whose callbacks fire together when all of it is out, so with the whole
+ * backlog in the socket bufferedAmount would fall in steps of many megabytes seconds apart, and
+ * a slow but draining client would look stalled to the merger (merge.ts STALL_MS).
  */
 import type { Duplex } from "node:stream";
 import type { Buffer } from "node:buffer";
@@ -36,6 +42,21 @@ const COPY_BELOW = 16 * 1024;
 const PONG_BACKLOG = 1024 * 1024;
 /** how long a close waits for the peer's close before the connection is cut */
 const CLOSE_TIMEOUT_MS = 5000;
+/**
+ * bytes handed to the socket whose write has not completed; more waits in the queue. With the
+ * agents' ~256 KiB frames: one frame being written and one behind it, so a fast client is never
+ * left waiting on the api, and a slow one shows progress a frame at a time (what the socket
+ * batches behind a pending write completes only as a whole).
+ */
+const WIRE_WINDOW = 512 * 1024;
+
+/** one queued write: a frame's parts (written corked), its payload size, what follows it */
+interface Queued {
+  parts: Uint8Array[];
+  payload: number;
+  /** run once the parts are handed to the socket (the end after a close) */
+  then?: () => void;
+}
 
 export interface WsConnectionOptions {
   maxMessageBytes: number;
@@ -60,8 +81,12 @@ export class WsConnection {
   readonly #socket: Duplex;
   readonly #o: WsConnectionOptions;
   readonly #decoder: FrameDecoder;
-  /** payload bytes handed to the socket and not yet written out */
+  /** payload bytes sent (queued or in the socket's hands) and not yet written out */
   #unsent = 0;
+  readonly #queue: Queued[] = [];
+  #queueHead = 0;
+  /** bytes handed to the socket whose write callback has not fired */
+  #wire = 0;
   #closeSent = false;
   #closeEvent = { code: 1006, reason: "" };
   #heard = true;
@@ -100,16 +125,50 @@ export class WsConnection {
     const op = text ? OP_TEXT : OP_BINARY;
     const len = payload.byteLength;
     this.#unsent += len;
-    const done = () => (this.#unsent -= len);
-    if (len < COPY_BELOW) {
-      this.#socket.write(encodeWsFrame(op, payload), done);
-    } else {
-      // corked: header and payload go out in one write (one TLS record sequence), not two;
-      // measured a third less CPU per MB than two writes (bench/api_ws_send.ts)
-      this.#socket.cork();
-      this.#socket.write(frameHeader(op, len));
-      this.#socket.write(payload, done);
-      this.#socket.uncork();
+    this.#enqueue({
+      parts: len < COPY_BELOW ? [encodeWsFrame(op, payload)] : [frameHeader(op, len), payload],
+      payload: len,
+    });
+  }
+
+  #enqueue(q: Queued): void {
+    this.#queue.push(q);
+    this.#pump();
+  }
+
+  /** Hands queued frames to the socket while less than WIRE_WINDOW is in its hands. */
+  #pump(): void {
+    const socket = this.#socket;
+    while (this.#wire < WIRE_WINDOW && this.#queueHead < this.#queue.length) {
+      if (socket.destroyed || socket.writableEnded) return;
+      const q = this.#queue[this.#queueHead];
+      this.#queue[this.#queueHead++] = undefined as unknown as Queued;
+      let bytes = 0;
+      for (const p of q.parts) bytes += p.byteLength;
+      this.#wire += bytes;
+      const done = () => {
+        this.#wire -= bytes;
+        this.#unsent -= q.payload;
+        this.#pump();
+      };
+      if (q.parts.length === 0) this.#wire -= bytes; // a marker: only its `then`
+      else if (q.parts.length === 1) socket.write(q.parts[0], done);
+      else {
+        // corked: header and payload go out in one write (one TLS record sequence), not two;
+        // measured a third less CPU per MB than two writes (bench/api_ws_send.ts)
+        socket.cork();
+        for (let i = 0; i < q.parts.length - 1; i++) socket.write(q.parts[i]);
+        socket.write(q.parts[q.parts.length - 1], done);
+        socket.uncork();
+      }
+      q.then?.();
+    }
+    if (this.#queueHead === this.#queue.length) {
+      this.#queue.length = 0;
+      this.#queueHead = 0;
+    } else if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue.splice(0, this.#queueHead);
+      this.#queueHead = 0;
     }
   }
 
@@ -158,10 +217,12 @@ export class WsConnection {
       }
       this.#closeEvent = close;
       this.#deaf = true;
-      if (!this.#closeSent) this.#sendClose(close.code === 1005 ? 1000 : close.code, "");
+      // The handshake is complete: the server closes the TCP connection (RFC 6455 §7.1.1),
+      // after what is queued (its own close last).
+      const end = () => this.#socket.end(() => this.#socket.destroy());
+      if (!this.#closeSent) this.#sendClose(close.code === 1005 ? 1000 : close.code, "", end);
+      else this.#enqueue({ parts: [], payload: 0, then: end });
       this.readyState = CLOSING;
-      // The handshake is complete: the server closes the TCP connection (RFC 6455 §7.1.1).
-      this.#socket.end(() => this.#socket.destroy());
       return;
     }
     if (this.readyState !== OPEN) return;
@@ -188,6 +249,7 @@ export class WsConnection {
    */
   #fail(code: number, reason: string): void {
     this.#deaf = true;
+    this.#dropQueue();
     this.#closeEvent = { code, reason };
     this.readyState = CLOSING;
     this.#closeSent = true;
@@ -213,11 +275,26 @@ export class WsConnection {
     this.#write(OP_PING, new Uint8Array());
   }
 
-  #sendClose(code: number, reason: string): void {
+  /** The close goes behind the messages queued before it: nothing may follow it. */
+  #sendClose(code: number, reason: string, then?: () => void): void {
     this.#closeSent = true;
-    this.#write(OP_CLOSE, closePayload(code, reason));
+    this.#enqueue({
+      parts: [encodeWsFrame(OP_CLOSE, closePayload(code, reason))],
+      payload: 0,
+      then,
+    });
   }
 
+  /** What is queued will never be written: it no longer counts as buffered. */
+  #dropQueue(): void {
+    for (let i = this.#queueHead; i < this.#queue.length; i++) {
+      this.#unsent -= this.#queue[i].payload;
+    }
+    this.#queue.length = 0;
+    this.#queueHead = 0;
+  }
+
+  /** A ping or pong, ahead of the queue (control frames may come between messages). */
   #write(op: number, payload: Uint8Array): void {
     if (this.#socket.destroyed || this.#socket.writableEnded) return;
     this.#socket.write(encodeWsFrame(op, payload));
@@ -226,6 +303,7 @@ export class WsConnection {
   #finish(): void {
     if (this.readyState === CLOSED) return;
     this.readyState = CLOSED;
+    this.#dropQueue();
     clearInterval(this.#idleTimer);
     clearTimeout(this.#closeTimer);
     this.#o.onClose(this.#closeEvent.code, this.#closeEvent.reason);

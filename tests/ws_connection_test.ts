@@ -196,3 +196,33 @@ Deno.test("ws connection: bufferedAmount counts the payload not yet written out"
     await p.end();
   }
 });
+
+Deno.test("ws connection: bufferedAmount falls as a slow client drains, not in one late step", async () => {
+  const p = await pair();
+  try {
+    const frame = new Uint8Array(1 << 20);
+    const n = 48;
+    // a backlog far beyond what the kernel's buffers take, queued while the client reads nothing
+    for (let i = 0; i < n; i++) p.ws.send(frame);
+    let falls = 0, last = p.ws.bufferedAmount, read = 0;
+    // The client reads half of it: the merger must see progress meanwhile (merge.ts STALL_MS).
+    // A socket holding the whole backlog writes it as one batch whose callbacks all fire at its
+    // end, once nearly everything is read.
+    while (read < (n / 2) << 20) {
+      await p.read();
+      read = p.frames.reduce((s, f) => s + f.payload.byteLength, 0);
+      const now = p.ws.bufferedAmount;
+      if (now < last) falls++;
+      last = now;
+    }
+    assert(falls >= 4, `bufferedAmount fell ${falls} time(s) while the client read ${read} bytes`);
+    assert(last > 0, "half the backlog is still unsent");
+    while (p.ws.bufferedAmount > 0 || read < n << 20) {
+      await p.read();
+      read = p.frames.reduce((s, f) => s + f.payload.byteLength, 0);
+    }
+    assertEquals(read, n << 20);
+  } finally {
+    await p.end();
+  }
+});
