@@ -78,15 +78,23 @@ function pattern(offset: number, length: number): Uint8Array {
   return b;
 }
 
-/** The receive queue of the client's socket to `port` (bytes the kernel holds for it). */
-async function recvQueue(port: number): Promise<number> {
+/**
+ * Bytes the kernel holds on the connection to `port`: the client socket's receive queue plus the
+ * server socket's send queue (on loopback either side may hold the backlog, depending on how the
+ * receive window has grown).
+ */
+async function kernelQueued(port: number): Promise<number> {
   const out = await new Deno.Command("ss", {
-    args: ["-tn", "state", "established", `( dport = :${port} )`],
+    args: ["-tn", "state", "established", `( dport = :${port} or sport = :${port} )`],
   }).output();
-  const m = /^\s*(\d+)\s+\d+\s+127\.0\.0\.1:\d+\s+127\.0\.0\.1:\d+/m.exec(
-    new TextDecoder().decode(out.stdout),
-  );
-  return m ? Number(m[1]) : 0;
+  let total = 0;
+  for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
+    const m = /^\s*(\d+)\s+(\d+)\s+127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:(\d+)/.exec(line);
+    if (!m) continue;
+    // the client's socket: its Recv-Q; the server's (local port = port): its Send-Q
+    total += Number(m[3]) === port ? Number(m[2]) : Number(m[1]);
+  }
+  return total;
 }
 
 Deno.test("agent stream socket: an unread body stays in TCP, then arrives whole", () =>
@@ -119,16 +127,18 @@ Deno.test("agent stream socket: an unread body stays in TCP, then arrives whole"
         return true;
       };
       while (got < 1024 * 1024) await take();
-      // Not reading: the server's writes must stall with bytes queued in the client's kernel
-      // socket. A client that went on reading would let the server finish its 64 MiB instead.
-      const deadline = Date.now() + 20_000;
-      let last = -1;
+      // Not reading: the server's writes must stall with the backlog in the kernel (the
+      // connection's queues), not in the client's memory. A client that went on reading would let
+      // the server finish its 64 MiB instead.
+      const deadline = Date.now() + 30_000;
+      let last = -1, still = 0;
       while (true) {
         const written = srv.state.written;
-        const queued = await recvQueue(srv.port);
-        if (written === last && queued > 64 * 1024) break;
+        const queued = await kernelQueued(srv.port);
+        still = written === last ? still + 1 : 0;
+        if (still >= 3 && queued > 64 * 1024) break;
         assert(!srv.state.finished, `the server wrote all ${TOTAL} bytes to a client not reading`);
-        assert(Date.now() < deadline, `no stall: written ${written}, client's Recv-Q ${queued}`);
+        assert(Date.now() < deadline, `no stall: written ${written}, kernel queues ${queued}`);
         last = written;
         await new Promise((r) => setTimeout(r, 100));
       }
