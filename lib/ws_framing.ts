@@ -5,8 +5,10 @@
  *
  * The bound is checked before any payload is held: a header announcing more than the limit, or a
  * fragment that would take the message so far past it, is refused (1009) at once, so an
- * oversized message is never buffered. What is held at any time is at most one message (≤ the
- * limit) and one incomplete frame header (≤ 14 bytes).
+ * oversized message is never buffered. Fragments are gathered into one buffer (not one object
+ * each), and a message in more than MAX_FRAGMENTS frames is refused (1008), so neither empty nor
+ * tiny fragments can make a message cost more than its bytes. What is held at any time is at
+ * most one message (≤ the limit) and one incomplete frame header (≤ 14 bytes).
  *
  * @module
  */
@@ -21,7 +23,11 @@ export const OP_PONG = 0xa;
 /** Close codes used here (RFC 6455 §7.4.1). */
 export const CLOSE_PROTOCOL_ERROR = 1002;
 export const CLOSE_INVALID_DATA = 1007;
+export const CLOSE_POLICY = 1008;
 export const CLOSE_TOO_BIG = 1009;
+
+/** The most frames one data message may come in (ours never fragment; browsers rarely do). */
+export const MAX_FRAGMENTS = 1024;
 
 /** A violation of the framing, with the close code it calls for. */
 export class FramingError extends Error {
@@ -62,8 +68,10 @@ export class FrameDecoder {
   /** an incomplete frame header carried over from the previous chunk */
   #head = new Uint8Array(0);
   #frame: FrameInProgress | null = null;
-  #fragments: Uint8Array[] = [];
+  /** the fragmented message so far: #fragmentBytes of it are filled */
+  #message: Uint8Array | null = null;
   #fragmentBytes = 0;
+  #fragmentCount = 0;
   #fragmentOp = 0;
 
   constructor(o: DecoderOptions) {
@@ -179,18 +187,36 @@ export class FrameDecoder {
       return;
     }
     if (!this.#fragmentOp) this.#fragmentOp = f.opcode;
-    this.#fragments.push(f.buf);
-    this.#fragmentBytes += f.buf.byteLength;
-    if (!f.fin) return;
-    const all = new Uint8Array(this.#fragmentBytes);
-    let o = 0;
-    for (const p of this.#fragments) {
-      all.set(p, o);
-      o += p.byteLength;
+    if (++this.#fragmentCount > MAX_FRAGMENTS) {
+      throw new FramingError(
+        CLOSE_POLICY,
+        `${this.#o.peer} sent a message in more than ${MAX_FRAGMENTS} fragments`,
+      );
     }
-    out.push({ opcode: this.#fragmentOp, payload: all });
-    this.#fragments = [];
+    const n = f.buf.byteLength;
+    if (n) {
+      const need = this.#fragmentBytes + n;
+      if (!this.#message || this.#message.byteLength < need) {
+        // doubling, never past the limit (the header check keeps `need` within it)
+        const size = Math.min(
+          this.#o.maxMessageBytes,
+          Math.max(need, 2 * (this.#message?.byteLength ?? 0), 4096),
+        );
+        const grown = new Uint8Array(size);
+        if (this.#message) grown.set(this.#message.subarray(0, this.#fragmentBytes));
+        this.#message = grown;
+      }
+      this.#message.set(f.buf, this.#fragmentBytes);
+      this.#fragmentBytes = need;
+    }
+    if (!f.fin) return;
+    const payload = this.#message
+      ? this.#message.subarray(0, this.#fragmentBytes)
+      : new Uint8Array(0);
+    out.push({ opcode: this.#fragmentOp, payload });
+    this.#message = null;
     this.#fragmentBytes = 0;
+    this.#fragmentCount = 0;
     this.#fragmentOp = 0;
   }
 }
@@ -226,9 +252,13 @@ export function encodeWsFrame(opcode: number, payload: Uint8Array, mask?: Uint8A
   return f;
 }
 
-/** The payload of a close frame: the code and a reason cut to fit 125 bytes. */
+/** The payload of a close frame: the code and a reason cut to fit 125 bytes (whole characters). */
 export function closePayload(code: number, reason: string): Uint8Array {
-  const r = new TextEncoder().encode(reason).subarray(0, 123);
+  const all = new TextEncoder().encode(reason);
+  let end = Math.min(all.byteLength, 123);
+  // never between the bytes of one UTF-8 character (continuation bytes are 10xxxxxx)
+  if (end < all.byteLength) { while (end > 0 && (all[end] & 0xc0) === 0x80) end--; }
+  const r = all.subarray(0, end);
   const p = new Uint8Array(2 + r.byteLength);
   p[0] = code >> 8;
   p[1] = code & 0xff;
@@ -242,5 +272,9 @@ export function parseClose(payload: Uint8Array): { code: number; reason: string 
     throw new FramingError(CLOSE_PROTOCOL_ERROR, "a close frame of 1 byte");
   }
   const code = payload.byteLength >= 2 ? (payload[0] << 8) | payload[1] : 1005;
-  return { code, reason: new TextDecoder().decode(payload.subarray(2)) };
+  try {
+    return { code, reason: new TextDecoder("utf-8", { fatal: true }).decode(payload.subarray(2)) };
+  } catch {
+    throw new FramingError(CLOSE_INVALID_DATA, "a close frame whose reason is not UTF-8");
+  }
 }

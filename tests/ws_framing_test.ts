@@ -1,4 +1,6 @@
 import {
+  CLOSE_INVALID_DATA,
+  CLOSE_POLICY,
   CLOSE_PROTOCOL_ERROR,
   CLOSE_TOO_BIG,
   closePayload,
@@ -6,6 +8,7 @@ import {
   FrameDecoder,
   frameHeader,
   FramingError,
+  MAX_FRAGMENTS,
   OP_BINARY,
   OP_CLOSE,
   OP_CONTINUATION,
@@ -138,8 +141,41 @@ Deno.test("ws framing: close payloads", () => {
     reason: "message too big",
   });
   assertEquals(parseClose(new Uint8Array()), { code: 1005, reason: "" });
-  assertEquals(closePayload(1000, "é".repeat(100)).byteLength, 125);
+  // cut to whole characters: 61 two-byte "é" fit in 123 bytes, not 61.5
+  const cut = closePayload(1000, "é".repeat(100));
+  assertEquals(cut.byteLength, 124);
+  assertEquals(parseClose(cut).reason, "é".repeat(61));
+  framingError(
+    () => parseClose(new Uint8Array([0x03, 0xe8, 0xc3])),
+    CLOSE_INVALID_DATA,
+    /not UTF-8/,
+  );
   framingError(() => parseClose(new Uint8Array(1)), CLOSE_PROTOCOL_ERROR, /1 byte/);
   const d = client();
   assertEquals(d.push(encodeWsFrame(OP_CLOSE, closePayload(1000, "bye")))[0].opcode, OP_CLOSE);
+});
+
+Deno.test("ws framing: empty or tiny fragments cannot make a message cost more than its bytes", () => {
+  // empty continuations (6 bytes each on the wire) are refused past MAX_FRAGMENTS, holding nothing
+  const d = server(1024);
+  d.push(encodeRawFrame({ opcode: OP_TEXT, payload: new Uint8Array(), fin: false }));
+  const empty = encodeRawFrame({ opcode: OP_CONTINUATION, payload: new Uint8Array(), fin: false });
+  for (let i = 1; i < MAX_FRAGMENTS; i++) d.push(empty);
+  assertEquals(d.heldBytes, 0);
+  framingError(() => d.push(empty), CLOSE_POLICY, /more than 1024 fragments/);
+  // 1-byte fragments up to the limit arrive as one message, gathered in one buffer
+  const e = server(1024);
+  const frames = [encodeRawFrame({ opcode: OP_BINARY, payload: new Uint8Array([0]), fin: false })];
+  for (let i = 1; i < 1000; i++) {
+    frames.push(encodeRawFrame({
+      opcode: OP_CONTINUATION,
+      payload: new Uint8Array([i % 251]),
+      fin: i === 999,
+    }));
+  }
+  const got = frames.flatMap((f) => e.push(f));
+  assertEquals(got.length, 1);
+  assertEquals(got[0].payload.byteLength, 1000);
+  assert(got[0].payload.every((b, i) => b === i % 251), "bytes in order");
+  assertEquals(e.heldBytes, 0);
 });
