@@ -94,6 +94,8 @@ export class ApiServer {
   readonly #log: Logger;
   #server: HttpListener | null = null;
   #draining = false;
+  /** set by close(): an upgrade whose token check ends later is refused, not opened */
+  #closed = false;
   #cc: CcClient | null = null;
   /** compiles user filters in a pre-warmed worker, under a deadline (unless a test injects) */
   readonly #compiler: FilterCompiler | null;
@@ -308,6 +310,9 @@ export class ApiServer {
 
   /** Closes the listener and everything the api holds (after drain, or in tests). */
   async close(): Promise<void> {
+    this.#closed = true;
+    // upgrades still checking their token answer 503 (below) before the audit log closes
+    await settledWithin(Promise.allSettled([...this.#upgrading]), 5_000);
     for (const s of this.sessions) s.abort();
     const server = this.#server;
     this.#server = null;
@@ -392,6 +397,15 @@ export class ApiServer {
       const raw = new Request(up.url, authorization ? { headers: { authorization } } : {});
       const auth = await authenticateUpgrade(raw, resolver, this.#deps, up.peer);
       if (auth instanceof Response) return void await writeResponse(socket, auth);
+      if (this.#closed) {
+        const closed = new ApiError(
+          "START_CAPTURE_FAILED",
+          "the api is shutting down; retry in a moment",
+          undefined,
+          503,
+        );
+        return void await writeResponse(socket, errorResponse(closed));
+      }
       if (socket.destroyed) return;
       this.#open(resolver, auth, up.peer, { socket, head: early.take(), key: up.key });
     })().catch((e) => {

@@ -69,15 +69,30 @@ export function switchingProtocols(key: string): string {
     `Sec-WebSocket-Accept: ${accept}\r\n\r\n`;
 }
 
-/** Writes a whole HTTP answer on a raw socket and ends it (a refused upgrade). */
+/** How long a refused upgrade's socket may stay open after its answer (a peer that never closes). */
+export const REFUSED_LINGER_MS = 5_000;
+
+/**
+ * Writes a whole HTTP answer on a raw socket and ends it (a refused upgrade). Never rejects: a
+ * failure destroys the socket. An upgraded socket no longer has node:http's timeouts and half-open
+ * handling, so the socket is destroyed REFUSED_LINGER_MS after the answer whether or not the peer
+ * closes its side: a refused client cannot hold an fd.
+ */
 export async function writeResponse(socket: Duplex, res: Response): Promise<void> {
-  const body = new Uint8Array(await res.arrayBuffer());
-  const lines = [`HTTP/1.1 ${res.status} ${STATUS_CODES[res.status] ?? "Error"}`];
-  res.headers.forEach((v, k) => {
-    if (k !== "content-length" && k !== "connection") lines.push(`${k}: ${v}`);
-  });
-  lines.push(`content-length: ${body.byteLength}`, "connection: close");
-  if (socket.destroyed) return;
-  socket.write(lines.join("\r\n") + "\r\n\r\n");
-  socket.end(body);
+  try {
+    const body = new Uint8Array(await res.arrayBuffer());
+    const lines = [`HTTP/1.1 ${res.status} ${STATUS_CODES[res.status] ?? "Error"}`];
+    res.headers.forEach((v, k) => {
+      if (k !== "content-length" && k !== "connection") lines.push(`${k}: ${v}`);
+    });
+    lines.push(`content-length: ${body.byteLength}`, "connection: close");
+    if (socket.destroyed) return;
+    socket.write(lines.join("\r\n") + "\r\n\r\n");
+    socket.end(body);
+    const linger = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+    Deno.unrefTimer(linger);
+    socket.once("close", () => clearTimeout(linger));
+  } catch {
+    socket.destroy();
+  }
 }

@@ -29,6 +29,17 @@ export function readUpgrade(
   remote: string | undefined,
 ): UpgradeRequest | ApiError {
   const url = new URL(req.url ?? "/", "http://api.invalid");
+  const protocol = String(req.headers.upgrade ?? "").toLowerCase();
+  if (protocol !== "websocket") {
+    // e.g. `Upgrade: h2c` from curl --http2: said plainly, not as a missing WebSocket route
+    return new ApiError(
+      "INVALID_REQUEST",
+      `Upgrade: ${protocol.slice(0, 40)} is not supported: the api speaks HTTP/1.1, and ` +
+        "WebSocket on its capture routes; send the request without the Upgrade header",
+      undefined,
+      400,
+    );
+  }
   if (!paths.includes(url.pathname) || req.method !== "GET") {
     return new ApiError(
       "INVALID_REQUEST",
