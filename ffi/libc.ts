@@ -50,7 +50,7 @@ export function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
   return lib.symbols;
 }
 
-/** errno of the last failed libc call on this thread. */
+/** clock_gettime's clock for the calling thread's CPU time (linux/time.h). */
 const CLOCK_THREAD_CPUTIME_ID = 3;
 const timespec = new BigInt64Array(2);
 
@@ -60,6 +60,7 @@ export function threadCpuMs(): number {
   return Number(timespec[0]) * 1e3 + Number(timespec[1]) / 1e6;
 }
 
+/** errno of the last failed libc call on this thread. */
 export function errno(): number {
   const p = libc().__errno_location();
   return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
