@@ -140,7 +140,7 @@ for (const code of [999, 1004, 1005, 1006, 1015, 1100, 2999, 5000]) {
 }
 
 Deno.test("ws close: a TCP half-close without a close frame ends the connection (1006)", async () => {
-  const p = await pair({ idleTimeoutMs: 0 });
+  const p = await pair({}, { allowHalfOpen: true });
   try {
     await p.conn.closeWrite();
     await until("closed", () => p.ws.readyState === WsConnection.CLOSED);

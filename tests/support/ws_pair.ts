@@ -31,9 +31,13 @@ export interface Pair {
   end(): Promise<void>;
 }
 
-export async function pair(o: Partial<WsConnectionOptions> = {}): Promise<Pair> {
+/** `allowHalfOpen`: as node:http's server, which leaves a half-closed socket to its user */
+export async function pair(
+  o: Partial<WsConnectionOptions> = {},
+  { allowHalfOpen = false } = {},
+): Promise<Pair> {
   const accepted = Promise.withResolvers<Socket>();
-  const server: Server = createServer((s) => accepted.resolve(s));
+  const server: Server = createServer({ allowHalfOpen }, (s) => accepted.resolve(s));
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
   const port = (server.address() as { port: number }).port;
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
