@@ -336,8 +336,10 @@ export class WsConnection {
     tell?.();
     this.#closeEvent = { code, reason };
     this.readyState = CLOSING;
-    if (ours) this.#enqueue(ours); // close() queued one already: only one may be sent
-    else if (!this.#closeHanded) this.#sendClose(code, reason, undefined, true);
+    // only one close may be sent: close() queued one before, or `tell` did behind what it sent
+    const toldClose = this.#closeFrame !== ours;
+    if (ours && !toldClose) this.#enqueue(ours);
+    else if (!toldClose && !this.#closeHanded) this.#sendClose(code, reason, undefined, true);
     this.#cutAfter(FAIL_TIMEOUT_MS);
   }
 

@@ -123,6 +123,18 @@ Deno.test("ws close: a violation after close() sends no second close frame", asy
   }
 });
 
+Deno.test("ws close: a violation callback that closes itself sends one close frame", async () => {
+  const p: Pair = await pair({ onTooBig: () => p.ws.close(1008, "told") });
+  try {
+    await p.send(OP_TEXT, new Uint8Array(2000));
+    await readUntil(p, "the close", () => closeFrame(p) !== undefined);
+    while (await p.read()) { /* to the end of the connection */ }
+    assertEquals(p.frames.map((f) => f.opcode), [OP_CLOSE]);
+  } finally {
+    await p.end();
+  }
+});
+
 for (const code of [999, 1004, 1005, 1006, 1015, 1100, 2999, 5000]) {
   Deno.test(`ws close: the client's close code ${code} is answered with 1002`, async () => {
     const p = await pair();
