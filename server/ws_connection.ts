@@ -8,8 +8,9 @@
  * The shape is what ClientSession uses of a WebSocket: `send`, `close(code, reason)`,
  * `readyState`, and `bufferedAmount` as payload bytes sent and not yet written out, which is what
  * the merger's back-pressure reads. A peer silent for `idleTimeoutMs` is sent a ping; silent for
- * another `idleTimeoutMs`, it is cut. Writes completing count as a sign of life too: a ping waits
- * behind what the socket holds, and a slow client that keeps draining must not be cut for it.
+ * another `idleTimeoutMs`, it is cut. Writes completing while more waits behind them count as a
+ * sign of life too: the ping waits behind what the socket holds, and a slow client that keeps
+ * draining must not be cut for it (a vanished one only fills the kernel's buffers).
  *
  * Our close waits behind what was sent before it, so its timeout starts once it is written; until
  * then the connection is cut only if writes stop completing for `drainStallMs` (the client stopped
@@ -117,6 +118,8 @@ export class WsConnection {
   #wire = 0;
   /** writes completed: progress of a client that reads */
   #writes = 0;
+  /** writes completed while more waited behind them: the client is reading */
+  #taken = 0;
   /** our close frame, while it waits in the queue */
   #closeFrame: Queued | undefined;
   /** run once our close frame is handed to the socket */
@@ -129,7 +132,7 @@ export class WsConnection {
   #told = false;
   #heard = true;
   #pinged = false;
-  #idleWrites = 0;
+  #idleTaken = 0;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #drainTimer: ReturnType<typeof setInterval> | undefined;
@@ -194,6 +197,9 @@ export class WsConnection {
         this.#wire -= bytes;
         this.#unsent -= q.payload;
         this.#writes++;
+        // With more still waiting the kernel's buffers are full: this write went out because the
+        // client took data. Without, it may just have filled them (a vanished client too).
+        if (socket.writableLength > 0 || this.#queueHead < this.#queue.length) this.#taken++;
         q.written?.();
         this.#pump();
       };
@@ -352,10 +358,10 @@ export class WsConnection {
   #idleTick(): void {
     // closing: the close timers decide
     if (this.readyState !== OPEN) return;
-    const writes = this.#writes;
-    if (this.#heard || writes !== this.#idleWrites) {
+    const taken = this.#taken;
+    if (this.#heard || taken !== this.#idleTaken) {
       this.#heard = false;
-      this.#idleWrites = writes;
+      this.#idleTaken = taken;
       return;
     }
     if (this.#pinged) {

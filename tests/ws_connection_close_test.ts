@@ -189,3 +189,19 @@ Deno.test("ws close: no ping after our close frame is written", async () => {
     await p.end();
   }
 });
+
+Deno.test("ws close: a vanished client on a light stream is still cut for no pong", async () => {
+  // Its kernel's buffers take every write for minutes: writes completing are no sign of life.
+  const p = await pair({ idleTimeoutMs: 200 });
+  try {
+    const deadline = Date.now() + 20_000;
+    while (p.closed === null) {
+      if (Date.now() > deadline) throw new Error("a client that reads nothing was not cut");
+      p.ws.send(new Uint8Array(1024));
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assertEquals(p.closed, { code: 1006, reason: "no pong within the idle timeout" });
+  } finally {
+    await p.end();
+  }
+});
