@@ -226,7 +226,7 @@ export class ClientSession {
     this.#finish("INVALID_REQUEST", text);
   }
 
-  /** Client gone: drop every agent at once. */
+  /** Client gone (its close frame arrived, or the socket closed): drop every agent at once. */
   onClose(): void {
     this.#socketClosed.resolve();
     if (this.#phase === "done") return;

@@ -8,7 +8,14 @@
  * The shape is what ClientSession uses of a WebSocket: `send`, `close(code, reason)`,
  * `readyState`, and `bufferedAmount` as payload bytes sent and not yet written out, which is what
  * the merger's back-pressure reads. A peer silent for `idleTimeoutMs` is sent a ping; silent for
- * another `idleTimeoutMs`, it is cut.
+ * another `idleTimeoutMs`, it is cut. Writes completing while more waits behind them count as a
+ * sign of life too: the ping waits behind what the socket holds, and a slow client that keeps
+ * draining must not be cut for it (a vanished one only fills the kernel's buffers).
+ *
+ * Our close waits behind what was sent before it, so its timeout starts once it is written; until
+ * then the connection is cut only if writes stop completing for `drainStallMs` (the client stopped
+ * reading), or after DRAIN_MAX_MS in all. The peer's close ends the session at once (`onClose`):
+ * what is queued is dropped and our close answers it as soon as the socket takes it.
  *
  * Messages wait in a queue of their own and are handed to the socket only while less than
  * `WIRE_WINDOW` is in its hands: a node stream writes everything buffered behind a pending write
@@ -20,6 +27,7 @@ import type { Duplex } from "node:stream";
 import type { Buffer } from "node:buffer";
 import {
   CLOSE_INVALID_DATA,
+  CLOSE_PROTOCOL_ERROR,
   CLOSE_TOO_BIG,
   closePayload,
   encodeWsFrame,
@@ -40,8 +48,14 @@ const CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
 const COPY_BELOW = 16 * 1024;
 /** pongs are not queued behind this much unsent data (a ping flood of a client not reading) */
 const PONG_BACKLOG = 1024 * 1024;
-/** how long a close waits for the peer's close before the connection is cut */
+/** how long a written close waits for the peer's close before the connection is cut */
 const CLOSE_TIMEOUT_MS = 5000;
+/** our close waiting behind the queue: the cut if no write completes for this long */
+const DRAIN_STALL_MS = 10_000;
+/** our close waiting behind the queue: the cut however the client drains */
+const DRAIN_MAX_MS = 120_000;
+/** a violation's close: the cut after this long */
+const FAIL_TIMEOUT_MS = 1000;
 /**
  * bytes handed to the socket whose write has not completed; more waits in the queue. With the
  * agents' ~256 KiB frames: one frame being written and one behind it, so a fast client is never
@@ -56,19 +70,34 @@ interface Queued {
   payload: number;
   /** run once the parts are handed to the socket (the end after a close) */
   then?: () => void;
+  /** run once their write completed */
+  written?: () => void;
 }
 
 export interface WsConnectionOptions {
   maxMessageBytes: number;
   /** 0: no idle timeout */
   idleTimeoutMs: number;
+  /** how long our written close waits for the peer's (default 5 s) */
+  closeTimeoutMs?: number;
+  /** how long our close, queued behind data, waits with no write completing (default 10 s) */
+  drainStallMs?: number;
   onMessage(data: string | ArrayBuffer): void;
-  /** the connection ended (closing handshake or not); once */
+  /**
+   * the connection ended, or the peer's close arrived (nothing more reaches the peer's
+   * application then; the socket closes within the close timeout); once
+   */
   onClose(code: number, reason: string): void;
   /** a message over the limit: called before the 1009 close, with what was exceeded */
   onTooBig?(text: string): void;
   /** any other framing violation, before its close */
   onProtocolError?(text: string): void;
+}
+
+/** Close codes a peer may send (RFC 6455 §7.4, IANA registry); others are a protocol error. */
+function validCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+    (code >= 3000 && code <= 4999);
 }
 
 export class WsConnection {
@@ -87,12 +116,26 @@ export class WsConnection {
   #queueHead = 0;
   /** bytes handed to the socket whose write callback has not fired */
   #wire = 0;
-  #closeSent = false;
+  /** writes completed: progress of a client that reads */
+  #writes = 0;
+  /** writes completed while more waited behind them: the client is reading */
+  #taken = 0;
+  /** our close frame, while it waits in the queue */
+  #closeFrame: Queued | undefined;
+  /** run once our close frame is handed to the socket */
+  #closeThen: (() => void) | undefined;
+  /** our close frame was handed to the socket: nothing more may be written */
+  #closeHanded = false;
+  /** the peer's close arrived */
+  #peerClose = false;
   #closeEvent = { code: 1006, reason: "" };
+  #told = false;
   #heard = true;
   #pinged = false;
+  #idleTaken = 0;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #drainTimer: ReturnType<typeof setInterval> | undefined;
   /** reading stopped for good (a violation, or the peer's close) */
   #deaf = false;
 
@@ -106,6 +149,10 @@ export class WsConnection {
     });
     socket.on("data", (chunk: Buffer) => this.#onData(chunk));
     socket.on("error", () => socket.destroy());
+    // a half-close without a close frame: nothing more will come, the connection is over (1006)
+    socket.on("end", () => {
+      if (!this.#peerClose) socket.destroy();
+    });
     socket.on("close", () => this.#finish());
     if (o.idleTimeoutMs > 0) {
       this.#idleTimer = setInterval(() => this.#idleTick(), o.idleTimeoutMs);
@@ -149,6 +196,11 @@ export class WsConnection {
       const done = () => {
         this.#wire -= bytes;
         this.#unsent -= q.payload;
+        this.#writes++;
+        // With more still waiting the kernel's buffers are full: this write went out because the
+        // client took data. Without, it may just have filled them (a vanished client too).
+        if (socket.writableLength > 0 || this.#queueHead < this.#queue.length) this.#taken++;
+        q.written?.();
         this.#pump();
       };
       if (q.parts.length === 0) this.#wire -= bytes; // a marker: only its `then`
@@ -172,12 +224,24 @@ export class WsConnection {
     }
   }
 
-  /** Starts the closing handshake; the connection is cut if the peer does not answer in time. */
+  /**
+   * Starts the closing handshake behind what is queued. The peer's close is awaited for the close
+   * timeout once ours is written; until then the connection is cut only if the client stalls.
+   */
   close(code = 1000, reason = ""): void {
     if (this.readyState !== OPEN) return;
     this.readyState = CLOSING;
     this.#sendClose(code, reason);
-    this.#closeTimer = setTimeout(() => this.#socket.destroy(), CLOSE_TIMEOUT_MS);
+    // until our close is written (its `written` replaces this with the close timeout)
+    const started = Date.now(), stallMs = this.#o.drainStallMs ?? DRAIN_STALL_MS;
+    let writes = this.#writes, progressAt = started;
+    this.#drainTimer = setInterval(() => {
+      const now = Date.now();
+      if (this.#writes !== writes) [writes, progressAt] = [this.#writes, now];
+      if (now - progressAt < stallMs && now - started < DRAIN_MAX_MS) return;
+      this.#closeEvent = { code: 1006, reason: "the client stopped reading before the close" };
+      this.#socket.destroy();
+    }, stallMs / 4);
   }
 
   #onData(chunk: Uint8Array): void {
@@ -189,9 +253,11 @@ export class WsConnection {
       frames = this.#decoder.push(chunk);
     } catch (e) {
       if (!(e instanceof FramingError)) throw e;
-      if (e.code === CLOSE_TOO_BIG) this.#o.onTooBig?.(e.message);
-      else this.#o.onProtocolError?.(e.message);
-      this.#fail(e.code, e.code === CLOSE_TOO_BIG ? "message too big" : e.message);
+      const tooBig = e.code === CLOSE_TOO_BIG;
+      this.#fail(e.code, tooBig ? "message too big" : e.message, () => {
+        if (tooBig) this.#o.onTooBig?.(e.message);
+        else this.#o.onProtocolError?.(e.message);
+      });
       return;
     }
     for (const f of frames) {
@@ -211,18 +277,15 @@ export class WsConnection {
       let close: { code: number; reason: string };
       try {
         close = parseClose(f.payload);
+        if (f.payload.byteLength >= 2 && !validCloseCode(close.code)) {
+          throw new FramingError(CLOSE_PROTOCOL_ERROR, `close code ${close.code} is not allowed`);
+        }
       } catch (e) {
-        this.#fail((e as FramingError).code, (e as Error).message);
+        const text = (e as Error).message;
+        this.#fail((e as FramingError).code, text, () => this.#o.onProtocolError?.(text));
         return;
       }
-      this.#closeEvent = close;
-      this.#deaf = true;
-      // The handshake is complete: the server closes the TCP connection (RFC 6455 §7.1.1),
-      // after what is queued (its own close last).
-      const end = () => this.#socket.end(() => this.#socket.destroy());
-      if (!this.#closeSent) this.#sendClose(close.code === 1005 ? 1000 : close.code, "", end);
-      else this.#enqueue({ parts: [], payload: 0, then: end });
-      this.readyState = CLOSING;
+      this.#peerClosed(close);
       return;
     }
     if (this.readyState !== OPEN) return;
@@ -231,8 +294,11 @@ export class WsConnection {
       try {
         text = new TextDecoder("utf-8", { fatal: true }).decode(f.payload);
       } catch {
-        this.#o.onProtocolError?.("the client sent text that is not UTF-8");
-        this.#fail(CLOSE_INVALID_DATA, "text message is not UTF-8");
+        this.#fail(
+          CLOSE_INVALID_DATA,
+          "text message is not UTF-8",
+          () => this.#o.onProtocolError?.("the client sent text that is not UTF-8"),
+        );
         return;
       }
       this.#o.onMessage(text);
@@ -243,27 +309,59 @@ export class WsConnection {
   }
 
   /**
-   * Says why and ends the connection, cut after a second at most. What still arrives is dropped
-   * as it comes: pausing the socket would not stop Deno's TLS socket from reading, only make it
-   * hold what it read.
+   * The peer closed: it reads no more messages, so what is queued is dropped and our close
+   * answers at once (RFC 6455 §5.5.1), then the server closes the TCP connection (§7.1.1).
    */
-  #fail(code: number, reason: string): void {
+  #peerClosed(close: { code: number; reason: string }): void {
+    this.#closeEvent = close;
+    this.#peerClose = true;
     this.#deaf = true;
+    this.readyState = CLOSING;
+    const end = () => this.#socket.end(() => this.#socket.destroy());
+    const ours = this.#closeFrame;
     this.#dropQueue();
+    if (this.#closeHanded) this.#enqueue({ parts: [], payload: 0, then: end });
+    else if (ours) {
+      this.#closeThen = end;
+      this.#enqueue(ours);
+    } else this.#sendClose(close.code === 1005 ? 1000 : close.code, "", end);
+    this.#cutAfter(this.#o.closeTimeoutMs ?? CLOSE_TIMEOUT_MS);
+    this.#tell();
+  }
+
+  /**
+   * Says why and ends the connection, cut after a second at most. The queue is dropped first, so
+   * that what `tell` sends (the session's STATUS) goes out ahead of the close. What still arrives
+   * is dropped as it comes: pausing the socket would not stop Deno's TLS socket from reading, only
+   * make it hold what it read.
+   */
+  #fail(code: number, reason: string, tell?: () => void): void {
+    this.#deaf = true;
+    const ours = this.#closeFrame;
+    this.#dropQueue();
+    tell?.();
     this.#closeEvent = { code, reason };
     this.readyState = CLOSING;
-    this.#closeSent = true;
-    if (this.#socket.destroyed || this.#socket.writableEnded) return;
-    this.#socket.write(
-      encodeWsFrame(OP_CLOSE, closePayload(code, reason)),
-      () => this.#socket.destroy(),
-    );
-    this.#closeTimer ??= setTimeout(() => this.#socket.destroy(), 1000);
+    // only one close may be sent: close() queued one before, or `tell` did behind what it sent
+    const toldClose = this.#closeFrame !== ours;
+    if (ours && !toldClose) this.#enqueue(ours);
+    else if (!toldClose && !this.#closeHanded) this.#sendClose(code, reason, undefined, true);
+    this.#cutAfter(FAIL_TIMEOUT_MS);
+  }
+
+  #cutAfter(ms: number): void {
+    clearInterval(this.#drainTimer);
+    clearTimeout(this.#closeTimer);
+    this.#closeTimer = setTimeout(() => this.#socket.destroy(), ms);
   }
 
   #idleTick(): void {
-    if (this.#heard) {
+    // closing: the close timers decide
+    if (this.readyState !== OPEN) return;
+    const taken = this.#taken;
+    if (this.#heard || taken !== this.#idleTaken) {
       this.#heard = false;
+      this.#idleTaken = taken;
       return;
     }
     if (this.#pinged) {
@@ -275,14 +373,27 @@ export class WsConnection {
     this.#write(OP_PING, new Uint8Array());
   }
 
-  /** The close goes behind the messages queued before it: nothing may follow it. */
-  #sendClose(code: number, reason: string, then?: () => void): void {
-    this.#closeSent = true;
-    this.#enqueue({
+  /**
+   * The close goes behind the messages queued before it: nothing may follow it. Once written,
+   * the peer's close is awaited for the close timeout (a violation's close: the cut).
+   */
+  #sendClose(code: number, reason: string, then?: () => void, destroy = false): void {
+    this.#closeThen = then;
+    const q: Queued = {
       parts: [encodeWsFrame(OP_CLOSE, closePayload(code, reason))],
       payload: 0,
-      then,
-    });
+      then: () => {
+        this.#closeFrame = undefined;
+        this.#closeHanded = true;
+        this.#closeThen?.();
+      },
+      written: () => {
+        if (destroy) this.#socket.destroy();
+        else if (!this.#deaf) this.#cutAfter(this.#o.closeTimeoutMs ?? CLOSE_TIMEOUT_MS);
+      },
+    };
+    this.#closeFrame = q;
+    this.#enqueue(q);
   }
 
   /** What is queued will never be written: it no longer counts as buffered. */
@@ -296,8 +407,14 @@ export class WsConnection {
 
   /** A ping or pong, ahead of the queue (control frames may come between messages). */
   #write(op: number, payload: Uint8Array): void {
-    if (this.#socket.destroyed || this.#socket.writableEnded) return;
+    if (this.#closeHanded || this.#socket.destroyed || this.#socket.writableEnded) return;
     this.#socket.write(encodeWsFrame(op, payload));
+  }
+
+  #tell(): void {
+    if (this.#told) return;
+    this.#told = true;
+    this.#o.onClose(this.#closeEvent.code, this.#closeEvent.reason);
   }
 
   #finish(): void {
@@ -305,7 +422,8 @@ export class WsConnection {
     this.readyState = CLOSED;
     this.#dropQueue();
     clearInterval(this.#idleTimer);
+    clearInterval(this.#drainTimer);
     clearTimeout(this.#closeTimer);
-    this.#o.onClose(this.#closeEvent.code, this.#closeEvent.reason);
+    this.#tell();
   }
 }

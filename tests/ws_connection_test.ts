@@ -4,12 +4,9 @@
  * handshake, the size limit at the frame header, the idle timeout, and bufferedAmount as the
  * payload bytes not yet written out.
  */
-import { createServer, type Server, type Socket } from "node:net";
-import { WsConnection, type WsConnectionOptions } from "../server/ws_connection.ts";
+import { WsConnection } from "../server/ws_connection.ts";
 import {
   closePayload,
-  encodeWsFrame,
-  FrameDecoder,
   OP_BINARY,
   OP_CLOSE,
   OP_CONTINUATION,
@@ -17,86 +14,12 @@ import {
   OP_PONG,
   OP_TEXT,
   parseClose,
-  type WsFrame,
 } from "../lib/ws_framing.ts";
 import { encodeRawFrame } from "./chaos/support/raw_ws.ts";
 import { assert, assertEquals } from "./support/assert.ts";
+import { pair, readUntil, until } from "./support/ws_pair.ts";
 
 const enc = new TextEncoder();
-const mask = () => crypto.getRandomValues(new Uint8Array(4));
-
-async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-interface Pair {
-  ws: WsConnection;
-  conn: Deno.Conn;
-  messages: (string | ArrayBuffer)[];
-  closed: { code: number; reason: string } | null;
-  tooBig: string[];
-  /** frames the client read */
-  frames: WsFrame[];
-  read(): Promise<boolean>;
-  send(op: number, payload: Uint8Array): Promise<void>;
-  end(): Promise<void>;
-}
-
-async function pair(o: Partial<WsConnectionOptions> = {}): Promise<Pair> {
-  const accepted = Promise.withResolvers<Socket>();
-  const server: Server = createServer((s) => accepted.resolve(s));
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const port = (server.address() as { port: number }).port;
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const socket = await accepted.promise;
-  const decoder = new FrameDecoder({ maxMessageBytes: 1 << 26, masked: false, peer: "api" });
-  const buf = new Uint8Array(256 * 1024);
-  const p: Pair = {
-    messages: [],
-    closed: null,
-    tooBig: [],
-    frames: [],
-    ws: null as unknown as WsConnection,
-    conn,
-    async read() {
-      const n = await conn.read(buf).catch(() => null);
-      if (n === null) return false;
-      p.frames.push(...decoder.push(buf.slice(0, n)));
-      return true;
-    },
-    async send(op, payload) {
-      const f = encodeWsFrame(op, payload, mask());
-      for (let off = 0; off < f.length;) off += await conn.write(f.subarray(off));
-    },
-    async end() {
-      try {
-        conn.close();
-      } catch { /* closed */ }
-      socket.destroy();
-      await until("server socket closed", () => p.closed !== null);
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
-  p.ws = new WsConnection(socket, new Uint8Array(), {
-    maxMessageBytes: 1024,
-    idleTimeoutMs: 0,
-    onMessage: (m) => p.messages.push(m),
-    onClose: (code, reason) => (p.closed = { code, reason }),
-    onTooBig: (t) => p.tooBig.push(t),
-    ...o,
-  });
-  return p;
-}
-
-async function readUntil(p: Pair, what: string, cond: () => boolean): Promise<void> {
-  while (!cond()) {
-    if (!await p.read()) throw new Error(`${what}: connection ended first`);
-  }
-}
 
 Deno.test("ws connection: messages both ways, ping answered, closing handshake", async () => {
   const p = await pair();
@@ -118,9 +41,8 @@ Deno.test("ws connection: messages both ways, ping answered, closing handshake",
     await readUntil(p, "the close", () => p.frames.some((f) => f.opcode === OP_CLOSE));
     assertEquals(parseClose(p.frames.at(-1)!.payload), { code: 1000, reason: "capture ended" });
     await p.send(OP_CLOSE, closePayload(1000, ""));
-    await until("closed", () => p.closed !== null);
+    await until("closed", () => p.ws.readyState === WsConnection.CLOSED);
     assertEquals(p.closed, { code: 1000, reason: "" });
-    assertEquals(p.ws.readyState, WsConnection.CLOSED);
   } finally {
     await p.end();
   }
