@@ -48,6 +48,13 @@ const CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
 const COPY_BELOW = 16 * 1024;
 /** pongs are not queued behind this much unsent data (a ping flood of a client not reading) */
 const PONG_BACKLOG = 1024 * 1024;
+/**
+ * nor while this many pongs are still unwritten: each write costs the socket ~1 KiB of its own
+ * besides its bytes, so a byte bound alone let 200,000 tiny pings grow the api by ~180 MB
+ * (tests/chaos/hostile_http_test.ts, long form); RFC 6455 §5.5.3 lets a pong answer only the
+ * latest ping
+ */
+const PONGS_IN_FLIGHT = 16;
 /** how long a written close waits for the peer's close before the connection is cut */
 const CLOSE_TIMEOUT_MS = 5000;
 /** our close waiting behind the queue: the cut if no write completes for this long */
@@ -138,6 +145,8 @@ export class WsConnection {
   #drainTimer: ReturnType<typeof setInterval> | undefined;
   /** reading stopped for good (a violation, or the peer's close) */
   #deaf = false;
+  /** pongs handed to the socket whose write has not completed */
+  #pongsInFlight = 0;
 
   constructor(socket: Duplex, head: Uint8Array, o: WsConnectionOptions) {
     this.#socket = socket;
@@ -269,7 +278,10 @@ export class WsConnection {
   #frame(f: WsFrame): void {
     if (f.opcode === OP_PING) {
       // Answering every ping of a client that reads nothing would queue pongs without bound.
-      if (this.#socket.writableLength < PONG_BACKLOG) this.#write(OP_PONG, f.payload);
+      if (
+        this.#pongsInFlight < PONGS_IN_FLIGHT && this.#socket.writableLength < PONG_BACKLOG &&
+        this.#write(OP_PONG, f.payload, () => this.#pongsInFlight--)
+      ) this.#pongsInFlight++;
       return;
     }
     if (f.opcode === OP_PONG) return;
@@ -406,9 +418,11 @@ export class WsConnection {
   }
 
   /** A ping or pong, ahead of the queue (control frames may come between messages). */
-  #write(op: number, payload: Uint8Array): void {
-    if (this.#closeHanded || this.#socket.destroyed || this.#socket.writableEnded) return;
-    this.#socket.write(encodeWsFrame(op, payload));
+  /** A control frame; false when it was not written (closing or closed). */
+  #write(op: number, payload: Uint8Array, done?: () => void): boolean {
+    if (this.#closeHanded || this.#socket.destroyed || this.#socket.writableEnded) return false;
+    this.#socket.write(encodeWsFrame(op, payload), done);
+    return true;
   }
 
   #tell(): void {

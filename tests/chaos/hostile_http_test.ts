@@ -162,6 +162,8 @@ Deno.test({
       let pingPeakKb = 0;
       let backPressure = false;
       await t.step(`${PINGS} pings on a capture that never reads its pongs`, async () => {
+        // what the earlier steps left (the slowloris' TLS sockets), to tell the flood's own part
+        const beforeKb = procSample(apiPid).rssKb;
         const ws = await RawWebSocket.connect({
           url,
           path: "/v1/capture/bosh",
@@ -203,6 +205,7 @@ Deno.test({
           pingsSent: sent,
           pingBackPressure: backPressure,
           apiRssStartMb: Math.round(startKb.api / 1024),
+          apiRssBeforePingsMb: Math.round(beforeKb / 1024),
           apiPeakRssMb: Math.round(pingPeakKb / 1024),
           agentRssMb: Math.round(procSample(agentPid).rssKb / 1024),
         });
