@@ -2,9 +2,10 @@
 // CF_HOME, ConfigVersion, refresh only when needed, write-back keeping unknown fields with mode
 // 0600, client-credentials and revoked logins with clear messages.
 import { Pki } from "../lab/pki.ts";
-import { UaaSim } from "../lab/uaa_sim.ts";
+import type { UaaSim } from "../lab/uaa_sim.ts";
+import { cfLoginTokens, startDevUaa } from "./support/cf_uaa.ts";
 import { cfAuth, CfConfig, cfConfigPath } from "../cli/cf_config.ts";
-import { AuthError, fetchTrusting } from "../cli/uaa_token.ts";
+import { AuthError } from "../cli/uaa_token.ts";
 import {
   assert,
   assertEquals,
@@ -25,27 +26,10 @@ async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "cf_config_test" });
   let uaa: UaaSim | undefined;
   try {
-    const pki = await Pki.create(`${dir}/pki`);
-    const leaf = await pki.issue("127.0.0.1", { server: true, ips: ["127.0.0.1"] });
-    uaa = await UaaSim.start({
-      tls: { cert: leaf.cert, key: leaf.key },
-      users: [{ username: "dev", password: "pw", scopes: ["openid", "cloud_controller.read"] }],
-    });
-    const t = fetchTrusting(pki.caCert);
-    let refresh: string;
-    try {
-      const res = await t.fetch(`${uaa.url}/oauth/token`, {
-        method: "POST",
-        headers: {
-          "content-type": "application/x-www-form-urlencoded",
-          authorization: `Basic ${btoa("cf:")}`,
-        },
-        body: "grant_type=password&username=dev&password=pw",
-      });
-      refresh = (await res.json()).refresh_token;
-    } finally {
-      t.close();
-    }
+    const started = await startDevUaa(dir);
+    uaa = started.uaa;
+    const pki = started.pki;
+    const refresh = (await cfLoginTokens(uaa, pki.caCert)).refresh_token;
     const u = uaa;
     const write = async (fields: Record<string, unknown>) => {
       await Deno.mkdir(`${dir}/home/.cf`, { recursive: true });

@@ -7,9 +7,8 @@
 import { runCf } from "../cli/cf_main.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
 import type { InstancesAnswer } from "../protocol/instances.ts";
-import { Pki } from "../lab/pki.ts";
-import { UaaSim } from "../lab/uaa_sim.ts";
-import { fetchTrusting } from "../cli/uaa_token.ts";
+import type { UaaSim } from "../lab/uaa_sim.ts";
+import { cfLoginTokens, startDevUaa } from "./support/cf_uaa.ts";
 import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts";
 
 const SPACE_GUID = "6b4f2c1e-3a5d-4e8f-9b0a-1c2d3e4f5a6b";
@@ -46,27 +45,10 @@ Deno.test("pcap-cf instances: a refused token is refreshed once, written back, a
     return Response.json(ANSWER);
   });
   try {
-    const pki = await Pki.create(`${dir}/pki`);
-    const leaf = await pki.issue("127.0.0.1", { server: true, ips: ["127.0.0.1"] });
-    uaa = await UaaSim.start({
-      tls: { cert: leaf.cert, key: leaf.key },
-      users: [{ username: "dev", password: "pw", scopes: ["openid", "cloud_controller.read"] }],
-    });
-    const t = fetchTrusting(pki.caCert);
-    let tokens: { access_token: string; refresh_token: string };
-    try {
-      const res = await t.fetch(`${uaa.url}/oauth/token`, {
-        method: "POST",
-        headers: {
-          "content-type": "application/x-www-form-urlencoded",
-          authorization: `Basic ${btoa("cf:")}`,
-        },
-        body: "grant_type=password&username=dev&password=pw",
-      });
-      tokens = await res.json();
-    } finally {
-      t.close();
-    }
+    const started = await startDevUaa(dir);
+    uaa = started.uaa;
+    const pki = started.pki;
+    const tokens = await cfLoginTokens(uaa, pki.caCert);
     await Deno.writeTextFile(`${dir}/ca.pem`, pki.caCert);
     await Deno.mkdir(`${dir}/.cf`);
     const configPath = `${dir}/.cf/config.json`;
