@@ -8,7 +8,7 @@ import { runCf } from "../cli/cf_main.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
 import type { InstancesAnswer } from "../protocol/instances.ts";
 import type { UaaSim } from "../lab/uaa_sim.ts";
-import { cfLoginTokens, startDevUaa } from "./support/cf_uaa.ts";
+import { devCfHome } from "./support/cf_uaa.ts";
 import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts";
 
 const SPACE_GUID = "6b4f2c1e-3a5d-4e8f-9b0a-1c2d3e4f5a6b";
@@ -45,26 +45,9 @@ Deno.test("pcap-cf instances: a refused token is refreshed once, written back, a
     return Response.json(ANSWER);
   });
   try {
-    const started = await startDevUaa(dir);
-    uaa = started.uaa;
-    const pki = started.pki;
-    const tokens = await cfLoginTokens(uaa, pki.caCert);
-    await Deno.writeTextFile(`${dir}/ca.pem`, pki.caCert);
-    await Deno.mkdir(`${dir}/.cf`);
-    const configPath = `${dir}/.cf/config.json`;
-    await Deno.writeTextFile(
-      configPath,
-      JSON.stringify({
-        ConfigVersion: 4,
-        Target: "https://api.sys.example.com",
-        AuthorizationEndpoint: uaa.url,
-        AccessToken: `bearer ${tokens.access_token}`,
-        RefreshToken: tokens.refresh_token,
-        UAAOAuthClient: "cf",
-        UAAOAuthClientSecret: "",
-        SpaceFields: { GUID: SPACE_GUID, Name: "s1" },
-      }),
-    );
+    const home = await devCfHome(dir, { GUID: SPACE_GUID, Name: "s1" });
+    uaa = home.uaa;
+    const { tokens, configPath } = home;
     const instances = async () => {
       let stderr = "";
       let stdout = "";

@@ -19,7 +19,7 @@ import {
 import { API_SOURCE } from "../server/merge.ts";
 import { run } from "../lab/netns.ts";
 import type { UaaSim } from "../lab/uaa_sim.ts";
-import { cfLoginTokens, startDevUaa } from "./support/cf_uaa.ts";
+import { devCfHome } from "./support/cf_uaa.ts";
 import {
   assert,
   assertEquals,
@@ -363,25 +363,9 @@ Deno.test("pcap-cf: a token the api refuses is refreshed at the lab UAA once, wr
     return response;
   });
   try {
-    const started = await startDevUaa(dir);
-    uaa = started.uaa;
-    const pki = started.pki;
-    const tokens = await cfLoginTokens(uaa, pki.caCert);
-    await Deno.writeTextFile(`${dir}/ca.pem`, pki.caCert);
-    await Deno.mkdir(`${dir}/.cf`);
-    const configPath = `${dir}/.cf/config.json`;
-    await Deno.writeTextFile(
-      configPath,
-      JSON.stringify({
-        ...baseConfig(tokens.access_token, {
-          RefreshToken: tokens.refresh_token,
-          AuthorizationEndpoint: uaa.url,
-          UAAOAuthClient: "cf",
-          UAAOAuthClientSecret: "",
-          SpaceFields: { GUID: SPACE_GUID, Name: "s1" },
-        }),
-      }),
-    );
+    const home = await devCfHome(dir, { GUID: SPACE_GUID, Name: "s1" });
+    uaa = home.uaa;
+    const { tokens, configPath } = home;
     const capture = async () => {
       let stderr = "";
       const code = await runCf([

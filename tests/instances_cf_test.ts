@@ -2,6 +2,7 @@
 // TLS, lab UAA tokens, real agents on two Diego cells. A space developer lists an app's running
 // instances with their cells' agents (one of them down), a crashed instance is listed as
 // skipped; an auditor is refused, an unknown app named.
+import { writeCfConfig } from "./support/cf_uaa.ts";
 import { isRoot } from "../lab/netns.ts";
 import { ccApp, withCfLab } from "./support/cf_lab.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
@@ -76,19 +77,14 @@ Deno.test({
       // the pcap-cf command prints the table (cf login in a CF_HOME)
       const home = await Deno.makeTempDir({ prefix: "pcap-cf-instances-" });
       try {
-        await Deno.mkdir(`${home}/.cf`);
-        await Deno.writeTextFile(
-          `${home}/.cf/config.json`,
-          JSON.stringify({
-            ConfigVersion: 4,
-            Target: cc.url,
-            AuthorizationEndpoint: lab.uaa.url,
-            AccessToken: `bearer ${devToken}`,
-            RefreshToken: "",
-            SpaceFields: { GUID: SPACE.guid, Name: SPACE.name },
-            OrganizationFields: { GUID: ORG.guid, Name: ORG.name },
-          }),
-        );
+        await writeCfConfig(home, {
+          Target: cc.url,
+          AuthorizationEndpoint: lab.uaa.url,
+          AccessToken: `bearer ${devToken}`,
+          RefreshToken: "",
+          SpaceFields: { GUID: SPACE.guid, Name: SPACE.name },
+          OrganizationFields: { GUID: ORG.guid, Name: ORG.name },
+        });
         const cli = async (args: string[], app = "web") => {
           let out = "", err = "";
           const code = await runCf([

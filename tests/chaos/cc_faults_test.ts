@@ -10,6 +10,7 @@
  * left; the audit line says CONNECTION_ERROR; and once the fault is cleared the same api captures
  * both of the app's instances again, marked traffic read back from the file with tshark.
  */
+import { writeCfConfig } from "../support/cf_uaa.ts";
 import { isRoot } from "../../lab/netns.ts";
 import { markerTokens, randomMarker } from "../../lab/traffic.ts";
 import { type FaultKind, FaultProxy, Recorder } from "../../lab/fault_proxy.ts";
@@ -98,20 +99,14 @@ Deno.test({
       proxy.redirectTo = recorder.url;
       const devToken = await token(DEV);
       const home = `${lab.dir}/cc-faults-home`;
-      await Deno.mkdir(`${home}/.cf`, { recursive: true, mode: 0o700 });
-      await Deno.writeTextFile(
-        `${home}/.cf/config.json`,
-        JSON.stringify({
-          ConfigVersion: 4,
-          Target: proxy.url,
-          AuthorizationEndpoint: lab.uaa.url,
-          AccessToken: `bearer ${devToken}`,
-          RefreshToken: "",
-          OrganizationFields: { GUID: ORG.guid, Name: ORG.name },
-          SpaceFields: { GUID: SPACE.guid, Name: SPACE.name },
-        }),
-        { mode: 0o600 },
-      );
+      await writeCfConfig(home, {
+        Target: proxy.url,
+        AuthorizationEndpoint: lab.uaa.url,
+        AccessToken: `bearer ${devToken}`,
+        RefreshToken: "",
+        OrganizationFields: { GUID: ORG.guid, Name: ORG.name },
+        SpaceFields: { GUID: SPACE.guid, Name: SPACE.name },
+      });
       /** `pcap-cf capture web …` against `api`; resolves with its exit code and stderr. */
       const pcapCf = (api: RunningApi, file: string, extra: string[] = []) => {
         let stderr = "";

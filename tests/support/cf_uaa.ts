@@ -44,3 +44,39 @@ export async function cfLoginTokens(
     t.close();
   }
 }
+
+/** `home`/.cf/config.json (ConfigVersion 4, mode 0600) with `fields`; returns its path. */
+export async function writeCfConfig(
+  home: string,
+  fields: Record<string, unknown>,
+): Promise<string> {
+  await Deno.mkdir(`${home}/.cf`, { recursive: true, mode: 0o700 });
+  const path = `${home}/.cf/config.json`;
+  await Deno.writeTextFile(path, JSON.stringify({ ConfigVersion: 4, ...fields }), { mode: 0o600 });
+  return path;
+}
+
+/**
+ * A CF_HOME in `dir` logged in as dev at a fresh lab UAA, as `cf login` leaves it (access and
+ * refresh token, client `cf`, the space `space` targeted), and the UAA's CA in `dir`/ca.pem.
+ */
+export async function devCfHome(
+  dir: string,
+  space: { GUID: string; Name: string },
+): Promise<
+  DevUaa & { tokens: { access_token: string; refresh_token: string }; configPath: string }
+> {
+  const started = await startDevUaa(dir);
+  const tokens = await cfLoginTokens(started.uaa, started.pki.caCert);
+  await Deno.writeTextFile(`${dir}/ca.pem`, started.pki.caCert);
+  const configPath = await writeCfConfig(dir, {
+    Target: "https://api.sys.example.com",
+    AuthorizationEndpoint: started.uaa.url,
+    AccessToken: `bearer ${tokens.access_token}`,
+    RefreshToken: tokens.refresh_token,
+    UAAOAuthClient: "cf",
+    UAAOAuthClientSecret: "",
+    SpaceFields: space,
+  });
+  return { ...started, tokens, configPath };
+}
