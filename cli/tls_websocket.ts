@@ -25,7 +25,10 @@ import { isIP } from "node:net";
 import { createHash } from "node:crypto";
 import { Buffer } from "node:buffer";
 import {
+  CLOSED,
   closePayload,
+  CLOSING,
+  CONNECTING,
   encodeWsFrame,
   FrameDecoder,
   FramingError,
@@ -33,6 +36,7 @@ import {
   OP_PING,
   OP_PONG,
   OP_TEXT,
+  OPEN,
   parseClose,
 } from "../lib/ws_framing.ts";
 
@@ -43,8 +47,6 @@ export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 const MAX_HEADER_BYTES = 16 * 1024;
 /** Upper bound of a refused upgrade's body that is read (the api's `{type, text}` answer). */
 const MAX_REFUSAL_BYTES = 8 * 1024;
-
-const CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
 
 export interface TlsWsCloseEvent {
   code: number;

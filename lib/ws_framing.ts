@@ -20,6 +20,9 @@ export const OP_CLOSE = 0x8;
 export const OP_PING = 0x9;
 export const OP_PONG = 0xa;
 
+/** The WebSocket API's readyState values, for both sides' connections. */
+export const CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
+
 /** Close codes used here (RFC 6455 §7.4.1). */
 export const CLOSE_PROTOCOL_ERROR = 1002;
 export const CLOSE_INVALID_DATA = 1007;
@@ -264,6 +267,12 @@ export function closePayload(code: number, reason: string): Uint8Array {
   p[1] = code & 0xff;
   p.set(r, 2);
   return p;
+}
+
+/** Close codes a peer may send (RFC 6455 §7.4, IANA registry); others are a protocol error. */
+export function validCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+    (code >= 3000 && code <= 4999);
 }
 
 /** A close frame's code (1005 when absent) and reason. */

@@ -29,7 +29,10 @@ import {
   CLOSE_INVALID_DATA,
   CLOSE_PROTOCOL_ERROR,
   CLOSE_TOO_BIG,
+  CLOSED,
   closePayload,
+  CLOSING,
+  CONNECTING,
   encodeWsFrame,
   FrameDecoder,
   frameHeader,
@@ -39,11 +42,12 @@ import {
   OP_PING,
   OP_PONG,
   OP_TEXT,
+  OPEN,
   parseClose,
+  validCloseCode,
   type WsFrame,
 } from "../lib/ws_framing.ts";
 
-const CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
 /** payloads up to this size are copied behind their header: one write instead of two */
 const COPY_BELOW = 16 * 1024;
 /** pongs are not queued behind this much unsent data (a ping flood of a client not reading) */
@@ -99,12 +103,6 @@ export interface WsConnectionOptions {
   onTooBig?(text: string): void;
   /** any other framing violation, before its close */
   onProtocolError?(text: string): void;
-}
-
-/** Close codes a peer may send (RFC 6455 §7.4, IANA registry); others are a protocol error. */
-function validCloseCode(code: number): boolean {
-  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
-    (code >= 3000 && code <= 4999);
 }
 
 export class WsConnection {
