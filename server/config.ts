@@ -50,7 +50,8 @@ const listenSchema = z.strictObject({
   tls: z.strictObject({
     certificate: path,
     private_key: path,
-    // Deno.serve cannot verify client certificates; refusing beats silently not enforcing them.
+    // Users authenticate with tokens; the api's listener does not ask for client certificates,
+    // so refusing the key beats silently not enforcing it.
     client_cas: path.optional().refine((v) => v === undefined, {
       message: "the api does not verify client certificates; terminate client mTLS in " +
         "gorouter or a proxy in front of the api and remove this key",
