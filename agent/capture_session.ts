@@ -9,6 +9,7 @@ import {
   encodeFrame,
   encodeJsonFrame,
   encodePacketsFrame,
+  FRAME_HEADER_BYTES,
   FrameKind,
 } from "../protocol/frame_codec.ts";
 import {
@@ -19,9 +20,10 @@ import {
 } from "../protocol/messages.ts";
 import type { Logger } from "../lib/log.ts";
 import { settledWithin } from "../lib/deadline.ts";
-import { capturedBytes } from "../protocol/records.ts";
+import { capturedBytes, PACKETS_COUNT_BYTES } from "../protocol/records.ts";
 import { Backpressure, type BufferLimits, type Transition } from "./backpressure.ts";
-import { CHUNK_ROOM, FrameQueue } from "./engine/frame_queue.ts";
+import { ALONE_BYTES, CHUNK_ROOM, FrameQueue } from "./engine/frame_queue.ts";
+import { FramePool } from "./frame_pool.ts";
 import type { EngineLike, OpenEngine } from "./engine/engine_like.ts";
 import {
   agentHello,
@@ -67,6 +69,10 @@ export interface SessionSummary {
 }
 
 const SOURCE = 0;
+/** A pooled frame buffer: a full batch of the capture engine (256 KiB) with headers and room. */
+const POOL_BUFFER_BYTES = (256 << 10) + 64;
+/** Idle frame buffers kept per capture (one in the socket, one or two queued, spare). */
+const POOL_KEEP = 4;
 
 export class CaptureSession {
   readonly done: Promise<SessionSummary>;
@@ -77,6 +83,7 @@ export class CaptureSession {
   #log: Logger;
   #bp: Backpressure;
   #queue = new FrameQueue();
+  #pool = new FramePool(POOL_BUFFER_BYTES, POOL_KEEP);
   #timers: ReturnType<typeof setTimeout>[] = [];
   #stopReason: string | null = null;
   #ended = false; // END is queued (or the stream was aborted)
@@ -223,8 +230,14 @@ export class CaptureSession {
     if (!accept) return;
     this.#sent.packets += count;
     this.#sent.bytes += bytes;
-    // Built with room for its chunk framing: it goes to the socket without another copy.
-    this.#queue.push(encodePacketsFrame(SOURCE, count, records, CHUNK_ROOM), true, true);
+    // Built with room for its chunk framing: it goes to the socket without another copy. A large
+    // one (written alone) is built in a pooled buffer, handed back by release().
+    const frameBytes = FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES + records.byteLength;
+    const buffer = frameBytes >= ALONE_BYTES
+      ? this.#pool.take(CHUNK_ROOM.before + frameBytes + CHUNK_ROOM.after)
+      : undefined;
+    const frame = encodePacketsFrame(SOURCE, count, records, { ...CHUNK_ROOM, buffer });
+    this.#queue.push(frame, true, true);
   }
 
   #announce(t: Transition): void {
@@ -301,6 +314,11 @@ export class CaptureSession {
     const t = this.#bp.observe(this.#queue.packetFrames);
     if (t) this.#announce(t);
     return chunk;
+  }
+
+  /** The socket is done with a chunk from nextChunk() (its write callback): reuse its memory. */
+  release(chunk: Uint8Array): void {
+    this.#pool.give(chunk.buffer);
   }
 
   #releaseEngine(): void {

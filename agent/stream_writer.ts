@@ -16,6 +16,8 @@ import type { Logger } from "../lib/log.ts";
 export interface ChunkSource {
   /** the next framed chunk, or null once the stream is over (END sent, or aborted) */
   nextChunk(): Promise<Uint8Array | null>;
+  /** the socket is done with `chunk` (its write callback): its memory may be reused */
+  release(chunk: Uint8Array): void;
   abort(reason: string): void;
 }
 
@@ -55,7 +57,7 @@ export async function writeChunkedStream(
       const chunk = await source.nextChunk();
       if (chunk === null) break;
       if (res.destroyed || socket.destroyed) return source.abort("client disconnected");
-      if (!socket.write(chunk) && !await drained(socket)) {
+      if (!socket.write(chunk, () => source.release(chunk)) && !await drained(socket)) {
         return source.abort("client disconnected");
       }
     }

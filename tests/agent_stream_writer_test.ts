@@ -29,7 +29,8 @@ import {
   FrameKind,
 } from "../protocol/frame_codec.ts";
 import { CHUNK_ROOM, chunkInPlace, joinChunk } from "../agent/http_chunks.ts";
-import { FrameQueue } from "../agent/engine/frame_queue.ts";
+import { ALONE_BYTES, FrameQueue } from "../agent/engine/frame_queue.ts";
+import { FramePool } from "../agent/frame_pool.ts";
 import { BodyDecoder } from "../lib/http1_wire.ts";
 import { requestOverSocket, type SocketResponse } from "../server/agent_stream_tls.ts";
 import { isRoot } from "../lab/netns.ts";
@@ -111,6 +112,33 @@ Deno.test("frame queue: chunks decode through the api's reader, every frame in o
     assertEquals(got.frames.length, sent.length);
     for (let i = 0; i < sent.length; i++) assertEquals(got.frames[i], sent[i], `frame ${i}`);
   }
+});
+
+Deno.test("frame pool: frames built in reused memory stay intact on the wire", () => {
+  const pool = new FramePool(300_000, 2);
+  const q = new FrameQueue();
+  const wire: Uint8Array[] = [];
+  const sent: Uint8Array[] = [];
+  for (let i = 0; i < 20; i++) {
+    // shrinking and growing batches in the same buffers: no byte of an earlier frame shows
+    const records = new Uint8Array(ALONE_BYTES + ((i * 7919) % 250_000)).fill(i + 1);
+    const buffer = pool.take(CHUNK_ROOM.before + 12 + records.byteLength + CHUNK_ROOM.after);
+    assert(buffer, "a batch up to the buffer size gets a pooled buffer");
+    const frame = encodePacketsFrame(0, i, records, { ...CHUNK_ROOM, buffer });
+    assertEquals(frame.buffer, buffer, "built in the pooled buffer");
+    sent.push(frame.slice());
+    q.push(frame, true, true);
+    const chunk = q.takeChunk()!;
+    assertEquals(chunk.buffer, buffer, "written from the pooled buffer, not copied");
+    wire.push(chunk.slice()); // what the socket took
+    pool.give(chunk.buffer); // its write callback
+  }
+  assertEquals(pool.idle, 1, "one buffer went round");
+  assertEquals(pool.take(300_001), undefined, "a larger frame is not pooled");
+  pool.give(new ArrayBuffer(10));
+  assertEquals(pool.idle, 1, "a buffer of another size is not kept");
+  const got = decodeChunked(concat([...wire, new TextEncoder().encode("0\r\n\r\n")]), 5);
+  assertEquals(got.frames, sent);
 });
 
 // ---- a real agent, read by the api's socket reader ----

@@ -25,7 +25,7 @@ const CHUNK_BYTES = 256 * 1024;
  * A frame built with CHUNK_ROOM and at least this large is written alone, framed in place (no
  * copy); smaller ones are joined (a copy of a few KiB costs less than another socket write).
  */
-const ALONE_BYTES = 16 * 1024;
+export const ALONE_BYTES = 16 * 1024;
 
 interface Queued {
   frame: Uint8Array;
