@@ -34,16 +34,19 @@ export async function writeChunkedStream(
   log: Logger,
 ): Promise<void> {
   try {
-    res.writeHead(status, { ...headers, "transfer-encoding": "chunked" });
+    // node:http picks chunked coding itself (HTTP/1.1, no content-length), as it did before.
+    res.writeHead(status, headers);
     res.flushHeaders();
     const socket = res.socket;
     const chunked = (res as unknown as { chunkedEncoding?: boolean }).chunkedEncoding;
     if (!socket || chunked !== true) {
-      // A pipelined request (another response still owns the socket) or an HTTP stack that
-      // does not do chunked coding: raw chunks would corrupt the connection.
+      // A pipelined request (another response still owns the socket) or an HTTP/1.0 client
+      // (no chunked coding): raw chunks would corrupt the connection.
       log.warn("capture stream cannot be written to this connection; closing it", {
-        reason: socket ? "response is not chunked" : "pipelined request: the socket is busy",
-        hint: "send each capture request on its own connection",
+        reason: socket
+          ? "response is not chunked (an HTTP/1.0 request?)"
+          : "pipelined request: the socket is busy",
+        hint: "send each capture request with HTTP/1.1 on its own connection",
       });
       source.abort("connection unusable for the capture stream");
       res.destroy();

@@ -5,7 +5,7 @@
  * (server/agent_stream_tls.ts) carries every packet intact and in order, with small frames joined
  * and large ones framed in place; a reader that stops makes the agent discard and count, with
  * nothing unaccounted; a disconnect releases the capture; a shutdown still delivers STATS,
- * STATUS and END.
+ * STATUS and END; an HTTP/1.0 request (no chunked coding) gets no raw chunks.
  */
 import { assert, assertEquals, assertThrows } from "./support/assert.ts";
 import {
@@ -20,6 +20,7 @@ import {
   type TestPki,
   waitFor,
   withAgent,
+  withPki,
   withVmLab,
 } from "./support/agent_harness.ts";
 import {
@@ -337,3 +338,43 @@ Deno.test({
     assertAccounted(result);
   }),
 });
+
+Deno.test("an HTTP/1.0 capture request gets no chunks: the capture is released, the socket closed", () =>
+  withPki("agent-writer-10-", (t) =>
+    withAgent(t, {}, async (agent) => {
+      const conn = await Deno.connectTls({
+        hostname: "localhost",
+        port: agent.port,
+        caCerts: [t.pki.caCert],
+        cert: t.client.cert,
+        key: t.client.key,
+      });
+      try {
+        const body = startBody();
+        await conn.write(new TextEncoder().encode(
+          "POST /captures HTTP/1.0\r\nhost: localhost\r\ncontent-type: application/json\r\n" +
+            `content-length: ${body.length}\r\n\r\n${body}`,
+        ));
+        // Read to the close (bounded): raw chunk framing must never reach a 1.0 client.
+        let got = "";
+        const buf = new Uint8Array(64 * 1024);
+        for (;;) {
+          const n = await conn.read(buf).catch(() => null);
+          if (n === null) break;
+          got += dec.decode(buf.subarray(0, n));
+          assert(got.length < 64 * 1024, "the agent keeps writing to an HTTP/1.0 client");
+        }
+        const bodyText = got.slice(got.indexOf("\r\n\r\n") + 4);
+        assertEquals(bodyText, "", "no body bytes at all");
+        await waitFor(() => agent.server.activeCaptures === 0, 5000, "the capture to be released");
+        assert(agent.logs.some((l) =>
+          l.msg === "capture stream cannot be written to this connection; closing it"
+        ));
+      } finally {
+        try {
+          conn.close();
+        } catch {
+          /* closed by the agent */
+        }
+      }
+    })));
