@@ -1,14 +1,15 @@
 /**
  * One capture on this agent, from engine activation to END: turns engine batches into protocol v1
- * frames on a pull-based ReadableStream, applies the back-pressure hysteresis, sends periodic and
- * final STATS, and ends every path (stop, duration, shutdown, engine failure) the same way:
- * drain the engine, final STATS, STATUS CAPTURE_STOPPED, END. A cancelled stream (client gone)
- * closes the engine at once.
+ * frames, handed out as HTTP/1.1 chunks by nextChunk() (pull-based: the stream writer asks once
+ * the socket has drained), applies the back-pressure hysteresis, sends periodic and final STATS,
+ * and ends every path (stop, duration, shutdown, engine failure) the same way: drain the engine,
+ * final STATS, STATUS CAPTURE_STOPPED, END. An abort (client gone) closes the engine at once.
  */
 import {
   encodeFrame,
   encodeJsonFrame,
   encodePacketsFrame,
+  FRAME_HEADER_BYTES,
   FrameKind,
 } from "../protocol/frame_codec.ts";
 import {
@@ -19,9 +20,10 @@ import {
 } from "../protocol/messages.ts";
 import type { Logger } from "../lib/log.ts";
 import { settledWithin } from "../lib/deadline.ts";
-import { capturedBytes } from "../protocol/records.ts";
+import { capturedBytes, PACKETS_COUNT_BYTES } from "../protocol/records.ts";
 import { Backpressure, type BufferLimits, type Transition } from "./backpressure.ts";
-import { FrameQueue } from "./engine/frame_queue.ts";
+import { ALONE_BYTES, CHUNK_ROOM, FrameQueue } from "./engine/frame_queue.ts";
+import { FramePool } from "./frame_pool.ts";
 import type { EngineLike, OpenEngine } from "./engine/engine_like.ts";
 import {
   agentHello,
@@ -67,9 +69,12 @@ export interface SessionSummary {
 }
 
 const SOURCE = 0;
+/** A pooled frame buffer: a full batch of the capture engine (256 KiB) with headers and room. */
+const POOL_BUFFER_BYTES = (256 << 10) + 64;
+/** Idle frame buffers kept per capture (one in the socket, one or two queued, spare). */
+const POOL_KEEP = 4;
 
 export class CaptureSession {
-  readonly stream: ReadableStream<Uint8Array>;
   readonly done: Promise<SessionSummary>;
   readonly startedAt = Date.now();
 
@@ -78,7 +83,7 @@ export class CaptureSession {
   #log: Logger;
   #bp: Backpressure;
   #queue = new FrameQueue();
-  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  #pool = new FramePool(POOL_BUFFER_BYTES, POOL_KEEP);
   #timers: ReturnType<typeof setTimeout>[] = [];
   #stopReason: string | null = null;
   #ended = false; // END is queued (or the stream was aborted)
@@ -94,13 +99,6 @@ export class CaptureSession {
     this.#log = opts.log;
     this.#bp = new Backpressure(opts.buffer);
     this.done = new Promise((r) => (this.#resolveDone = r));
-    this.stream = new ReadableStream<Uint8Array>({
-      start: (c) => {
-        this.#controller = c;
-      },
-      pull: (c) => this.#pull(c),
-      cancel: () => this.abort("client disconnected"),
-    }, { highWaterMark: 0 });
   }
 
   /** Activates the engine (rejects with the engine's CaptureError) and starts streaming. */
@@ -151,13 +149,8 @@ export class CaptureSession {
     this.#ended = true;
     this.#queue.clear();
     this.#releaseEngine();
-    // The reader sees the stream end without END (truncated); the server's hook cuts the
-    // connection so that an HTTP client notices too.
-    try {
-      this.#controller.close();
-    } catch {
-      // already closed or cancelled
-    }
+    // nextChunk() returns null without END (truncated); the server's hook cuts the connection so
+    // that an HTTP client notices too.
     this.#close(reason);
     this.#opts.onAbort?.(reason);
   }
@@ -237,7 +230,14 @@ export class CaptureSession {
     if (!accept) return;
     this.#sent.packets += count;
     this.#sent.bytes += bytes;
-    this.#push(encodePacketsFrame(SOURCE, count, records), true);
+    // Built with room for its chunk framing: it goes to the socket without another copy. A large
+    // one (written alone) is built in a pooled buffer, handed back by release().
+    const frameBytes = FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES + records.byteLength;
+    const buffer = frameBytes >= ALONE_BYTES
+      ? this.#pool.take(CHUNK_ROOM.before + frameBytes + CHUNK_ROOM.after)
+      : undefined;
+    const frame = encodePacketsFrame(SOURCE, count, records, { ...CHUNK_ROOM, buffer });
+    this.#queue.push(frame, true, true);
   }
 
   #announce(t: Transition): void {
@@ -296,26 +296,29 @@ export class CaptureSession {
     this.#queue.push(frame, packets);
   }
 
-  async #pull(c: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
+  /**
+   * The next HTTP/1.1 chunk to write (one or more whole frames), once there is one; null when the
+   * stream is over: after END, or at once after an abort. Call it only once the previous chunk
+   * was taken by the socket: what waits here is what back-pressure counts.
+   */
+  async nextChunk(): Promise<Uint8Array | null> {
     while (this.#queue.empty) {
-      if (this.#closed) {
-        try {
-          c.close();
-        } catch {
-          // already closed
-        }
-        return;
-      }
+      if (this.#closed) return null;
       if (this.#ended) {
-        c.close();
         this.#close(this.#stopReason ?? "capture ended");
-        return;
+        return null;
       }
       await this.#queue.waitForData();
     }
-    c.enqueue(this.#queue.takeChunk()!);
+    const chunk = this.#queue.takeChunk()!;
     const t = this.#bp.observe(this.#queue.packetFrames);
     if (t) this.#announce(t);
+    return chunk;
+  }
+
+  /** The socket is done with a chunk from nextChunk() (its write callback): reuse its memory. */
+  release(chunk: Uint8Array): void {
+    this.#pool.give(chunk.buffer);
   }
 
   #releaseEngine(): void {

@@ -2,7 +2,8 @@
  * The agent's HTTPS endpoint. node:https does the mutual TLS (Deno.serve cannot verify client
  * certificates, DESIGN §10): no certificate, another CA or an expired one fail the handshake.
  * Routes are a Hono app served through @hono/node-server's request listener; allowed_names is
- * checked per request from the socket's peer certificate.
+ * checked per request from the socket's peer certificate. A capture's stream bypasses the
+ * listener's body path: agent/stream_writer.ts writes it to the socket (RESPONSE_ALREADY_SENT).
  */
 import { createServer, type Server } from "node:https";
 import type { TLSSocket } from "node:tls";
@@ -10,6 +11,7 @@ import type { Socket } from "node:net";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import type { StatusType } from "../protocol/messages.ts";
 import { VERSION } from "../version.ts";
@@ -24,6 +26,7 @@ import { MAX_START_BODY_BYTES, parseStartRequest } from "./start_request.ts";
 import { containerNetns } from "./container_target.ts";
 import { ContainerLookupError } from "./container_lookup.ts";
 import { errorResponseBody, httpStatusOf, StatusError } from "../protocol/status_errors.ts";
+import { writeChunkedStream } from "./stream_writer.ts";
 
 export interface AgentServerOptions {
   config: AgentConfig;
@@ -63,6 +66,8 @@ export class AgentServer {
   #log: Logger;
   #server: Server;
   #sessions = new Map<string, CaptureSession>();
+  /** capture streams still being written (a drain waits for their last bytes) */
+  #writers = new Set<Promise<void>>();
   #opening = 0;
   #draining = false;
   #port = 0;
@@ -244,6 +249,8 @@ export class AgentServer {
       for (const s of this.#sessions.values()) s.abort("agent drain deadline passed");
       await settledWithin(all, 2500);
     }
+    // A finished session's END may still sit in its socket: let the writers end their responses.
+    await settledWithin(Promise.all(this.#writers), 2500);
     this.#server.closeAllConnections();
     await closed;
     this.#log.info("agent stopped");
@@ -428,14 +435,14 @@ export class AgentServer {
       once: true,
     });
     if (this.#draining) session.stop("agent is shutting down");
-    return new Response(session.stream, {
-      status: 200,
-      headers: {
-        "content-type": "application/octet-stream",
-        "cache-control": "no-store",
-        "x-pcap-capture-id": id,
-      },
-    });
+    const written = writeChunkedStream(session, outgoing, 200, {
+      "content-type": "application/octet-stream",
+      "cache-control": "no-store",
+      "x-pcap-capture-id": id,
+    }, log);
+    this.#writers.add(written);
+    written.then(() => this.#writers.delete(written));
+    return RESPONSE_ALREADY_SENT;
   }
 }
 

@@ -110,21 +110,37 @@ export function encodeJsonFrame(kind: FrameKind, source: number, value: unknown)
   return encodeFrame(kind, source, encoder.encode(JSON.stringify(value)));
 }
 
-/** Wraps already-encoded packet records (as the capture engine produces them) in one frame. */
-export function encodePacketsFrame(source: number, count: number, records: Uint8Array): Uint8Array {
+/**
+ * Wraps already-encoded packet records (as the capture engine produces them) in one frame.
+ * `room` reserves bytes before and after the frame in its buffer (the agent writes its HTTP chunk
+ * framing there, so that the frame goes to the socket without another copy); the result is then
+ * a view at `room.before` into that larger buffer: `room.buffer` if it is large enough (memory
+ * the caller reuses; every byte of the frame is written), else a new one.
+ */
+export function encodePacketsFrame(
+  source: number,
+  count: number,
+  records: Uint8Array,
+  room?: { before: number; after: number; buffer?: ArrayBuffer },
+): Uint8Array {
   checkSource(source);
   const payloadLen = PACKETS_COUNT_BYTES + records.byteLength;
   if (payloadLen > MAX_PAYLOAD_BYTES) {
     throw new RangeError(`packet batch of ${payloadLen} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
   }
-  const out = new Uint8Array(FRAME_HEADER_BYTES + payloadLen);
-  const view = new DataView(out.buffer);
+  const before = room?.before ?? 0;
+  const size = FRAME_HEADER_BYTES + payloadLen;
+  const total = before + size + (room?.after ?? 0);
+  const reused = room?.buffer && room.buffer.byteLength >= total ? room.buffer : undefined;
+  const buf = reused ? new Uint8Array(reused) : new Uint8Array(total);
+  const view = new DataView(buf.buffer, before);
   view.setUint8(0, FrameKind.PACKETS);
+  view.setUint8(1, 0);
   view.setUint16(2, source, true);
   view.setUint32(4, payloadLen, true);
   view.setUint32(FRAME_HEADER_BYTES, count, true);
-  out.set(records, FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES);
-  return out;
+  buf.set(records, before + FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES);
+  return room ? buf.subarray(before, before + size) : buf;
 }
 
 /** The JSON payload of a frame; DecodeError when it is not UTF-8 JSON. */

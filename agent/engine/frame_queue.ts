@@ -1,7 +1,8 @@
 /**
- * The frames of one capture stream waiting for the socket. The HTTP layer pulls only when the
- * socket has drained, so the queue length (in packet frames) is exactly the back-log that the
- * back-pressure hysteresis looks at.
+ * The frames of one capture stream waiting for the socket. The stream writer takes the next chunk
+ * only when the socket has drained, so the queue length (in packet frames) is exactly the back-log
+ * that the back-pressure hysteresis looks at. What it takes is HTTP/1.1 chunks, ready to write
+ * (agent/http_chunks.ts).
  *
  * @example
  * ```ts
@@ -10,19 +11,30 @@
  * const queue = new FrameQueue();
  * queue.push(new Uint8Array(64), true); // a PACKETS frame
  * console.log(queue.packetFrames); // 1: what back-pressure sees
- * const chunk = queue.takeChunk(); // what the socket writes next
+ * const chunk = queue.takeChunk(); // what the socket writes next: "40\r\n…\r\n"
  * ```
  *
  * @module
  */
 
+import { CHUNK_ROOM, chunkInPlace, joinChunk } from "../http_chunks.ts";
+
 /** Several small frames go out as one chunk of at most this size: fewer writes, same bytes. */
 const CHUNK_BYTES = 256 * 1024;
+/**
+ * A frame built with CHUNK_ROOM and at least this large is written alone, framed in place (no
+ * copy); smaller ones are joined (a copy of a few KiB costs less than another socket write).
+ */
+export const ALONE_BYTES = 16 * 1024;
 
 interface Queued {
   frame: Uint8Array;
   packets: boolean;
+  /** built with CHUNK_ROOM around it (encodePacketsFrame's `room`) */
+  roomy: boolean;
 }
+
+export { CHUNK_ROOM };
 
 export class FrameQueue {
   #queue: Queued[] = [];
@@ -44,8 +56,9 @@ export class FrameQueue {
     return this.#queue.length === 0;
   }
 
-  push(frame: Uint8Array, packets = false): void {
-    this.#queue.push({ frame, packets });
+  /** `roomy`: the frame was built with CHUNK_ROOM around it (it may then go out without a copy). */
+  push(frame: Uint8Array, packets = false, roomy = false): void {
+    this.#queue.push({ frame, packets, roomy });
     if (packets && ++this.#packetFrames > this.#peak) this.#peak = this.#packetFrames;
     this.wake();
   }
@@ -66,27 +79,28 @@ export class FrameQueue {
     wake?.();
   }
 
-  /** Removes queued frames (at least one, up to CHUNK_BYTES) as one chunk; null when empty. */
+  /**
+   * Removes queued frames (at least one, up to CHUNK_BYTES) as one HTTP/1.1 chunk, ready to
+   * write; null when empty. A large frame with room goes alone and is framed in place.
+   */
   takeChunk(): Uint8Array | null {
     if (this.#queue.length === 0) return null;
+    const alone = (q: Queued) => q.roomy && q.frame.byteLength >= ALONE_BYTES;
+    if (alone(this.#queue[0])) return chunkInPlace(this.#take().frame);
     const parts: Uint8Array[] = [];
     let size = 0;
-    while (
-      this.#queue.length > 0 &&
-      (size === 0 || size + this.#queue[0].frame.byteLength <= CHUNK_BYTES)
-    ) {
-      const q = this.#queue.shift()!;
-      if (q.packets) this.#packetFrames--;
-      parts.push(q.frame);
-      size += q.frame.byteLength;
+    while (this.#queue.length > 0) {
+      const next = this.#queue[0];
+      if (alone(next) || (size > 0 && size + next.frame.byteLength > CHUNK_BYTES)) break;
+      parts.push(this.#take().frame);
+      size += next.frame.byteLength;
     }
-    if (parts.length === 1) return parts[0];
-    const out = new Uint8Array(size);
-    let off = 0;
-    for (const p of parts) {
-      out.set(p, off);
-      off += p.byteLength;
-    }
-    return out;
+    return joinChunk(parts, size);
+  }
+
+  #take(): Queued {
+    const q = this.#queue.shift()!;
+    if (q.packets) this.#packetFrames--;
+    return q;
   }
 }
