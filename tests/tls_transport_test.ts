@@ -81,6 +81,13 @@ async function write(conn: Deno.Conn, data: Uint8Array | string): Promise<void> 
   for (let off = 0; off < b.byteLength;) off += await conn.write(b.subarray(off));
 }
 
+/** One frame of a fragmented message (FIN only on the last); opcode 0 is a continuation. */
+function fragment(opcode: number, p: Uint8Array, fin: boolean): Uint8Array {
+  const f = encodeWsFrame(opcode, p);
+  if (!fin) f[0] &= 0x7f;
+  return f;
+}
+
 /** A payload whose bytes say which message and offset they are. */
 function payload(i: number, n: number): Uint8Array {
   const p = new Uint8Array(n);
@@ -140,12 +147,18 @@ for (const kind of TRANSPORTS) {
       const big = [0, 1, 2].map((i) => payload(i, READ_BUFFER_BYTES * 2 + 777 * i));
       const small = Array.from({ length: 2000 }, (_, i) => payload(100 + i, 1 + (i % 300)));
       const trickled = Array.from({ length: 20 }, (_, i) => payload(5000 + i, 200 + i * 10));
+      const fragmented = payload(9, 5003);
       const server = await rawServer(leaf, async (conn, frames) => {
         for (const p of big) await write(conn, encodeWsFrame(OP_BINARY, p));
         const joined = small.map((p) => encodeWsFrame(OP_BINARY, p));
         await write(conn, new Uint8Array(joined.flatMap((f) => [...f])));
         const wire = new Uint8Array(trickled.flatMap((p) => [...encodeWsFrame(OP_BINARY, p)]));
         for (let o = 0; o < wire.byteLength; o += 7) await write(conn, wire.subarray(o, o + 7));
+        // one message in three fragments: delivered as an ArrayBuffer of exactly its bytes
+        const parts = [fragmented.subarray(0, 1000), fragmented.subarray(1000, 5000)];
+        await write(conn, fragment(OP_BINARY, parts[0], false));
+        await write(conn, fragment(0, parts[1], false));
+        await write(conn, fragment(0, fragmented.subarray(5000), true));
         await write(conn, encodeWsFrame(OP_CLOSE, closePayload(4001, "all sent")));
         // the client answers the close
         const answer = await frames();
@@ -157,10 +170,11 @@ for (const kind of TRANSPORTS) {
         const out = await closed;
         assertEquals(out.error, "");
         assertEquals(out.close, { code: 4001, reason: "all sent" });
-        const want = [...big, ...small, ...trickled];
+        const want = [...big, ...small, ...trickled, fragmented];
         assertEquals(out.messages.length, want.length);
         // compared at the end: a message that viewed the reused buffer would have changed
         out.messages.forEach((m, i) => assertEquals(new Uint8Array(m), want[i], `message ${i}`));
+        assertEquals(out.messages.at(-1)!.byteLength, 5003);
       } finally {
         await server.close();
       }
