@@ -3,8 +3,8 @@
  *
  * The token travels in the `Authorization` header of the upgrade request, never in the URL; a
  * private CA (`--ca-cert`) is the only CA trusted, through cli/tls_websocket.ts (a WebSocket over
- * node:tls; Deno's WebSocket, through a Deno HttpClient, would trust it in addition to the
- * default roots). Every binary message is exactly one
+ * Deno.connectTls with a CA-only issuer check, or node:tls; Deno's WebSocket, through a Deno
+ * HttpClient, would trust it in addition to the default roots). Every binary message is exactly one
  * frame; protocol/events.ts turns it into a typed event, validating JSON payloads with the
  * protocol's zod schemas, so that the capture flow only ever sees well-formed values.
  */

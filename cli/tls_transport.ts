@@ -3,7 +3,10 @@
  * CA given with `--ca-cert`, delivering what it reads to handlers.
  *
  * - `connectTls` (the default): `Deno.connectTls` with the CA as `caCerts`, then the CA-only
- *   issuer check of lib/ca_only_tls.ts (connectTls adds `caCerts` to the default roots). The
+ *   issuer check of lib/ca_only_tls.ts (connectTls adds `caCerts` to the default roots). A leaf
+ *   that check refuses (another CA's, or one issued by an intermediate CA missing from the
+ *   `--ca-cert` file) is handed to node:tls on a new connection, which checks the whole chain
+ *   against that CA alone: refused there, or accepted on the slower path. The
  *   socket is read into one reused buffer, the next read only after the previous bytes were
  *   handled: no allocation or copy per TLS chunk (node:tls copies every chunk into a fresh Buffer,
  *   docs/benchmarks.md "Where a 1500 B packet's CPU goes"). connectTls verifies the URL's host
@@ -72,25 +75,20 @@ export function openTlsTransport(
     : new NodeTlsTransport(host, port, ca, h);
 }
 
-/** The leaf was not issued by the `--ca-cert` CA (the handshake passed on a default root). */
-export class UntrustedIssuerError extends Error {
-  constructor() {
-    super(
-      "certificate not issued by the CA given with --ca-cert (a CA among the system's default " +
-        "roots signed it; an intermediate CA must be part of the --ca-cert file)",
-    );
-  }
-}
-
 class DenoTlsTransport implements ByteTransport {
-  readonly kind = "connectTls";
   #conn: Deno.TlsConn | null = null;
+  /** node:tls, when the leaf was not issued by a --ca-cert certificate itself (see #run) */
+  #fallback: NodeTlsTransport | null = null;
   #writes: Promise<void> = Promise.resolve();
   #closed = false;
   #failed = false;
 
   constructor(host: string, port: number, ca: string, readonly h: TransportHandlers) {
     this.#run(host, port, ca);
+  }
+
+  get kind(): TransportKind {
+    return this.#fallback ? "node:tls" : "connectTls";
   }
 
   async #run(host: string, port: number, ca: string): Promise<void> {
@@ -105,7 +103,14 @@ class DenoTlsTransport implements ByteTransport {
       this.#conn = conn;
       if (this.#closed) return;
       await conn.handshake();
-      if (!peerIssuedByOneOf(conn, cas)) throw new UntrustedIssuerError();
+      if (!peerIssuedByOneOf(conn, cas)) {
+        // Either another CA (one of the default roots) or a chain through an intermediate CA
+        // that is not in the --ca-cert file: only the leaf can be checked here, so node:tls,
+        // which verifies the whole chain against the --ca-cert CA alone, decides.
+        this.#shutConn();
+        if (!this.#closed) this.#fallback = new NodeTlsTransport(host, port, ca, this.h);
+        return;
+      }
       if (this.#closed) return;
       this.h.onSecure();
       const buf = new Uint8Array(READ_BUFFER_BYTES);
@@ -116,14 +121,18 @@ class DenoTlsTransport implements ByteTransport {
       }
     } catch (e) {
       this.#fail(e as Error);
-    } finally {
-      this.destroy();
-      // a connection that arrived after destroy() still needs closing
-      try {
-        this.#conn?.close();
-      } catch { /* already closed */ }
-      this.h.onClose();
     }
+    if (this.#fallback) return;
+    this.destroy();
+    // a connection that arrived after destroy() still needs closing
+    this.#shutConn();
+    this.h.onClose();
+  }
+
+  #shutConn(): void {
+    try {
+      this.#conn?.close();
+    } catch { /* already closed */ }
   }
 
   #fail(e: Error): void {
@@ -133,6 +142,7 @@ class DenoTlsTransport implements ByteTransport {
   }
 
   write(bytes: Uint8Array | string): void {
+    if (this.#fallback) return this.#fallback.write(bytes);
     const conn = this.#conn;
     if (this.#closed || !conn) return;
     const b = typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes;
@@ -147,22 +157,22 @@ class DenoTlsTransport implements ByteTransport {
   }
 
   end(): void {
+    if (this.#fallback) return this.#fallback.end();
     const conn = this.#conn;
     if (this.#closed || !conn) return;
     this.#writes = this.#writes.then(() => conn.closeWrite()).catch(() => this.destroy());
   }
 
   destroy(): void {
+    if (this.#fallback) return this.#fallback.destroy();
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      this.#conn?.close();
-    } catch { /* already closed */ }
+    this.#shutConn();
   }
 }
 
 class NodeTlsTransport implements ByteTransport {
-  readonly kind = "node:tls";
+  readonly kind: TransportKind = "node:tls";
   readonly #socket: tls.TLSSocket;
 
   constructor(host: string, port: number, ca: string, h: TransportHandlers) {

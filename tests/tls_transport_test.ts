@@ -7,7 +7,7 @@
  * --ca-cert. (The default-roots case, a CA trusted by the system: tests/tls_trust_test.ts.)
  */
 import { createHash } from "node:crypto";
-import { Pki } from "../lab/pki.ts";
+import { openssl, Pki } from "../lab/pki.ts";
 import { TlsWebSocket } from "../cli/tls_websocket.ts";
 import { READ_BUFFER_BYTES, type TransportKind } from "../cli/tls_transport.ts";
 import { caOnlyTlsAvailable } from "../lib/ca_only_tls.ts";
@@ -25,46 +25,52 @@ import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts"
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const TRANSPORTS: TransportKind[] = ["connectTls", "node:tls"];
 
-/** A TLS listener that upgrades one connection and hands it to `script`. */
+/**
+ * A TLS listener that upgrades one connection and hands it to `script`. Connections that end
+ * before their upgrade request (a refused handshake, or the client's connectTls attempt it
+ * replaced by node:tls) are skipped.
+ */
 async function rawServer(
   cert: { cert: string; key: string },
   script: (conn: Deno.TlsConn, frames: () => Promise<WsFrame>) => Promise<void>,
 ) {
   const listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...cert });
   const done = (async () => {
-    const conn = await listener.accept();
-    try {
-      let head = new Uint8Array(0);
-      const buf = new Uint8Array(64 * 1024);
-      let end = -1;
-      while (end < 0) {
-        const n = await conn.read(buf);
-        if (n === null) return;
-        head = new Uint8Array([...head, ...buf.subarray(0, n)]);
-        end = new TextDecoder().decode(head).indexOf("\r\n\r\n");
-      }
-      const key = /sec-websocket-key: *(\S+)/i.exec(new TextDecoder().decode(head))![1];
-      const accept = createHash("sha1").update(key + GUID).digest("base64");
-      await write(
-        conn,
-        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-          `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
-      );
-      const decoder = new FrameDecoder({ maxMessageBytes: 1 << 20, masked: true, peer: "c" });
-      const queue = decoder.push(head.subarray(end + 4));
-      const frames = async (): Promise<WsFrame> => {
-        while (!queue.length) {
-          const n = await conn.read(buf);
-          if (n === null) throw new Error("the client closed before the frame expected");
-          queue.push(...decoder.push(buf.subarray(0, n)));
-        }
-        return queue.shift()!;
-      };
-      await script(conn, frames);
-    } finally {
+    while (true) {
+      let conn: Deno.TlsConn;
       try {
-        conn.close();
-      } catch { /* closed */ }
+        conn = await listener.accept();
+      } catch {
+        return; // closed
+      }
+      try {
+        const buf = new Uint8Array(64 * 1024);
+        const head = await upgradeHead(conn, buf);
+        if (!head) continue;
+        const key = /sec-websocket-key: *(\S+)/i.exec(head.text)![1];
+        const accept = createHash("sha1").update(key + GUID).digest("base64");
+        await write(
+          conn,
+          `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
+        );
+        const decoder = new FrameDecoder({ maxMessageBytes: 1 << 20, masked: true, peer: "c" });
+        const queue = decoder.push(head.rest);
+        const frames = async (): Promise<WsFrame> => {
+          while (!queue.length) {
+            const n = await conn.read(buf);
+            if (n === null) throw new Error("the client closed before the frame expected");
+            queue.push(...decoder.push(buf.subarray(0, n)));
+          }
+          return queue.shift()!;
+        };
+        await script(conn, frames);
+        return;
+      } finally {
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      }
     }
   })();
   return {
@@ -74,6 +80,23 @@ async function rawServer(
       await done;
     },
   };
+}
+
+/** The upgrade request's head and the bytes after it, or null if the connection ended first. */
+async function upgradeHead(conn: Deno.TlsConn, buf: Uint8Array) {
+  let head = new Uint8Array(0);
+  try {
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) return null;
+      head = new Uint8Array([...head, ...buf.subarray(0, n)]);
+      const text = new TextDecoder().decode(head);
+      const end = text.indexOf("\r\n\r\n");
+      if (end >= 0) return { text, rest: head.subarray(end + 4) };
+    }
+  } catch {
+    return null; // the handshake failed
+  }
 }
 
 async function write(conn: Deno.Conn, data: Uint8Array | string): Promise<void> {
@@ -231,9 +254,74 @@ for (const kind of TRANSPORTS) {
           assertStringIncludes(out.error, "is not trusted");
           assertStringIncludes(out.error, "only the CA given with --ca-cert is trusted");
         } finally {
-          await server.close().catch(() => {});
+          await server.close();
         }
       }
     });
   });
 }
+
+Deno.test("tls transport: a chain through an intermediate CA missing from --ca-cert is still accepted", async () => {
+  await withPki(async (root) => {
+    // an intermediate CA signed by the root: Pki's self-signed CA, re-signed by the root
+    const dir = `${root.dir}/inter`;
+    const inter = await Pki.create(dir, "api-intermediate");
+    await Deno.writeTextFile(
+      `${dir}/v3.ext`,
+      "[ v3_ca ]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n" +
+        "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid:always\n",
+    );
+    await openssl([
+      "x509",
+      "-x509toreq",
+      "-in",
+      inter.caPath,
+      "-signkey",
+      inter.caKeyPath,
+      "-out",
+      `${dir}/i.csr`,
+    ]);
+    await openssl([
+      "x509",
+      "-req",
+      "-in",
+      `${dir}/i.csr`,
+      "-CA",
+      root.caPath,
+      "-CAkey",
+      root.caKeyPath,
+      "-set_serial",
+      "0x1234",
+      "-days",
+      "30",
+      "-sha256",
+      "-extfile",
+      `${dir}/v3.ext`,
+      "-extensions",
+      "v3_ca",
+      "-out",
+      inter.caPath,
+    ]);
+    const leaf = await inter.issue("127.0.0.1", { server: true, ips: ["127.0.0.1"] });
+    const chain = {
+      cert: leaf.cert.trim() + "\n" + await Deno.readTextFile(inter.caPath),
+      key: leaf.key,
+    };
+    const server = await rawServer(chain, async (conn, frames) => {
+      await write(conn, encodeWsFrame(OP_BINARY, payload(3, 100)));
+      await write(conn, encodeWsFrame(OP_CLOSE, closePayload(4002, "chain ok")));
+      assertEquals((await frames()).opcode, OP_CLOSE);
+    });
+    try {
+      // only the root is given: the leaf's issuer is not in it, so node:tls checks the chain
+      const { ws, closed } = client(`wss://127.0.0.1:${server.port}/x`, root.caCert, "connectTls");
+      const out = await closed;
+      assertEquals(out.error, "");
+      assertEquals(out.close, { code: 4002, reason: "chain ok" });
+      assertEquals(out.messages.map((m) => new Uint8Array(m)), [payload(3, 100)]);
+      assertEquals(ws.transport, "node:tls");
+    } finally {
+      await server.close();
+    }
+  });
+});
