@@ -30,7 +30,7 @@ const TRANSPORTS: TransportKind[] = ["connectTls", "node:tls"];
  * before their upgrade request (a refused handshake, or the client's connectTls attempt it
  * replaced by node:tls) are skipped.
  */
-async function rawServer(
+function rawServer(
   cert: { cert: string; key: string },
   script: (conn: Deno.TlsConn, frames: () => Promise<WsFrame>) => Promise<void>,
 ) {
@@ -171,7 +171,7 @@ for (const kind of TRANSPORTS) {
       const small = Array.from({ length: 2000 }, (_, i) => payload(100 + i, 1 + (i % 300)));
       const trickled = Array.from({ length: 20 }, (_, i) => payload(5000 + i, 200 + i * 10));
       const fragmented = payload(9, 5003);
-      const server = await rawServer(leaf, async (conn, frames) => {
+      const server = rawServer(leaf, async (conn, frames) => {
         for (const p of big) await write(conn, encodeWsFrame(OP_BINARY, p));
         const joined = small.map((p) => encodeWsFrame(OP_BINARY, p));
         await write(conn, new Uint8Array(joined.flatMap((f) => [...f])));
@@ -208,7 +208,7 @@ for (const kind of TRANSPORTS) {
     await withPki(async (pki) => {
       const leaf = await pki.issue("localhost", { server: true, dns: ["localhost"] });
       let seen: { code: number; reason: string } | undefined;
-      const server = await rawServer(leaf, async (conn, frames) => {
+      const server = rawServer(leaf, async (conn, frames) => {
         await write(conn, encodeWsFrame(OP_BINARY, payload(1, 10)));
         const f = await frames();
         assertEquals(f.opcode, OP_CLOSE);
@@ -245,7 +245,7 @@ for (const kind of TRANSPORTS) {
         },
       ];
       for (const c of cases) {
-        const server = await rawServer(c.cert, async () => {});
+        const server = rawServer(c.cert, async () => {});
         try {
           const { closed } = client(`${c.url}:${server.port}/x`, pki.caCert, kind);
           const out = await closed;
@@ -307,7 +307,7 @@ Deno.test("tls transport: a chain through an intermediate CA missing from --ca-c
       cert: leaf.cert.trim() + "\n" + await Deno.readTextFile(inter.caPath),
       key: leaf.key,
     };
-    const server = await rawServer(chain, async (conn, frames) => {
+    const server = rawServer(chain, async (conn, frames) => {
       await write(conn, encodeWsFrame(OP_BINARY, payload(3, 100)));
       await write(conn, encodeWsFrame(OP_CLOSE, closePayload(4002, "chain ok")));
       assertEquals((await frames()).opcode, OP_CLOSE);
