@@ -3,8 +3,8 @@
  *
  * The token travels in the `Authorization` header of the upgrade request, never in the URL; a
  * private CA (`--ca-cert`) is the only CA trusted, through cli/tls_websocket.ts (a WebSocket over
- * node:tls; Deno's WebSocket, through a Deno HttpClient, would trust it in addition to the
- * default roots). Every binary message is exactly one
+ * Deno.connectTls with a CA-only issuer check, or node:tls; Deno's WebSocket, through a Deno
+ * HttpClient, would trust it in addition to the default roots). Every binary message is exactly one
  * frame; protocol/events.ts turns it into a typed event, validating JSON payloads with the
  * protocol's zod schemas, so that the capture flow only ever sees well-formed values.
  */
@@ -106,6 +106,7 @@ export class ApiSession {
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #idleTimeoutMs: number;
+  #lastMessageMs = 0;
   #lost = false;
   #resolveClosed!: (c: SessionClosed) => void;
 
@@ -178,11 +179,23 @@ export class ApiSession {
     };
   }
 
-  /** Every message (PINGs included) proves the api and the path are alive. */
+  /**
+   * Every message (PINGs included) proves the api and the path are alive. Per message this only
+   * notes the time; the one timer re-arms itself for the rest of the interval when it fires
+   * (no clearTimeout/setTimeout per message).
+   */
   #resetIdle(): void {
-    clearTimeout(this.#idleTimer);
-    if (this.#idleTimeoutMs <= 0) return;
+    this.#lastMessageMs = performance.now();
+    if (this.#idleTimer === undefined && this.#idleTimeoutMs > 0 && !this.#lost) {
+      this.#armIdle(this.#idleTimeoutMs);
+    }
+  }
+
+  #armIdle(ms: number): void {
     this.#idleTimer = setTimeout(() => {
+      this.#idleTimer = undefined;
+      const silent = performance.now() - this.#lastMessageMs;
+      if (silent < this.#idleTimeoutMs) return this.#armIdle(this.#idleTimeoutMs - silent);
       this.#lost = true;
       this.#error = `connection to the pcap api lost: nothing received for ` +
         `${Math.round(this.#idleTimeoutMs / 1000)} s (the api sends a keepalive every 15 s)`;
@@ -196,7 +209,7 @@ export class ApiSession {
           error: this.#error,
           lost: true,
         }), CLOSE_GRACE_MS);
-    }, this.#idleTimeoutMs);
+    }, Math.max(1, ms));
   }
 
   get isOpen(): boolean {

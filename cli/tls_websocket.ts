@@ -1,9 +1,11 @@
 /**
- * A WebSocket client (RFC 6455) over node:tls, for the api's capture stream when `--ca-cert` is
- * given: node:tls trusts exactly its `ca` (Deno's WebSocket takes a Deno.HttpClient, whose
- * `caCerts` are trusted in addition to the default roots). The TLS socket carries the frames
- * directly: no local bridge, no second socket, one copy of each message's payload out of the TLS
- * chunks; the framing is lib/ws_framing.ts, shared with the api's server side. Only what
+ * A WebSocket client (RFC 6455) for the api's capture stream when `--ca-cert` is given, over the
+ * TLS transport of cli/tls_transport.ts, which trusts exactly that CA (Deno's WebSocket takes a
+ * Deno.HttpClient, whose `caCerts` are trusted in addition to the default roots): by default
+ * `Deno.connectTls` with a CA-only issuer check, read into one reused buffer; node:tls when this
+ * Deno lacks the hook the check needs. The TLS connection carries the frames directly; the
+ * framing is lib/ws_framing.ts, shared with the api's server side, and copies each message's
+ * payload once out of the read buffer (nothing keeps a view into it). Only what
  * cli/api_session.ts uses of the WebSocket API: binary messages as
  * ArrayBuffer, text sends, close with code and reason, open/message/error/close handlers.
  *
@@ -20,8 +22,6 @@
  *
  * @module
  */
-import tls from "node:tls";
-import { isIP } from "node:net";
 import { createHash } from "node:crypto";
 import { Buffer } from "node:buffer";
 import {
@@ -39,6 +39,14 @@ import {
   OPEN,
   parseClose,
 } from "../lib/ws_framing.ts";
+import {
+  type ByteTransport,
+  openTlsTransport,
+  tlsErrorText,
+  type TransportKind,
+} from "./tls_transport.ts";
+
+export { tlsErrorText };
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /** Upper bound of one message (the api's frames are ≤ ~1 MiB; a bound keeps a broken peer out). */
@@ -71,7 +79,7 @@ export class TlsWebSocket {
   /** the api's own `{type, text}` answer when it refused the upgrade (e.g. its 502's reason) */
   refusal: { type: string; text: string } | undefined;
 
-  readonly #socket: tls.TLSSocket;
+  readonly #socket: ByteTransport;
   readonly #key = crypto.getRandomValues(new Uint8Array(16));
   #upgraded = false;
   #head = "";
@@ -86,44 +94,45 @@ export class TlsWebSocket {
   /** a refused upgrade whose (small) body is still being read */
   #refused: { code: number; body: Uint8Array; filled: number } | null = null;
 
-  constructor(readonly target: URL, ca: string, headers: Record<string, string>) {
+  constructor(
+    readonly target: URL,
+    ca: string,
+    headers: Record<string, string>,
+    /** the transport (tests choose; by default connectTls where this Deno supports it) */
+    transport?: TransportKind,
+  ) {
     if (target.protocol !== "wss:") throw new Error(`TlsWebSocket: ${target} is not a wss: URL`);
-    const host = target.hostname.replace(/^\[|\]$/g, "");
-    this.#socket = tls.connect({
-      host,
-      port: Number(target.port || 443),
-      // SNI and the name checked: the api's host name; an address is checked as an IP SAN
-      ...(isIP(host) ? {} : { servername: host }),
-      ca,
-      rejectUnauthorized: true,
-      ALPNProtocols: ["http/1.1"],
-      minVersion: "TLSv1.2",
-    });
-    this.#socket.setNoDelay(true);
-    this.#socket.once("secureConnect", () => {
-      const lines = [
-        `GET ${target.pathname}${target.search} HTTP/1.1`,
-        `Host: ${target.host}`,
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        `Sec-WebSocket-Key: ${btoa(String.fromCharCode(...this.#key))}`,
-        "Sec-WebSocket-Version: 13",
-        ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
-      ];
-      this.#socket.write(lines.join("\r\n") + "\r\n\r\n");
-    });
-    this.#socket.on("data", (chunk: Buffer) => {
-      try {
-        this.#onData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-      } catch (e) {
-        this.#fail((e as Error).message, e instanceof FramingError ? e.code : 1002);
-      }
-    });
-    this.#socket.on("error", (e: Error & { code?: string }) => {
-      if (!this.#upgraded) this.tlsError = tlsErrorText(e, target.host);
-      this.#emitError(this.tlsError ?? e.message);
-    });
-    this.#socket.on("close", () => this.#finish());
+    this.#socket = openTlsTransport(target, ca, {
+      onSecure: () => {
+        const lines = [
+          `GET ${target.pathname}${target.search} HTTP/1.1`,
+          `Host: ${target.host}`,
+          "Upgrade: websocket",
+          "Connection: Upgrade",
+          `Sec-WebSocket-Key: ${btoa(String.fromCharCode(...this.#key))}`,
+          "Sec-WebSocket-Version: 13",
+          ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+        ];
+        this.#socket.write(lines.join("\r\n") + "\r\n\r\n");
+      },
+      onData: (bytes) => {
+        try {
+          this.#onData(bytes);
+        } catch (e) {
+          this.#fail((e as Error).message, e instanceof FramingError ? e.code : 1002);
+        }
+      },
+      onError: (e) => {
+        if (!this.#upgraded) this.tlsError = tlsErrorText(e, target.host);
+        this.#emitError(this.tlsError ?? e.message);
+      },
+      onClose: () => this.#finish(),
+    }, transport);
+  }
+
+  /** Which transport carries this connection ("connectTls", or the "node:tls" fallback). */
+  get transport(): TransportKind {
+    return this.#socket.kind;
   }
 
   /** Sends a text message (the client's control requests). */
@@ -160,9 +169,12 @@ export class TlsWebSocket {
 
   #deliver(op: number, payload: Uint8Array): void {
     if (this.readyState !== OPEN) return;
+    // the decoder's payloads own their buffer, except a fragmented message's (a view: copied)
     const data = op === OP_TEXT
       ? new TextDecoder("utf-8", { fatal: true }).decode(payload)
-      : payload.buffer as ArrayBuffer;
+      : payload.byteOffset === 0 && payload.byteLength === payload.buffer.byteLength
+      ? payload.buffer as ArrayBuffer
+      : payload.slice().buffer;
     this.onmessage?.({ data });
   }
 
@@ -232,7 +244,6 @@ export class TlsWebSocket {
 
   /** One masked frame (clients must mask, RFC 6455 §5.3). */
   #sendFrame(op: number, payload: Uint8Array): void {
-    if (this.#socket.destroyed) return;
     this.#socket.write(encodeWsFrame(op, payload, crypto.getRandomValues(new Uint8Array(4))));
   }
 
@@ -276,14 +287,4 @@ function refusalOf(body: string): { type: string; text: string } | undefined {
     }
   } catch { /* not the api's answer */ }
   return undefined;
-}
-
-/** A node:tls failure as a sentence naming the api and what to check. */
-export function tlsErrorText(e: Error & { code?: string }, host: string): string {
-  const code = e.code ? ` (${e.code})` : "";
-  if (/certificate|self.signed|issuer|verify|altname|CERT/i.test(`${e.message} ${e.code ?? ""}`)) {
-    return `TLS: the certificate of ${host} is not trusted: ${e.message}${code}; ` +
-      "only the CA given with --ca-cert is trusted";
-  }
-  return `${e.message}${code}`;
 }

@@ -33,7 +33,7 @@ export interface IssueOptions {
   notAfter?: Date;
 }
 
-async function openssl(args: string[], cwd?: string): Promise<string> {
+export async function openssl(args: string[], cwd?: string): Promise<string> {
   const out = await new Deno.Command("openssl", { args, cwd, stdout: "piped", stderr: "piped" })
     .output();
   const dec = new TextDecoder();

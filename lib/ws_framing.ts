@@ -32,6 +32,11 @@ export const CLOSE_TOO_BIG = 1009;
 /** The most frames one data message may come in (ours never fragment; browsers rarely do). */
 export const MAX_FRAGMENTS = 1024;
 
+/** The longest frame header: 2 bytes, 8 of extended length, 4 of mask. */
+const MAX_HEADER_BYTES = 14;
+/** Opcodes defined by RFC 6455. */
+const KNOWN_OPCODES = new Set([OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG]);
+
 /** A violation of the framing, with the close code it calls for. */
 export class FramingError extends Error {
   constructor(readonly code: number, message: string) {
@@ -88,14 +93,24 @@ export class FrameDecoder {
 
   push(chunk: Uint8Array): WsFrame[] {
     const out: WsFrame[] = [];
-    let data = chunk;
-    if (this.#head.byteLength) {
-      data = new Uint8Array(this.#head.byteLength + chunk.byteLength);
-      data.set(this.#head);
-      data.set(chunk, this.#head.byteLength);
-      this.#head = new Uint8Array(0);
-    }
+    const data = chunk;
     let off = 0;
+    if (this.#head.byteLength) {
+      // complete the carried header from the chunk's first bytes only (never copy the chunk)
+      const held = this.#head.byteLength;
+      const take = Math.min(MAX_HEADER_BYTES - held, chunk.byteLength);
+      const joined = new Uint8Array(held + take);
+      joined.set(this.#head);
+      joined.set(chunk.subarray(0, take), held);
+      const used = this.#header(joined, 0);
+      if (used === 0) {
+        this.#head = joined;
+        return out;
+      }
+      this.#head = new Uint8Array(0);
+      off = used - held;
+      if (this.#frame!.buf.byteLength === 0) this.#frameDone(out);
+    }
     while (off < data.byteLength) {
       const f = this.#frame;
       if (f) {
@@ -133,18 +148,17 @@ export class FrameDecoder {
     }
     const opcode = b0 & 0x0f, fin = (b0 & 0x80) !== 0;
     const control = opcode >= 8;
-    if (![OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG].includes(opcode)) {
+    if (!KNOWN_OPCODES.has(opcode)) {
       throw new FramingError(CLOSE_PROTOCOL_ERROR, `${peer} sent an unknown opcode ${opcode}`);
     }
     let len = b1 & 0x7f, hdr = 2;
-    const v = new DataView(d.buffer, d.byteOffset + off, avail);
     if (len === 126) {
       if (avail < 4) return 0;
-      len = v.getUint16(2);
+      len = (d[off + 2] << 8) | d[off + 3];
       hdr = 4;
     } else if (len === 127) {
       if (avail < 10) return 0;
-      const big = v.getBigUint64(2);
+      const big = new DataView(d.buffer, d.byteOffset + off, avail).getBigUint64(2);
       // beyond any limit; a Number would lose precision past 2^53
       len = big > BigInt(max) ? Infinity : Number(big);
       hdr = 10;

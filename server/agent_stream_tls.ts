@@ -13,14 +13,14 @@
  * - the server name: the dialled address, or agents_mtls.server_name, through connectTls's
  *   `Symbol.for("unstableServerName")` option (dial the address, verify that name);
  * - only agents_mtls.ca is trusted: connectTls adds `caCerts` to the default roots, so after the
- *   handshake the leaf must also be issued by one of the configured CA certificates, checked on
- *   the peer certificate Deno's internals expose (the symbol node:tls itself uses); only the leaf
- *   is exposed, so an intermediate CA must be part of agents_mtls.ca;
+ *   handshake the leaf must also be issued by one of the configured CA certificates
+ *   (lib/ca_only_tls.ts, shared with the CLI's WebSocket); an intermediate CA must therefore be
+ *   part of agents_mtls.ca;
  * - skip_verify cannot be expressed here: those streams keep node:https (usable() is false).
  * Both hooks are looked up once; without them usable() is false and the api falls back to
  * node:https, reading held-back streams on (server/fanout.ts).
  */
-import { X509Certificate } from "node:crypto";
+import { caCertificates, caOnlyTlsAvailable, peerIssuedByOneOf } from "../lib/ca_only_tls.ts";
 import { BodyDecoder, formatRequest, HttpWireError, parseResponseHead } from "../lib/http1_wire.ts";
 
 export interface SocketTlsOptions {
@@ -39,28 +39,10 @@ export interface SocketResponse {
 }
 
 const SERVER_NAME = Symbol.for("unstableServerName");
-const PEER_CERTIFICATE: symbol | undefined = (() => {
-  const d = Deno as unknown as Record<symbol, { getPeerCertificate?: unknown } | undefined>;
-  const key = (Deno as unknown as { internal?: symbol }).internal;
-  const sym = key === undefined ? undefined : d[key]?.getPeerCertificate;
-  return typeof sym === "symbol" ? sym : undefined;
-})();
 
 /** Whether streams with these settings can be read through a socket that stops when unread. */
 export function usable(tls: SocketTlsOptions): boolean {
-  return !tls.skipVerify && PEER_CERTIFICATE !== undefined && tls.ca.trim() !== "";
-}
-
-/** PEM blocks of a bundle, each a certificate. */
-function caCertificates(pem: string): X509Certificate[] {
-  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  return blocks.map((b) => new X509Certificate(b));
-}
-
-/** Whether the DER certificate was issued (and signed) by one of `cas`. Pure. */
-export function issuedByOneOf(der: Uint8Array, cas: X509Certificate[]): boolean {
-  const leaf = new X509Certificate(der);
-  return cas.some((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey));
+  return !tls.skipVerify && caOnlyTlsAvailable() && tls.ca.trim() !== "";
 }
 
 const READ_BYTES = 64 * 1024;
@@ -105,10 +87,7 @@ export async function requestOverSocket(
   signal.addEventListener("abort", close, { once: true });
   try {
     await conn.handshake();
-    const peer = (conn as unknown as Record<symbol, (d: boolean) => { raw?: Uint8Array }>)[
-      PEER_CERTIFICATE!
-    ](false);
-    if (!peer?.raw || !issuedByOneOf(peer.raw, cas)) {
+    if (!peerIssuedByOneOf(conn, cas)) {
       throw new Error(
         "the peer certificate is not issued by a certificate of agents_mtls.ca " +
           "(only that CA is trusted, not the default roots; an intermediate CA must be in that file)",

@@ -7,7 +7,8 @@
 import { createServer, type Server } from "node:https";
 import { X509Certificate } from "node:crypto";
 import { type CertPair, Pki } from "../lab/pki.ts";
-import { issuedByOneOf, requestOverSocket, usable } from "../server/agent_stream_tls.ts";
+import { requestOverSocket, usable } from "../server/agent_stream_tls.ts";
+import { issuedByOneOf } from "../lib/ca_only_tls.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "./support/assert.ts";
 
 const NAME = "pcap-agent.service.cf.internal";

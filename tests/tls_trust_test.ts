@@ -5,7 +5,7 @@
  * this fixes — while every client path given a CA refuses it: lib/tls_fetch.ts (api → agents,
  * Director, UAA, Cloud Controller), the api's agent capture streams (server/agent_stream_tls.ts,
  * which checks the issuer after Deno.connectTls's handshake), the CLI's UAA fetch and the CLI's
- * WebSocket to the api.
+ * WebSocket to the api (the same check after connectTls, and its node:tls fallback).
  */
 import { assert, assertEquals, assertStringIncludes } from "./support/assert.ts";
 import { Pki } from "../lab/pki.ts";
@@ -73,6 +73,12 @@ Deno.test("a configured CA is the only CA trusted, even when another is trusted 
     assertStringIncludes(r.cli_session_other.error, "is not trusted");
     assertStringIncludes(r.cli_session_other.error, "--ca-cert");
     assertEquals(r.cli_session_good, { ok: true, detail: "closed 4000" });
+    // (Deno.connectTls passed the handshake on the default roots; after the issuer check refused
+    // the leaf, node:tls, which trusts the --ca-cert CA alone, refused the chain)
+    // the node:tls fallback refuses it in the handshake
+    assertEquals(r.cli_ws_node_other.ok, false, JSON.stringify(r.cli_ws_node_other));
+    assertStringIncludes(r.cli_ws_node_other.error, "is not trusted");
+    assertEquals(r.cli_ws_node_good, { ok: true, detail: "closed 4000" });
   } finally {
     await other.shutdown();
     await good.shutdown();

@@ -179,3 +179,59 @@ Deno.test("ws framing: empty or tiny fragments cannot make a message cost more t
   assert(got[0].payload.every((b, i) => b === i % 251), "bytes in order");
   assertEquals(e.heldBytes, 0);
 });
+
+Deno.test("ws framing: unmasked frames of every length form, split at every offset", () => {
+  const sizes = [0, 1, 125, 126, 1000, 65535, 65536, 70000];
+  const frames = sizes.map((n, i) => {
+    const p = new Uint8Array(n);
+    for (let k = 0; k < n; k++) p[k] = (k * 7 + i) & 0xff;
+    return p;
+  });
+  const wire = new Uint8Array(frames.reduce((a, p) => a + encodeWsFrame(OP_BINARY, p).length, 0));
+  let o = 0;
+  for (const p of frames) {
+    const f = encodeWsFrame(OP_BINARY, p);
+    wire.set(f, o);
+    o += f.byteLength;
+  }
+  // every split point within the headers and a little past them, and 1-byte feeding of the start
+  const cuts = new Set<number>();
+  for (let at = 0, i = 0; i < frames.length; i++) {
+    for (let k = 0; k <= 16; k++) cuts.add(Math.min(at + k, wire.byteLength));
+    at += encodeWsFrame(OP_BINARY, frames[i]).byteLength;
+  }
+  for (const cut of cuts) {
+    const d = client(100_000);
+    const got = [...d.push(wire.slice(0, cut)), ...d.push(wire.slice(cut))];
+    assertEquals(got.map((g) => g.payload), frames, `cut at ${cut}`);
+    // the payloads are their own buffers: nothing refers to the fed chunks
+    for (const g of got) assertEquals(g.payload.buffer.byteLength, g.payload.byteLength);
+  }
+  const d = client(100_000);
+  const got = [];
+  for (let i = 0; i < 300; i++) {
+    got.push(...d.push(wire.subarray(i, i + 1)));
+    // a pending header is held alone, never the chunk it arrived in
+    assert(d.heldBytes <= 14 + 65536, `held ${d.heldBytes}`);
+  }
+  got.push(...d.push(wire.subarray(300)));
+  assertEquals(got.map((g) => g.payload), frames);
+});
+
+Deno.test("ws framing: a header split across chunks keeps at most the header's bytes", () => {
+  const d = client(1 << 20);
+  const f = encodeWsFrame(OP_BINARY, new Uint8Array(70000).fill(3));
+  const many = new Uint8Array(200_000);
+  for (let i = 0; i < 200; i++) many.set(encodeWsFrame(OP_BINARY, new Uint8Array([i])), i * 3);
+  // 200 small messages, then the first 5 of the big frame's 10 header bytes
+  const chunk = new Uint8Array(600 + 5);
+  chunk.set(many.subarray(0, 600));
+  chunk.set(f.subarray(0, 5), 600);
+  const small = d.push(chunk);
+  assertEquals(small.map((m) => m.payload[0]), [...Array(200).keys()]);
+  assertEquals(d.heldBytes, 5);
+  assertEquals(d.push(f.subarray(5, 12)).length, 0);
+  assertEquals(d.heldBytes, 70000);
+  const [big] = d.push(f.subarray(12));
+  assertEquals(big.payload, new Uint8Array(70000).fill(3));
+});

@@ -9,6 +9,7 @@
 import { createTlsFetch, tlsTransport } from "../../lib/tls_fetch.ts";
 import { fetchTrusting } from "../../cli/uaa_token.ts";
 import { ApiSession } from "../../cli/api_session.ts";
+import { TlsWebSocket } from "../../cli/tls_websocket.ts";
 import { requestOverSocket } from "../../server/agent_stream_tls.ts";
 
 interface Args {
@@ -61,6 +62,18 @@ async function sessionOutcome(url: string, ca: string): Promise<Outcome> {
   return c.opened ? { ok: true, detail: `closed ${c.code}` } : { ok: false, error: c.error ?? "" };
 }
 
+/** The CLI's WebSocket over its node:tls fallback transport. */
+function tlsWsOutcome(url: string, ca: string): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const ws = new TlsWebSocket(new URL(url), ca, { Authorization: "Bearer probe" }, "node:tls");
+    let opened = false, error = "";
+    ws.onopen = () => (opened = true);
+    ws.onerror = (e) => error ||= e.message;
+    ws.onclose = (ev) =>
+      resolve(opened ? { ok: true, detail: `closed ${ev.code}` } : { ok: false, error });
+  });
+}
+
 if (import.meta.main) {
   const a = JSON.parse(Deno.args[0]) as Args;
   const other = `https://localhost:${a.other}`;
@@ -99,7 +112,10 @@ if (import.meta.main) {
   };
   results.agent_stream_other = await outcome(() => stream(a.other));
   results.agent_stream_good = await outcome(() => stream(a.good));
+  // the CLI's WebSocket: Deno.connectTls and the issuer check, and its node:tls fallback
   results.cli_session_other = await sessionOutcome(other, a.ca);
   results.cli_session_good = await sessionOutcome(good, a.ca);
+  results.cli_ws_node_other = await tlsWsOutcome(`wss://localhost:${a.other}/ws`, a.ca);
+  results.cli_ws_node_good = await tlsWsOutcome(`wss://localhost:${a.good}/ws`, a.ca);
   console.log(JSON.stringify(results));
 }
