@@ -16,6 +16,7 @@ import {
 import type { AgentStartRequest } from "../protocol/messages.ts";
 import { readHello } from "../protocol/hello.ts";
 import { readLimited } from "../lib/read_limited.ts";
+import { withHeaderRoom } from "../lib/ws_framing.ts";
 import { createTlsFetch, type TlsFetch } from "./tls_fetch.ts";
 import { type BodyChunks, requestOverSocket, usable as socketUsable } from "./agent_stream_tls.ts";
 
@@ -255,7 +256,8 @@ export class AgentCapture {
     // of STATUS text.
     const assembler = new FrameAssembler(
       discardHint && ((kind) => kind === FrameKind.PACKETS && discardHint()),
-      { maxControlPayload: MAX_CONTROL_PAYLOAD_BYTES },
+      // owned frames keep room for the client's WebSocket header (forwarded in one write)
+      { maxControlPayload: MAX_CONTROL_PAYLOAD_BYTES, allocate: withHeaderRoom },
     );
     const reader = this.#body;
     // While the consumer holds a frame (it pauses reading while the client is congested), the

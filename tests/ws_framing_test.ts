@@ -7,6 +7,7 @@ import {
   encodeWsFrame,
   FrameDecoder,
   frameHeader,
+  frameInPlace,
   FramingError,
   MAX_FRAGMENTS,
   OP_BINARY,
@@ -15,6 +16,7 @@ import {
   OP_PING,
   OP_TEXT,
   parseClose,
+  withHeaderRoom,
 } from "../lib/ws_framing.ts";
 import { encodeRawFrame } from "./chaos/support/raw_ws.ts";
 import { assert, assertEquals, assertThrows } from "./support/assert.ts";
@@ -178,4 +180,22 @@ Deno.test("ws framing: empty or tiny fragments cannot make a message cost more t
   assertEquals(got[0].payload.byteLength, 1000);
   assert(got[0].payload.every((b, i) => b === i % 251), "bytes in order");
   assertEquals(e.heldBytes, 0);
+});
+
+Deno.test("frameInPlace: the header goes into withHeaderRoom's room, only for a whole view", () => {
+  for (const n of [0, 1, 125, 126, 65535, 65536, 300_000]) {
+    const p = withHeaderRoom(n);
+    for (let i = 0; i < n; i++) p[i] = i % 253;
+    const f = frameInPlace(OP_BINARY, p);
+    assert(f !== null && f.buffer === p.buffer, `${n}: in place`);
+    assertEquals(f, encodeWsFrame(OP_BINARY, p.slice()), `${n} bytes`);
+    assertEquals(f.byteOffset + f.byteLength, p.buffer.byteLength, "ends with the payload");
+    // the same view sent twice: the same frame
+    assertEquals(frameInPlace(OP_BINARY, p), f);
+  }
+  const p = withHeaderRoom(1000);
+  assertEquals(frameInPlace(OP_BINARY, p.subarray(0, 999)), null, "not the whole view");
+  assertEquals(frameInPlace(OP_BINARY, p.subarray(1)), null, "not where the room ends");
+  const plain = new Uint8Array(1010);
+  assertEquals(frameInPlace(OP_BINARY, plain.subarray(10)), null, "memory without room");
 });
