@@ -259,6 +259,41 @@ export function frameHeader(opcode: number, length: number, mask?: Uint8Array): 
   return h;
 }
 
+/** The longest header of an unmasked frame (a server's): 2 bytes and a 64-bit length. */
+const HEADER_ROOM = 10;
+/** buffers made by withHeaderRoom whose first HEADER_ROOM bytes are free */
+const roomy = new WeakSet<ArrayBufferLike>();
+
+/**
+ * `bytes` of fresh memory with room for a server frame's header before them: when the whole view
+ * is sent, frameInPlace writes the header there and the frame goes out as one buffer (no second
+ * write to join, no copy).
+ */
+export function withHeaderRoom(bytes: number): Uint8Array {
+  const buf = new Uint8Array(HEADER_ROOM + bytes);
+  roomy.add(buf.buffer);
+  return buf.subarray(HEADER_ROOM);
+}
+
+/**
+ * The unmasked frame of `payload` written in place, when `payload` is a whole withHeaderRoom view
+ * (else null): its header goes into the room before it.
+ */
+export function frameInPlace(opcode: number, payload: Uint8Array): Uint8Array | null {
+  if (
+    payload.byteOffset !== HEADER_ROOM || !roomy.has(payload.buffer) ||
+    HEADER_ROOM + payload.byteLength !== payload.buffer.byteLength
+  ) return null;
+  const h = frameHeader(opcode, payload.byteLength);
+  const frame = new Uint8Array(
+    payload.buffer as ArrayBuffer,
+    HEADER_ROOM - h.byteLength,
+    h.byteLength + payload.byteLength,
+  );
+  frame.set(h);
+  return frame;
+}
+
 /** One whole final frame: header and payload (masked when a mask is given). */
 export function encodeWsFrame(opcode: number, payload: Uint8Array, mask?: Uint8Array): Uint8Array {
   const h = frameHeader(opcode, payload.byteLength, mask);

@@ -200,6 +200,7 @@ export interface AssembledFrame extends Frame {
 export class FrameAssembler {
   readonly #scratch?: (kind: number, source: number) => boolean;
   readonly #maxControlPayload: number;
+  readonly #allocate: (bytes: number) => Uint8Array;
   readonly #head = new Uint8Array(FRAME_HEADER_BYTES);
   #headFill = 0;
   #cur: Uint8Array | null = null;
@@ -209,14 +210,17 @@ export class FrameAssembler {
 
   /**
    * An assembler; `scratch` says which frames (by kind and source) the caller will discard;
-   * `maxControlPayload` bounds every frame but PACKETS (default: MAX_PAYLOAD_BYTES, as PACKETS).
+   * `maxControlPayload` bounds every frame but PACKETS (default: MAX_PAYLOAD_BYTES, as PACKETS);
+   * `allocate` gives an owned frame its memory (a view that ends where its buffer ends, e.g. with
+   * room for another protocol's header before it; default: a buffer of exactly its size).
    */
   constructor(
     scratch?: (kind: number, source: number) => boolean,
-    opts: { maxControlPayload?: number } = {},
+    opts: { maxControlPayload?: number; allocate?: (bytes: number) => Uint8Array } = {},
   ) {
     this.#scratch = scratch;
     this.#maxControlPayload = opts.maxControlPayload ?? MAX_PAYLOAD_BYTES;
+    this.#allocate = opts.allocate ?? ((n) => new Uint8Array(n));
   }
 
   /** Appends a chunk; yields every frame it completes, one at a time. Throws DecodeError. */
@@ -278,24 +282,29 @@ export class FrameAssembler {
       // for an exactly-sized (owned) frame.
       if (this.#scratchBuf.byteLength <= total) this.#scratchBuf = new Uint8Array(total + 4096);
       this.#cur = this.#scratchBuf.subarray(0, total);
-    } else this.#cur = new Uint8Array(total);
+    } else this.#cur = this.#allocate(total);
     this.#cur.set(h);
     this.#curFill = FRAME_HEADER_BYTES;
   }
 }
 
 /**
- * The whole encoded frame around `payload` when `payload` is the payload of a `kind` frame
- * that fills its buffer exactly (as FrameAssembler allocates owned frames), else null: such a
- * frame can be forwarded without re-encoding.
+ * The whole encoded frame around `payload` when `payload` is the whole payload of a `kind` frame
+ * that ends where its buffer ends (as FrameAssembler allocates owned frames), else null: such a
+ * frame can be forwarded without re-encoding. A cut batch ends earlier; a borrowed frame's
+ * scratch buffer is always longer than the frame.
  */
 export function enclosingFrame(payload: Uint8Array, kind: FrameKind): Uint8Array | null {
-  if (
-    payload.byteOffset !== FRAME_HEADER_BYTES ||
-    payload.buffer.byteLength !== FRAME_HEADER_BYTES + payload.byteLength
-  ) return null;
-  const frame = new Uint8Array(payload.buffer as ArrayBuffer);
-  const len = new DataView(frame.buffer).getUint32(4, true);
+  const start = payload.byteOffset - FRAME_HEADER_BYTES;
+  if (start < 0 || payload.byteOffset + payload.byteLength !== payload.buffer.byteLength) {
+    return null;
+  }
+  const frame = new Uint8Array(
+    payload.buffer as ArrayBuffer,
+    start,
+    FRAME_HEADER_BYTES + payload.byteLength,
+  );
+  const len = new DataView(frame.buffer, start).getUint32(4, true);
   return frame[0] === kind && frame[1] === 0 && len === payload.byteLength ? frame : null;
 }
 

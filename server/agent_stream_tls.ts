@@ -36,6 +36,22 @@ export interface SocketResponse {
   status: number;
   header(name: string): string | null;
   body: ReadableStream<Uint8Array> | null;
+  /**
+   * The same body without the stream layer (its pulls, BYOB copies and promises cost the api
+   * about a sixth of its CPU at 1500 B): use either this or `body`, not both.
+   */
+  chunks: BodyChunks | null;
+}
+
+/** A response body read straight from the socket, on demand. */
+export interface BodyChunks {
+  /**
+   * The next piece of the decoded body, or null at its end; a view into a reused buffer, valid
+   * until the next read. Throws when the connection breaks before the body ends.
+   */
+  read(): Promise<Uint8Array | null>;
+  /** Closes the connection (the body is not read to its end). */
+  cancel(): void;
 }
 
 const SERVER_NAME = Symbol.for("unstableServerName");
@@ -100,10 +116,13 @@ export async function requestOverSocket(
       formatRequest(req.method, hostHeader, req.path, req.headers ?? {}, req.body),
     );
     const { head, rest } = await readHead(conn, req.method);
-    const decoder = new BodyDecoder(head.framing);
-    const body = head.framing.kind === "none" ? null : bodyStream(conn, decoder, rest, close);
-    if (!body) close();
-    return { status: head.status, header: (n) => head.headers.get(n), body };
+    const header = (n: string) => head.headers.get(n);
+    if (head.framing.kind === "none") {
+      close();
+      return { status: head.status, header, body: null, chunks: null };
+    }
+    const chunks = new SocketBodyChunks(conn, new BodyDecoder(head.framing), rest, close);
+    return { status: head.status, header, body: bodyStream(chunks), chunks };
   } catch (e) {
     close();
     throw signal.aborted ? signal.reason : e;
@@ -153,59 +172,79 @@ async function readHead(conn: Deno.Conn, method: string) {
   }
 }
 
+/** The decoded body in views of one reused read buffer (views of the head's rest first). */
+class SocketBodyChunks implements BodyChunks {
+  readonly #raw = new Uint8Array(READ_BYTES);
+  #pending: Uint8Array[];
+
+  constructor(
+    private readonly conn: Deno.Conn,
+    private readonly decoder: BodyDecoder,
+    rest: Uint8Array,
+    private readonly close: () => void,
+  ) {
+    this.#pending = nonEmpty(decoder.push(rest));
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    try {
+      // `raw` is refilled only once every view into it was handed out
+      while (this.#pending.length === 0) {
+        if (this.decoder.done) return this.#end();
+        const n = await this.conn.read(this.#raw);
+        if (n === null) {
+          if (this.decoder.atClose()) return this.#end();
+          throw new Error("the connection closed before the body ended");
+        }
+        this.#pending = nonEmpty(this.decoder.push(this.#raw.subarray(0, n)));
+      }
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    return this.#pending.shift()!;
+  }
+
+  cancel(): void {
+    this.close();
+  }
+
+  #end(): null {
+    this.close();
+    return null;
+  }
+}
+
+function nonEmpty(views: Uint8Array[]): Uint8Array[] {
+  return views.some((v) => v.byteLength === 0) ? views.filter((v) => v.byteLength > 0) : views;
+}
+
 /**
  * The body as a byte stream that reads the socket only on a read request (highWaterMark 0):
  * nothing read is the back-pressure. Readers may bring their own buffer ("byob").
  */
-function bodyStream(
-  conn: Deno.Conn,
-  decoder: BodyDecoder,
-  rest: Uint8Array,
-  close: () => void,
-): ReadableStream<Uint8Array> {
-  const raw = new Uint8Array(READ_BYTES);
-  // views into `rest`, then into `raw` (refilled only once they are used up)
-  let pending = decoder.push(rest);
+function bodyStream(chunks: SocketBodyChunks): ReadableStream<Uint8Array> {
+  let pending: Uint8Array | null = null;
   const source: UnderlyingByteSource = {
     type: "bytes",
     autoAllocateChunkSize: READ_BYTES,
     async pull(c: ReadableByteStreamController) {
-      try {
-        while (pending.length === 0) {
-          if (decoder.done) return end(c);
-          const n = await conn.read(raw);
-          if (n === null) {
-            if (decoder.atClose()) return end(c);
-            throw new Error("the connection closed before the body ended");
-          }
-          pending = decoder.push(raw.subarray(0, n)).filter((v) => v.byteLength > 0);
-        }
-      } catch (e) {
-        close();
-        throw e;
+      if (!pending) pending = await chunks.read();
+      if (!pending) {
+        c.close();
+        c.byobRequest?.respond(0);
+        return;
       }
       const req = c.byobRequest!;
       const view = new Uint8Array(req.view!.buffer, req.view!.byteOffset, req.view!.byteLength);
-      let k = 0;
-      while (pending.length && k < view.byteLength) {
-        const p = pending[0];
-        const n = Math.min(p.byteLength, view.byteLength - k);
-        view.set(p.subarray(0, n), k);
-        k += n;
-        if (n === p.byteLength) pending.shift();
-        else pending[0] = p.subarray(n);
-      }
-      req.respond(k);
+      const n = Math.min(pending.byteLength, view.byteLength);
+      view.set(pending.subarray(0, n));
+      pending = n === pending.byteLength ? null : pending.subarray(n);
+      req.respond(n);
     },
     cancel() {
-      close();
+      chunks.cancel();
     },
   };
   return new ReadableStream(source);
-
-  function end(c: ReadableByteStreamController): void {
-    close();
-    c.close();
-    c.byobRequest?.respond(0);
-  }
 }

@@ -36,6 +36,7 @@ import {
   encodeWsFrame,
   FrameDecoder,
   frameHeader,
+  frameInPlace,
   FramingError,
   OP_BINARY,
   OP_CLOSE,
@@ -179,10 +180,10 @@ export class WsConnection {
     const op = text ? OP_TEXT : OP_BINARY;
     const len = payload.byteLength;
     this.#unsent += len;
-    this.#enqueue({
-      parts: len < COPY_BELOW ? [encodeWsFrame(op, payload)] : [frameHeader(op, len), payload],
-      payload: len,
-    });
+    // An agent's frame forwarded as is has room for the header before it (agent_client.ts):
+    // one buffer, one write, no join.
+    const whole = len < COPY_BELOW ? encodeWsFrame(op, payload) : frameInPlace(op, payload);
+    this.#enqueue({ parts: whole ? [whole] : [frameHeader(op, len), payload], payload: len });
   }
 
   #enqueue(q: Queued): void {

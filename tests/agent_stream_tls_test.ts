@@ -35,8 +35,11 @@ async function withFixture(fn: (f: Fixture) => Promise<void>): Promise<void> {
   }
 }
 
-/** A server streaming TOTAL bytes (a byte pattern) as a chunked body, honouring back-pressure. */
-async function streamingServer(f: Fixture) {
+/**
+ * A server streaming TOTAL bytes (a byte pattern) as a chunked body, honouring back-pressure;
+ * with `cutAt` it destroys the connection once that many bytes are written.
+ */
+async function streamingServer(f: Fixture, cutAt = Infinity) {
   const state = { written: 0, finished: false, clientNames: [] as string[] };
   const server: Server = createServer({
     key: f.agent.key,
@@ -58,6 +61,7 @@ async function streamingServer(f: Fixture) {
       while (state.written < TOTAL) {
         const chunk = pattern(state.written, CHUNK);
         state.written += CHUNK;
+        if (state.written > cutAt) return void res.write(chunk, () => res.socket?.destroy());
         if (!res.write(chunk)) return void res.once("drain", pump);
       }
       res.end(() => state.finished = true);
@@ -151,6 +155,57 @@ Deno.test("agent stream socket: an unread body stays in TCP, then arrives whole"
     } finally {
       abort.abort();
       await srv.close();
+    }
+  }));
+
+Deno.test("agent stream socket: the body read straight from the socket (chunks)", () =>
+  withFixture(async (f) => {
+    const tls = {
+      ca: f.pki.caCert,
+      cert: f.client.cert,
+      key: f.client.key,
+      serverName: NAME,
+      skipVerify: false,
+    };
+    const req = { method: "POST" as const, path: "/captures", body: "{}" };
+    // whole and intact, then null at the end of the chunked body
+    const srv = await streamingServer(f);
+    const abort = new AbortController();
+    try {
+      const res = await requestOverSocket("127.0.0.1", srv.port, tls, req, abort.signal);
+      assertEquals(res.status, 200);
+      const chunks = res.chunks!;
+      let got = 0, bad = -1, reads = 0;
+      for (let v = await chunks.read(); v !== null; v = await chunks.read()) {
+        reads++;
+        for (let i = 0; i < v.byteLength && bad < 0; i++) {
+          if (v[i] !== (got + i) % 251) bad = got + i;
+        }
+        got += v.byteLength;
+      }
+      assertEquals(bad, -1, `payload corrupted at byte ${bad}`);
+      assertEquals(got, TOTAL);
+      assert(reads > TOTAL / (64 * 1024) / 2, `${reads} reads: views of a 64 KiB buffer`);
+      assertEquals(await chunks.read(), null, "the end stays the end");
+    } finally {
+      abort.abort();
+      await srv.close();
+    }
+    // a connection cut inside the body is an error, not an end
+    const cut = await streamingServer(f, 4 * 1024 * 1024);
+    const abort2 = new AbortController();
+    try {
+      const res = await requestOverSocket("127.0.0.1", cut.port, tls, req, abort2.signal);
+      const chunks = res.chunks!;
+      let got = 0;
+      const e = await assertRejects(async () => {
+        for (let v = await chunks.read(); v !== null; v = await chunks.read()) got += v.byteLength;
+      });
+      assertMatch(String(e), /closed before the body ended|reset|broken|eof/i);
+      assert(got > 0 && got < TOTAL, `${got} bytes before the cut`);
+    } finally {
+      abort2.abort();
+      await cut.close();
     }
   }));
 

@@ -1,3 +1,4 @@
+import { encodeWsFrame, frameInPlace, OP_BINARY, withHeaderRoom } from "../lib/ws_framing.ts";
 import {
   DecodeError,
   decodeJson,
@@ -277,6 +278,25 @@ Deno.test("assembler: owned frames forward as is under a new source; discarded o
   assertEquals([forwarded.source, forwarded.kind], [513, FrameKind.PACKETS]);
   assertEquals(validatePackets(forwarded.payload).count, 3);
   assertThrows(() => setFrameSource(frame, 70000), RangeError);
+});
+
+Deno.test("assembler: owned frames in memory with room before them still forward as is", () => {
+  const batch = encodePacketsFrame(4, 3, encodeRecords(packets(3)));
+  const asm = new FrameAssembler(undefined, { allocate: withHeaderRoom });
+  const [f] = [...asm.frames(batch)];
+  assertEquals(f.bytes, batch);
+  assertEquals(f.bytes.byteOffset, 10, "the room sits before the frame");
+  const frame = enclosingFrame(f.payload, FrameKind.PACKETS);
+  assert(frame !== null && frame.byteOffset === 10 && frame.byteLength === batch.byteLength);
+  // a batch cut short (the client's packet limit) is not the whole frame
+  assertEquals(
+    enclosingFrame(f.payload.subarray(0, f.payload.byteLength - 1), FrameKind.PACKETS),
+    null,
+  );
+  // the forwarded frame takes its WebSocket header in place: header + frame, one buffer
+  const ws = frameInPlace(OP_BINARY, frame);
+  assert(ws !== null && ws.buffer === frame.buffer, "written in place");
+  assertEquals(ws, encodeWsFrame(OP_BINARY, batch));
 });
 
 Deno.test("fuzz: the assembler yields the same frames as one-shot decoding under any chunking", () => {

@@ -7,6 +7,7 @@ import {
   encodeWsFrame,
   FrameDecoder,
   frameHeader,
+  frameInPlace,
   FramingError,
   MAX_FRAGMENTS,
   OP_BINARY,
@@ -15,6 +16,7 @@ import {
   OP_PING,
   OP_TEXT,
   parseClose,
+  withHeaderRoom,
 } from "../lib/ws_framing.ts";
 import { encodeRawFrame } from "./chaos/support/raw_ws.ts";
 import { assert, assertEquals, assertThrows } from "./support/assert.ts";
@@ -234,4 +236,22 @@ Deno.test("ws framing: a header split across chunks keeps at most the header's b
   assertEquals(d.heldBytes, 70000);
   const [big] = d.push(f.subarray(12));
   assertEquals(big.payload, new Uint8Array(70000).fill(3));
+});
+
+Deno.test("frameInPlace: the header goes into withHeaderRoom's room, only for a whole view", () => {
+  for (const n of [0, 1, 125, 126, 65535, 65536, 300_000]) {
+    const p = withHeaderRoom(n);
+    for (let i = 0; i < n; i++) p[i] = i % 253;
+    const f = frameInPlace(OP_BINARY, p);
+    assert(f !== null && f.buffer === p.buffer, `${n}: in place`);
+    assertEquals(f, encodeWsFrame(OP_BINARY, p.slice()), `${n} bytes`);
+    assertEquals(f.byteOffset + f.byteLength, p.buffer.byteLength, "ends with the payload");
+    // the same view sent twice: the same frame
+    assertEquals(frameInPlace(OP_BINARY, p), f);
+  }
+  const p = withHeaderRoom(1000);
+  assertEquals(frameInPlace(OP_BINARY, p.subarray(0, 999)), null, "not the whole view");
+  assertEquals(frameInPlace(OP_BINARY, p.subarray(1)), null, "not where the room ends");
+  const plain = new Uint8Array(1010);
+  assertEquals(frameInPlace(OP_BINARY, plain.subarray(10)), null, "memory without room");
 });
