@@ -82,6 +82,7 @@ class DenoTlsTransport implements ByteTransport {
   #writes: Promise<void> = Promise.resolve();
   #closed = false;
   #failed = false;
+  #closeReported = false;
 
   constructor(host: string, port: number, ca: string, readonly h: TransportHandlers) {
     this.#run(host, port, ca);
@@ -92,24 +93,43 @@ class DenoTlsTransport implements ByteTransport {
   }
 
   async #run(host: string, port: number, ca: string): Promise<void> {
+    // one exit for every path but the hand-over to node:tls: a late connection is closed and
+    // onClose is reported once (destroy() during the connect reports it at once)
+    let handedOver = false;
+    const handOver = () => {
+      this.#shutConn();
+      if (this.#closed) return;
+      this.#fallback = new NodeTlsTransport(host, port, ca, this.h);
+      handedOver = true;
+    };
     try {
       const cas = caCertificates(ca);
-      const conn = await Deno.connectTls({
-        hostname: host,
-        port,
-        caCerts: [ca],
-        alpnProtocols: ["http/1.1"],
-      });
+      let conn: Deno.TlsConn;
+      try {
+        conn = await Deno.connectTls({
+          hostname: host,
+          port,
+          caCerts: [ca],
+          alpnProtocols: ["http/1.1"],
+        });
+      } catch (e) {
+        throw certificateError(e) ? e : connectError(e as Error, host, port);
+      }
       this.#conn = conn;
       if (this.#closed) return;
-      await conn.handshake();
+      try {
+        await conn.handshake();
+      } catch (e) {
+        // rustls refuses some certificates OpenSSL takes (a self-signed CA:TRUE leaf, no SAN,
+        // SHA-1): node:tls, which trusts the --ca-cert CA alone, makes the decision it always made
+        if (certificateError(e)) return handOver();
+        throw connectError(e as Error, host, port);
+      }
       if (!peerIssuedByOneOf(conn, cas)) {
         // Either another CA (one of the default roots) or a chain through an intermediate CA
         // that is not in the --ca-cert file: only the leaf can be checked here, so node:tls,
         // which verifies the whole chain against the --ca-cert CA alone, decides.
-        this.#shutConn();
-        if (!this.#closed) this.#fallback = new NodeTlsTransport(host, port, ca, this.h);
-        return;
+        return handOver();
       }
       if (this.#closed) return;
       this.h.onSecure();
@@ -121,11 +141,18 @@ class DenoTlsTransport implements ByteTransport {
       }
     } catch (e) {
       this.#fail(e as Error);
+    } finally {
+      if (!handedOver) {
+        this.#closed = true;
+        this.#shutConn();
+        this.#reportClose();
+      }
     }
-    if (this.#fallback) return;
-    this.destroy();
-    // a connection that arrived after destroy() still needs closing
-    this.#shutConn();
+  }
+
+  #reportClose(): void {
+    if (this.#closeReported) return;
+    this.#closeReported = true;
     this.h.onClose();
   }
 
@@ -168,7 +195,24 @@ class DenoTlsTransport implements ByteTransport {
     if (this.#closed) return;
     this.#closed = true;
     this.#shutConn();
+    // still connecting: closed now, as node:tls reports it (the pending connect is closed later)
+    if (!this.#conn) this.#reportClose();
   }
+}
+
+/** Whether a connectTls failure is rustls refusing the api's certificate. */
+function certificateError(e: unknown): boolean {
+  return /certificate|UnknownIssuer|NotValidForName|CaUsedAsEndEntity|BadSignature/i.test(
+    String((e as Error)?.message ?? e),
+  );
+}
+
+/** A connect failure naming where (Deno's errors say only what, e.g. "Connection refused"). */
+function connectError(e: Error, host: string, port: number): Error {
+  const where = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+  if (e?.message?.includes(where)) return e;
+  const wrapped = new Error(`cannot connect to ${where}: ${e?.message ?? e}`, { cause: e });
+  return Object.assign(wrapped, { code: (e as Error & { code?: string })?.code });
 }
 
 class NodeTlsTransport implements ByteTransport {

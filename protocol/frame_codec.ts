@@ -282,21 +282,29 @@ export class FrameAssembler {
       // for an exactly-sized (owned) frame.
       if (this.#scratchBuf.byteLength <= total) this.#scratchBuf = new Uint8Array(total + 4096);
       this.#cur = this.#scratchBuf.subarray(0, total);
-    } else this.#cur = this.#allocate(total);
+    } else {
+      this.#cur = this.#allocate(total);
+      frameStarts.set(this.#cur.buffer, this.#cur.byteOffset);
+    }
     this.#cur.set(h);
     this.#curFill = FRAME_HEADER_BYTES;
   }
 }
 
+/** where FrameAssembler put the owned frame of each buffer it allocated */
+const frameStarts = new WeakMap<ArrayBufferLike, number>();
+
 /**
  * The whole encoded frame around `payload` when `payload` is the whole payload of a `kind` frame
- * that ends where its buffer ends (as FrameAssembler allocates owned frames), else null: such a
- * frame can be forwarded without re-encoding. A cut batch ends earlier; a borrowed frame's
- * scratch buffer is always longer than the frame.
+ * that FrameAssembler assembled as owned (it ends where its buffer ends; it may have room before
+ * it), or that fills its buffer exactly; else null: such a frame can be forwarded without
+ * re-encoding. A cut batch ends earlier; a borrowed frame's scratch buffer is always longer than
+ * the frame; a view inside a frame (its tail) does not start where the frame starts.
  */
 export function enclosingFrame(payload: Uint8Array, kind: FrameKind): Uint8Array | null {
   const start = payload.byteOffset - FRAME_HEADER_BYTES;
-  if (start < 0 || payload.byteOffset + payload.byteLength !== payload.buffer.byteLength) {
+  const known = frameStarts.get(payload.buffer) ?? 0;
+  if (start !== known || payload.byteOffset + payload.byteLength !== payload.buffer.byteLength) {
     return null;
   }
   const frame = new Uint8Array(

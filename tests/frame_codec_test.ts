@@ -288,6 +288,9 @@ Deno.test("assembler: owned frames in memory with room before them still forward
   assertEquals(f.bytes.byteOffset, 10, "the room sits before the frame");
   const frame = enclosingFrame(f.payload, FrameKind.PACKETS);
   assert(frame !== null && frame.byteOffset === 10 && frame.byteLength === batch.byteLength);
+  // a view inside the frame that ends with it (a tail of its records) is not a frame
+  const tail = f.payload.subarray(40);
+  assertEquals(enclosingFrame(tail, FrameKind.PACKETS), null, "a tail is not the frame");
   // a batch cut short (the client's packet limit) is not the whole frame
   assertEquals(
     enclosingFrame(f.payload.subarray(0, f.payload.byteLength - 1), FrameKind.PACKETS),

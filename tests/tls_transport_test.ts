@@ -325,3 +325,109 @@ Deno.test("tls transport: a chain through an intermediate CA missing from --ca-c
     }
   });
 });
+
+/**
+ * A TCP port whose accept queue is full (listen backlog 0, never accepting): further SYNs are
+ * dropped, so a connect to it stays pending.
+ */
+async function fullPort() {
+  const child = new Deno.Command("ruby", {
+    args: [
+      "-rsocket",
+      "-e",
+      's = Socket.new(:INET, :STREAM); s.bind(Addrinfo.tcp("127.0.0.1", 0)); s.listen(0); ' +
+      "puts s.local_address.ip_port; STDOUT.flush; STDIN.read",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const r = await reader.read();
+    if (r.done) throw new Error("the ruby listener did not start");
+    text += new TextDecoder().decode(r.value);
+  }
+  const port = Number(text.trim());
+  // fill the queue: these connect (the kernel completes them) and are never accepted
+  const fillers: Deno.Conn[] = [];
+  for (let i = 0; i < 3; i++) {
+    const c = await Promise.race([
+      Deno.connect({ hostname: "127.0.0.1", port }),
+      new Promise<null>((r) => setTimeout(() => r(null), 2000)),
+    ]);
+    if (!c) break; // already full
+    fillers.push(c);
+  }
+  return {
+    port,
+    close: async () => {
+      for (const c of fillers) c.close();
+      await child.stdin.close();
+      reader.releaseLock();
+      await child.stdout.cancel().catch(() => {});
+      await child.status;
+    },
+  };
+}
+
+for (const kind of TRANSPORTS) {
+  Deno.test(`tls transport (${kind}): a close while the connect is pending is reported at once`, async () => {
+    const port = await fullPort();
+    try {
+      const ws = new TlsWebSocket(new URL(`wss://127.0.0.1:${port.port}/x`), "", {}, kind);
+      const closed = new Promise<string>((r) => ws.onclose = () => r("closed"));
+      ws.close();
+      // the kernel would retry the SYN for about 2 minutes; the close must not wait for it
+      const verdict = await Promise.race([
+        closed,
+        new Promise<string>((r) => setTimeout(() => r("no close event within 10 s"), 10_000)),
+      ]);
+      assertEquals(verdict, "closed");
+    } finally {
+      await port.close();
+    }
+  });
+}
+
+Deno.test("tls transport: a self-signed CA:TRUE api certificate given as --ca-cert still works", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tls-selfsigned-" });
+  try {
+    // what `openssl req -x509` makes by default: basicConstraints CA:TRUE on the server's own
+    // certificate, which rustls refuses as an end entity and OpenSSL accepts
+    await openssl([
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      `${dir}/key.pem`,
+      "-out",
+      `${dir}/cert.pem`,
+      "-days",
+      "2",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+    ]);
+    const cert = await Deno.readTextFile(`${dir}/cert.pem`);
+    const key = await Deno.readTextFile(`${dir}/key.pem`);
+    const server = rawServer({ cert, key }, async (conn, frames) => {
+      await write(conn, encodeWsFrame(OP_CLOSE, closePayload(4003, "self-signed ok")));
+      assertEquals((await frames()).opcode, OP_CLOSE);
+    });
+    try {
+      const { ws, closed } = client(`wss://127.0.0.1:${server.port}/x`, cert, "connectTls");
+      const out = await closed;
+      assertEquals(out.error, "");
+      assertEquals(out.close, { code: 4003, reason: "self-signed ok" });
+      assertEquals(ws.transport, "node:tls", "rustls refused it; node:tls decided");
+    } finally {
+      await server.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
