@@ -2,13 +2,20 @@
 // A one-VM lab (real agent process in the VM namespace, pinned to core 1); the raw-socket
 // generator (bench/gen/udpgen.c) sends on the bridge-side veth of the VM, pinned to core 0, so
 // frames enter the VM's eth0 directly. The reader (this process) POSTs /captures with the api's
-// client certificate, decodes the frame stream with protocol/frame_codec.ts and counts packets.
+// client certificate and reads the stream as the api does (server/agent_stream_tls.ts: one reused
+// buffer, read on demand; before 2026-12-02 a fetch body), decodes the frames with
+// protocol/frame_codec.ts and counts packets.
 // The baseline runs tcpdump (core 1) in the same namespace on the same interface and filter,
 // writing into a pipe read by a Deno process that counts pcap records. Each rung is one capture:
 // start, 20 000-frame warm-up, one burst of `rate × 1 s` frames, settle, stop.
 //   deno run -A bench/agent_stream.ts [--quick]
 import { type LabVm, Landscape } from "../lab/landscape.ts";
 import { FrameDecoder, FrameKind, validatePackets } from "../protocol/frame_codec.ts";
+import {
+  type BodyChunks,
+  requestOverSocket,
+  type SocketResponse,
+} from "../server/agent_stream_tls.ts";
 import {
   bestZeroLoss,
   compileGenerator,
@@ -58,26 +65,40 @@ export class AgentReader {
   private constructor(
     private lab: Landscape,
     private vm: LabVm,
-    res: Response,
+    res: SocketResponse,
     abort: AbortController,
   ) {
     this.#abort = abort;
-    this.#id = res.headers.get("x-pcap-capture-id") ?? "";
-    this.#done = this.#read(res.body!).catch((e) => {
+    this.#id = res.header("x-pcap-capture-id") ?? "";
+    this.#done = this.#read(res.chunks!).catch((e) => {
       if (!this.#abort.signal.aborted) throw e;
     });
   }
 
   static async open(lab: Landscape, vm: LabVm, filter = FILTER): Promise<AgentReader> {
     const abort = new AbortController();
-    const res = await lab.fetchAgent(vm, "/captures", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ protocol_version: 1, interface: vm.device, snaplen: SNAPLEN, filter }),
-      signal: abort.signal,
-    });
+    // read as the api reads its agents (server/agent_stream_tls.ts), with its client certificate
+    const url = new URL(vm.agentUrl);
+    const res = await requestOverSocket(
+      url.hostname.replace(/^\[|\]$/g, ""),
+      Number(url.port),
+      { ca: lab.pki.caCert, ...lab.certs.apiClient, skipVerify: false },
+      {
+        method: "POST",
+        path: "/captures",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          protocol_version: 1,
+          interface: vm.device,
+          snaplen: SNAPLEN,
+          filter,
+        }),
+      },
+      abort.signal,
+    );
     if (res.status !== 200) {
-      throw new Error(`agent refused the capture: HTTP ${res.status} ${await res.text()}`);
+      const text = res.body ? await new Response(res.body).text() : "";
+      throw new Error(`agent refused the capture: HTTP ${res.status} ${text}`);
     }
     const r = new AgentReader(lab, vm, res, abort);
     for (let i = 0; !r.source; i++) {
@@ -87,9 +108,9 @@ export class AgentReader {
     return r;
   }
 
-  async #read(body: ReadableStream<Uint8Array>): Promise<void> {
+  async #read(body: BodyChunks): Promise<void> {
     const dec = new FrameDecoder();
-    for await (const chunk of body) {
+    for (let chunk = await body.read(); chunk !== null; chunk = await body.read()) {
       for (const f of dec.push(chunk)) {
         if (f.kind === FrameKind.PACKETS) this.packets += validatePackets(f.payload).count;
         else if (f.kind === FrameKind.SOURCE) this.source = true;
