@@ -8,6 +8,7 @@
  * frame; protocol/events.ts turns it into a typed event, validating JSON payloads with the
  * protocol's zod schemas, so that the capture flow only ever sees well-formed values.
  */
+import { IdleWatch } from "../lib/idle_watch.ts";
 import { DecodeError } from "../protocol/decode_error.ts";
 import type { BoshStartRequest } from "../protocol/messages.ts";
 import type { CfStartRequest } from "../protocol/cf_messages.ts";
@@ -103,10 +104,11 @@ export class ApiSession {
   #error: string | undefined;
   #pendingStart: string | undefined;
   #connectTimer: ReturnType<typeof setTimeout> | undefined;
-  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #idle: IdleWatch | undefined;
+  /** closed or lost: no idle watch any more */
+  #idleDone = false;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #idleTimeoutMs: number;
-  #lastMessageMs = 0;
   #lost = false;
   #resolveClosed!: (c: SessionClosed) => void;
 
@@ -133,7 +135,7 @@ export class ApiSession {
         if (settled) return;
         settled = true;
         clearTimeout(this.#connectTimer);
-        clearTimeout(this.#idleTimer);
+        this.#stopIdle();
         clearTimeout(this.#graceTimer);
         // the TLS reason beats the WebSocket's generic one
         if (this.#tls?.tlsError && !c.opened) c = { ...c, error: this.#tls.tlsError };
@@ -179,37 +181,32 @@ export class ApiSession {
     };
   }
 
-  /**
-   * Every message (PINGs included) proves the api and the path are alive. Per message this only
-   * notes the time; the one timer re-arms itself for the rest of the interval when it fires
-   * (no clearTimeout/setTimeout per message).
-   */
+  /** Every message (PINGs included) proves the api and the path are alive. */
   #resetIdle(): void {
-    this.#lastMessageMs = performance.now();
-    if (this.#idleTimer === undefined && this.#idleTimeoutMs > 0 && !this.#lost) {
-      this.#armIdle(this.#idleTimeoutMs);
-    }
+    if (this.#idle) return this.#idle.touch();
+    if (this.#idleDone || this.#idleTimeoutMs <= 0 || this.#lost) return;
+    this.#idle = new IdleWatch(this.#idleTimeoutMs, () => this.#onSilent());
   }
 
-  #armIdle(ms: number): void {
-    this.#idleTimer = setTimeout(() => {
-      this.#idleTimer = undefined;
-      const silent = performance.now() - this.#lastMessageMs;
-      if (silent < this.#idleTimeoutMs) return this.#armIdle(this.#idleTimeoutMs - silent);
-      this.#lost = true;
-      this.#error = `connection to the pcap api lost: nothing received for ` +
-        `${Math.round(this.#idleTimeoutMs / 1000)} s (the api sends a keepalive every 15 s)`;
-      this.close(1000, "api silent");
-      // Over a dead path the closing handshake never completes; do not wait for it.
-      this.#graceTimer = setTimeout(() =>
-        this.#resolveClosed({
-          code: 1006,
-          reason: "",
-          opened: this.#opened,
-          error: this.#error,
-          lost: true,
-        }), CLOSE_GRACE_MS);
-    }, Math.max(1, ms));
+  #stopIdle(): void {
+    this.#idleDone = true;
+    this.#idle?.stop();
+  }
+
+  #onSilent(): void {
+    this.#lost = true;
+    this.#error = `connection to the pcap api lost: nothing received for ` +
+      `${Math.round(this.#idleTimeoutMs / 1000)} s (the api sends a keepalive every 15 s)`;
+    this.close(1000, "api silent");
+    // Over a dead path the closing handshake never completes; do not wait for it.
+    this.#graceTimer = setTimeout(() =>
+      this.#resolveClosed({
+        code: 1006,
+        reason: "",
+        opened: this.#opened,
+        error: this.#error,
+        lost: true,
+      }), CLOSE_GRACE_MS);
   }
 
   get isOpen(): boolean {
@@ -233,7 +230,7 @@ export class ApiSession {
   /** Closes at once; `closed` resolves soon after. Idempotent. */
   close(code = 1000, reason = "client closed"): void {
     clearTimeout(this.#connectTimer);
-    clearTimeout(this.#idleTimer);
+    this.#stopIdle();
     const s = this.#ws.readyState;
     if (s === WebSocket.CLOSING || s === WebSocket.CLOSED) return;
     try {
