@@ -5,6 +5,8 @@
 // connections, JIT), then `runs` measured ones; the median is reported.
 //   deno run -A bench/fan_out.ts [--quick] [--agents N] [--agent-buffer BYTES]
 //   deno run -A bench/fan_out.ts --ab 33554432,4194304 [--agents N] [--rounds R]  (ring A/B)
+//   deno run -A bench/fan_out.ts --v8-ab '|--no-memory-reducer' [--agents N] [--rounds R]
+//     (A/B of the agents' DENO_V8_FLAGS, sets separated by "|")
 // --agent-buffer sets the agents' capture.buffer_size (kernel ring; default 4 MiB, 32 MiB until
 // 2026-12-02): with 50 agents starting at once, allocating and zeroing 50 big rings was most of
 // the capture workers' CPU. The last table breaks a start down (the api's and the agents' own
@@ -246,61 +248,99 @@ export async function runFanOutBench(o: FanOutOptions = {}): Promise<string> {
   }
 }
 
+/** One side of an agent A/B: its label, and what to change before the agents restart. */
+export interface AgentVariant {
+  label: string;
+  /** sets what the restarted agents start with (their config or their environment) */
+  apply(): void;
+  /** undoes what must not reach the api the run starts (optional) */
+  after?(): void;
+}
+
 /**
- * A/B of kernel ring sizes on one lab (same namespaces, same machine state): `rounds` times,
- * for each size in turn, the agents are restarted with that capture.buffer_size and one quick
- * fan-out is measured. Alternating in one lab keeps lab start-up and namespace teardown (heavy
- * kernel work that slows every start) out of the comparison.
+ * A/B of the agents' set-up on one lab (same namespaces, same machine state): `rounds` times,
+ * for each variant in turn, the agents are restarted with it and one quick fan-out is measured.
+ * Alternating in one lab keeps lab start-up and namespace teardown (heavy kernel work that slows
+ * every start) out of the comparison.
  */
-export async function runRingAb(n: number, sizes: number[], rounds: number): Promise<string> {
-  const capture = { buffer_size: sizes[0] };
-  const lab = await Landscape.start({
-    groups: { bench: n },
-    agentConfig: { log_level: "info", capture },
-    readyTimeoutMs: 120_000,
-    log: () => {},
-  });
-  const results = new Map<number, number[]>(sizes.map((b) => [b, []]));
+export async function runAgentAb(
+  lab: Landscape,
+  n: number,
+  variants: AgentVariant[],
+  rounds: number,
+  what: string,
+): Promise<string> {
+  const results = new Map<string, number[]>(variants.map((v) => [v.label, []]));
   const texts: string[] = [];
   try {
     for (let r = 0; r < rounds; r++) {
-      for (const size of sizes) {
-        if (capture.buffer_size !== size) {
-          capture.buffer_size = size; // the lab writes each restarted agent's config from it
-          for (let i = 0; i < lab.vms.length; i += 10) { // 50 agents starting at once time out
-            await Promise.all(lab.vms.slice(i, i + 10).map((vm) => lab.restartAgent(vm)));
-          }
-          const cfg = Deno.readTextFileSync(`${lab.dir}/${lab.agentLogName(lab.vms[0])}.yml`);
-          if (!cfg.includes(`buffer_size: ${size}`)) throw new Error("agents not reconfigured");
-          await sleep(3000);
+      for (const v of variants) {
+        // Every measured run follows a restart, so each variant meets agents in the same state.
+        v.apply();
+        for (let i = 0; i < lab.vms.length; i += 10) { // 50 agents starting at once time out
+          await Promise.all(lab.vms.slice(i, i + 10).map((vm) => lab.restartAgent(vm)));
         }
+        v.after?.();
+        await sleep(3000);
         // A run that fails (agents not answering in time on a loaded machine) is recorded as
         // such; the comparison goes on.
         const text = await runFanOutBench({ quick: true, lab, agents: n, labStartSecs: 0 })
           .catch((e) => `failed: ${(e as Error).message.slice(0, 300)}`);
-        texts.push(`round ${r + 1}, ring ${size} bytes:\n\n${text}`);
-        if (text.startsWith("failed")) console.log(`round ${r + 1}, ring ${size}: ${text}\n`);
-        else console.log(`(round ${r + 1}, ring ${size} bytes)\n`);
+        texts.push(`round ${r + 1}, ${what} ${v.label}:\n\n${text}`);
+        if (text.startsWith("failed")) console.log(`round ${r + 1}, ${v.label}: ${text}\n`);
+        else console.log(`(round ${r + 1}, ${what} ${v.label})\n`);
         const m = /\| \d+ agents: median \(runs [^)]*\) \| (\d+) \|/.exec(text);
-        results.get(size)!.push(m ? Number(m[1]) : NaN);
+        results.get(v.label)!.push(m ? Number(m[1]) : NaN);
       }
     }
   } finally {
     await lab.stop();
   }
   const summary = table(
-    ["kernel ring", ...Array.from({ length: rounds }, (_, i) => `round ${i + 1}, ms`)],
-    sizes.map((b) => [`${b / (1 << 20)} MiB`, ...results.get(b)!]),
+    [what, ...Array.from({ length: rounds }, (_, i) => `round ${i + 1}, ms`)],
+    variants.map((v) => [v.label, ...results.get(v.label)!]),
   );
-  const out = [
-    ...texts,
-    `${n} agents, start → all SOURCE (median of 3 starts), by round:`,
-    "",
-    summary,
-  ]
-    .join("\n\n");
   console.log(summary);
-  return out;
+  return [...texts, `${n} agents, start → all SOURCE (median of 3 starts), by round:`, "", summary]
+    .join("\n\n");
+}
+
+function abLab(n: number, capture: Record<string, number> = {}): Promise<Landscape> {
+  return Landscape.start({
+    groups: { bench: n },
+    agentConfig: { log_level: "info", capture },
+    readyTimeoutMs: 120_000,
+    log: () => {},
+  });
+}
+
+/** Kernel ring sizes: the lab writes each restarted agent's config from `capture`. */
+export async function runRingAb(n: number, sizes: number[], rounds: number): Promise<string> {
+  const capture = { buffer_size: sizes[0] };
+  const lab = await abLab(n, capture);
+  const variants = sizes.map((size) => ({
+    label: `${size / (1 << 20)} MiB`,
+    apply: () => capture.buffer_size = size,
+    after: () => {
+      const cfg = Deno.readTextFileSync(`${lab.dir}/${lab.agentLogName(lab.vms[0])}.yml`);
+      if (!cfg.includes(`buffer_size: ${size}`)) throw new Error("agents not reconfigured");
+    },
+  }));
+  return await runAgentAb(lab, n, variants, rounds, "kernel ring");
+}
+
+/**
+ * The agents' V8 flags: each variant is a DENO_V8_FLAGS value ("" for none) that the restarted
+ * agents inherit; the api the run starts, and the bench, keep the default.
+ */
+export async function runV8FlagsAb(n: number, flags: string[], rounds: number): Promise<string> {
+  const lab = await abLab(n);
+  const variants = flags.map((f) => ({
+    label: f || "(none)",
+    apply: () => f ? Deno.env.set("DENO_V8_FLAGS", f) : Deno.env.delete("DENO_V8_FLAGS"),
+    after: () => Deno.env.delete("DENO_V8_FLAGS"),
+  }));
+  return await runAgentAb(lab, n, variants, rounds, "agents' DENO_V8_FLAGS");
 }
 
 if (import.meta.main) {
@@ -312,6 +352,14 @@ if (import.meta.main) {
   if (ab >= 0) {
     const sizes = Deno.args[ab + 1].split(",").map(Number);
     await runRingAb(arg("--agents") ?? 50, sizes, arg("--rounds") ?? 3);
+    Deno.exit(0);
+  }
+  const v8ab = Deno.args.indexOf("--v8-ab");
+  if (v8ab >= 0) {
+    // flag sets separated by "|", e.g. --v8-ab '|--no-memory-reducer' ("" = V8's defaults)
+    const flags = (Deno.args[v8ab + 1] ?? "").split("|");
+    if (flags.length < 2) throw new Error("--v8-ab wants at least two flag sets separated by |");
+    await runV8FlagsAb(arg("--agents") ?? 50, flags, arg("--rounds") ?? 2);
     Deno.exit(0);
   }
   console.log("## Fan-out\n");
