@@ -23,8 +23,10 @@ MSG
   exit 1
 fi
 
+# The V8 flags every mode runs with (lib/v8_flags.ts); DENO_V8_FLAGS is ignored by a compiled binary.
+v8flags=$(deno run --quiet lib/v8_flags.ts)
 mkdir -p dist
-deno compile --target "$target" --allow-all --no-prompt \
+deno compile --target "$target" --allow-all --no-prompt --v8-flags="$v8flags" \
   --include agent/engine/capture_worker.ts \
   --include server/filter_compile_worker.ts \
   --output dist/pcap main.ts

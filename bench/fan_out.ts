@@ -6,7 +6,8 @@
 //   deno run -A bench/fan_out.ts [--quick] [--agents N] [--agent-buffer BYTES]
 //   deno run -A bench/fan_out.ts --ab 33554432,4194304 [--agents N] [--rounds R]  (ring A/B)
 //   deno run -A bench/fan_out.ts --v8-ab '|--no-memory-reducer' [--agents N] [--rounds R]
-//     (A/B of the agents' DENO_V8_FLAGS, sets separated by "|")
+//     (A/B of the agents' V8 flags, sets separated by "|"; the lab's default is the shipped
+//     lib/v8_flags.ts)
 // --agent-buffer sets the agents' capture.buffer_size (kernel ring; default 4 MiB, 32 MiB until
 // 2026-12-02): with 50 agents starting at once, allocating and zeroing 50 big rings was most of
 // the capture workers' CPU. The last table breaks a start down (the api's and the agents' own
@@ -305,10 +306,15 @@ export async function runAgentAb(
     .join("\n\n");
 }
 
-function abLab(n: number, capture: Record<string, number> = {}): Promise<Landscape> {
+function abLab(
+  n: number,
+  capture: Record<string, number> = {},
+  agentV8Flags?: () => readonly string[],
+): Promise<Landscape> {
   return Landscape.start({
     groups: { bench: n },
     agentConfig: { log_level: "info", capture },
+    agentV8Flags,
     readyTimeoutMs: 120_000,
     log: () => {},
   });
@@ -330,17 +336,18 @@ export async function runRingAb(n: number, sizes: number[], rounds: number): Pro
 }
 
 /**
- * The agents' V8 flags: each variant is a DENO_V8_FLAGS value ("" for none) that the restarted
- * agents inherit; the api the run starts, and the bench, keep the default.
+ * The agents' V8 flags: each variant is a flag set ("" for V8's defaults, "," between flags)
+ * that the restarted agents run with in place of the shipped PCAP_V8_FLAGS; the api and the
+ * bench keep theirs.
  */
 export async function runV8FlagsAb(n: number, flags: string[], rounds: number): Promise<string> {
-  const lab = await abLab(n);
+  let current: readonly string[] = [];
+  const lab = await abLab(n, {}, () => current);
   const variants = flags.map((f) => ({
-    label: f || "(none)",
-    apply: () => f ? Deno.env.set("DENO_V8_FLAGS", f) : Deno.env.delete("DENO_V8_FLAGS"),
-    after: () => Deno.env.delete("DENO_V8_FLAGS"),
+    label: f || "(V8 defaults)",
+    apply: () => current = f ? f.split(",") : [],
   }));
-  return await runAgentAb(lab, n, variants, rounds, "agents' DENO_V8_FLAGS");
+  return await runAgentAb(lab, n, variants, rounds, "agents' V8 flags");
 }
 
 if (import.meta.main) {

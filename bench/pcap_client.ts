@@ -3,6 +3,7 @@
 // with a BOSH config holding a fresh UAA token, like the bosh CLI leaves one.
 import type { LabVm, Landscape } from "../lab/landscape.ts";
 import { REPO_ROOT } from "../lab/lab_agents.ts";
+import { v8FlagsArgs } from "../lib/v8_flags.ts";
 import { sleep } from "./bench_support.ts";
 
 export class PcapBoshCapture {
@@ -36,6 +37,7 @@ export class PcapBoshCapture {
       Deno.execPath(),
       "run",
       "-A",
+      ...v8FlagsArgs(),
       `${REPO_ROOT}/main.ts`,
       "bosh",
       "capture",

@@ -1,6 +1,6 @@
 // `deno task bench`: runs every benchmark in turn, the capture engine first.
-//   deno task bench                          (everything, ~10 min on the 2-core lab machine)
-//   deno task bench -- --quick               (fewer rungs and runs, ~3.5 min)
+//   deno task bench                          (everything, ~16 min on the 2-core lab machine)
+//   deno task bench -- --quick               (fewer rungs and runs, ~5 min)
 //   deno task bench -- --only fan_in,fan_out (a subset; --only may be repeated)
 //   deno task bench e2e [--quick]            (one benchmark by name: bare names act as --only)
 // e2e (pcap-bosh vs ssh + tcpdump) needs openssh-server: `make bench` installs it
@@ -15,8 +15,17 @@ import { runFanInBench, startBenchLab } from "./fan_in.ts";
 import { runFanOutBench } from "./fan_out.ts";
 import { runApiMemoryBench } from "./api_memory.ts";
 import { runE2eBench } from "./e2e.ts";
+import { runAgentIdleMemoryBench } from "./agent_idle_memory.ts";
 
-const NAMES = ["capture", "agent_stream", "e2e", "fan_in", "fan_out", "api_memory"] as const;
+const NAMES = [
+  "capture",
+  "agent_stream",
+  "e2e",
+  "fan_in",
+  "fan_out",
+  "api_memory",
+  "agent_memory",
+] as const;
 type Name = typeof NAMES[number];
 
 /** Selected benchmarks from the arguments. Pure. */
@@ -94,6 +103,11 @@ async function main(): Promise<void> {
     } finally {
       await lab.stop();
     }
+  }
+  if (only.has("agent_memory")) {
+    // its own small lab: half the agents with V8's defaults, half with the shipped flags
+    section("Agent memory over a long idle", "deno run -A bench/agent_idle_memory.ts");
+    await runAgentIdleMemoryBench({ quick });
   }
   console.log(`\nbench: done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
 }

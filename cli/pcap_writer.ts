@@ -123,6 +123,6 @@ export class PcapWriter implements CaptureWriter {
     b.u32(Number(ts % NS_PER_S));
     b.u32(caplen);
     b.u32(origlen);
-    b.bytes(src.subarray(at, at + caplen));
+    b.copyFrom(src, at, at + caplen);
   }
 }

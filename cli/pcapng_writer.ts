@@ -247,17 +247,21 @@ export class PcapngWriter implements CaptureWriter {
     const b = this.#b;
     const padded = (caplen + 3) & ~3;
     const len = 32 + padded;
+    // one ensure for the block, then unchecked writes: this runs once per packet
     b.ensure(len);
-    b.u32(EPB);
-    b.u32(len);
-    b.u32(ifId);
-    b.u32(hi);
-    b.u32(lo);
-    b.u32(caplen);
-    b.u32(origlen);
-    b.bytes(src.subarray(at, at + caplen));
+    const p = b.pos;
+    b.patchU32(p, EPB);
+    b.patchU32(p + 4, len);
+    b.patchU32(p + 8, ifId);
+    b.patchU32(p + 12, hi);
+    b.patchU32(p + 16, lo);
+    b.patchU32(p + 20, caplen);
+    b.patchU32(p + 24, origlen);
+    b.pos = p + 28;
+    b.copyFrom(src, at, at + caplen);
     b.pad4();
-    b.u32(len);
+    b.patchU32(b.pos, len);
+    b.pos += 4;
   }
 
   #writeShb(section: SectionInfo): void {

@@ -4,6 +4,7 @@ import { stringify } from "yaml";
 import type { Netns } from "./netns.ts";
 import type { CertPair } from "./pki.ts";
 import { type LoggedProcess, ProcessLogs } from "./process_logs.ts";
+import { PCAP_V8_FLAGS, v8FlagsArgs } from "../lib/v8_flags.ts";
 
 export const REPO_ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 export const DEFAULT_AGENT_PORT = 9494;
@@ -55,9 +56,15 @@ export function agentConfig(
   }, extra);
 }
 
-/** argv (after `deno`) that runs a mode of the product through the `pcap` entry point. */
-export function modeCommand(mode: "agent" | "api"): string[] {
-  return ["run", "-A", `${REPO_ROOT}/main.ts`, mode];
+/**
+ * argv (after `deno`) that runs a mode of the product through the `pcap` entry point, with the
+ * V8 flags the compiled executable embeds.
+ */
+export function modeCommand(
+  mode: "agent" | "api",
+  v8Flags: readonly string[] = PCAP_V8_FLAGS,
+): string[] {
+  return ["run", "-A", ...v8FlagsArgs(v8Flags), `${REPO_ROOT}/main.ts`, mode];
 }
 
 export interface WaitHealthyOptions {
@@ -152,6 +159,8 @@ export interface LabAgentsDeps {
   extraConfig?: Json;
   /** per-VM additions merged after extraConfig (e.g. a Diego cell's own container store) */
   configFor?: (vm: AgentVm) => Json;
+  /** V8 flags of each agent started from now on (default PCAP_V8_FLAGS); for the benches' A/B */
+  v8Flags?: (vm: AgentVm) => readonly string[];
   log: (line: string) => void;
 }
 
@@ -192,7 +201,7 @@ export class LabAgents {
   /** Writes the VM's agent.yml, starts the agent (not yet waiting for it). */
   spawn(vm: AgentVm, cert: CertPair): Running {
     if (this.#running.has(vm.id)) throw new Error(`agent of ${vm.group}/${vm.index} is running`);
-    const argv = modeCommand("agent");
+    const argv = modeCommand("agent", this.#deps.v8Flags?.(vm));
     this.#certs.set(vm.id, cert);
     const name = LabAgents.logName(vm);
     const configPath = `${this.#deps.dir}/${name}.yml`;

@@ -37,6 +37,8 @@ export interface LandscapeOptions {
   api?: boolean | Json;
   /** merged into every generated agent.yml */
   agentConfig?: Json;
+  /** V8 flags of each agent (re)started from now on (default: the shipped PCAP_V8_FLAGS) */
+  agentV8Flags?: (vm: { group: string; index: number }) => readonly string[];
   /**
    * A CF foundation on top: the agents of the Diego cell VMs (group "diego-cell" unless
    * `cellGroup` says otherwise) are configured for containers, each cell with its own container
@@ -117,6 +119,7 @@ export class Landscape {
       client: init.client,
       readyTimeoutMs: init.opts.readyTimeoutMs ?? 30_000,
       extraConfig: init.opts.agentConfig,
+      v8Flags: init.opts.agentV8Flags,
       configFor: (vm) => {
         const labVm = init.vms.find((v) => v.id === vm.id);
         return cf && labVm && cf.isCell(labVm) ? cellAgentConfig(init.dir, labVm) : {};

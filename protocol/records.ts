@@ -52,6 +52,15 @@ export interface PacketView {
 export type RecordVisitor = (view: DataView, off: number, caplen: number, origlen: number) => void;
 
 /**
+ * The error for record `n` (0-based) at byte `off`. Built only when thrown: formatting the place
+ * for every record cost ~15 ns per packet and walk (a closure over the loop's counters would slow
+ * the loop as much), and the client walks each batch three times.
+ */
+function badRecord(n: number, off: number, what: string): DecodeError {
+  return new DecodeError(`packet ${n + 1} (byte ${off}): ${what}`);
+}
+
+/**
  * Walks packet records, checking each header against the buffer before `visit` sees it, so that
  * visitors need no bounds checks. Returns the count; DecodeError on the first malformed record.
  */
@@ -61,18 +70,15 @@ export function walkRecords(records: Uint8Array, visit?: RecordVisitor): number 
   let off = 0;
   let n = 0;
   while (off < end) {
-    const which = `packet ${n + 1} (byte ${off})`;
-    if (off + RECORD_HEADER_BYTES > end) {
-      throw new DecodeError(`${which}: truncated packet record header`);
-    }
+    if (off + RECORD_HEADER_BYTES > end) throw badRecord(n, off, "truncated packet record header");
     const caplen = view.getUint32(off + CAPLEN_AT, true);
     const origlen = view.getUint32(off + ORIGLEN_AT, true);
-    if (caplen > MAX_SNAPLEN) throw new DecodeError(`${which}: caplen ${caplen} too large`);
+    if (caplen > MAX_SNAPLEN) throw badRecord(n, off, `caplen ${caplen} too large`);
     if (origlen < caplen) {
-      throw new DecodeError(`${which}: origlen ${origlen} is below its caplen ${caplen}`);
+      throw badRecord(n, off, `origlen ${origlen} is below its caplen ${caplen}`);
     }
     if (off + RECORD_HEADER_BYTES + caplen > end) {
-      throw new DecodeError(`${which}: claims ${caplen} bytes past the end of the batch`);
+      throw badRecord(n, off, `claims ${caplen} bytes past the end of the batch`);
     }
     visit?.(view, off, caplen, origlen);
     off += RECORD_HEADER_BYTES + caplen;

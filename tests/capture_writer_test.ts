@@ -55,3 +55,16 @@ Deno.test("linkTypeName names the link types agents report and says unknown othe
     "unknown",
   ]);
 });
+
+Deno.test("ByteBuilder.copyFrom: byte loop for small copies, set for large, both exact", () => {
+  const src = Uint8Array.from({ length: 600 }, (_, i) => (i * 7 + 3) & 0xff);
+  const b = new ByteBuilder(8);
+  const pieces: Array<[number, number]> = [[0, 0], [5, 6], [1, 65], [10, 75], [17, 600]];
+  const expected: number[] = [];
+  for (const [from, to] of pieces) {
+    b.copyFrom(src, from, to);
+    expected.push(...src.subarray(from, to));
+  }
+  assertEquals(b.pos, expected.length);
+  assertEquals(Array.from(b.view()), expected);
+});

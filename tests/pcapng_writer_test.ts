@@ -350,3 +350,26 @@ Deno.test("pcapng: bad input is refused with a clear error", () => {
   assertEquals(w.writeRecords(id, rec), 2);
   assertEquals(sink.length, before + 2 * 32 + 12 + 4);
 });
+
+Deno.test("pcapng: padding is zero even where the writer's reused buffer held packet bytes", () => {
+  const sink = new MemorySink();
+  const w = new PcapngWriter(sink, {});
+  const id = w.addSource({ name: "n", linkType: 1, snaplen: 65535 });
+  // first a packet of 0xff bytes fills the builder's memory, then odd lengths land on it
+  writePacket(w, id, 1n, 64, 64, new Uint8Array(64).fill(0xff));
+  for (const len of [1, 2, 3, 61, 201]) {
+    const at = sink.length;
+    writePacket(w, id, 2n, len, len, new Uint8Array(len).fill(0xee));
+    const all = sink.bytes();
+    const epb = new DataView(all.buffer, at);
+    const total = epb.getUint32(4, true);
+    assertEquals(total, 32 + ((len + 3) & ~3));
+    assertEquals(all.length, at + total);
+    assertEquals(Array.from(all.subarray(at + 28, at + 28 + len)).every((v) => v === 0xee), true);
+    assertEquals(
+      Array.from(all.subarray(at + 28 + len, at + total - 4)).every((v) => v === 0),
+      true,
+    );
+    assertEquals(epb.getUint32(total - 4, true), total);
+  }
+});
