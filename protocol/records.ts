@@ -171,6 +171,58 @@ export function writeRecordHeader(
   view.setUint32(at + ORIGLEN_AT, origlen, true);
 }
 
+/**
+ * writeRecordHeader for a stream of packets, whose `sec` rarely changes: the split of sec * 1e9
+ * into two u32 words is kept per distinct `sec`, so a packet costs one add and one compare for
+ * the carry instead of writeRecordHeader's float `%` (a native call each) and Math.floor.
+ * Writes exactly what writeRecordHeader writes for u32 `sec` and `nsec`.
+ */
+export class RecordHeaderWriter {
+  readonly #view: DataView;
+  /** sec; sec * 1e9's low u32 word + 0.5; its high word (see write()). */
+  readonly #split = new Float64Array([NaN, 0, 0]);
+
+  /** Writes into `view` (a records buffer). */
+  constructor(view: DataView) {
+    this.#view = view;
+  }
+
+  /** Like writeRecordHeader(view, at, …); sec and nsec are u32 (libpcap's or the kernel's). */
+  write(at: number, sec: number, nsec: number, caplen: number, origlen: number): void {
+    const split = this.#split;
+    if (sec !== split[0]) splitSeconds(split, sec);
+    // lo + 0.5 + nsec < 2^33: setUint32 stores its integer part mod 2^32 (ToUint32), and the
+    // carry is at most 1 (sec * 1e9 + nsec < 2^64). The 0.5 (never a small integer) and no
+    // branch on the carry keep V8's type feedback the same in every second; otherwise a later
+    // second could deoptimise the reader loop this is inlined into.
+    const lo = split[1] + nsec;
+    const view = this.#view;
+    view.setUint32(at, lo, true);
+    view.setUint32(at + 4, split[2] + (lo > 4294967296 ? 1 : 0), true);
+    view.setUint32(at + CAPLEN_AT, caplen, true);
+    view.setUint32(at + ORIGLEN_AT, origlen, true);
+  }
+}
+
+const splitScratch = new DataView(new ArrayBuffer(RECORD_HEADER_BYTES));
+
+/** Once per second, out of line: RecordHeaderWriter.write() stays small enough to be inlined. */
+function splitSeconds(split: Float64Array, sec: number): void {
+  writeRecordHeader(splitScratch, 0, sec, 0, 0, 0);
+  split[0] = sec;
+  split[1] = splitScratch.getUint32(0, true) + 0.5;
+  split[2] = splitScratch.getUint32(4, true);
+}
+
+// Warmed at load: V8 keeps type feedback for a function only after its first few calls, so
+// splitSeconds' call site, reached by the first packet only, would have none, and the first
+// second boundary after the reader loop (which inlines write()) was optimised would deoptimise
+// it: a recompile of the whole loop in the capture's first busy second (seen with --log-deopt).
+{
+  const warm = new RecordHeaderWriter(new DataView(new ArrayBuffer(RECORD_HEADER_BYTES)));
+  for (let i = 0; i < 64; i++) warm.write(0, 2 ** 31 + (i >> 4), 999_999_000 + i, i, i);
+}
+
 /** Size of the record that carries `caplen` packet bytes. */
 export function recordSize(caplen: number): number {
   return RECORD_HEADER_BYTES + caplen;

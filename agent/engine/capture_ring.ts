@@ -28,7 +28,7 @@
  * @module
  */
 
-import { capturedBytes, writeRecordHeader } from "../../protocol/records.ts";
+import { capturedBytes, RecordHeaderWriter } from "../../protocol/records.ts";
 
 /** Indexes into the Int32Array control block. */
 export const C = {
@@ -97,7 +97,7 @@ export function aliasRingData(r: RingShared): ArrayBuffer {
 export class RingWriter {
   readonly ctrl: Int32Array;
   readonly bytes: Uint8Array;
-  readonly #view: DataView;
+  readonly #header: RecordHeaderWriter;
   readonly #size: number;
   readonly #notifyBytes: number;
   readonly #notifyDelayMs: number;
@@ -121,7 +121,7 @@ export class RingWriter {
     const data = aliasRingData(shared);
     this.ctrl = new Int32Array(shared.ctrl);
     this.bytes = new Uint8Array(data);
-    this.#view = new DataView(data);
+    this.#header = new RecordHeaderWriter(new DataView(data));
     this.#size = shared.size;
     this.#notifyBytes = notifyBytes;
     this.#notifyDelayMs = notifyDelayMs;
@@ -180,9 +180,9 @@ export class RingWriter {
     return at;
   }
 
-  /** Writes the record header at `at`; ts_ns = sec * 1e9 + nsec, exact in doubles. */
+  /** Writes the record header at `at`; ts_ns = sec * 1e9 + nsec (u32 each), exact. */
   header(at: number, sec: number, nsec: number, caplen: number, origlen: number): void {
-    writeRecordHeader(this.#view, at, sec, nsec, caplen, origlen);
+    this.#header.write(at, sec, nsec, caplen, origlen);
   }
 
   /** The record at `at` is complete and ends at `end`; publishes every 64 KiB or so. */
