@@ -267,7 +267,7 @@ const roomy = new WeakSet<ArrayBufferLike>();
 /**
  * `bytes` of fresh memory with room for a server frame's header before them: when the whole view
  * is sent, frameInPlace writes the header there and the frame goes out as one buffer (no second
- * write to join, no copy).
+ * write to join, no copy). server/ws_connection.ts frees such a frame once written.
  */
 export function withHeaderRoom(bytes: number): Uint8Array {
   const buf = new Uint8Array(HEADER_ROOM + bytes);

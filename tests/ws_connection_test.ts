@@ -2,7 +2,7 @@
  * The api's server-side WebSocket (server/ws_connection.ts) on a real loopback TCP connection,
  * with a client written with the shared codec: messages both ways, ping/pong, the closing
  * handshake, the size limit at the frame header, the idle timeout, and bufferedAmount as the
- * payload bytes not yet written out.
+ * payload bytes not yet written out; a handed-over frame freed once written.
  */
 import { WsConnection } from "../server/ws_connection.ts";
 import {
@@ -14,6 +14,7 @@ import {
   OP_PONG,
   OP_TEXT,
   parseClose,
+  withHeaderRoom,
 } from "../lib/ws_framing.ts";
 import { encodeRawFrame } from "./chaos/support/raw_ws.ts";
 import { assert, assertEquals } from "./support/assert.ts";
@@ -144,6 +145,28 @@ Deno.test("ws connection: bufferedAmount falls as a slow client drains, not in o
       read = p.frames.reduce((s, f) => s + f.payload.byteLength, 0);
     }
     assertEquals(read, n << 20);
+  } finally {
+    await p.end();
+  }
+});
+
+Deno.test("ws connection: a withHeaderRoom frame is freed once written, a caller's buffer is not", async () => {
+  const p = await pair();
+  try {
+    const room = withHeaderRoom(100_000);
+    for (let i = 0; i < room.length; i++) room[i] = i & 0xff;
+    const plain = new Uint8Array(100_000).fill(7);
+    p.ws.send(room);
+    p.ws.send(plain);
+    await readUntil(p, "two frames", () => p.frames.length >= 2);
+    const got = p.frames[0].payload;
+    assertEquals(got.byteLength, 100_000);
+    assert(got.every((b, i) => b === (i & 0xff)), "the handed-over frame arrived intact");
+    assert(p.frames[1].payload.every((b) => b === 7), "the caller's buffer arrived intact");
+    // detached: its memory is released without waiting for a GC
+    await until("the written frame released", () => room.byteLength === 0);
+    assertEquals(plain.byteLength, 100_000);
+    assertEquals(p.ws.bufferedAmount, 0);
   } finally {
     await p.end();
   }
