@@ -272,7 +272,7 @@ export async function runAgentStreamBench(o: AgentStreamOptions = {}): Promise<s
     ? { 22: [300_000, Infinity], 1458: [100_000, 200_000] }
     : {
       22: [100_000, 200_000, 300_000, 500_000, Infinity],
-      1458: [50_000, 100_000, 150_000, 200_000, Infinity],
+      1458: [50_000, 100_000, 150_000, 200_000, 250_000, 300_000, Infinity],
     };
   const tmp = await Deno.makeTempDir({ prefix: "pcap-bench-agent-" });
   const lab = await Landscape.start({
