@@ -25,8 +25,10 @@ fi
 
 # The V8 flags every mode runs with (lib/v8_flags.ts); DENO_V8_FLAGS is ignored by a compiled binary.
 v8flags=$(deno run --quiet lib/v8_flags.ts)
+set -- # an empty list passes no --v8-flags at all, as the lab does (lib/v8_flags.ts v8FlagsArgs)
+if [ -n "$v8flags" ]; then set -- --v8-flags="$v8flags"; fi
 mkdir -p dist
-deno compile --target "$target" --allow-all --no-prompt --v8-flags="$v8flags" \
+deno compile --target "$target" --allow-all --no-prompt "$@" \
   --include agent/engine/capture_worker.ts \
   --include server/filter_compile_worker.ts \
   --output dist/pcap main.ts

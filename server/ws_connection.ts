@@ -82,7 +82,8 @@ const WIRE_WINDOW = 512 * 1024;
  * written it would stay allocated until the next major GC: with 10 agents and a slow client
  * (bench/api_memory.ts) such garbage kept ArrayBuffer memory ~20 MB above what the queue held
  * and made the api's peak RSS ~35 MB higher. Detaching the ArrayBuffer (transfer) releases its
- * backing store at once; a socket write still holding it keeps its own reference.
+ * backing store at once. It runs only from the write's callback, i.e. once the socket is done
+ * with the bytes; every other view onto that memory (e.g. the agent frame it came from) dies too.
  */
 function release(frame: Uint8Array): void {
   try {
@@ -188,8 +189,8 @@ export class WsConnection {
 
   /**
    * Sends one message: bytes as binary, a string as text. Dropped unless open. A withHeaderRoom
-   * payload (lib/ws_framing.ts) is handed over: once written its buffer is detached and freed, so
-   * the caller must not keep it beyond this turn.
+   * payload (lib/ws_framing.ts) is handed over: once written (the write callback, never in this
+   * turn) its buffer is detached and freed, so the caller must not keep it or any view onto it.
    */
   send(data: Uint8Array | string): void {
     if (this.readyState !== OPEN) return;

@@ -49,5 +49,5 @@ Deno.test("the V8 flags the build embeds are known to this V8, and build.sh pass
   assertEquals(stderr.includes("did not recognize"), false, stderr);
   const script = await Deno.readTextFile(`${ROOT}/build.sh`);
   assertStringIncludes(script, "v8flags=$(deno run --quiet lib/v8_flags.ts)");
-  assertStringIncludes(script, `--v8-flags="$v8flags"`);
+  assertStringIncludes(script, `set -- --v8-flags="$v8flags"`);
 });
