@@ -7,14 +7,21 @@
 import { Landscape } from "../lab/landscape.ts";
 import { PCAP_V8_FLAGS } from "../lib/v8_flags.ts";
 import { ApiReader, genTargets, startBenchApi } from "./fan_in.ts";
-import { compileGenerator, generateAll, settle, sleep, statusKb, table } from "./bench_support.ts";
+import {
+  compileGenerator,
+  generateAll,
+  median,
+  settle,
+  sleep,
+  statusKb,
+  table,
+} from "./bench_support.ts";
 
 const VARIANTS: { label: string; flags: readonly string[] }[] = [
   { label: "V8 defaults", flags: [] },
   { label: PCAP_V8_FLAGS.join(" "), flags: PCAP_V8_FLAGS },
 ];
 const mb = (kb: number) => (kb / 1024).toFixed(1);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 export async function runAgentIdleMemoryBench(o: { quick?: boolean; agents?: number } = {}) {
   const per = o.agents ?? 2;

@@ -6,6 +6,12 @@ import { type Netns, run } from "../lab/netns.ts";
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** The median; of an even count, the mean of the two middle values. */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
 /** Frames go to a MAC nobody owns: the VM's IP stack drops them right after the packet taps. */
 export const DST_MAC = "02:00:00:00:00:01";
 export const UDP_PORT = 9;

@@ -14,7 +14,15 @@
 // timings from their logs: "capture starting", "agents streaming", "capture started").
 import { Landscape } from "../lab/landscape.ts";
 import { ApiReader, startBenchApi, startBenchLab } from "./fan_in.ts";
-import { cpuByThreadName, pidOf, procCpuNs, sleep, statusKb, table } from "./bench_support.ts";
+import {
+  cpuByThreadName,
+  median,
+  pidOf,
+  procCpuNs,
+  sleep,
+  statusKb,
+  table,
+} from "./bench_support.ts";
 
 export interface FanOutOptions {
   quick?: boolean;
@@ -27,10 +35,6 @@ export interface FanOutOptions {
   agentBuffer?: number;
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const mb = (kb: number) => Math.round(kb / 1024);
 
 type Steps = Record<string, [number, number]>;
