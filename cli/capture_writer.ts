@@ -168,15 +168,11 @@ export class ByteBuilder {
    */
   copyFrom(src: Uint8Array, from: number, to: number): void {
     const n = to - from;
+    if (n > SMALL_COPY) return this.bytes(src.subarray(from, to));
     this.ensure(n);
     const buf = this.#buf;
     let p = this.pos;
-    if (n <= SMALL_COPY) {
-      for (let i = from; i < to; i++) buf[p++] = src[i];
-    } else {
-      buf.set(src.subarray(from, to), p);
-      p += n;
-    }
+    for (let i = from; i < to; i++) buf[p++] = src[i];
     this.pos = p;
   }
   /** Zero bytes up to the next multiple of 4. */
