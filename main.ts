@@ -9,6 +9,7 @@ import { runApi } from "./server/api_main.ts";
 import { runBosh } from "./cli/bosh_main.ts";
 import { runCf } from "./cli/cf_main.ts";
 import { runExtcap } from "./cli/extcap_main.ts";
+import { tuneMalloc } from "./ffi/malloc_tuning.ts";
 
 interface Mode {
   summary: string;
@@ -83,6 +84,7 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`pcap: ${why}\n\n${usage()}`);
     return 2;
   }
+  if (mode !== "version") tuneMalloc();
   return await selected.run(rest);
 }
 

@@ -27,6 +27,7 @@ import { containerNetns } from "./container_target.ts";
 import { ContainerLookupError } from "./container_lookup.ts";
 import { errorResponseBody, httpStatusOf, StatusError } from "../protocol/status_errors.ts";
 import { writeChunkedStream } from "./stream_writer.ts";
+import { mallocTuningSummary } from "../ffi/malloc_tuning.ts";
 
 export interface AgentServerOptions {
   config: AgentConfig;
@@ -145,6 +146,7 @@ export class AgentServer {
       port: s.#port,
       allowed_names: opts.config.listen.allowedNames,
       version: VERSION,
+      malloc: mallocTuningSummary(),
     });
     s.#warnIfSelfAccepted();
     return s;

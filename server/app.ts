@@ -59,6 +59,7 @@ import { WsConnection } from "./ws_connection.ts";
 import type { TargetResolver } from "./target_resolver.ts";
 import { instancesRoute } from "./instances_route.ts";
 import { usable as streamSocketUsable } from "./agent_stream_tls.ts";
+import { mallocTuningSummary } from "../ffi/malloc_tuning.ts";
 
 export interface ApiServerOptions {
   config: ApiConfig;
@@ -193,6 +194,7 @@ export class ApiServer {
       tls: !!listen.tls,
       director: opts.config.bosh.directorUrl,
       version: VERSION,
+      malloc: mallocTuningSummary(),
     });
     return s;
   }
