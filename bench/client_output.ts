@@ -1,7 +1,8 @@
 /**
  * Offline benchmark of the client's output path: recorded PACKETS frames go through what
  * `pcap-bosh capture` does with them (decode, reorder window, pcapng writer, buffered output to
- * /dev/null), and the process CPU per packet is printed. No network, no lab.
+ * a file in a temporary directory, replaced at every round), and the process CPU per packet is
+ * printed. No network, no lab. (The output refuses a device such as /dev/null, as `-o` does.)
  *
  *   deno run -A bench/client_output.ts
  *
@@ -36,8 +37,10 @@ const cpuMs = () => {
   return (c.user + c.system) / 1000;
 };
 
+const dir = await Deno.makeTempDir({ prefix: "pcap-bench-client-output-" });
+
 async function once(fs: Uint8Array[], sources: number): Promise<number> {
-  const out = await BufferedOutput.open("/dev/null", { force: true, flushIntervalMs: 0 });
+  const out = await BufferedOutput.open(`${dir}/out.pcapng`, { force: true, flushIntervalMs: 0 });
   const w = createCaptureWriter("pcapng", out);
   for (let s = 0; s < sources; s++) w.addSource({ name: `s${s}`, linkType: 1, snaplen: 65535 });
   const win = new ReorderWindow((s, records) => w.writeRecords(s, records));
@@ -52,13 +55,19 @@ async function once(fs: Uint8Array[], sources: number): Promise<number> {
   return cpuMs() - t0;
 }
 
-for (const [size, sources] of [[64, 1], [64, 4], [1500, 1], [1500, 4]]) {
-  const perFrame = size === 64 ? 500 : 50;
-  const fs = frames(size, sources, size === 64 ? 2000 : 4000, perFrame);
-  await once(fs, sources); // warm-up
-  const ms = [];
-  for (let i = 0; i < 5; i++) ms.push(await once(fs, sources));
-  ms.sort((a, b) => a - b);
-  const us = (ms[2] * 1000) / (perFrame * fs.length);
-  console.log(`${size} B, ${sources} source(s): ${us.toFixed(3)} µs CPU per packet (median of 5)`);
+try {
+  for (const [size, sources] of [[64, 1], [64, 4], [1500, 1], [1500, 4]]) {
+    const perFrame = size === 64 ? 500 : 50;
+    const fs = frames(size, sources, size === 64 ? 2000 : 4000, perFrame);
+    await once(fs, sources); // warm-up
+    const ms = [];
+    for (let i = 0; i < 5; i++) ms.push(await once(fs, sources));
+    ms.sort((a, b) => a - b);
+    const us = (ms[2] * 1000) / (perFrame * fs.length);
+    console.log(
+      `${size} B, ${sources} source(s): ${us.toFixed(3)} µs CPU per packet (median of 5)`,
+    );
+  }
+} finally {
+  await Deno.remove(dir, { recursive: true });
 }

@@ -15,9 +15,10 @@
  * of the batch (no copy). One source with in-order timestamps therefore costs one emit per batch.
  *
  * A held record would pin its whole message (up to 8 MiB) and the batch's index. So when what a
- * batch still holds is less than half of the memory it pins, the held records are copied out
- * into a buffer of their own and the index is cut to them; halving each time keeps the copying
- * linear. The buffers held batches pin are counted (`pinnedBytes`) against the byte bound too.
+ * batch still holds is less than a quarter of the memory it pins, the held records are copied out
+ * into a buffer of their own and the index is cut to them; quartering each time keeps the copying
+ * under a third of the bytes. (Half, as before, copied 1.8 times the bytes when four sources
+ * interleaved at the window's bound: docs/benchmarks.md, "reorder window".) The buffers held batches pin are counted (`pinnedBytes`) against the byte bound too.
  *
  * Pure: the caller passes the (monotonic) wall time in ms, so tests control time.
  *
@@ -35,12 +36,7 @@
  *
  * @module
  */
-import {
-  maxRecordCount,
-  recordTimestampHigh,
-  recordTimestampLow,
-  walkRecords,
-} from "../protocol/records.ts";
+import { type RecordIndex, RecordIndexer } from "./record_index.ts";
 
 /** Receives released records: whole records of one source, in order, a view into its batch. */
 export type RunSink = (source: number, records: Uint8Array) => void;
@@ -64,14 +60,9 @@ export interface Taken {
 }
 
 /** Per-record facts of one batch, indexed by record number; shared by the batch's runs. */
-interface Batch {
+interface Batch extends RecordIndex {
   source: number;
   records: Uint8Array;
-  /** record i spans start[i] .. start[i + 1] */
-  start: Uint32Array;
-  hi: Uint32Array;
-  lo: Uint32Array;
-  caplen: Uint32Array;
   /** arrival number of record 0 (record i has seq0 + i) */
   seq0: number;
   /** its runs still in the heap */
@@ -120,6 +111,7 @@ export class ReorderWindow {
   /** the bound on held packet bytes */
   readonly maxBytes: number;
   #emit: RunSink;
+  #indexer = new RecordIndexer();
   #heap: Run[] = [];
   #seq = 0;
   #held = 0;
@@ -190,35 +182,10 @@ export class ReorderWindow {
 
   /** One walk over the batch: where each record starts, its timestamp halves and its caplen. */
   #index(source: number, records: Uint8Array, limit: number): Batch {
-    // every record has at least a header, which bounds the count without a second walk
-    const most = Math.max(0, Math.min(maxRecordCount(records.byteLength), limit));
-    const start = new Uint32Array(most + 1);
-    const hi = new Uint32Array(most);
-    const lo = new Uint32Array(most);
-    const caplen = new Uint32Array(most);
-    let n = 0;
-    let end = records.byteLength;
-    walkRecords(records, (view, off, cap) => {
-      if (n >= most) {
-        if (n === most) end = off;
-        n = most + 1;
-        return;
-      }
-      start[n] = off;
-      lo[n] = recordTimestampLow(view, off);
-      hi[n] = recordTimestampHigh(view, off);
-      caplen[n] = cap;
-      n++;
-    });
-    n = Math.min(n, most);
-    start[n] = end;
     return {
       source,
       records,
-      start: start.subarray(0, n + 1),
-      hi: hi.subarray(0, n),
-      lo: lo.subarray(0, n),
-      caplen: caplen.subarray(0, n),
+      ...this.#indexer.index(records, limit),
       seq0: this.#seq,
       live: new Set(),
       pinned: 0,
@@ -226,8 +193,8 @@ export class ReorderWindow {
   }
 
   /**
-   * Copies a batch's held records out of its message when they are less than half of what the
-   * batch pins: a buffer of just their bytes, an index of just their records. Runs keep their
+   * Copies a batch's held records out of its message when they are less than a quarter of what
+   * the batch pins: a buffer of just their bytes, an index of just their records. Runs keep their
    * object and are rebased.
    */
   #compact(b: Batch): void {
@@ -239,7 +206,7 @@ export class ReorderWindow {
     const from = b.start[first], to = b.start[last];
     const count = last - first;
     const needs = (to - from) + 4 * (count + 1) + 12 * count;
-    if (2 * needs > b.records.buffer.byteLength + indexBytes(b)) return;
+    if (4 * needs > b.records.buffer.byteLength + indexBytes(b)) return;
     const start = new Uint32Array(count + 1);
     for (let i = 0; i <= count; i++) start[i] = b.start[first + i] - from;
     b.records = b.records.slice(from, to);
@@ -305,7 +272,7 @@ export class ReorderWindow {
   }
 
   #over(): boolean {
-    // #compact keeps the pinned buffers within about twice the held records' bytes
+    // #compact keeps the pinned buffers within about four times the held records' bytes
     return this.#held > this.maxPackets ||
       (this.#held > 0 && (this.#bytes > this.maxBytes || this.#pinned > 2 * this.maxBytes));
   }
