@@ -206,7 +206,6 @@ export class CaptureEngine {
   readonly #worker: Worker;
   readonly #reader: RingReader;
   readonly #ctrl: Int32Array;
-  readonly #flushMs: number;
   readonly #done: Promise<void>;
   #finished = false;
   #closed = false;
@@ -220,7 +219,6 @@ export class CaptureEngine {
     reader: RingReader,
     ready: Extract<WorkerReply, { type: "ready" }>,
     done: Promise<void>,
-    flushMs: number,
   ) {
     this.#worker = worker;
     this.#reader = reader;
@@ -230,7 +228,6 @@ export class CaptureEngine {
     this.netnsId = ready.netnsId;
     this.reader = ready.reader;
     this.openSteps = ready.steps;
-    this.#flushMs = flushMs;
     this.#done = done;
   }
 
@@ -280,7 +277,6 @@ export class CaptureEngine {
             new RingReader(ring),
             m,
             done,
-            immediate ? 5 : Math.min(timeoutMs, 100),
           );
           resolve(engine);
         } else if (m.type === "error") {
@@ -364,7 +360,10 @@ export class CaptureEngine {
         }
         return null;
       }
-      const w = Atomics.waitAsync(this.#ctrl, C.SEQ, seq, this.#flushMs);
+      // No timeout: the worker wakes us for everything it publishes (before it waits, at its
+      // end) and #done settles when it is gone. A waitAsync timeout costs a second main-thread
+      // wake-up per wait: 64 B at 300 kpps, 205 vs 116 wake-ups, 64 vs 44 ns/packet.
+      const w = Atomics.waitAsync(this.#ctrl, C.SEQ, seq);
       if (w.async) await Promise.race([w.value, this.#done]);
     }
   }
