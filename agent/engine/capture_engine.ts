@@ -20,7 +20,9 @@
  * - Latency: the worker wakes next() per 1 MiB published or once published
  * records have waited NOTIFY_DELAY_MS (10 ms, at most timeoutMs; immediate
  * mode: every record), not per kernel block: a wake-up costs the main thread
- * tens of µs. So delivery may lag the kernel's hand-over by up to 10 ms.
+ * tens of µs. So delivery may lag the kernel's hand-over by up to 10 ms; at
+ * high rates (full blocks < 8 ms apart) the worker also naps up to 8 ms before
+ * it reads the next blocks (capture_tpacket_reader.ts, napMs).
  *
  * @example
  * ```ts
