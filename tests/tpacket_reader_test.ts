@@ -26,9 +26,11 @@ Deno.test("copySmall copies exactly n bytes at any alignment, nothing around the
 Deno.test("napMs: naps only when full blocks come fast, for a few of their intervals", () => {
   assertEquals(napMs(Infinity), 0);
   assertEquals(napMs(NaN), 0);
-  assertEquals(napMs(5), 0); // 64 B: a block lasts ms; a nap would only add a wake-up
-  assertEquals(napMs(1.5), 0);
-  assertEquals(napMs(1.2), 4); // capped
+  assertEquals(napMs(9), 0); // blocks this far apart: a nap would only add a wake-up
+  assertEquals(napMs(8), 0);
+  assertEquals(napMs(5), 8); // 64 B at ~300 kpps: capped
+  assertEquals(napMs(2.5), 8); // 64 B at ~600 kpps: three blocks per wake-up
+  assertEquals(napMs(1.2), 4);
   assertEquals(napMs(0.8), 2);
   assertEquals(napMs(0.05), 1); // at least 1 ms (poll's resolution)
 });

@@ -76,15 +76,16 @@ export function copySmall(
 /**
  * At high rates the worker sleeps a little before it looks for the next block, so that one
  * wake-up takes several blocks instead of one poll() wake-up per block (at 1514 B a block holds
- * ~160 packets). Only when full blocks come faster than NAP_BELOW_MS apart (slower, the nap would
- * end before the next block and add a wake-up instead: at 64 B a block lasts several ms), for
- * NAP_BLOCKS block intervals (at most NAP_MAX_MS), and only with a ring of at least
+ * ~160 packets, at 64 B ~1500). Only when full blocks come faster than NAP_BELOW_MS apart, for
+ * NAP_BLOCKS block intervals (at most NAP_MAX_MS, and never past the consumer's notify delay), so
+ * that a nap never ends before the next block is there; and only with a ring of at least
  * NAP_MIN_BLOCKS blocks, which then holds far more than what piles up meanwhile. A stop (drain)
- * never naps.
+ * never naps. At 64 B (blocks 2.5-5 ms apart at 300-600 kpps) a 4 ms cap took ~1 block per nap:
+ * no fewer wake-ups than poll; 8 ms takes 2-3.
  */
-const NAP_BELOW_MS = 1.5;
+const NAP_BELOW_MS = 8;
 const NAP_BLOCKS = 3;
-const NAP_MAX_MS = 4;
+const NAP_MAX_MS = 8;
 const NAP_MIN_BLOCKS = 16;
 
 /** How long to nap before looking for the next block, from the last full-block interval. Pure. */
