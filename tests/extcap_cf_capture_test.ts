@@ -93,7 +93,7 @@ Deno.test({
         // the agents say they capture once the api has started them
         const active = async (vm: typeof v0) =>
           (await (await lab.fetchAgent(vm, "/health")).json()).active_captures as number;
-        await eventually("cell 0 capturing both containers", async () => (await active(v0)) >= 1);
+        await eventually("cell 0 capturing both containers", async () => (await active(v0)) >= 2);
         let ended = false;
         ts.done.then(() => ended = true);
         const mk = [c0, c1, c2].map(() => markerTokens(randomMarker(), N));
