@@ -196,9 +196,6 @@ function validate(o: CaptureOptions): void {
   }
 }
 
-/** next()'s wait without a wake-up from the worker: a safety net only (see next()). */
-const LOST_WAKEUP_MS = 1000;
-
 export class CaptureEngine {
   readonly linkType: number;
   readonly snaplen: number;
@@ -365,11 +362,11 @@ export class CaptureEngine {
         }
         return null;
       }
-      // The worker wakes us for everything it publishes (before it waits, at its end) and
-      // #done settles when it is gone, so the timeout is only a safety net against a lost
-      // wake-up, long enough never to be the usual wake-up: at 100 ms (5 ms immediate) it cost a
-      // second main-thread wake-up per wait (64 B at 300 kpps: 205 vs 116, 64 vs 44 ns/packet).
-      const w = Atomics.waitAsync(this.#ctrl, C.SEQ, seq, LOST_WAKEUP_MS);
+      // No timeout: the worker wakes us for everything it publishes (idle() before it waits,
+      // within the notify delay; finish() at its end) and #done settles when it is gone. The
+      // 100 ms timeout cost the main thread 64 vs 44 ns/packet at 64 B, 300 kpps (205 vs 116
+      // wake-ups); a 1 s one measured no better than 100 ms (docs/benchmarks.md).
+      const w = Atomics.waitAsync(this.#ctrl, C.SEQ, seq);
       if (w.async) await Promise.race([w.value, this.#done]);
     }
   }
