@@ -71,8 +71,8 @@ export interface SessionSummary {
 const SOURCE = 0;
 /** A pooled frame buffer: a full batch of the capture engine (256 KiB) with headers and room. */
 const POOL_BUFFER_BYTES = (256 << 10) + 64;
-/** Idle frame buffers kept per capture (one in the socket, one or two queued, spare). */
-const POOL_KEEP = 4;
+/** Most idle frame buffers kept per capture (4 MiB); trimmed to what was used, once a second. */
+const POOL_KEEP = 16;
 
 export class CaptureSession {
   readonly done: Promise<SessionSummary>;
@@ -167,7 +167,10 @@ export class CaptureSession {
       ),
     );
     const interval = this.#opts.statsIntervalMs ?? 1000;
-    this.#timers.push(setInterval(() => this.#pushStats(false), interval));
+    this.#timers.push(setInterval(() => {
+      this.#pushStats(false);
+      this.#pool.trim();
+    }, interval));
     this.#armDuration();
     this.#log.info("capture started", {
       interface: r.interface,
@@ -365,6 +368,7 @@ export class CaptureSession {
       peak_queued: summary.peakQueued,
       kernel_dropped: summary.kernelDropped,
       duration_ms: summary.durationMs,
+      frame_buffers: this.#pool.counts,
     });
     // Report the session done only once the engine's thread is really gone (bounded wait).
     const finished = this.#engine.finished ?? Promise.resolve();

@@ -2,8 +2,13 @@
  * Reuses the memory of a capture stream's large PACKETS frames. Each was a fresh ~256 KiB
  * allocation: zeroed, page-faulted in and collected again by the GC, several hundred times a
  * second at high rates. A frame's buffer comes back once the socket is done with it (its write
- * callback), and the next frame is built in it. Only a few are kept: the rest of a back-log that
- * drains is left to the GC, so the pool never holds more than `keep` idle buffers.
+ * callback), and the next frame is built in it.
+ *
+ * How many are in flight at once varies: at 1500 B and 100 kpps the socket's write callbacks come
+ * in bursts, and a pool of 4 missed two takes in three (docs/benchmarks.md, "frame pool"). So the
+ * pool keeps up to `keep` idle buffers, and trim(), called about once a second, hands back those
+ * that no take() needed since the last trim (the fewest idle ones seen meanwhile): a stream that
+ * slows down or stops holds no more than what it used in its last interval.
  *
  * @example
  * ```ts
@@ -19,6 +24,10 @@
  */
 export class FramePool {
   #free: ArrayBuffer[] = [];
+  /** the fewest idle buffers since the last trim(): that many went unused all along */
+  #lowWater = 0;
+  #taken = 0;
+  #fresh = 0;
 
   constructor(readonly bufferBytes: number, readonly keep: number) {}
 
@@ -27,10 +36,20 @@ export class FramePool {
     return this.#free.length;
   }
 
+  /** Takes so far, and how many of them had to allocate (for the stream's summary). */
+  get counts(): { taken: number; fresh: number } {
+    return { taken: this.#taken, fresh: this.#fresh };
+  }
+
   /** A buffer for `bytes` (a pooled one if any), or undefined when `bytes` is too large. */
   take(bytes: number): ArrayBuffer | undefined {
     if (bytes > this.bufferBytes) return undefined;
-    return this.#free.pop() ?? new ArrayBuffer(this.bufferBytes);
+    this.#taken++;
+    const buffer = this.#free.pop();
+    if (this.#free.length < this.#lowWater) this.#lowWater = this.#free.length;
+    if (buffer) return buffer;
+    this.#fresh++;
+    return new ArrayBuffer(this.bufferBytes);
   }
 
   /** Returns a buffer nobody uses any more (one of another size is left to the GC). */
@@ -41,5 +60,13 @@ export class FramePool {
     ) {
       this.#free.push(buffer);
     }
+  }
+
+  /** Lets go of the idle buffers that no take() needed since the last call; returns how many. */
+  trim(): number {
+    const unused = this.#lowWater;
+    this.#free.splice(0, unused);
+    this.#lowWater = this.#free.length;
+    return unused;
   }
 }
