@@ -71,8 +71,13 @@ export interface SessionSummary {
 const SOURCE = 0;
 /** A pooled frame buffer: a full batch of the capture engine (256 KiB) with headers and room. */
 const POOL_BUFFER_BYTES = (256 << 10) + 64;
-/** Most idle frame buffers kept per capture (4 MiB); trimmed to what was used, once a second. */
-const POOL_KEEP = 16;
+/**
+ * Frame buffers in flight beyond the queue: one in the socket, one being built. The pool may keep
+ * as many idle as the queue can hold plus these (what a deep queue has in use anyway): a stream
+ * whose queue fills and drains again builds every frame in reused memory. trim() hands back each
+ * second what was not used, so an idle or slower stream holds no more than its last interval used.
+ */
+const POOL_SPARE = 2;
 
 export class CaptureSession {
   readonly done: Promise<SessionSummary>;
@@ -83,7 +88,7 @@ export class CaptureSession {
   #log: Logger;
   #bp: Backpressure;
   #queue = new FrameQueue();
-  #pool = new FramePool(POOL_BUFFER_BYTES, POOL_KEEP);
+  #pool: FramePool;
   #timers: ReturnType<typeof setTimeout>[] = [];
   #stopReason: string | null = null;
   #ended = false; // END is queued (or the stream was aborted)
@@ -98,6 +103,7 @@ export class CaptureSession {
     this.#opts = opts;
     this.#log = opts.log;
     this.#bp = new Backpressure(opts.buffer);
+    this.#pool = new FramePool(POOL_BUFFER_BYTES, opts.buffer.size + POOL_SPARE);
     this.done = new Promise((r) => (this.#resolveDone = r));
   }
 

@@ -4,9 +4,10 @@
  * second at high rates. A frame's buffer comes back once the socket is done with it (its write
  * callback), and the next frame is built in it.
  *
- * How many are in flight at once varies: at 1500 B and 100 kpps the socket's write callbacks come
- * in bursts, and a pool of 4 missed two takes in three (docs/benchmarks.md, "frame pool"). So the
- * pool keeps up to `keep` idle buffers, and trim(), called about once a second, hands back those
+ * How many are in flight at once varies: the socket's write callbacks come in bursts, and a queue
+ * that fills toward a slow reader holds dozens; a pool of 4 missed two takes in three at 1500 B
+ * (docs/benchmarks.md, "frame pool"). So the pool keeps up to `keep` idle buffers (a session: as
+ * many as its queue holds), and trim(), called about once a second, hands back those
  * that no take() needed since the last trim (the fewest idle ones seen meanwhile): a stream that
  * slows down or stops holds no more than what it used in its last interval.
  *
