@@ -86,6 +86,13 @@ try {
   } finally {
     await client.stop();
   }
+  // How many of the agent's frames were built in reused memory (agent/frame_pool.ts)
+  const agentLog = `${lab.agentLogName(vm)}`;
+  for (let i = 0; i < 50 && !lab.logs(agentLog).includes('"capture ended"'); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const ended = lab.logs(agentLog).split("\n").find((l) => l.includes('"capture ended"'));
+  console.log(`agent frame buffers: ${JSON.stringify(ended && JSON.parse(ended).frame_buffers)}`);
 } finally {
   await lab.stopApi();
   await lab.stop();
