@@ -7,7 +7,7 @@
 // addresses (crypto is recognised by its instructions, see docs/benchmarks.md).
 //   deno run -A bench/e2e_profile.ts [--frame 1500] [--rate 50000] [--secs 4]
 import { PcapBoshCapture } from "./pcap_client.ts";
-import { compileGenerator, FILTER, generate, HEADERS, pidOf, pin } from "./bench_support.ts";
+import { compileGenerator, FILTER, generate, HEADERS, pidOf, pin, sleep } from "./bench_support.ts";
 import { genTargets, startBenchApi, startBenchLab } from "./fan_in.ts";
 import { run } from "../lab/netns.ts";
 
@@ -87,11 +87,13 @@ try {
     await client.stop();
   }
   // How many of the agent's frames were built in reused memory (agent/frame_pool.ts)
-  const agentLog = `${lab.agentLogName(vm)}`;
-  for (let i = 0; i < 50 && !lab.logs(agentLog).includes('"capture ended"'); i++) {
-    await new Promise((r) => setTimeout(r, 100));
+  const endedLine = () =>
+    lab.logs(lab.agentLogName(vm)).split("\n").find((l) => l.includes('"capture ended"'));
+  let ended = endedLine();
+  for (let i = 0; i < 50 && !ended; i++) {
+    await sleep(100);
+    ended = endedLine();
   }
-  const ended = lab.logs(agentLog).split("\n").find((l) => l.includes('"capture ended"'));
   console.log(`agent frame buffers: ${JSON.stringify(ended && JSON.parse(ended).frame_buffers)}`);
 } finally {
   await lab.stopApi();
