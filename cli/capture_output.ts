@@ -4,8 +4,11 @@
  *
  * The sink is synchronous on purpose: a writer hands over whole blocks, the sink copies them into
  * one buffer (1 MiB by default) and writes that buffer when it is full, on a 250 ms timer and at
- * close. Flushing only whole buffers of whole blocks keeps the file valid at every moment, and the
- * timer makes `-o - | tcpdump -r -` show packets while the capture runs.
+ * close. A flush ends on a block boundary, so the file is valid after every flush, and the timer
+ * makes `-o - | tcpdump -r -` show packets while the capture runs. A flush goes out in write calls
+ * of at most {@link WRITE_CHUNK_BYTES}: the kernel sizes a page-cache folio after the write, and a
+ * large folio costs more to allocate than the same bytes in smaller ones (docs/benchmarks.md,
+ * "Output writes of at most 256 KiB").
  *
  * @module
  */
@@ -23,6 +26,9 @@ export function createCaptureWriter(
     ? new PcapWriter(sink, opts.snaplen)
     : new PcapngWriter(sink, opts.section);
 }
+
+/** Largest single write call of a {@link BufferedOutput}. */
+export const WRITE_CHUNK_BYTES = 256 * 1024;
 
 /** The output cannot be checked, opened or written; the message says which and why. */
 export class OutputError extends Error {
@@ -148,9 +154,19 @@ export interface BufferedOutputOptions {
   onReaderGone?: () => void;
 }
 
-interface SyncWriter {
+/** What a {@link BufferedOutput} writes to: a file, stdout or a FIFO. */
+export interface SyncWriter {
+  /** writes some of `p` (at least one byte) and returns how many */
   writeSync(p: Uint8Array): number;
+  /** closes the file */
   close?(): void;
+}
+
+/** Writes all of `data` to `out` in calls of at most `chunk` bytes, resuming after short writes. */
+export function writeInChunks(out: SyncWriter, data: Uint8Array, chunk = WRITE_CHUNK_BYTES): void {
+  for (let off = 0; off < data.length;) {
+    off += out.writeSync(data.subarray(off, off + chunk));
+  }
 }
 
 /**
@@ -298,8 +314,7 @@ export class BufferedOutput implements ByteSink {
   #writeAll(data: Uint8Array): void {
     if (this.#readerGone) return;
     try {
-      let off = 0;
-      while (off < data.length) off += this.#out.writeSync(data.subarray(off));
+      writeInChunks(this.#out, data);
       this.bytesWritten += data.length;
     } catch (e) {
       if (e instanceof Deno.errors.BrokenPipe && this.#onReaderGone) {
