@@ -6,9 +6,9 @@
  * one buffer (1 MiB by default) and writes that buffer when it is full, on a 250 ms timer and at
  * close. A flush ends on a block boundary, so the file is valid after every flush, and the timer
  * makes `-o - | tcpdump -r -` show packets while the capture runs. A flush goes out in write calls
- * of at most {@link WRITE_CHUNK_BYTES}: the kernel sizes a page-cache folio after the write, and a
- * large folio costs more to allocate than the same bytes in smaller ones (docs/benchmarks.md,
- * "Output writes of at most 256 KiB").
+ * of at most {@link WRITE_CHUNK_BYTES}: the kernel sizes a page-cache folio after the write, and on
+ * a VM that hands free memory back to its host a large folio costs several times what the same
+ * bytes cost in smaller ones (docs/benchmarks.md, "Output writes of at most 256 KiB").
  *
  * @module
  */
