@@ -1,6 +1,7 @@
-// BufferedOutput's write calls: at most WRITE_CHUNK_BYTES each, resumed after short writes, and
-// every byte in the file in order.
+// Output writes: writeInChunks (what BufferedOutput flushes through) makes calls of at most a
+// chunk and resumes after short writes; BufferedOutput gets every byte into the file in order.
 import { assertEquals } from "./support/assert.ts";
+import { MemorySink } from "./support/capture_sinks.ts";
 import {
   BufferedOutput,
   type SyncWriter,
@@ -11,19 +12,13 @@ import {
 /** Keeps what it is given, at most `max` bytes per call. */
 class RecordingWriter implements SyncWriter {
   calls: number[] = [];
-  #parts: Uint8Array[] = [];
+  readonly kept = new MemorySink();
   constructor(readonly max = Infinity) {}
   writeSync(p: Uint8Array): number {
     const n = Math.min(p.length, this.max);
     this.calls.push(p.length);
-    this.#parts.push(p.slice(0, n));
+    this.kept.write(p.subarray(0, n));
     return n;
-  }
-  bytes(): Uint8Array {
-    const out = new Uint8Array(this.#parts.reduce((n, p) => n + p.length, 0));
-    let off = 0;
-    for (const p of this.#parts) out.set(p, (off += p.length) - p.length);
-    return out;
   }
 }
 
@@ -34,7 +29,7 @@ Deno.test("writeInChunks: a flush larger than a chunk goes out in calls of at mo
   const w = new RecordingWriter();
   writeInChunks(w, data);
   assertEquals(w.calls, [...Array(4).fill(WRITE_CHUNK_BYTES), 5]);
-  assertEquals(w.bytes(), data);
+  assertEquals(w.kept.bytes(), data);
 });
 
 Deno.test("writeInChunks: short writes are resumed where they stopped", () => {
@@ -42,7 +37,7 @@ Deno.test("writeInChunks: short writes are resumed where they stopped", () => {
   const w = new RecordingWriter(999);
   writeInChunks(w, data, 4096);
   assertEquals(w.calls.every((n) => n <= 4096), true);
-  assertEquals(w.bytes(), data);
+  assertEquals(w.kept.bytes(), data);
   const empty = new RecordingWriter();
   writeInChunks(empty, new Uint8Array(0));
   assertEquals(empty.calls, []);
