@@ -23,7 +23,7 @@ import { settledWithin } from "../lib/deadline.ts";
 import { capturedBytes, PACKETS_COUNT_BYTES } from "../protocol/records.ts";
 import { Backpressure, type BufferLimits, type Transition } from "./backpressure.ts";
 import { ALONE_BYTES, CHUNK_ROOM, FrameQueue } from "./engine/frame_queue.ts";
-import { FramePool } from "./frame_pool.ts";
+import { FramePool } from "../lib/frame_pool.ts";
 import type { EngineLike, OpenEngine } from "./engine/engine_like.ts";
 import {
   agentHello,

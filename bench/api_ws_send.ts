@@ -47,7 +47,7 @@ function read(url: string, ca: string): Promise<number> {
     let got = 0, t0 = 0;
     ws.onopen = () => (t0 = performance.now());
     ws.onmessage = (e) => {
-      got += (e.data as ArrayBuffer).byteLength;
+      got += (e.data as Uint8Array).byteLength;
       if (got >= TOTAL) {
         resolve((performance.now() - t0) / 1000);
         ws.close();

@@ -86,7 +86,7 @@ try {
   } finally {
     await client.stop();
   }
-  // How many of the agent's frames were built in reused memory (agent/frame_pool.ts)
+  // How many of the agent's frames were built in reused memory (lib/frame_pool.ts)
   const endedLine = () =>
     lab.logs(lab.agentLogName(vm)).split("\n").find((l) => l.includes('"capture ended"'));
   let ended = endedLine();

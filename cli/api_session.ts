@@ -14,6 +14,7 @@ import type { BoshStartRequest } from "../protocol/messages.ts";
 import type { CfStartRequest } from "../protocol/cf_messages.ts";
 import { decodeMessageEvent, type StreamEvent } from "../protocol/events.ts";
 import { TlsWebSocket } from "./tls_websocket.ts";
+import type { PayloadPool } from "../lib/ws_framing.ts";
 
 /** What the client reads from the api: the protocol's typed events. */
 export type ApiEvent = StreamEvent;
@@ -40,6 +41,11 @@ export interface ApiSessionOptions {
   authorization: string;
   /** PEM of the CA to trust instead of the default roots (wss: URLs) */
   caCert?: string;
+  /**
+   * where the TLS socket decodes large messages into (wss: with caCert only); a packets event's
+   * records are then a view of a pooled buffer, which the consumer gives back when done with it
+   */
+  pool?: PayloadPool;
   /** give up connecting after this long (default 30 s) */
   connectTimeoutMs?: number;
   /**
@@ -117,7 +123,7 @@ export class ApiSession {
     const target = new URL(this.url);
     const headers = { Authorization: opts.authorization };
     this.#tls = opts.caCert && target.protocol === "wss:"
-      ? new TlsWebSocket(target, opts.caCert, headers)
+      ? new TlsWebSocket(target, opts.caCert, headers, { pool: opts.pool })
       : undefined;
     this.#ws = this.#tls
       ? this.#tls as unknown as SessionSocket

@@ -12,6 +12,7 @@ import { type CaptureOutput, RotatingOutput } from "./rotating_output.ts";
 import type { CaptureWriter, SourceStatistics } from "./capture_writer.ts";
 import { LinkTypeMismatchError } from "./pcap_writer.ts";
 import { ReorderWindow } from "./reorder_window.ts";
+import { FramePool } from "../lib/frame_pool.ts";
 import type { BoshCaptureOptions } from "./bosh_flags.ts";
 import type { CfStartRequest } from "../protocol/cf_messages.ts";
 import { formatCount, type ProgressDisplay, sanitize, type SourceProgress } from "./progress.ts";
@@ -135,6 +136,11 @@ function statisticsOf(s: { startNs?: bigint; stats?: SourceStats; statsNs?: bigi
   };
 }
 
+/** A pooled message buffer: an agent's full frame (256 KiB) with the api's headers and room. */
+const MESSAGE_BUFFER_BYTES = (256 << 10) + 1024;
+/** As many idle buffers as the reorder window may pin (twice its 32 MiB bound), and a few. */
+const MESSAGE_BUFFERS_KEPT = Math.ceil((64 << 20) / MESSAGE_BUFFER_BYTES) + 4;
+
 type Phase = "running" | "stopping" | "aborted";
 
 /** One capture on an open output: WebSocket frames in, blocks out, stop handling. */
@@ -143,6 +149,8 @@ export class CaptureRun {
   #session!: ApiSession;
   #writer: CaptureWriter;
   #reorder: ReorderWindow;
+  /** the api's large messages are decoded into these, and come back once written */
+  readonly #messageBuffers = new FramePool(MESSAGE_BUFFER_BYTES, MESSAGE_BUFFERS_KEPT);
   #sources = new Map<number, Source>();
   #packets = 0;
   #bytes = 0;
@@ -188,7 +196,7 @@ export class CaptureRun {
         this.#outputFailed = true; // e.g. the reader of -o - went away
         this.#fail((e as Error).message);
       }
-    });
+    }, { onRelease: (buffer) => this.#messageBuffers.give(buffer) });
   }
 
   /** The api refused the token before any source was announced (nothing was written). */
@@ -214,6 +222,7 @@ export class CaptureRun {
         authorization,
         caCert,
         idleTimeoutMs: this.io.apiIdleTimeoutMs,
+        pool: this.#messageBuffers,
       },
       {
         onEvent: (e) => this.#onEvent(e),
@@ -227,6 +236,7 @@ export class CaptureRun {
       this.#timers.push(setTimeout(() => this.#stop("--duration reached"), this.o.durationMs));
     }
     this.#timers.push(setInterval(() => this.#reorder.tick(performance.now()), 100));
+    this.#timers.push(setInterval(() => this.#messageBuffers.trim(), 1000));
     const closed = await this.#session.closed;
     return this.#finish(closed);
   }

@@ -49,6 +49,12 @@ export interface ReorderOptions {
   maxPackets?: number;
   /** most packet bytes held; default 32 MiB */
   maxBytes?: number;
+  /**
+   * receives each batch's buffer (`records.buffer`) once the window holds nothing of it any more
+   * (all its records written, or the held ones copied out), at most once per pushRecords call;
+   * the caller may reuse it from then on (the client's pooled message buffers)
+   */
+  onRelease?: (buffer: ArrayBufferLike) => void;
 }
 
 /** What {@link ReorderWindow.pushRecords} took from a batch. */
@@ -69,6 +75,8 @@ interface Batch extends RecordIndex {
   live: Set<Run>;
   /** buffer bytes this batch keeps alive while held (its whole message), counted in pinned */
   pinned: number;
+  /** the caller's buffer, until it is handed to onRelease */
+  given: ArrayBufferLike | null;
 }
 
 /** Index memory of a batch: four arrays, 16 bytes per record. */
@@ -111,6 +119,7 @@ export class ReorderWindow {
   /** the bound on held packet bytes */
   readonly maxBytes: number;
   #emit: RunSink;
+  #onRelease: ((buffer: ArrayBufferLike) => void) | undefined;
   #indexer = new RecordIndexer();
   #heap: Run[] = [];
   #seq = 0;
@@ -132,6 +141,7 @@ export class ReorderWindow {
   /** `emit` receives every released run; it must consume the slice before returning. */
   constructor(emit: RunSink, opts: ReorderOptions = {}) {
     this.#emit = emit;
+    this.#onRelease = opts.onRelease;
     this.windowNs = BigInt(Math.round((opts.windowMs ?? 500) * 1e6));
     this.maxPackets = opts.maxPackets ?? 20_000;
     this.maxBytes = opts.maxBytes ?? 32 * 1024 * 1024;
@@ -155,8 +165,8 @@ export class ReorderWindow {
   /**
    * Adds the first `limit` wire records of one source's batch, releases whatever the window lets
    * go, and says how many packets and bytes it took. Held records reference `records` without
-   * copying, so the caller must not reuse that buffer. Throws DecodeError (taking nothing) on a
-   * malformed record.
+   * copying, so the caller must not reuse that buffer until onRelease hands it back. Throws
+   * DecodeError (taking nothing, handing nothing back) on a malformed record.
    */
   pushRecords(source: number, records: Uint8Array, nowMs: number, limit = Infinity): Taken {
     const batch = this.#index(source, records, limit);
@@ -167,6 +177,7 @@ export class ReorderWindow {
     this.#split(batch, nowMs);
     this.#release(nowMs);
     if (batch.live.size > 0) this.#compact(batch);
+    else this.#giveBack(batch);
     return { packets: n, bytes };
   }
 
@@ -189,7 +200,16 @@ export class ReorderWindow {
       seq0: this.#seq,
       live: new Set(),
       pinned: 0,
+      given: records.buffer,
     };
+  }
+
+  /** The caller's buffer of a batch goes back to it, once: nothing of it is held any more. */
+  #giveBack(b: Batch): void {
+    const given = b.given;
+    if (!given) return;
+    b.given = null;
+    this.#onRelease?.(given);
   }
 
   /**
@@ -222,6 +242,7 @@ export class ReorderWindow {
     this.#pinned -= b.pinned;
     b.pinned = b.records.buffer.byteLength;
     this.#pinned += b.pinned;
+    this.#giveBack(b);
   }
 
   /** Emits late records at once; puts the rest into the heap as ascending runs. */
@@ -326,6 +347,7 @@ export class ReorderWindow {
     if (gone.live.size === 0) {
       this.#pinned -= gone.pinned;
       gone.pinned = 0;
+      this.#giveBack(gone);
     }
     const last = h.pop()!;
     if (h.length > 0) {

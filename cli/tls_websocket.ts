@@ -5,9 +5,10 @@
  * `Deno.connectTls` with a CA-only issuer check, read into one reused buffer; node:tls when this
  * Deno lacks the hook the check needs. The TLS connection carries the frames directly; the
  * framing is lib/ws_framing.ts, shared with the api's server side, and copies each message's
- * payload once out of the read buffer (nothing keeps a view into it). Only what
- * cli/api_session.ts uses of the WebSocket API: binary messages as
- * ArrayBuffer, text sends, close with code and reason, open/message/error/close handlers.
+ * payload once out of the read buffer (nothing keeps a view into it), into a buffer of the
+ * caller's pool when one is given and the message is large (lib/frame_pool.ts). Only what
+ * cli/api_session.ts uses of the WebSocket API: binary messages as Uint8Array (a view of a pooled
+ * buffer, or its own), text sends, close with code and reason, open/message/error/close handlers.
  *
  * @example
  * ```ts
@@ -38,6 +39,7 @@ import {
   OP_TEXT,
   OPEN,
   parseClose,
+  type PayloadPool,
 } from "../lib/ws_framing.ts";
 import {
   type ByteTransport,
@@ -56,6 +58,13 @@ const MAX_HEADER_BYTES = 16 * 1024;
 /** Upper bound of a refused upgrade's body that is read (the api's `{type, text}` answer). */
 const MAX_REFUSAL_BYTES = 8 * 1024;
 
+export interface TlsWebSocketOptions {
+  /** the transport (tests choose; by default connectTls where this Deno supports it) */
+  transport?: TransportKind;
+  /** where large messages are decoded into; the consumer gives each buffer back when done */
+  pool?: PayloadPool;
+}
+
 export interface TlsWsCloseEvent {
   code: number;
   reason: string;
@@ -68,10 +77,10 @@ export class TlsWebSocket {
   static readonly CLOSED = CLOSED;
 
   readyState = CONNECTING;
-  /** kept for the WebSocket API's shape: binary messages are always ArrayBuffers */
+  /** kept for the WebSocket API's shape: binary messages are always Uint8Arrays */
   binaryType = "arraybuffer";
   onopen: (() => void) | null = null;
-  onmessage: ((ev: { data: ArrayBuffer | string }) => void) | null = null;
+  onmessage: ((ev: { data: Uint8Array | string }) => void) | null = null;
   onerror: ((ev: { message: string }) => void) | null = null;
   onclose: ((ev: TlsWsCloseEvent) => void) | null = null;
   /** why the TLS connection failed (certificate, refused), for the user */
@@ -83,11 +92,7 @@ export class TlsWebSocket {
   readonly #key = crypto.getRandomValues(new Uint8Array(16));
   #upgraded = false;
   #head = "";
-  readonly #decoder = new FrameDecoder({
-    maxMessageBytes: MAX_MESSAGE_BYTES,
-    masked: false,
-    peer: "the api",
-  });
+  readonly #decoder: FrameDecoder;
   #closeSent = false;
   #closeEvent: TlsWsCloseEvent = { code: 1006, reason: "" };
   #closed = false;
@@ -98,10 +103,15 @@ export class TlsWebSocket {
     readonly target: URL,
     ca: string,
     headers: Record<string, string>,
-    /** the transport (tests choose; by default connectTls where this Deno supports it) */
-    transport?: TransportKind,
+    options: TlsWebSocketOptions = {},
   ) {
     if (target.protocol !== "wss:") throw new Error(`TlsWebSocket: ${target} is not a wss: URL`);
+    this.#decoder = new FrameDecoder({
+      maxMessageBytes: MAX_MESSAGE_BYTES,
+      masked: false,
+      peer: "the api",
+      pool: options.pool,
+    });
     this.#socket = openTlsTransport(target, ca, {
       onSecure: () => {
         const lines = [
@@ -127,7 +137,7 @@ export class TlsWebSocket {
         this.#emitError(this.tlsError ?? e.message);
       },
       onClose: () => this.#finish(),
-    }, transport);
+    }, options.transport);
   }
 
   /** Which transport carries this connection ("connectTls", or the "node:tls" fallback). */
@@ -169,12 +179,9 @@ export class TlsWebSocket {
 
   #deliver(op: number, payload: Uint8Array): void {
     if (this.readyState !== OPEN) return;
-    // the decoder's payloads own their buffer, except a fragmented message's (a view: copied)
     const data = op === OP_TEXT
       ? new TextDecoder("utf-8", { fatal: true }).decode(payload)
-      : payload.byteOffset === 0 && payload.byteLength === payload.buffer.byteLength
-      ? payload.buffer as ArrayBuffer
-      : payload.slice().buffer;
+      : payload;
     this.onmessage?.({ data });
   }
 

@@ -50,7 +50,18 @@ export interface WsFrame {
   payload: Uint8Array;
 }
 
+/** Where a decoder takes the buffers of large data frames from (lib/frame_pool.ts's FramePool). */
+export interface PayloadPool {
+  readonly bufferBytes: number;
+  take(bytes: number): ArrayBuffer | undefined;
+}
+
 export interface DecoderOptions {
+  /**
+   * large unfragmented data messages (half its buffer size up to its size) are decoded into its
+   * buffers, so their payloads are views of a pooled buffer; the rest get buffers of their own
+   */
+  pool?: PayloadPool;
   /** the largest data message accepted, fragments summed */
   maxMessageBytes: number;
   /** frames from the peer must be masked (a server's decoder) or must not (a client's) */
@@ -188,8 +199,24 @@ export class FrameDecoder {
     const maskLen = masked ? 4 : 0;
     if (avail < hdr + maskLen) return 0;
     const mask = masked ? d.slice(off + hdr, off + hdr + 4) : null;
-    this.#frame = { opcode, fin, buf: new Uint8Array(len), filled: 0, mask };
+    this.#frame = {
+      opcode,
+      fin,
+      buf: this.#payloadBuffer(len, !control && fin && !this.#fragmentOp),
+      filled: 0,
+      mask,
+    };
     return hdr + maskLen;
+  }
+
+  /** A whole data message's may be pooled; a fragment is copied into the message (not pooled). */
+  #payloadBuffer(len: number, wholeMessage: boolean): Uint8Array {
+    const pool = this.#o.pool;
+    if (!pool || !wholeMessage || 2 * len < pool.bufferBytes || len > pool.bufferBytes) {
+      return new Uint8Array(len);
+    }
+    const pooled = pool.take(len);
+    return pooled ? new Uint8Array(pooled, 0, len) : new Uint8Array(len);
   }
 
   #frameDone(out: WsFrame[]): void {

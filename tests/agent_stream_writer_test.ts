@@ -31,7 +31,7 @@ import {
 } from "../protocol/frame_codec.ts";
 import { CHUNK_ROOM, chunkInPlace, joinChunk } from "../agent/http_chunks.ts";
 import { ALONE_BYTES, FrameQueue } from "../agent/engine/frame_queue.ts";
-import { FramePool } from "../agent/frame_pool.ts";
+import { FramePool } from "../lib/frame_pool.ts";
 import { BodyDecoder } from "../lib/http1_wire.ts";
 import { requestOverSocket, type SocketResponse } from "../server/agent_stream_tls.ts";
 import { isRoot } from "../lab/netns.ts";

@@ -1,7 +1,7 @@
-// The agent's frame buffer pool (agent/frame_pool.ts): reuse, its bound, foreign buffers, and
+// The frame buffer pool of the agent and the client (lib/frame_pool.ts): reuse, its bound, foreign buffers, and
 // trim() handing back only what went unused for a whole interval.
 import { assert, assertEquals } from "./support/assert.ts";
-import { FramePool } from "../agent/frame_pool.ts";
+import { FramePool } from "../lib/frame_pool.ts";
 
 Deno.test("frame pool: a returned buffer is taken again; a too large request gets none", () => {
   const pool = new FramePool(1024, 4);

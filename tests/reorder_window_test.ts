@@ -260,3 +260,76 @@ Deno.test("reorder: a 1-packet view into a 1 MiB message is copied out at once",
     assert(w.pinnedBytes < 1024, `pinned ${w.pinnedBytes} after ${i + 1}`);
   }
 });
+
+/** Packet `id` of a pooled-buffer test: its data is the id, so a scribbled-over one shows. */
+function idRecords(ids: number[], tsMs: (id: number) => number, pad = 0): Uint8Array {
+  const recs = encodeRecords(ids.map((id) => {
+    const data = new Uint8Array(4 + pad);
+    new DataView(data.buffer).setUint32(0, id);
+    return { tsNs: T0 + BigInt(Math.round(tsMs(id) * 1000)) * 1000n, data };
+  }));
+  const message = new Uint8Array(16 + recs.length); // a message header before the records
+  message.set(recs, 16);
+  return message.subarray(16);
+}
+
+Deno.test("reorder: a batch's buffer is handed back once nothing of it is held; reusing it loses nothing", () => {
+  const rand = rng(7);
+  const released: ArrayBufferLike[] = [];
+  const out: { source: number; id: number; ts: bigint }[] = [];
+  const w = new ReorderWindow((source, recs) => {
+    for (const p of packetsOf(source, recs)) {
+      out.push({
+        source,
+        id: new DataView(p.data.buffer, p.data.byteOffset).getUint32(0),
+        ts: p.tsNs,
+      });
+    }
+  }, {
+    windowMs: 50,
+    maxPackets: 400, // small bounds, so that bounds, the clock and compaction all release
+    onRelease: (buffer) => {
+      assert(!released.includes(buffer), "a buffer handed back twice");
+      released.push(buffer);
+      new Uint8Array(buffer).fill(0xff); // the caller reuses it at once
+    },
+  });
+  const pushed: ArrayBufferLike[] = [];
+  let id = 0, nowMs = 0;
+  const ts = new Map<number, number>();
+  for (let k = 0; k < 300; k++) {
+    const source = k % 3;
+    nowMs += Math.floor(rand() * 8);
+    // batch sizes from 1 to 200, timestamps up to 80 ms behind the wall clock, some late
+    const n = 1 + Math.floor(rand() * 200);
+    const base = nowMs - Math.floor(rand() * 80);
+    const ids = Array.from({ length: n }, () => id++);
+    for (const [i, x] of ids.entries()) ts.set(x, base + i * 0.01);
+    const records = idRecords(ids, (x) => ts.get(x)!, Math.floor(rand() * 100));
+    pushed.push(records.buffer);
+    w.pushRecords(source, records, nowMs);
+    if (k % 50 === 49) w.tick(nowMs + 1000);
+  }
+  w.flush();
+  assertEquals(out.length, id, "every packet written once");
+  assertEquals(new Set(out.map((p) => p.id)).size, id, "no packet read from a reused buffer");
+  for (const p of out) assertEquals(p.ts, T0 + BigInt(Math.round(ts.get(p.id)! * 1000)) * 1000n);
+  assertEquals(released.length, pushed.length, "every buffer handed back by the end");
+  assert(w.late > 0, "some batches came late (released at once)");
+});
+
+Deno.test("reorder: a buffer is handed back when its held tail is copied out, never on a bad batch", () => {
+  const released: ArrayBufferLike[] = [];
+  const w = new ReorderWindow(() => {}, { windowMs: 5, onRelease: (b) => released.push(b) });
+  const m = bigMessage(0, 6000, 1000 / 6000);
+  w.pushRecords(0, m.subarray(8), 0); // all but the last ~5 ms released, the tail copied out
+  assert(w.size > 0, "a tail is held");
+  assertEquals(released, [m.buffer]);
+  assertThrows(() => w.pushRecords(0, m.subarray(8, 30), 0), DecodeError);
+  assertEquals(released.length, 1, "a malformed batch is not the window's to hand back");
+  const one = idRecords([1], () => 2000);
+  w.pushRecords(1, one, 0);
+  assertEquals(released.length, 1, "held: not handed back");
+  w.flush();
+  assertEquals(released, [m.buffer, one.buffer]);
+});

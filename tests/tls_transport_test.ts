@@ -119,20 +119,20 @@ function payload(i: number, n: number): Uint8Array {
 }
 
 interface Outcome {
-  messages: ArrayBuffer[];
+  messages: Uint8Array[];
   close: { code: number; reason: string };
   error: string;
   opened: boolean;
 }
 
 function client(url: string, ca: string, kind: TransportKind, onOpen?: (ws: TlsWebSocket) => void) {
-  const ws = new TlsWebSocket(new URL(url), ca, { Authorization: "Bearer t" }, kind);
+  const ws = new TlsWebSocket(new URL(url), ca, { Authorization: "Bearer t" }, { transport: kind });
   const out: Outcome = { messages: [], close: { code: 0, reason: "" }, error: "", opened: false };
   ws.onopen = () => {
     out.opened = true;
     onOpen?.(ws);
   };
-  ws.onmessage = (ev) => out.messages.push(ev.data as ArrayBuffer);
+  ws.onmessage = (ev) => out.messages.push(ev.data as Uint8Array);
   ws.onerror = (e) => out.error ||= e.message;
   const closed = new Promise<Outcome>((r) =>
     ws.onclose = (ev) => {
@@ -375,7 +375,9 @@ for (const kind of TRANSPORTS) {
   Deno.test(`tls transport (${kind}): a close while the connect is pending is reported at once`, async () => {
     const port = await fullPort();
     try {
-      const ws = new TlsWebSocket(new URL(`wss://127.0.0.1:${port.port}/x`), "", {}, kind);
+      const ws = new TlsWebSocket(new URL(`wss://127.0.0.1:${port.port}/x`), "", {}, {
+        transport: kind,
+      });
       const closed = new Promise<string>((r) => ws.onclose = () => r("closed"));
       ws.close();
       // the kernel would retry the SYN for about 2 minutes; the close must not wait for it

@@ -255,3 +255,46 @@ Deno.test("frameInPlace: the header goes into withHeaderRoom's room, only for a 
   const plain = new Uint8Array(1010);
   assertEquals(frameInPlace(OP_BINARY, plain.subarray(10)), null, "memory without room");
 });
+
+Deno.test("ws framing: large whole messages are decoded into the pool's buffers, nothing else", () => {
+  const given: ArrayBuffer[] = [];
+  const pool = {
+    bufferBytes: 4096,
+    take(bytes: number): ArrayBuffer | undefined {
+      assert(bytes <= 4096, `asked for ${bytes} bytes`);
+      const b = new ArrayBuffer(4096);
+      new Uint8Array(b).fill(0xee); // a reused buffer holds old bytes: none may show through
+      given.push(b);
+      return b;
+    },
+  };
+  const d = new FrameDecoder({ maxMessageBytes: 1 << 20, masked: false, peer: "s", pool });
+  const big = crypto.getRandomValues(new Uint8Array(3000));
+  const small = crypto.getRandomValues(new Uint8Array(1000));
+  const wire = [
+    encodeWsFrame(OP_BINARY, big),
+    encodeWsFrame(OP_BINARY, small), // under half the buffer: its own
+    encodeWsFrame(OP_PING, new Uint8Array(100)),
+    // fragments: copied into a message buffer of the decoder's own
+    encodeRawFrame({ opcode: OP_BINARY, payload: big.subarray(0, 2500), fin: false, mask: false }),
+    encodeRawFrame({ opcode: OP_CONTINUATION, payload: big.subarray(2500), mask: false }),
+    encodeWsFrame(OP_BINARY, new Uint8Array(5000)), // over the buffer: its own
+  ];
+  const out = wire.flatMap((w) => d.push(w));
+  assertEquals(out.map((f) => f.payload.byteLength), [3000, 1000, 100, 3000, 5000]);
+  assertEquals(given.length, 1, "one take: the large whole message");
+  assert(out[0].payload.buffer === given[0], "the large message is a view of the pooled buffer");
+  assertEquals(out[0].payload, big);
+  assertEquals(out[1].payload, small);
+  assertEquals(out[3].payload, big);
+  for (const i of [1, 2, 3, 4]) assert(!given.includes(out[i].payload.buffer as ArrayBuffer));
+});
+
+Deno.test("ws framing: a pool that has nothing to give leaves the decoder its own buffers", () => {
+  const pool = { bufferBytes: 4096, take: () => undefined };
+  const d = new FrameDecoder({ maxMessageBytes: 1 << 20, masked: false, peer: "s", pool });
+  const big = crypto.getRandomValues(new Uint8Array(3000));
+  const [f] = d.push(encodeWsFrame(OP_BINARY, big));
+  assertEquals(f.payload, big);
+  assertEquals(f.payload.buffer.byteLength, 3000);
+});

@@ -65,7 +65,9 @@ async function sessionOutcome(url: string, ca: string): Promise<Outcome> {
 /** The CLI's WebSocket over its node:tls fallback transport. */
 function tlsWsOutcome(url: string, ca: string): Promise<Outcome> {
   return new Promise((resolve) => {
-    const ws = new TlsWebSocket(new URL(url), ca, { Authorization: "Bearer probe" }, "node:tls");
+    const ws = new TlsWebSocket(new URL(url), ca, { Authorization: "Bearer probe" }, {
+      transport: "node:tls",
+    });
     let opened = false, error = "";
     ws.onopen = () => (opened = true);
     ws.onerror = (e) => error ||= e.message;

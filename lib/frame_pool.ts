@@ -1,15 +1,22 @@
 /**
- * Reuses the memory of a capture stream's large PACKETS frames. Each was a fresh ~256 KiB
- * allocation: zeroed, page-faulted in and collected again by the GC, several hundred times a
- * second at high rates. A frame's buffer comes back once the socket is done with it (its write
- * callback), and the next frame is built in it.
+ * Reuses the memory of a capture stream's large frames, on both ends of the stream. Each was a
+ * fresh ~256 KiB allocation: zeroed, page-faulted in and collected again by the GC, several hundred
+ * times a second at high rates.
+ * - The agent builds each PACKETS frame in a pooled buffer, which comes back once the socket is
+ *   done with it (its write callback).
+ * - The client (cli/tls_websocket.ts) decodes each large message from the api into a pooled
+ *   buffer, which comes back once its reorder window has written the last record it held
+ *   (cli/reorder_window.ts, `onRelease`). Until the GC ran, each message was garbage of its
+ *   own, and the client's heap grew by ~90 MB of fresh pages in the first seconds of a 1500 B
+ *   capture at 100 kpps (docs/benchmarks.md, "The client's message buffers").
  *
- * How many are in flight at once varies: the socket's write callbacks come in bursts, and a queue
- * that fills toward a slow reader holds dozens; a pool of 4 missed two takes in three at 1500 B
- * (docs/benchmarks.md, "frame pool"). So the pool keeps up to `keep` idle buffers (a session: as
- * many as its queue holds), and trim(), called about once a second, hands back those
- * that no take() needed since the last trim (the fewest idle ones seen meanwhile): a stream that
- * slows down or stops holds no more than what it used in its last interval.
+ * How many are in flight at once varies: on the agent the socket's write callbacks come in bursts,
+ * and a queue that fills toward a slow reader holds dozens; a pool of 4 missed two takes in three
+ * at 1500 B (docs/benchmarks.md, "frame pool"). So the pool keeps up to `keep` idle buffers (an
+ * agent session: as many as its queue holds; the client: as many as its reorder window may pin),
+ * and trim(), called about once a second, hands back those that no take() needed since the last
+ * trim (the fewest idle ones seen meanwhile): a stream that slows down or stops holds no more
+ * than what it used in its last interval.
  *
  * @example
  * ```ts
