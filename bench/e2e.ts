@@ -10,7 +10,8 @@
 // the written file (`tcpdump -r`) are what counts. CPU: user+sys of all the path's processes from
 // just before the burst until the file stopped growing, per packet in the file: the sum over
 // threads of /proc/<pid>/task/*/schedstat (ns), or /proc/<pid>/stat utime+stime (10 ms ticks,
-// keeps ended threads' time) for a process one of whose threads ended meanwhile.
+// keeps ended threads' time) for a process one of whose threads ended meanwhile. Also the peak
+// resident memory (VmHWM) of the process that writes the file: pcap-bosh, or the ssh client.
 //   deno run -A bench/e2e.ts [--quick] [--ladder 1500:50000,100000,max] [--burst 1]
 //   (also `deno task bench e2e [--quick]`)
 import type { LabVm, Landscape } from "../lab/landscape.ts";
@@ -30,6 +31,7 @@ import {
   pin,
   ratio,
   sleep,
+  statusKb,
   table,
 } from "./bench_support.ts";
 import { genTargets, startBenchApi, startBenchLab } from "./fan_in.ts";
@@ -61,6 +63,8 @@ interface Row {
   lost: number;
   /** CPU µs per packet in the file, per process role */
   parts: Record<string, number>;
+  /** peak resident MB of the process writing the file (pcap-bosh, ssh) */
+  writerPeakMb: number;
   note: string;
 }
 
@@ -79,6 +83,8 @@ interface Ctx {
 /** A running capture of one path: its processes by role, and how to end it. */
 interface PathCapture {
   roles(): Record<string, number[]>;
+  /** the process that writes the file */
+  writerPid: number;
   cipher: string;
   stop(): Promise<string>;
 }
@@ -111,6 +117,7 @@ async function startPath(c: Ctx, path: PathName, file: string): Promise<PathCapt
     });
     return {
       roles: () => ({ agent: [c.agentPid], api: [c.apiPid], client: [p.pid] }),
+      writerPid: p.pid,
       cipher: "TLS (api ↔ agent, client ↔ api)",
       stop: async () => {
         const code = await p.stop();
@@ -135,6 +142,7 @@ async function startPath(c: Ctx, path: PathName, file: string): Promise<PathCapt
       const p = s.pids();
       return { tcpdump: p.tcpdump, sshd: p.sshd, ssh: [p.ssh] };
     },
+    writerPid: s.pids().ssh,
     cipher: s.cipher,
     stop: async () => {
       await s.stop();
@@ -206,6 +214,7 @@ async function rung(c: Ctx, path: PathName, frame: number, rate: number, count: 
       if (s !== last) [last, since, cpu1] = [s, performance.now(), cpu()];
     }
     if (last >= target) cpu1 = cpu();
+    const writerPeakMb = statusKb(p.writerPid, "VmHWM") / 1024;
     note = await p.stop();
     const inFile = await countInFile(file, port);
     const used = (a: CpuSnapshot[], b: CpuSnapshot[]) =>
@@ -223,6 +232,7 @@ async function rung(c: Ctx, path: PathName, frame: number, rate: number, count: 
       inFile,
       lost: g.sent - inFile,
       parts,
+      writerPeakMb,
       note,
     } satisfies Row;
   } catch (e) {
@@ -249,6 +259,7 @@ function rowsTable(rows: Row[]): string {
       "lost",
       "CPU s/Mpkt",
       "µs/packet by process",
+      "writer peak RSS MB",
       "client's last line",
     ],
     rows.map((r) => [
@@ -261,6 +272,7 @@ function rowsTable(rows: Row[]): string {
       r.lost,
       fmt(total(r)),
       Object.entries(r.parts).map(([k, v]) => `${k} ${fmt(v)}`).join(", "),
+      r.writerPeakMb.toFixed(0),
       r.note.replaceAll("|", "/").slice(0, 150),
     ]),
   );

@@ -48,6 +48,7 @@ Deno.test("e2e summary: highest zero-loss rate per path and CPU at the common ru
     inFile: offered - lost,
     lost,
     parts: { a: cpu / 2, b: cpu / 2 },
+    writerPeakMb: 10,
     note: "",
   });
   const text = summary([
