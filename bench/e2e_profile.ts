@@ -5,11 +5,14 @@
 // DENO_V8_FLAGS for every process of the lab). Prints, per process, the share of samples by
 // shared object and the hottest symbols; native symbols of the stripped deno binary show as
 // addresses (crypto is recognised by its instructions, see docs/benchmarks.md).
-//   deno run -A bench/e2e_profile.ts [--frame 1500] [--rate 50000] [--secs 4]
+// `--path ssh` profiles the baseline instead: tcpdump, sshd and the ssh client writing the file
+// (bench/e2e.ts's aes128-gcm path), so that both clients' costs can be set side by side.
+//   deno run -A bench/e2e_profile.ts [--frame 1500] [--rate 50000] [--secs 4] [--path ssh]
 import { PcapBoshCapture } from "./pcap_client.ts";
 import { compileGenerator, FILTER, generate, HEADERS, pidOf, pin, sleep } from "./bench_support.ts";
 import { genTargets, startBenchApi, startBenchLab } from "./fan_in.ts";
 import { run } from "../lab/netns.ts";
+import { LabSshd, SshTcpdump } from "./ssh_baseline.ts";
 
 const arg = (name: string, dflt: number) => {
   const i = Deno.args.indexOf(`--${name}`);
@@ -18,6 +21,7 @@ const arg = (name: string, dflt: number) => {
 const frame = arg("frame", 1500);
 const rate = arg("rate", 50_000);
 const secs = arg("secs", 4);
+const ssh = Deno.args.includes("--path") && Deno.args[Deno.args.indexOf("--path") + 1] === "ssh";
 
 Deno.env.set("DENO_V8_FLAGS", "--perf-basic-prof");
 const tmp = await Deno.makeTempDir({ prefix: "pcap-bench-prof-" });
@@ -30,16 +34,22 @@ try {
   await pin(apiPid, "1");
   const gen = await compileGenerator(tmp);
   const target = genTargets(lab, [vm])[0];
-  const file = `${tmp}/out.pcapng`;
-  const client = await PcapBoshCapture.start(lab, vm, {
-    filter: FILTER,
-    file,
-    cpus: "1",
-    dir: tmp,
-  });
+  const file = `${tmp}/out.${ssh ? "pcap" : "pcapng"}`;
+  const sshd = ssh ? await LabSshd.start(lab.topology.netns, vm.netns!, vm.ip, "1") : null;
+  const client = sshd
+    ? await SshTcpdump.start(lab.topology.netns, sshd, {
+      cipher: "aes128-gcm@openssh.com",
+      dev: vm.device,
+      filter: FILTER,
+      file,
+      cpus: "1",
+    })
+    : await PcapBoshCapture.start(lab, vm, { filter: FILTER, file, cpus: "1", dir: tmp });
   try {
     await generate(gen, target, frame - HEADERS, 20_000, 2_000, 40000);
-    const pids = { agent: agentPid, api: apiPid, client: client.pid };
+    const pids: Record<string, number[]> = client instanceof SshTcpdump
+      ? { tcpdump: client.pids().tcpdump, sshd: client.pids().sshd, ssh: [client.pids().ssh] }
+      : { agent: [agentPid], api: [apiPid], client: [client.pid] };
     const recs = Object.entries(pids).map(([role, pid]) => {
       const data = `${tmp}/${role}.data`;
       const p = new Deno.Command("perf", {
@@ -51,7 +61,7 @@ try {
           "-o",
           data,
           "-p",
-          String(pid),
+          pid.join(","),
           "--",
           "sleep",
           `${secs}`,
@@ -85,6 +95,7 @@ try {
     }
   } finally {
     await client.stop();
+    await sshd?.stop();
   }
   // How many of the agent's frames were built in reused memory (lib/frame_pool.ts)
   const endedLine = () =>
