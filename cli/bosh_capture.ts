@@ -316,6 +316,8 @@ export class CaptureRun {
         if (src && s.type === "CAPTURE_STOPPED" && src.state !== "unavailable") {
           src.state = "stopped";
         }
+        // after its last packets: the others' need not wait for it any more
+        if (src && src.state !== "capturing") this.#reorder.endSource(e.source);
         const outcome = STATUS_OUTCOME[s.type];
         if (outcome === "fatal") this.#failure ??= `${s.type}: ${s.text}`;
         if (outcome === "problem") this.#problem = `${s.type}: ${s.text}`;
@@ -371,6 +373,7 @@ export class CaptureRun {
       startNs: nowNs(),
       state: "capturing",
     });
+    this.#reorder.expectSource(id);
     if (!this.o.quiet) this.progress.message(`capturing on ${name}`);
     if (this.#sources.size === 1 && this.progress.live) {
       // the live block starts with the first source, so a refused capture draws none

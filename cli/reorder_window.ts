@@ -5,9 +5,14 @@
  * Batches from different agents arrive interleaved and late relative to each other, so a packet
  * is held until the capture clock has moved `windowMs` past it, then released in (ts, arrival)
  * order. The capture clock is the newest timestamp seen, advanced by the wall time elapsed since
- * it arrived, so that quiet periods still release packets (`tick`). Count and byte bounds cap
- * memory; `flush` releases everything. A packet older than one already released cannot be put in
- * order any more: it is released at once and counted as `late`.
+ * it arrived, so that quiet periods still release packets (`tick`). Sooner, when the caller names
+ * the capture's sources (`expectSource`): once every one of them has delivered a packet newer
+ * than a held one, by `settleMs`, nothing can still come before it (each agent's stream is in
+ * order; cli/source_watermarks.ts), so it goes. A capture of one VM is then held for `settleMs`,
+ * not `windowMs`, and so is one of many busy VMs, give or take the slowest one's lag; a quiet
+ * source leaves the time bound in charge. Count and byte bounds cap memory; `flush` releases
+ * everything. A packet older than one already released cannot be put in order any more: it is
+ * released at once and counted as `late`.
  *
  * Nothing is held per packet: a batch is walked once, split where its timestamps go back into
  * ascending runs, and a heap orders the runs by their first unreleased record. A release takes
@@ -37,6 +42,7 @@
  * @module
  */
 import { type RecordIndex, RecordIndexer } from "./record_index.ts";
+import { SourceWatermarks } from "./source_watermarks.ts";
 
 /** Receives released records: whole records of one source, in order, a view into its batch. */
 export type RunSink = (source: number, records: Uint8Array) => void;
@@ -45,6 +51,11 @@ export type RunSink = (source: number, records: Uint8Array) => void;
 export interface ReorderOptions {
   /** how far behind the newest timestamp packets are held; default 500 ms */
   windowMs?: number;
+  /**
+   * how far behind the oldest of the expected sources' newest timestamps packets are held, for
+   * the small steps back a source's own timestamps may take between batches; default 10 ms
+   */
+  settleMs?: number;
   /** most packets held; default 20000 */
   maxPackets?: number;
   /** most packet bytes held; default 32 MiB */
@@ -114,6 +125,8 @@ function notAfter(hi: number, lo: number, wHi: number, wLo: number): boolean {
 export class ReorderWindow {
   /** the window in ns */
   readonly windowNs: bigint;
+  /** the hold behind what every expected source has delivered, in ns */
+  readonly settleNs: bigint;
   /** the bound on held packets */
   readonly maxPackets: number;
   /** the bound on held packet bytes */
@@ -121,6 +134,7 @@ export class ReorderWindow {
   #emit: RunSink;
   #onRelease: ((buffer: ArrayBufferLike) => void) | undefined;
   #indexer = new RecordIndexer();
+  readonly #sources = new SourceWatermarks();
   #heap: Run[] = [];
   #seq = 0;
   #held = 0;
@@ -143,8 +157,19 @@ export class ReorderWindow {
     this.#emit = emit;
     this.#onRelease = opts.onRelease;
     this.windowNs = BigInt(Math.round((opts.windowMs ?? 500) * 1e6));
+    this.settleNs = BigInt(Math.round((opts.settleMs ?? 10) * 1e6));
     this.maxPackets = opts.maxPackets ?? 20_000;
     this.maxBytes = opts.maxBytes ?? 32 * 1024 * 1024;
+  }
+
+  /** A source of the capture is announced: packets wait for it as well as for the clock. */
+  expectSource(source: number): void {
+    this.#sources.expect(source);
+  }
+
+  /** A source ended: packets no longer wait for it. */
+  endSource(source: number): void {
+    this.#sources.end(source);
   }
 
   /** Packets currently held. */
@@ -250,8 +275,13 @@ export class ReorderWindow {
     const n = b.hi.length;
     let runStart = -1;
     let lateStart = -1;
+    let newHi = -1, newLo = 0;
     for (let i = 0; i < n; i++) {
       const hi = b.hi[i], lo = b.lo[i];
+      if (hi > newHi || (hi === newHi && lo > newLo)) {
+        newHi = hi;
+        newLo = lo;
+      }
       if (this.#maxHi < 0 || hi > this.#maxHi || (hi === this.#maxHi && lo > this.#maxLo)) {
         this.#maxHi = hi;
         this.#maxLo = lo;
@@ -278,6 +308,7 @@ export class ReorderWindow {
     }
     if (lateStart >= 0) this.#emitSlice(b, lateStart, n);
     if (runStart >= 0) this.#insert({ batch: b, head: runStart, end: n });
+    if (newHi >= 0) this.#sources.advance(b.source, newHi, newLo);
   }
 
   #release(nowMs: number): void {
@@ -287,7 +318,9 @@ export class ReorderWindow {
     const clock = maxTs + idleNs;
     // the capture clock never goes back, even when a new newest packet arrives "late"
     if (this.#clock === undefined || clock > this.#clock) this.#clock = clock;
-    const watermark = this.#clock - this.windowNs;
+    let watermark = this.#clock - this.windowNs;
+    const floor = this.#sources.floor();
+    if (floor !== undefined && floor - this.settleNs > watermark) watermark = floor - this.settleNs;
     if (watermark < 0n) this.#drain(-1, 0, false);
     else this.#drain(Number(watermark >> 32n), Number(watermark & 0xffffffffn), false);
   }
