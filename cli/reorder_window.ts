@@ -275,13 +275,8 @@ export class ReorderWindow {
     const n = b.hi.length;
     let runStart = -1;
     let lateStart = -1;
-    let newHi = -1, newLo = 0;
     for (let i = 0; i < n; i++) {
       const hi = b.hi[i], lo = b.lo[i];
-      if (hi > newHi || (hi === newHi && lo > newLo)) {
-        newHi = hi;
-        newLo = lo;
-      }
       if (this.#maxHi < 0 || hi > this.#maxHi || (hi === this.#maxHi && lo > this.#maxLo)) {
         this.#maxHi = hi;
         this.#maxLo = lo;
@@ -308,7 +303,8 @@ export class ReorderWindow {
     }
     if (lateStart >= 0) this.#emitSlice(b, lateStart, n);
     if (runStart >= 0) this.#insert({ batch: b, head: runStart, end: n });
-    if (newHi >= 0) this.#sources.advance(b.source, newHi, newLo);
+    // the batch's last record, not its newest: a batch that ends on a step back promises less
+    if (n > 0) this.#sources.advance(b.source, b.hi[n - 1], b.lo[n - 1]);
   }
 
   #release(nowMs: number): void {
