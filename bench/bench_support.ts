@@ -120,6 +120,33 @@ export function statusKb(pid: number, field: "VmRSS" | "VmHWM"): number {
   }
 }
 
+/**
+ * Writes and deletes a file of `bytes` in `dir`, so that the page cache's later allocations
+ * reuse memory the guest has touched before. On this lab's VM the first touch of a guest page
+ * costs a host fault: an output file landing in never-touched memory cost its writer 2–3 µs more
+ * per 1500 B packet (`copy_folio_from_iter_atomic`), which is the VM's, not the writer's, and
+ * fell on whichever path ran first (docs/benchmarks.md, "Eighth run"). Returns the MB written.
+ */
+export async function pretouchPageCache(dir: string, bytes: number): Promise<number> {
+  const avail = Number(
+    /^MemAvailable:\s+(\d+) kB/m.exec(Deno.readTextFileSync("/proc/meminfo"))?.[1] ?? 0,
+  ) * 1024;
+  const total = Math.min(bytes, avail / 2);
+  const file = `${dir}/pretouch.bin`;
+  const f = await Deno.open(file, { write: true, create: true, truncate: true });
+  try {
+    const chunk = new Uint8Array(1 << 20).fill(0xa5);
+    for (let done = 0; done < total;) {
+      const n = await f.write(chunk);
+      done += n;
+    }
+  } finally {
+    f.close();
+    await Deno.remove(file);
+  }
+  return Math.round(total / 2 ** 20);
+}
+
 /** Pids whose command line contains `fragment` (e.g. a lab config path). */
 export function pidsByCmdline(fragment: string): number[] {
   const out: number[] = [];
