@@ -9,7 +9,16 @@
 // (bench/e2e.ts's aes128-gcm path), so that both clients' costs can be set side by side.
 //   deno run -A bench/e2e_profile.ts [--frame 1500] [--rate 50000] [--secs 4] [--path ssh]
 import { PcapBoshCapture } from "./pcap_client.ts";
-import { compileGenerator, FILTER, generate, HEADERS, pidOf, pin, sleep } from "./bench_support.ts";
+import {
+  compileGenerator,
+  FILTER,
+  generate,
+  HEADERS,
+  pidOf,
+  pin,
+  pretouchPageCache,
+  sleep,
+} from "./bench_support.ts";
 import { genTargets, startBenchApi, startBenchLab } from "./fan_in.ts";
 import { run } from "../lab/netns.ts";
 import { LabSshd, SshTcpdump } from "./ssh_baseline.ts";
@@ -26,6 +35,8 @@ const ssh = Deno.args.includes("--path") && Deno.args[Deno.args.indexOf("--path"
 Deno.env.set("DENO_V8_FLAGS", "--perf-basic-prof");
 const tmp = await Deno.makeTempDir({ prefix: "pcap-bench-prof-" });
 const lab = await startBenchLab(1);
+// the output file in memory touched before, as in bench/e2e.ts
+await pretouchPageCache(tmp, 2 * (rate * secs + 22_000) * (frame + 32) + 256 * 2 ** 20);
 try {
   const vm = lab.vms[0];
   const apiPid = await startBenchApi(lab);

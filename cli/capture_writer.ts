@@ -96,10 +96,11 @@ export function linkTypeName(t: number): string {
 }
 
 /**
- * Up to this many bytes copyFrom copies byte by byte. Measured per copy: at 64 B about as fast
- * as subarray + set (~50 ns) with no object to collect; from ~100 B on, set is faster.
+ * Up to this many bytes copyFrom copies word by word through DataViews. Measured per 64 B packet
+ * in the pcapng writer: 24 ns, against 46 with a byte loop and ~50 with subarray + set (an object
+ * per packet); from ~150 B on, set is faster.
  */
-const SMALL_COPY = 64;
+const SMALL_COPY = 128;
 
 /**
  * A reusable little-endian byte buffer that grows by doubling. Writers encode one or many blocks,
@@ -163,16 +164,19 @@ export class ByteBuilder {
     this.pos += src.length;
   }
   /**
-   * Appends a copy of `src[from, to)`. Packets are mostly small, and for them a byte loop beats
-   * a subarray (an object per packet) and `set`.
+   * Appends a copy of `src[from, to)`; `sv` is a DataView over `src` (the record walker's), so
+   * that small packets are copied four bytes at a time with no object per packet.
    */
-  copyFrom(src: Uint8Array, from: number, to: number): void {
+  copyFrom(src: Uint8Array, sv: DataView, from: number, to: number): void {
     const n = to - from;
     if (n > SMALL_COPY) return this.bytes(src.subarray(from, to));
     this.ensure(n);
-    const buf = this.#buf;
+    const dst = this.#view;
     let p = this.pos;
-    for (let i = from; i < to; i++) buf[p++] = src[i];
+    let i = from;
+    for (; i + 4 <= to; i += 4, p += 4) dst.setUint32(p, sv.getUint32(i, true), true);
+    const buf = this.#buf;
+    for (; i < to; i++) buf[p++] = src[i];
     this.pos = p;
   }
   /** Zero bytes up to the next multiple of 4. */

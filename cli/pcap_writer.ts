@@ -74,6 +74,7 @@ export class PcapWriter implements CaptureWriter {
         caplen,
         origlen,
         records,
+        view,
         recordDataOffset(off),
       );
     });
@@ -116,13 +117,20 @@ export class PcapWriter implements CaptureWriter {
     this.#headerWritten = true;
   }
 
-  #record(ts: bigint, caplen: number, origlen: number, src: Uint8Array, at: number): void {
+  #record(
+    ts: bigint,
+    caplen: number,
+    origlen: number,
+    src: Uint8Array,
+    sv: DataView,
+    at: number,
+  ): void {
     const b = this.#b;
     b.ensure(PACKET_HEADER_BYTES + caplen);
     b.u32(Number(ts / NS_PER_S));
     b.u32(Number(ts % NS_PER_S));
     b.u32(caplen);
     b.u32(origlen);
-    b.copyFrom(src, at, at + caplen);
+    b.copyFrom(src, sv, at, at + caplen);
   }
 }

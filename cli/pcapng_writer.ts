@@ -190,7 +190,7 @@ export class PcapngWriter implements CaptureWriter {
     const n = encodeRecordsInto(this.#b, records, (view, off, caplen, origlen) => {
       lo = recordTimestampLow(view, off);
       hi = recordTimestampHigh(view, off);
-      this.#epb(ifId, hi, lo, caplen, origlen, records, recordDataOffset(off));
+      this.#epb(ifId, hi, lo, caplen, origlen, records, view, recordDataOffset(off));
       st.firstTs ??= (BigInt(hi) << 32n) | BigInt(lo);
     });
     if (n > 0) {
@@ -242,6 +242,7 @@ export class PcapngWriter implements CaptureWriter {
     caplen: number,
     origlen: number,
     src: Uint8Array,
+    sv: DataView,
     at: number,
   ): void {
     const b = this.#b;
@@ -258,7 +259,7 @@ export class PcapngWriter implements CaptureWriter {
     b.patchU32(p + 20, caplen);
     b.patchU32(p + 24, origlen);
     b.pos = p + 28;
-    b.copyFrom(src, at, at + caplen);
+    b.copyFrom(src, sv, at, at + caplen);
     b.pad4();
     b.patchU32(b.pos, len);
     b.pos += 4;

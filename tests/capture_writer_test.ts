@@ -56,13 +56,25 @@ Deno.test("linkTypeName names the link types agents report and says unknown othe
   ]);
 });
 
-Deno.test("ByteBuilder.copyFrom: byte loop for small copies, set for large, both exact", () => {
-  const src = Uint8Array.from({ length: 600 }, (_, i) => (i * 7 + 3) & 0xff);
+Deno.test("ByteBuilder.copyFrom: word loop for small copies, set for large, both exact", () => {
+  // src is a view at an odd offset: the word loop must not assume aligned data
+  const backing = Uint8Array.from({ length: 701 }, (_, i) => (i * 7 + 3) & 0xff);
+  const src = backing.subarray(1);
+  const sv = new DataView(src.buffer, src.byteOffset, src.byteLength);
   const b = new ByteBuilder(8);
-  const pieces: Array<[number, number]> = [[0, 0], [5, 6], [1, 65], [10, 75], [17, 600]];
+  const pieces: Array<[number, number]> = [
+    [0, 0],
+    [5, 6],
+    [1, 65],
+    [10, 75],
+    [3, 131],
+    [2, 130],
+    [7, 136],
+    [17, 600],
+  ];
   const expected: number[] = [];
   for (const [from, to] of pieces) {
-    b.copyFrom(src, from, to);
+    b.copyFrom(src, sv, from, to);
     expected.push(...src.subarray(from, to));
   }
   assertEquals(b.pos, expected.length);
