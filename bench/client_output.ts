@@ -43,7 +43,7 @@ async function once(fs: Uint8Array[], sources: number): Promise<number> {
   const out = await BufferedOutput.open(`${dir}/out.pcapng`, { force: true, flushIntervalMs: 0 });
   const w = createCaptureWriter("pcapng", out);
   for (let s = 0; s < sources; s++) w.addSource({ name: `s${s}`, linkType: 1, snaplen: 65535 });
-  const win = new ReorderWindow((s, records) => w.writeRecords(s, records));
+  const win = new ReorderWindow((s, batch, from, to) => w.writeIndexed(s, batch, from, to));
   const t0 = cpuMs();
   let now = 0;
   for (const f of fs) {

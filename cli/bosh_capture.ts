@@ -187,11 +187,11 @@ export class CaptureRun {
     this.#writer = output instanceof RotatingOutput
       ? output.writer({ ...w, statsFor: (id) => this.#statisticsOfWriterId(id) })
       : createCaptureWriter(o.format, output, w);
-    this.#reorder = new ReorderWindow((source, records) => {
+    this.#reorder = new ReorderWindow((source, batch, from, to) => {
       if (this.#outputFailed) return;
       const src = this.#sources.get(source)!;
       try {
-        this.#writer.writeRecords(src.writerId, records);
+        this.#writer.writeIndexed(src.writerId, batch, from, to);
       } catch (e) {
         this.#outputFailed = true; // e.g. the reader of -o - went away
         this.#fail((e as Error).message);

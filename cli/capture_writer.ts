@@ -60,6 +60,31 @@ export interface SourceStatistics {
   comment?: string;
 }
 
+/**
+ * A batch of wire records already walked (protocol walkRecords), with its index: record i spans
+ * `start[i] .. start[i + 1]` of `records`, with timestamp halves `hi[i]`/`lo[i]` and `caplen[i]`.
+ * The reorder window releases runs of such batches, so that writers need not walk them again.
+ */
+export interface IndexedRecords {
+  /** the batch's wire records */
+  records: Uint8Array;
+  /** a DataView over `records` */
+  view: DataView;
+  /** where record i starts; one more entry, the end of the last record */
+  start: Uint32Array;
+  /** the high u32 half of record i's ts_ns */
+  hi: Uint32Array;
+  /** the low u32 half of record i's ts_ns */
+  lo: Uint32Array;
+  /** record i's captured length */
+  caplen: Uint32Array;
+}
+
+/** The wire bytes of records `from .. to` of an indexed batch (a view, no copy). */
+export function indexedBytes(b: IndexedRecords, from: number, to: number): Uint8Array {
+  return b.records.subarray(b.start[from], b.start[to]);
+}
+
 /** The file formats of `--format`. */
 export type OutputFormat = "pcapng" | "pcap";
 
@@ -74,6 +99,12 @@ export interface CaptureWriter {
    * returns the number of packets. DecodeError on a malformed record (nothing is written).
    */
   writeRecords(sourceId: number, records: Uint8Array): number;
+  /**
+   * Writes records `from .. to` of an indexed batch with one sink write, without walking it
+   * again (the index is trusted: it comes from the walk that checked every record); returns the
+   * number of packets.
+   */
+  writeIndexed(sourceId: number, batch: IndexedRecords, from: number, to: number): number;
   /** Records end-of-capture statistics (pcapng: an ISB; classic pcap has no place for them). */
   writeStats(sourceId: number, stats: SourceStatistics): void;
   /** Packets written per source so far. */

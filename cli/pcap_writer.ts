@@ -12,11 +12,12 @@ import {
   type ByteSink,
   type CaptureWriter,
   encodeRecordsInto,
+  type IndexedRecords,
   linkTypeName,
   type SourceInfo,
   type SourceStatistics,
 } from "./capture_writer.ts";
-import { recordDataOffset, recordTimestamp } from "../protocol/records.ts";
+import { recordDataOffset, recordOriglen, recordTimestamp } from "../protocol/records.ts";
 
 const MAGIC_NS = 0xa1b23c4d;
 const LINKTYPE_ETHERNET = 1;
@@ -78,6 +79,26 @@ export class PcapWriter implements CaptureWriter {
         recordDataOffset(off),
       );
     });
+    this.#counts[id] += n;
+    this.#b.drainTo(this.#sink);
+    return n;
+  }
+
+  writeIndexed(id: number, batch: IndexedRecords, from: number, to: number): number {
+    this.#check(id);
+    const { records, view, start, caplen } = batch;
+    for (let i = from; i < to; i++) {
+      const off = start[i];
+      this.#record(
+        recordTimestamp(view, off),
+        caplen[i],
+        recordOriglen(view, off),
+        records,
+        view,
+        recordDataOffset(off),
+      );
+    }
+    const n = Math.max(0, to - from);
     this.#counts[id] += n;
     this.#b.drainTo(this.#sink);
     return n;

@@ -27,10 +27,16 @@ import {
   type ByteSink,
   type CaptureWriter,
   encodeRecordsInto,
+  type IndexedRecords,
   type SourceInfo,
   type SourceStatistics,
 } from "./capture_writer.ts";
-import { recordDataOffset, recordTimestampHigh, recordTimestampLow } from "../protocol/records.ts";
+import {
+  recordDataOffset,
+  recordOriglen,
+  recordTimestampHigh,
+  recordTimestampLow,
+} from "../protocol/records.ts";
 
 const SHB = 0x0a0d0d0a;
 const IDB = 0x00000001;
@@ -132,8 +138,16 @@ function describeStats(s: SourceStatistics, written: number): string {
 interface IfaceState {
   source: SourceInfo;
   packets: number;
-  firstTs: bigint | undefined;
-  lastTs: bigint | undefined;
+  /** first and last packet's timestamp halves (u32), hi < 0 until the first packet */
+  firstHi: number;
+  firstLo: number;
+  lastHi: number;
+  lastLo: number;
+}
+
+/** ns from u32 halves; undefined for "no packet yet" (hi < 0). */
+function halvesNs(hi: number, lo: number): bigint | undefined {
+  return hi < 0 ? undefined : (BigInt(hi) << 32n) | BigInt(lo);
 }
 
 /** pcapng {@link CaptureWriter}: one section, an IDB per source, EPBs, ISBs at the end. */
@@ -175,7 +189,7 @@ export class PcapngWriter implements CaptureWriter {
     }
     this.#close(start);
     b.drainTo(this.#sink);
-    this.#ifaces.push({ source, packets: 0, firstTs: undefined, lastTs: undefined });
+    this.#ifaces.push({ source, packets: 0, firstHi: -1, firstLo: 0, lastHi: -1, lastLo: 0 });
     return this.#ifaces.length - 1;
   }
 
@@ -185,17 +199,51 @@ export class PcapngWriter implements CaptureWriter {
    */
   writeRecords(ifId: number, records: Uint8Array): number {
     const st = this.#iface(ifId);
-    let lo = 0, hi = 0;
+    let lo = 0, hi = -1;
     // The timestamp stays two u32 halves: no BigInt per packet on the hot path.
     const n = encodeRecordsInto(this.#b, records, (view, off, caplen, origlen) => {
       lo = recordTimestampLow(view, off);
       hi = recordTimestampHigh(view, off);
       this.#epb(ifId, hi, lo, caplen, origlen, records, view, recordDataOffset(off));
-      st.firstTs ??= (BigInt(hi) << 32n) | BigInt(lo);
+      if (st.firstHi < 0) {
+        st.firstHi = hi;
+        st.firstLo = lo;
+      }
     });
     if (n > 0) {
       st.packets += n;
-      st.lastTs = (BigInt(hi) << 32n) | BigInt(lo);
+      st.lastHi = hi;
+      st.lastLo = lo;
+    }
+    this.#b.drainTo(this.#sink);
+    return n;
+  }
+
+  writeIndexed(ifId: number, batch: IndexedRecords, from: number, to: number): number {
+    const st = this.#iface(ifId);
+    const { records, view, start, hi, lo, caplen } = batch;
+    for (let i = from; i < to; i++) {
+      const off = start[i];
+      this.#epb(
+        ifId,
+        hi[i],
+        lo[i],
+        caplen[i],
+        recordOriglen(view, off),
+        records,
+        view,
+        recordDataOffset(off),
+      );
+    }
+    const n = to - from;
+    if (n > 0) {
+      st.packets += n;
+      if (st.firstHi < 0) {
+        st.firstHi = hi[from];
+        st.firstLo = lo[from];
+      }
+      st.lastHi = hi[to - 1];
+      st.lastLo = lo[to - 1];
     }
     this.#b.drainTo(this.#sink);
     return n;
@@ -205,13 +253,13 @@ export class PcapngWriter implements CaptureWriter {
   writeStats(ifId: number, stats: SourceStatistics): void {
     const st = this.#iface(ifId);
     const b = this.#b;
-    const ts = stats.endNs ?? st.lastTs ?? BigInt(Date.now()) * 1_000_000n;
+    const ts = stats.endNs ?? halvesNs(st.lastHi, st.lastLo) ?? BigInt(Date.now()) * 1_000_000n;
     const start = this.#open(ISB);
     b.u32(ifId);
     b.u32(Number(ts >> 32n));
     b.u32(Number(ts & 0xffffffffn));
     this.#textOption(OPT_COMMENT, describeStats(stats, st.packets));
-    const startNs = stats.startNs ?? st.firstTs;
+    const startNs = stats.startNs ?? halvesNs(st.firstHi, st.firstLo);
     if (startNs !== undefined) this.#tsOption(ISB_STARTTIME, startNs);
     if (stats.endNs !== undefined) this.#tsOption(ISB_ENDTIME, stats.endNs);
     if (stats.received !== undefined) this.#u64Option(ISB_IFRECV, stats.received);

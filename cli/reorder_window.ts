@@ -1,6 +1,7 @@
 /**
  * Bounded reorder window: merges the packet records of many sources into timestamp order, and
- * releases them as runs of whole records, so that a writer encodes each run in one batch.
+ * releases them as runs of whole records with their batch's index, so that a writer encodes each
+ * run in one batch without walking it again.
  *
  * Batches from different agents arrive interleaved and late relative to each other, so a packet
  * is held until the capture clock has moved `windowMs` past it, then released in (ts, arrival)
@@ -16,8 +17,8 @@
  *
  * Nothing is held per packet: a batch is walked once, split where its timestamps go back into
  * ascending runs, and a heap orders the runs by their first unreleased record. A release takes
- * from the top run as many records as come before every other run, and emits them as one slice
- * of the batch (no copy). One source with in-order timestamps therefore costs one emit per batch.
+ * from the top run as many records as come before every other run, and emits them as one range
+ * of the batch (no copy, no view). One source with in-order timestamps therefore costs one emit per batch.
  *
  * A held record would pin its whole message (up to 8 MiB) and the batch's index. So when what a
  * batch still holds is less than a quarter of the memory it pins, the held records are copied out
@@ -33,7 +34,7 @@
  * import { encodeRecords } from "../protocol/records.ts";
  *
  * const released: number[] = [];
- * const w = new ReorderWindow((source, _records) => released.push(source), { windowMs: 500 });
+ * const w = new ReorderWindow((source) => released.push(source), { windowMs: 500 });
  * w.pushRecords(0, encodeRecords([{ tsNs: 2_000_000n, data: new Uint8Array(60) }]), 0);
  * w.pushRecords(1, encodeRecords([{ tsNs: 1_000_000n, data: new Uint8Array(60) }]), 0);
  * w.flush(); // released: [1, 0]
@@ -41,11 +42,16 @@
  *
  * @module
  */
+import type { IndexedRecords } from "./capture_writer.ts";
 import { type RecordIndex, RecordIndexer } from "./record_index.ts";
 import { SourceWatermarks } from "./source_watermarks.ts";
 
-/** Receives released records: whole records of one source, in order, a view into its batch. */
-export type RunSink = (source: number, records: Uint8Array) => void;
+/**
+ * Receives released records: records `from .. to` of one source's indexed batch, in order
+ * (capture_writer.ts indexedBytes gives their bytes). The batch is the window's: it must be
+ * consumed before returning, and its index is valid only then.
+ */
+export type RunSink = (source: number, batch: IndexedRecords, from: number, to: number) => void;
 
 /** Bounds of a {@link ReorderWindow}. */
 export interface ReorderOptions {
@@ -77,9 +83,8 @@ export interface Taken {
 }
 
 /** Per-record facts of one batch, indexed by record number; shared by the batch's runs. */
-interface Batch extends RecordIndex {
+interface Batch extends RecordIndex, IndexedRecords {
   source: number;
-  records: Uint8Array;
   /** arrival number of record 0 (record i has seq0 + i) */
   seq0: number;
   /** its runs still in the heap */
@@ -221,6 +226,7 @@ export class ReorderWindow {
     return {
       source,
       records,
+      view: new DataView(records.buffer, records.byteOffset, records.byteLength),
       ...this.#indexer.index(records, limit),
       seq0: this.#seq,
       live: new Set(),
@@ -255,6 +261,7 @@ export class ReorderWindow {
     const start = new Uint32Array(count + 1);
     for (let i = 0; i <= count; i++) start[i] = b.start[first + i] - from;
     b.records = b.records.slice(from, to);
+    b.view = new DataView(b.records.buffer);
     b.start = start;
     b.hi = b.hi.slice(first, last);
     b.lo = b.lo.slice(first, last);
@@ -366,7 +373,7 @@ export class ReorderWindow {
   }
 
   #emitSlice(b: Batch, from: number, to: number): void {
-    this.#emit(b.source, b.records.subarray(b.start[from], b.start[to]));
+    this.#emit(b.source, b, from, to);
   }
 
   #removeTop(): void {

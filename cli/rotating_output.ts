@@ -15,6 +15,7 @@
 import { BufferedOutput, createCaptureWriter, dirname, OutputError } from "./capture_output.ts";
 import type {
   CaptureWriter,
+  IndexedRecords,
   OutputFormat,
   SourceInfo,
   SourceStatistics,
@@ -249,7 +250,16 @@ class RotatingWriter implements CaptureWriter {
 
   writeRecords(sourceId: number, records: Uint8Array): number {
     this.#check();
-    const n = this.#file.writer.writeRecords(sourceId, records);
+    return this.#counted(sourceId, this.#file.writer.writeRecords(sourceId, records));
+  }
+
+  writeIndexed(sourceId: number, batch: IndexedRecords, from: number, to: number): number {
+    this.#check();
+    return this.#counted(sourceId, this.#file.writer.writeIndexed(sourceId, batch, from, to));
+  }
+
+  /** Counts `n` packets just written for `sourceId`; the file may rotate after them. */
+  #counted(sourceId: number, n: number): number {
     this.#file.packets += n;
     this.#totals[sourceId] += n;
     if (n > 0) this.#consider();

@@ -105,6 +105,11 @@ export function recordTimestampHigh(view: DataView, off: number): number {
   return view.getUint32(off + 4, true);
 }
 
+/** The origlen (length on the wire) of a walked record. */
+export function recordOriglen(view: DataView, off: number): number {
+  return view.getUint32(off + ORIGLEN_AT, true);
+}
+
 /** The most records a buffer of `bytes` can hold (each has at least its header). */
 export function maxRecordCount(bytes: number): number {
   return Math.floor(bytes / RECORD_HEADER_BYTES);

@@ -6,6 +6,7 @@
 import { decodeApiMessage, webSocketUrl } from "../cli/api_session.ts";
 import { sourceName } from "../cli/bosh_capture.ts";
 import { ReorderWindow } from "../cli/reorder_window.ts";
+import { indexedBytes } from "../cli/capture_writer.ts";
 import { startRequest } from "../cli/bosh_main.ts";
 import { parseBoshCaptureArgs } from "../cli/bosh_flags.ts";
 import {
@@ -49,7 +50,9 @@ Deno.test("source names, record measuring, start request", () => {
   const recs = encodeRecords([1, 2, 3].map((n) => ({ tsNs: 1n, data: new Uint8Array(n) })));
   // --max-packets takes a prefix of a batch: its packet count and captured bytes
   const taken: number[] = [];
-  const w = new ReorderWindow((_s, r) => taken.push(r.length), { windowMs: 0 });
+  const w = new ReorderWindow((_s, b, from, to) => taken.push(indexedBytes(b, from, to).length), {
+    windowMs: 0,
+  });
   assertEquals(w.pushRecords(0, recs, 0, 2), { packets: 2, bytes: 3 });
   assertEquals(w.pushRecords(1, recs, 0, 9), { packets: 3, bytes: 6 });
   w.flush();

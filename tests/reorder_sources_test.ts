@@ -3,6 +3,7 @@
 // a quiet or new source leaves the time bound in charge, an ended one holds nothing back.
 import { assert, assertEquals } from "./support/assert.ts";
 import { ReorderWindow } from "../cli/reorder_window.ts";
+import { indexedBytes } from "../cli/capture_writer.ts";
 import { SourceWatermarks } from "../cli/source_watermarks.ts";
 import { packetsOf } from "./support/capture_sinks.ts";
 import { encodeRecords } from "../protocol/frame_codec.ts";
@@ -19,8 +20,10 @@ function batch(source: number, ...tsMs: number[]): Uint8Array {
 
 function window(sources: number[], opts = {}) {
   const out: { source: number; ms: number }[] = [];
-  const w = new ReorderWindow((source, recs) => {
-    for (const p of packetsOf(source, recs)) out.push({ source, ms: Number((p.tsNs - T0) / MS) });
+  const w = new ReorderWindow((source, b, from, to) => {
+    for (const p of packetsOf(source, indexedBytes(b, from, to))) {
+      out.push({ source, ms: Number((p.tsNs - T0) / MS) });
+    }
   }, { windowMs: 60_000, settleMs: 10, ...opts });
   for (const s of sources) w.expectSource(s);
   return { w, out };

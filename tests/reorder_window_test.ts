@@ -1,5 +1,6 @@
 import { assert, assertEquals, assertThrows } from "./support/assert.ts";
 import { ReorderWindow } from "../cli/reorder_window.ts";
+import { indexedBytes } from "../cli/capture_writer.ts";
 import { type HeldPacket, packetsOf, pushPacket } from "./support/capture_sinks.ts";
 import { DecodeError, encodeRecords } from "../protocol/frame_codec.ts";
 
@@ -18,7 +19,10 @@ function pkt(source: number, tsMs: number, tag = 0): HeldPacket {
 
 function collect(opts = {}) {
   const out: HeldPacket[] = [];
-  const w = new ReorderWindow((source, recs) => out.push(...packetsOf(source, recs)), opts);
+  const w = new ReorderWindow(
+    (source, b, from, to) => out.push(...packetsOf(source, indexedBytes(b, from, to))),
+    opts,
+  );
   return { w, out };
 }
 
@@ -215,8 +219,10 @@ Deno.test("reorder: a few packets held from big messages do not pin the messages
   const MESSAGES = 4, N = 6000; // 4 x 8.4 MB
   const messages = Array.from({ length: MESSAGES }, (_, k) => bigMessage(k * 1000, N, 1000 / N));
   const out: { buffer: ArrayBufferLike; ts: bigint }[] = [];
-  const w = new ReorderWindow((source, recs) => {
-    for (const p of packetsOf(source, recs)) out.push({ buffer: p.data.buffer, ts: p.tsNs });
+  const w = new ReorderWindow((source, b, from, to) => {
+    for (const p of packetsOf(source, indexedBytes(b, from, to))) {
+      out.push({ buffer: p.data.buffer, ts: p.tsNs });
+    }
   }, { windowMs: 5 });
   for (const [k, m] of messages.entries()) {
     // a new message releases all but its last ~5 ms (~30 packets, ~42 KB)
@@ -235,9 +241,13 @@ Deno.test("reorder: a few packets held from big messages do not pin the messages
 
   // held whole, then mostly released by the clock: the tail left is copied out as it shrinks
   const late: ArrayBufferLike[] = [];
-  const w2 = new ReorderWindow((s, r) => late.push(...packetsOf(s, r).map((p) => p.data.buffer)), {
-    windowMs: 60_000,
-  });
+  const w2 = new ReorderWindow(
+    (s, b, from, to) =>
+      late.push(...packetsOf(s, indexedBytes(b, from, to)).map((p) => p.data.buffer)),
+    {
+      windowMs: 60_000,
+    },
+  );
   const m = bigMessage(0, N, 1000 / N);
   w2.pushRecords(0, m.subarray(8), 0);
   assertEquals(w2.size, N);
@@ -277,8 +287,8 @@ Deno.test("reorder: a batch's buffer is handed back once nothing of it is held; 
   const rand = rng(7);
   const released: ArrayBufferLike[] = [];
   const out: { source: number; id: number; ts: bigint }[] = [];
-  const w = new ReorderWindow((source, recs) => {
-    for (const p of packetsOf(source, recs)) {
+  const w = new ReorderWindow((source, b, from, to) => {
+    for (const p of packetsOf(source, indexedBytes(b, from, to))) {
       out.push({
         source,
         id: new DataView(p.data.buffer, p.data.byteOffset).getUint32(0),
