@@ -45,6 +45,12 @@ export interface SocketLike {
   send(data: Uint8Array): void;
   readonly bufferedAmount: number;
   readonly readyState: number;
+  /**
+   * Called after every completed write, i.e. whenever bufferedAmount fell (server/ws_connection.ts
+   * has it): while congested the merger re-evaluates then, so that held-back agents are read again
+   * as soon as the client has drained, not at the next tick of the 50 ms timer.
+   */
+  onWritten?: (() => void) | null;
 }
 
 export interface CongestionLimits extends BufferLimits {
@@ -126,6 +132,14 @@ export class ClientMerger {
     this.#maxBufferedBytes = limits.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
     this.#maxHeldBytes = limits.maxHeldBytes ?? 2 * this.#maxBufferedBytes;
     this.#hooks = hooks;
+    if ("onWritten" in socket) socket.onWritten = () => this.#onWritten();
+  }
+
+  /** A write completed: while congested, the client may have drained below the lower mark. */
+  #onWritten(): void {
+    if (this.#timer === undefined) return;
+    this.#evaluate();
+    if (this.#waiters.length && !this.holdsBack) this.#wake();
   }
 
   /** the hard cap was exceeded: nothing more is sent */

@@ -187,6 +187,9 @@ export class WsConnection {
     return this.#unsent;
   }
 
+  /** Called after each completed write of a message (bufferedAmount fell); see merge.ts. */
+  onWritten: (() => void) | null = null;
+
   /**
    * Sends one message: bytes as binary, a string as text. Dropped unless open. A withHeaderRoom
    * payload (lib/ws_framing.ts) is handed over: once written (the write callback, never in this
@@ -234,6 +237,7 @@ export class WsConnection {
         if (socket.writableLength > 0 || this.#queueHead < this.#queue.length) this.#taken++;
         q.written?.();
         this.#pump();
+        this.onWritten?.();
       };
       if (q.parts.length === 0) this.#wire -= bytes; // a marker: only its `then`
       else if (q.parts.length === 1) socket.write(q.parts[0], done);

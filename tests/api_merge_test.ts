@@ -38,6 +38,8 @@ class FakeSocket {
   sent: Uint8Array[] = [];
   bufferedAmount = 0;
   readyState = 1;
+  /** set by the merger; a test calls it where the real socket would (a write completed) */
+  onWritten: (() => void) | null = null;
   send(d: Uint8Array) {
     this.sent.push(d);
     this.bufferedAmount += d.byteLength;
@@ -107,6 +109,32 @@ Deno.test("ClientMerger: hysteresis in frames, discards only packets, counts per
     assertEquals(st[1].counts, { cleared: 1, api_dropped: 11 });
     assertEquals(merger.dropped(0), 8);
     assertEquals(merger.dropped(1), 3);
+  } finally {
+    merger.close();
+  }
+});
+
+Deno.test("ClientMerger: held-back streams are released by the write that drains the client", async () => {
+  const sock = new FakeSocket();
+  const merger = new ClientMerger(sock, { size: 10, upperLimit: 4, lowerLimit: 2 });
+  try {
+    for (let i = 0; i < 4; i++) assert(merger.packets(0, batch(5), 5));
+    assert(merger.congested && merger.holdsBack);
+    let released = false;
+    const waiting = merger.released().then(() => released = true);
+    const turns = async () => {
+      for (let i = 0; i < 5; i++) await Promise.resolve();
+    };
+    // the client drains, but no write has completed yet: still held (only the timer would look)
+    sock.drain(sock.bufferedAmount);
+    await turns();
+    assert(!released);
+    // a completed write: released at once, within these microtask turns, before any timer
+    sock.onWritten!();
+    await turns();
+    assert(released, "released by the write's completion");
+    assert(!merger.congested);
+    await waiting;
   } finally {
     merger.close();
   }

@@ -100,12 +100,19 @@ Deno.test("ws connection: bufferedAmount counts the payload not yet written out"
   const p = await pair();
   try {
     const frame = new Uint8Array(1 << 20);
+    // every completed write is reported, after bufferedAmount fell (the merger re-evaluates then)
+    let written = 0, seen = -1;
+    p.ws.onWritten = () => {
+      written++;
+      seen = p.ws.bufferedAmount;
+    };
+    let messages = 0;
     // a client that does not read: the socket's buffers fill, then bytes stay unsent
-    for (let i = 0; i < 64 && p.ws.bufferedAmount === 0; i++) {
+    for (let i = 0; i < 64 && p.ws.bufferedAmount === 0; i++, messages++) {
       p.ws.send(frame);
       await new Promise((r) => setTimeout(r, 5));
     }
-    for (let i = 0; i < 4; i++) p.ws.send(frame);
+    for (let i = 0; i < 4; i++, messages++) p.ws.send(frame);
     assert(p.ws.bufferedAmount >= 4 << 20, `bufferedAmount ${p.ws.bufferedAmount}`);
     const sent = p.ws.bufferedAmount;
     // the client reads everything: nothing is left unsent
@@ -115,6 +122,8 @@ Deno.test("ws connection: bufferedAmount counts the payload not yet written out"
       bytes = p.frames.reduce((n, f) => n + f.payload.byteLength, 0);
     }
     assertEquals(p.ws.bufferedAmount, 0);
+    await until("every write reported", () => written === messages);
+    assertEquals(seen, 0);
   } finally {
     await p.end();
   }
