@@ -15,6 +15,7 @@
 // Before the first rung it writes and deletes a file twice the largest rung's output, so that no
 // path's file lands in guest memory never touched before (bench_support.ts pretouchPageCache).
 //   deno run -A bench/e2e.ts [--quick] [--ladder 1500:50000,100000,max] [--burst 1]
+//     [--agent-buffer-mib 16]   (the agents' capture.buffer_size; default the agent's 4 MiB)
 //   (also `deno task bench e2e [--quick]`)
 import type { LabVm, Landscape } from "../lab/landscape.ts";
 import { run } from "../lab/netns.ts";
@@ -53,6 +54,8 @@ export interface E2eOptions {
   ladders?: Record<number, number[]>;
   /** seconds of each burst (the max rung sends maxFrames instead) */
   burstSecs?: number;
+  /** the agents' kernel ring (capture.buffer_size) in bytes; default: the agent's own (4 MiB) */
+  agentBuffer?: number;
 }
 
 interface Row {
@@ -327,7 +330,7 @@ export async function runE2eBench(o: E2eOptions = {}): Promise<string> {
   const maxFrames = (frame: number) => Math.round((frame < 500 ? 600_000 : 200_000) * burstSecs);
   await sshPreflight();
   const tmp = await Deno.makeTempDir({ prefix: "pcap-bench-e2e-" });
-  const lab = await startBenchLab(3);
+  const lab = await startBenchLab(3, o.agentBuffer);
   let sshd: LabSshd | null = null;
   const out: string[] = [];
   try {
@@ -354,7 +357,8 @@ export async function runE2eBench(o: E2eOptions = {}): Promise<string> {
     out.push(
       `Machine: ${navigator.hardwareConcurrency} cores (${cpuModel}), load average at start ` +
         `${(await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ")}; ` +
-        `${quick ? "quick" : "full"} ladder, ${burstSecs} s bursts.`,
+        `${quick ? "quick" : "full"} ladder, ${burstSecs} s bursts` +
+        (o.agentBuffer ? `, agents' kernel ring ${o.agentBuffer / 2 ** 20} MiB.` : "."),
     );
     // Every path's output then lands in memory touched before, as on any machine but this VM
     // (see pretouchPageCache): the largest rung's file, twice over for the writers' own memory.
@@ -425,5 +429,6 @@ if (import.meta.main) {
       }
       : {}),
     ...(opt("burst") ? { burstSecs: Number(opt("burst")) } : {}),
+    ...(opt("agent-buffer-mib") ? { agentBuffer: Number(opt("agent-buffer-mib")) * 2 ** 20 } : {}),
   });
 }

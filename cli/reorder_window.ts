@@ -18,7 +18,8 @@
  * Nothing is held per packet: a batch is walked once, split where its timestamps go back into
  * ascending runs, and a heap orders the runs by their first unreleased record. A release takes
  * from the top run as many records as come before every other run, and emits them as one range
- * of the batch (no copy, no view). One source with in-order timestamps therefore costs one emit per batch.
+ * of the batch (no copy, no view). One source with in-order timestamps therefore costs one emit
+ * per batch.
  *
  * A held record would pin its whole message (up to 8 MiB) and the batch's index. So when what a
  * batch still holds is less than a quarter of the memory it pins, the held records are copied out
