@@ -125,7 +125,8 @@ export function statusKb(pid: number, field: "VmRSS" | "VmHWM"): number {
  * reuse memory the guest has touched before. On this lab's VM the first touch of a guest page
  * costs a host fault: an output file landing in never-touched memory cost its writer 2–3 µs more
  * per 1500 B packet (`copy_folio_from_iter_atomic`), which is the VM's, not the writer's, and
- * fell on whichever path ran first (docs/benchmarks.md, "Eighth run"). Returns the MB written.
+ * fell on whichever path ran first (docs/benchmarks.md, "The output file's first touch"). Returns
+ * the MB written.
  */
 export async function pretouchPageCache(dir: string, bytes: number): Promise<number> {
   const avail = Number(
