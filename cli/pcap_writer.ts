@@ -98,7 +98,7 @@ export class PcapWriter implements CaptureWriter {
         recordDataOffset(off),
       );
     }
-    const n = Math.max(0, to - from);
+    const n = to - from;
     this.#counts[id] += n;
     this.#b.drainTo(this.#sink);
     return n;
