@@ -16,6 +16,7 @@
 // path's file lands in guest memory never touched before (bench_support.ts pretouchPageCache).
 //   deno run -A bench/e2e.ts [--quick] [--ladder 1500:50000,100000,max] [--burst 1]
 //     [--agent-buffer-mib 16]   (the agents' capture.buffer_size; default the agent's 4 MiB)
+//     [--report-freed-memory]   (leave the VM's free page reporting on: free_page_reporting.ts)
 //   (also `deno task bench e2e [--quick]`)
 import type { LabVm, Landscape } from "../lab/landscape.ts";
 import { run } from "../lab/netns.ts";
@@ -40,6 +41,7 @@ import {
 } from "./bench_support.ts";
 import { genTargets, startBenchApi, startBenchLab } from "./fan_in.ts";
 import { createTlsFetch } from "../lib/tls_fetch.ts";
+import { holdFreedMemory } from "./free_page_reporting.ts";
 
 /** Core of every process of the path under test; the generator has core 0. */
 const PATH_CPU = "1";
@@ -56,6 +58,8 @@ export interface E2eOptions {
   burstSecs?: number;
   /** the agents' kernel ring (capture.buffer_size) in bytes; default: the agent's own (4 MiB) */
   agentBuffer?: number;
+  /** leave the VM's free page reporting as it is (default: held off, free_page_reporting.ts) */
+  reportFreedMemory?: boolean;
 }
 
 interface Row {
@@ -329,8 +333,15 @@ export async function runE2eBench(o: E2eOptions = {}): Promise<string> {
   const burstSecs = o.burstSecs ?? (quick ? 0.5 : 2);
   const maxFrames = (frame: number) => Math.round((frame < 500 ? 600_000 : 200_000) * burstSecs);
   await sshPreflight();
+  const held = o.reportFreedMemory ? null : holdFreedMemory();
   const tmp = await Deno.makeTempDir({ prefix: "pcap-bench-e2e-" });
-  const lab = await startBenchLab(3, o.agentBuffer);
+  let lab: Landscape;
+  try {
+    lab = await startBenchLab(3, o.agentBuffer);
+  } catch (e) {
+    held?.restore();
+    throw e;
+  }
   let sshd: LabSshd | null = null;
   const out: string[] = [];
   try {
@@ -358,7 +369,8 @@ export async function runE2eBench(o: E2eOptions = {}): Promise<string> {
       `Machine: ${navigator.hardwareConcurrency} cores (${cpuModel}), load average at start ` +
         `${(await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ")}; ` +
         `${quick ? "quick" : "full"} ladder, ${burstSecs} s bursts` +
-        (o.agentBuffer ? `, agents' kernel ring ${o.agentBuffer / 2 ** 20} MiB.` : "."),
+        (o.agentBuffer ? `, agents' kernel ring ${o.agentBuffer / 2 ** 20} MiB` : "") +
+        `; ${held?.note ?? "free page reporting left as it is (--report-freed-memory)"}.`,
     );
     // Every path's output then lands in memory touched before, as on any machine but this VM
     // (see pretouchPageCache): the largest rung's file, twice over for the writers' own memory.
@@ -407,6 +419,7 @@ export async function runE2eBench(o: E2eOptions = {}): Promise<string> {
     await lab.stopApi();
     await lab.stop();
     await Deno.remove(tmp, { recursive: true });
+    held?.restore();
   }
   return out.join("\n\n");
 }
@@ -430,5 +443,6 @@ if (import.meta.main) {
       : {}),
     ...(opt("burst") ? { burstSecs: Number(opt("burst")) } : {}),
     ...(opt("agent-buffer-mib") ? { agentBuffer: Number(opt("agent-buffer-mib")) * 2 ** 20 } : {}),
+    reportFreedMemory: Deno.args.includes("--report-freed-memory"),
   });
 }

@@ -22,6 +22,7 @@ import {
 import { genTargets, startBenchApi, startBenchLab } from "./fan_in.ts";
 import { run } from "../lab/netns.ts";
 import { LabSshd, SshTcpdump } from "./ssh_baseline.ts";
+import { holdFreedMemory } from "./free_page_reporting.ts";
 
 const arg = (name: string, dflt: number) => {
   const i = Deno.args.indexOf(`--${name}`);
@@ -33,6 +34,8 @@ const secs = arg("secs", 4);
 const ssh = Deno.args.includes("--path") && Deno.args[Deno.args.indexOf("--path") + 1] === "ssh";
 
 Deno.env.set("DENO_V8_FLAGS", "--perf-basic-prof");
+const held = holdFreedMemory(); // as bench/e2e.ts: freed memory stays the guest's
+console.log(held.note);
 const tmp = await Deno.makeTempDir({ prefix: "pcap-bench-prof-" });
 const lab = await startBenchLab(1);
 // the output file in memory touched before, as in bench/e2e.ts
@@ -120,5 +123,6 @@ try {
 } finally {
   await lab.stopApi();
   await lab.stop();
+  held.restore();
   console.log(`perf data in ${tmp}`);
 }

@@ -16,6 +16,7 @@ import { runFanOutBench } from "./fan_out.ts";
 import { runApiMemoryBench } from "./api_memory.ts";
 import { runE2eBench } from "./e2e.ts";
 import { runAgentIdleMemoryBench } from "./agent_idle_memory.ts";
+import { holdFreedMemory } from "./free_page_reporting.ts";
 
 const NAMES = [
   "capture",
@@ -60,6 +61,17 @@ export function parseArgs(args: string[]): { quick: boolean; only: Set<Name> } {
 async function main(): Promise<void> {
   const { quick, only } = parseArgs(Deno.args);
   const started = performance.now();
+  const held = holdFreedMemory();
+  console.log(`bench: ${held.note}`);
+  try {
+    await runSelected(quick, only);
+  } finally {
+    held.restore();
+  }
+  console.log(`\nbench: done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+}
+
+async function runSelected(quick: boolean, only: Set<Name>): Promise<void> {
   const section = (title: string, cmd: string) =>
     console.log(`\n## ${title}\n\nCommand: \`${cmd}${quick ? " --quick" : ""}\`\n`);
   if (only.has("capture")) {
@@ -109,7 +121,6 @@ async function main(): Promise<void> {
     section("Agent memory over a long idle", "deno run -A bench/agent_idle_memory.ts");
     await runAgentIdleMemoryBench({ quick });
   }
-  console.log(`\nbench: done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
 }
 
 if (import.meta.main) await main();
