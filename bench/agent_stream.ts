@@ -32,6 +32,7 @@ import {
   table,
   TcpdumpPipe,
 } from "./bench_support.ts";
+import { withFreedMemoryHeld } from "./free_page_reporting.ts";
 
 const WARMUP = 20_000;
 const MAX_BURST = 600_000;
@@ -318,5 +319,5 @@ export async function runAgentStreamBench(o: AgentStreamOptions = {}): Promise<s
 
 if (import.meta.main) {
   console.log("## Agent → one reader over mTLS\n");
-  await runAgentStreamBench({ quick: Deno.args.includes("--quick") });
+  await withFreedMemoryHeld(() => runAgentStreamBench({ quick: Deno.args.includes("--quick") }));
 }

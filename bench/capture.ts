@@ -12,6 +12,7 @@
 //                      same lab and run, alternating with this one: before/after in one run
 import { CaptureEngine } from "../agent/engine/capture_engine.ts";
 import { Netns, newRunId, run } from "../lab/netns.ts";
+import { withFreedMemoryHeld } from "./free_page_reporting.ts";
 
 const BUFFER = 64 << 20;
 const SNAPLEN = 262144;
@@ -400,11 +401,13 @@ if (import.meta.main) {
   if (Deno.args[0] === "--engine-child") {
     await engineChild(Deno.args[1], Deno.args[2], Deno.args[3]);
   } else if (Deno.args.includes("--quick")) {
-    await runCaptureBench({
-      ladders: { 22: [300_000, Infinity], 1472: [200_000, Infinity] },
-      fileRates: {},
-    });
+    await withFreedMemoryHeld(() =>
+      runCaptureBench({
+        ladders: { 22: [300_000, Infinity], 1472: [200_000, Infinity] },
+        fileRates: {},
+      })
+    );
   } else {
-    await runCaptureBench();
+    await withFreedMemoryHeld(() => runCaptureBench());
   }
 }

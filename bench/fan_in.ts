@@ -25,6 +25,7 @@ import {
   table,
   TcpdumpPipe,
 } from "./bench_support.ts";
+import { withFreedMemoryHeld } from "./free_page_reporting.ts";
 
 const PAYLOAD = 22; // 64-byte frames
 const MAX_BURST = 600_000;
@@ -332,5 +333,5 @@ export async function runFanInBench(o: FanInOptions = {}): Promise<string> {
 
 if (import.meta.main) {
   console.log("## End to end and fan-in\n");
-  await runFanInBench({ quick: Deno.args.includes("--quick") });
+  await withFreedMemoryHeld(() => runFanInBench({ quick: Deno.args.includes("--quick") }));
 }

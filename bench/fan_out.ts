@@ -23,6 +23,7 @@ import {
   statusKb,
   table,
 } from "./bench_support.ts";
+import { withFreedMemoryHeld } from "./free_page_reporting.ts";
 
 export interface FanOutOptions {
   quick?: boolean;
@@ -374,9 +375,11 @@ if (import.meta.main) {
     Deno.exit(0);
   }
   console.log("## Fan-out\n");
-  await runFanOutBench({
-    quick: Deno.args.includes("--quick"),
-    agents: arg("--agents"),
-    agentBuffer: arg("--agent-buffer"),
-  });
+  await withFreedMemoryHeld(() =>
+    runFanOutBench({
+      quick: Deno.args.includes("--quick"),
+      agents: arg("--agents"),
+      agentBuffer: arg("--agent-buffer"),
+    })
+  );
 }

@@ -112,6 +112,17 @@ export function holdFreedMemory(): HeldMemory {
   };
 }
 
+/** Runs `fn` with freed memory held (the note printed first), then puts the parameters back. */
+export async function withFreedMemoryHeld<T>(fn: () => Promise<T>): Promise<T> {
+  const held = holdFreedMemory();
+  console.log(`bench: ${held.note}\n`);
+  try {
+    return await fn();
+  } finally {
+    held.restore();
+  }
+}
+
 function heldNote(p: ReportingParams): string {
   return `free page reporting held off: freed memory waits ${p.minFreeMs / 1000} s, ` +
     `up to ${p.maxWaitingMib} MiB`;
