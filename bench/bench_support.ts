@@ -109,6 +109,12 @@ export function cpuByThreadName(pids: number[]): Map<string, number> {
   return m;
 }
 
+/** A field of /proc/meminfo in KiB (0 when absent). */
+export function meminfoKb(field: "MemTotal" | "MemAvailable"): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(Deno.readTextFileSync("/proc/meminfo"));
+  return m ? Number(m[1]) : 0;
+}
+
 /** A field of /proc/<pid>/status in KiB (VmRSS = resident now, VmHWM = peak resident). */
 export function statusKb(pid: number, field: "VmRSS" | "VmHWM"): number {
   try {
@@ -129,9 +135,7 @@ export function statusKb(pid: number, field: "VmRSS" | "VmHWM"): number {
  * the MB written.
  */
 export async function pretouchPageCache(dir: string, bytes: number): Promise<number> {
-  const avail = Number(
-    /^MemAvailable:\s+(\d+) kB/m.exec(Deno.readTextFileSync("/proc/meminfo"))?.[1] ?? 0,
-  ) * 1024;
+  const avail = meminfoKb("MemAvailable") * 1024;
   const total = Math.min(bytes, avail / 2);
   const file = `${dir}/pretouch.bin`;
   const f = await Deno.open(file, { write: true, create: true, truncate: true });

@@ -13,6 +13,8 @@
 // try { console.log(held.note); /* … the benchmark … */ } finally { held.restore(); }
 // ```
 
+import { meminfoKb } from "./bench_support.ts";
+
 const DIR = "/sys/module/page_reporting/parameters";
 /** Free memory waits this long before it is reported: the kernel's maximum, far longer than
  * anything between a benchmark's steps. */
@@ -68,6 +70,7 @@ function putBack(): void {
     );
   }
   saved = null;
+  globalThis.removeEventListener("unload", putBack);
   if (onSignal) {
     for (const s of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(s, onSignal);
     onSignal = null;
@@ -129,6 +132,5 @@ function heldNote(p: ReportingParams): string {
 }
 
 function memTotalMib(): number {
-  const kb = /^MemTotal:\s+(\d+) kB/m.exec(Deno.readTextFileSync("/proc/meminfo"))?.[1];
-  return Number(kb ?? 0) / 1024;
+  return meminfoKb("MemTotal") / 1024;
 }
