@@ -61,8 +61,7 @@ function writeParams(p: ReportingParams): void {
 function putBack(): void {
   if (!saved) return;
   try {
-    Deno.writeTextFileSync(`${DIR}/min_free_ms`, String(saved.minFreeMs));
-    Deno.writeTextFileSync(`${DIR}/max_waiting_mib`, String(saved.maxWaitingMib));
+    writeParams(saved);
   } catch (e) {
     console.error(
       `bench: could not restore ${DIR} (min_free_ms ${saved.minFreeMs}, max_waiting_mib ` +
