@@ -60,7 +60,10 @@ export interface ReorderOptions {
   windowMs?: number;
   /**
    * how far behind the oldest of the expected sources' newest timestamps packets are held, for
-   * the small steps back a source's own timestamps may take between batches; default 10 ms
+   * the small steps back a source's own timestamps may take between batches (microseconds, from
+   * packets stamped on different CPUs); default 1 ms. Short on purpose: what is held waits in
+   * memory until it is written, and at 1500 B and 150 kpps 10 ms of packets (2.2 MB) outgrew the
+   * CPU's L2 cache, so the writer's copy read them back from memory (docs/benchmarks.md)
    */
   settleMs?: number;
   /** most packets held; default 20000 */
@@ -163,7 +166,7 @@ export class ReorderWindow {
     this.#emit = emit;
     this.#onRelease = opts.onRelease;
     this.windowNs = BigInt(Math.round((opts.windowMs ?? 500) * 1e6));
-    this.settleNs = BigInt(Math.round((opts.settleMs ?? 10) * 1e6));
+    this.settleNs = BigInt(Math.round((opts.settleMs ?? 1) * 1e6));
     this.maxPackets = opts.maxPackets ?? 20_000;
     this.maxBytes = opts.maxBytes ?? 32 * 1024 * 1024;
   }
