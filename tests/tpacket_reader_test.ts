@@ -1,23 +1,29 @@
 /**
- * The TPACKET_V3 reader's pure parts: its small-packet copy (copySmall, DataView words instead
- * of set(subarray())) copies every length up to SMALL_COPY at every alignment exactly and
- * touches nothing around it; its nap rule (napMs) naps only at high block rates.
+ * The TPACKET_V3 reader's pure parts: the view spanning the kernel ring and the engine queue
+ * (spanning) copies every length at every alignment exactly between two separate buffers,
+ * whichever lies lower in memory, and touches nothing around it; its nap rule (napMs) naps only
+ * at high block rates.
  */
-import { copySmall, napMs, SMALL_COPY } from "../agent/engine/capture_tpacket_reader.ts";
-import { assertEquals } from "./support/assert.ts";
+import { napMs, spanning } from "../agent/engine/capture_tpacket_reader.ts";
+import { assert, assertEquals } from "./support/assert.ts";
 
-Deno.test("copySmall copies exactly n bytes at any alignment, nothing around them", () => {
-  const src = new Uint8Array(256).map((_, i) => (i * 37 + 11) & 255);
-  const dst = new Uint8Array(256);
-  const sv = new DataView(src.buffer), dv = new DataView(dst.buffer);
-  for (let n = 0; n <= SMALL_COPY; n++) {
-    for (let s = 0; s < 4; s++) {
-      for (let d = 0; d < 4; d++) {
-        dst.fill(0xee);
-        copySmall(sv, 16 + s, dv, 32 + d, n);
-        assertEquals(dst.subarray(32 + d, 32 + d + n), src.subarray(16 + s, 16 + s + n));
-        assertEquals(dst[31 + d], 0xee, `byte before, n=${n} s=${s} d=${d}`);
-        assertEquals(dst[32 + d + n], 0xee, `byte after, n=${n} s=${s} d=${d}`);
+Deno.test("spanning: one copyWithin copies exactly n bytes between two buffers, nothing around", () => {
+  const first = new Uint8Array(4096).map((_, i) => (i * 37 + 11) & 255);
+  const second = new Uint8Array(8192);
+  for (const [src, dst] of [[first, second], [second, first]]) {
+    src.forEach((_, i) => src[i] = (i * 37 + 11) & 255);
+    const { u8, a, b } = spanning(src, dst);
+    assert(u8.length >= src.length + dst.length, `a view of ${u8.length} bytes covers both`);
+    assertEquals(u8[a + 100], src[100]);
+    for (const n of [0, 1, 3, 4, 5, 63, 64, 96, 97, 128, 1514, 4000]) {
+      for (let s = 0; s < 4; s++) {
+        for (let d = 0; d < 4; d++) {
+          dst.fill(0xee);
+          u8.copyWithin(b + 32 + d, a + s, a + s + n);
+          assertEquals(dst.subarray(32 + d, 32 + d + n), src.subarray(s, s + n));
+          assertEquals(dst[31 + d], 0xee, `byte before, n=${n} s=${s} d=${d}`);
+          assertEquals(dst[32 + d + n], 0xee, `byte after, n=${n} s=${s} d=${d}`);
+        }
       }
     }
   }

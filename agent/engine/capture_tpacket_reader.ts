@@ -2,8 +2,8 @@
  * Direct TPACKET_V3 reading. libpcap's per-packet path costs an FFI call per
  * packet (plus BigInt pointer arithmetic to copy); instead we alias libpcap's
  * mmapped kernel ring once and walk its blocks in JS, copying each packet with
- * TypedArray.set (memcpy) or, when small, word by word (copySmall), so a packet
- * costs no FFI at all. We only do this
+ * one copyWithin (a memmove) over a view spanning the ring and the engine queue,
+ * so a packet costs no FFI and allocates nothing. We only do this
  * where we reproduce libpcap 1.10's reader exactly (Ethernet, kernel filter,
  * no immediate mode): lo outgoing duplicates dropped, VLAN tags put back,
  * caplen clamped, pre-filter blocks filtered in userland. Otherwise fallback.
@@ -54,23 +54,24 @@ const BD_NUM_PKTS = 12;
 const BD_FIRST = 16;
 
 /**
- * Up to this many bytes are copied 4 at a time through DataViews: for a 64 B packet that is
- * about half of `set(subarray())`, whose cost is mostly the view it allocates per packet (and
- * the garbage); from ~128 B on, set()'s memcpy wins.
+ * One view over two byte ranges anywhere in this process (the kernel ring and the engine queue),
+ * with where each starts in it, so that a packet is copied from one to the other by a single
+ * `copyWithin` (a memmove). `dst.set(src.subarray())` costs a view object per packet and the
+ * garbage behind it: at 600 kpps that was the capture thread's every allocation. Measured on this
+ * machine per copy: 18 against 27 ns at 64 B (the word loop this replaces: 27), 45–49 against
+ * 55–62 ns at 1514 B. The view aliases memory it does not own (and the gap between the two, never
+ * touched): valid only while both ranges are.
  */
-export const SMALL_COPY = 96;
-
-/** Copies n bytes (n ≤ SMALL_COPY) from src[s] to dst[d], 4 at a time, without allocating. */
-export function copySmall(
-  src: DataView,
-  s: number,
-  dst: DataView,
-  d: number,
-  n: number,
-): void {
-  let k = 0;
-  for (; k + 4 <= n; k += 4) dst.setUint32(d + k, src.getUint32(s + k, true), true);
-  for (; k < n; k++) dst.setUint8(d + k, src.getUint8(s + k));
+export function spanning(a: Uint8Array, b: Uint8Array): { u8: Uint8Array; a: number; b: number } {
+  const pa = Deno.UnsafePointer.value(Deno.UnsafePointer.of(a));
+  const pb = Deno.UnsafePointer.value(Deno.UnsafePointer.of(b));
+  const lo = pa < pb ? pa : pb;
+  const ea = pa + BigInt(a.byteLength), eb = pb + BigInt(b.byteLength);
+  const len = Number((ea > eb ? ea : eb) - lo);
+  const u8 = new Uint8Array(
+    Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(lo)!, len),
+  );
+  return { u8, a: Number(pa - lo), b: Number(pb - lo) };
 }
 
 /**
@@ -145,8 +146,7 @@ export function readRing(
   const ctrl = wr.ctrl, out = wr.bytes;
   const u8 = new Uint8Array(ring.bytes), u16 = new Uint16Array(ring.bytes);
   const u32 = new Uint32Array(ring.bytes), i32 = new Int32Array(ring.bytes);
-  const ringView = new DataView(ring.bytes);
-  const outView = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  const both = spanning(u8, out), all = both.u8, fromRing = both.a, toQueue = both.b;
   const snapshot = lib.pcap_snapshot(p);
   const fhdr = new Uint8Array(PKTHDR_SIZE), fhdr32 = new Uint32Array(fhdr.buffer);
   const waiter = new SocketWaiter(ring.fd, o);
@@ -281,8 +281,7 @@ export function readRing(
       const at = wr.reserve(need);
       if (at >= 0) {
         wr.header(at, u32[q + 1], u32[q + 2], caplen, origlen);
-        if (caplen <= SMALL_COPY) copySmall(ringView, data, outView, recordDataOffset(at), caplen);
-        else out.set(u8.subarray(data, data + caplen), recordDataOffset(at));
+        all.copyWithin(toQueue + recordDataOffset(at), fromRing + data, fromRing + data + caplen);
         wr.commit(at + need, need);
       }
       off += next;
