@@ -11,6 +11,7 @@ import {
   encodePacketsFrame,
   FRAME_HEADER_BYTES,
   FrameKind,
+  packetsFrameInPlace,
 } from "../protocol/frame_codec.ts";
 import {
   type AgentStartRequest,
@@ -78,6 +79,21 @@ const POOL_BUFFER_BYTES = (256 << 10) + 64;
  * second what was not used, so an idle or slower stream holds no more than its last interval used.
  */
 const POOL_SPARE = 2;
+/**
+ * The engine keeps this room around each batch, where a PACKETS frame's header and its chunk
+ * framing go: a batch goes to the socket from the engine's queue, with no copy.
+ */
+const BATCH_ROOM = {
+  before: CHUNK_ROOM.before + FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES,
+  after: CHUNK_ROOM.after,
+};
+/**
+ * Batches waiting for the socket in the engine's queue (16 MiB) take at most this much of it;
+ * beyond, a batch is copied into a pooled frame and handed back at once, so that a slow reader
+ * fills this session's frame queue (whose back-pressure discards and reports the excess), not
+ * the engine's, which would drop where no one reports it as congestion.
+ */
+const HELD_BYTES = 4 << 20;
 
 export class CaptureSession {
   readonly done: Promise<SessionSummary>;
@@ -95,6 +111,7 @@ export class CaptureSession {
   #closed = false; // stream closed/cancelled, engine released
   #engineClosed = false;
   #sent = { packets: 0, bytes: 0 };
+  #framesInPlace = 0; // PACKETS frames sent from the engine's queue, not copied
   #resolveDone!: (s: SessionSummary) => void;
   #outcome: SessionSummary["outcome"] = "stopped";
 
@@ -119,6 +136,7 @@ export class CaptureSession {
       filter: r.filter,
       bufferSize: opts.capture.bufferSize,
       timeoutMs: opts.capture.timeoutMs,
+      batchRoom: BATCH_ROOM,
     });
     const session = new CaptureSession(engine, opts);
     session.#begin(performance.now() - t0);
@@ -239,9 +257,21 @@ export class CaptureSession {
     if (!accept) return;
     this.#sent.packets += count;
     this.#sent.bytes += bytes;
+    const frameBytes = FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES + records.byteLength;
+    const engine = this.#engine;
+    if (
+      frameBytes >= ALONE_BYTES && engine.hold &&
+      (engine.heldBytes ?? 0) + records.byteLength <= HELD_BYTES
+    ) {
+      // A large frame, written alone: framed in the engine's batch room, sent from its queue, and
+      // handed back to it by release() once written.
+      const frame = packetsFrameInPlace(SOURCE, count, records);
+      this.#queue.push(frame, true, true, engine.hold());
+      this.#framesInPlace++;
+      return;
+    }
     // Built with room for its chunk framing: it goes to the socket without another copy. A large
     // one (written alone) is built in a pooled buffer, handed back by release().
-    const frameBytes = FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES + records.byteLength;
     const buffer = frameBytes >= ALONE_BYTES
       ? this.#pool.take(CHUNK_ROOM.before + frameBytes + CHUNK_ROOM.after)
       : undefined;
@@ -327,7 +357,7 @@ export class CaptureSession {
 
   /** The socket is done with a chunk from nextChunk() (its write callback): reuse its memory. */
   release(chunk: Uint8Array): void {
-    this.#pool.give(chunk.buffer);
+    if (!this.#queue.release(chunk)) this.#pool.give(chunk.buffer);
   }
 
   #releaseEngine(): void {
@@ -375,6 +405,7 @@ export class CaptureSession {
       kernel_dropped: summary.kernelDropped,
       duration_ms: summary.durationMs,
       frame_buffers: this.#pool.counts,
+      frames_in_place: this.#framesInPlace,
     });
     // Report the session done only once the engine's thread is really gone (bounded wait).
     const finished = this.#engine.finished ?? Promise.resolve();

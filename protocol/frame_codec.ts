@@ -124,23 +124,54 @@ export function encodePacketsFrame(
   room?: { before: number; after: number; buffer?: ArrayBuffer },
 ): Uint8Array {
   checkSource(source);
-  const payloadLen = PACKETS_COUNT_BYTES + records.byteLength;
-  if (payloadLen > MAX_PAYLOAD_BYTES) {
-    throw new RangeError(`packet batch of ${payloadLen} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
-  }
+  const payloadLen = packetsPayloadLength(records);
   const before = room?.before ?? 0;
   const size = FRAME_HEADER_BYTES + payloadLen;
   const total = before + size + (room?.after ?? 0);
   const reused = room?.buffer && room.buffer.byteLength >= total ? room.buffer : undefined;
   const buf = reused ? new Uint8Array(reused) : new Uint8Array(total);
-  const view = new DataView(buf.buffer, before);
+  writePacketsHeader(new DataView(buf.buffer, before), source, count, payloadLen);
+  buf.set(records, before + FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES);
+  return room ? buf.subarray(before, before + size) : buf;
+}
+
+/**
+ * The PACKETS frame around `records` without copying them: its header is written into the
+ * FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES bytes right before `records` in their buffer, which
+ * must be the caller's to overwrite (the capture engine's batch room). Returns the frame's view.
+ */
+export function packetsFrameInPlace(
+  source: number,
+  count: number,
+  records: Uint8Array,
+): Uint8Array {
+  checkSource(source);
+  const head = FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES;
+  if (records.byteOffset < head) {
+    throw new RangeError(
+      `records at offset ${records.byteOffset} leave no room for a frame header`,
+    );
+  }
+  const payloadLen = packetsPayloadLength(records);
+  const at = records.byteOffset - head;
+  writePacketsHeader(new DataView(records.buffer, at), source, count, payloadLen);
+  return new Uint8Array(records.buffer, at, head + records.byteLength);
+}
+
+function packetsPayloadLength(records: Uint8Array): number {
+  const payloadLen = PACKETS_COUNT_BYTES + records.byteLength;
+  if (payloadLen > MAX_PAYLOAD_BYTES) {
+    throw new RangeError(`packet batch of ${payloadLen} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
+  }
+  return payloadLen;
+}
+
+function writePacketsHeader(view: DataView, source: number, count: number, payloadLen: number) {
   view.setUint8(0, FrameKind.PACKETS);
   view.setUint8(1, 0);
   view.setUint16(2, source, true);
   view.setUint32(4, payloadLen, true);
   view.setUint32(FRAME_HEADER_BYTES, count, true);
-  buf.set(records, before + FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES);
-  return room ? buf.subarray(before, before + size) : buf;
 }
 
 /** The JSON payload of a frame; DecodeError when it is not UTF-8 JSON. */

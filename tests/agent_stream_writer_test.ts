@@ -115,6 +115,27 @@ Deno.test("frame queue: chunks decode through the api's reader, every frame in o
   }
 });
 
+Deno.test("frame queue: a frame's done comes once its memory is free: joined, released, or cleared", () => {
+  const q = new FrameQueue();
+  const done: string[] = [];
+  const frame = (len: number) => encodePacketsFrame(0, 1, new Uint8Array(len).fill(7), CHUNK_ROOM);
+  q.push(frame(100), true, true, () => done.push("small a"));
+  q.push(frame(200), true, true, () => done.push("small b"));
+  q.push(frame(ALONE_BYTES), true, true, () => done.push("large"));
+  q.push(frame(300), true, true, () => done.push("queued"));
+  const joined = q.takeChunk()!;
+  assertEquals(done, ["small a", "small b"], "joined frames were copied: free at once");
+  const alone = q.takeChunk()!;
+  assertEquals(done.length, 2, "a frame written alone is free only once the socket is done");
+  assertEquals(q.release(joined), false, "a joined chunk is the queue's own memory");
+  assertEquals(q.release(alone), true);
+  assertEquals(q.release(alone), false, "once");
+  assertEquals(done, ["small a", "small b", "large"]);
+  q.clear();
+  assertEquals(done.at(-1), "queued", "clear() frees what was still queued");
+  assertEquals(done.length, 4);
+});
+
 Deno.test("frame pool: frames built in reused memory stay intact on the wire", () => {
   const pool = new FramePool(300_000, 2);
   const q = new FrameQueue();
@@ -258,6 +279,9 @@ Deno.test({
     const biggest = Math.max(...result.frames.map((f) => f.payload.byteLength));
     assert(biggest >= 16 * 1024, `the flood made large frames (largest ${biggest} bytes)`);
     await waitFor(() => agent.server.activeCaptures === 0, 5000, "the capture to end");
+    // The large frames went out from the engine's queue itself (framed in its batch room).
+    const ended = agent.logs.find((l) => l.msg === "capture ended")!;
+    assert((ended.frames_in_place as number) > 0, `frames in place: ${ended.frames_in_place}`);
   }),
 });
 

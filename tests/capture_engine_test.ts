@@ -1,5 +1,6 @@
 import { CaptureEngine, CaptureError, type PacketBatch } from "../agent/engine/capture_engine.ts";
 import { isRoot, Netns, newRunId } from "../lab/netns.ts";
+import { assertThrows } from "./support/assert.ts";
 
 function assert(cond: unknown, msg = "assertion failed"): asserts cond {
   if (!cond) throw new Error(msg);
@@ -362,74 +363,139 @@ while True: s.sendto(b"x"*64,(${enc(a.addr)},5004))`;
   },
 });
 
-Deno.test("engine ring: records survive wrap-around, batches are borrowed until the next take", async () => {
+for (const room of [{ before: 0, after: 0 }, { before: 22, after: 2 }]) {
+  Deno.test(`engine ring (room ${room.before}/${room.after}): records survive wrap-around, batches are borrowed until the next take, their room is the reader's`, async () => {
+    const { createRing, RingReader, RingWriter, C } = await import(
+      "../agent/engine/capture_ring.ts"
+    );
+    const size = 4096;
+    const ring = createRing(size, room, 1024);
+    const wr = new RingWriter(ring.shared, 1 << 30);
+    const rd = new RingReader(ring);
+    let nextId = 0, expectId = 0, taken = 0;
+    const write = (len: number): boolean => {
+      const at = wr.reserve(16 + len);
+      if (at < 0) return false;
+      wr.header(at, 1, nextId, len, len + 1);
+      wr.bytes.fill(nextId & 255, at + 16, at + 16 + len);
+      wr.commit(at + 16 + len, 16 + len);
+      nextId++;
+      return true;
+    };
+    const check = () => {
+      const b = rd.take();
+      if (!b) return false;
+      const r = b.records;
+      assert(r.byteOffset >= room.before, "room before the batch");
+      assert(r.byteOffset + r.byteLength + room.after <= size, "room after the batch");
+      assert(r.byteLength <= 1024 || b.count === 1, `a batch of ${r.byteLength} bytes`);
+      const v = new DataView(r.buffer, r.byteOffset, r.byteLength);
+      let off = 0, n = 0, caplens = 0;
+      for (; off < r.length; n++) {
+        const caplen = v.getUint32(off + 8, true);
+        assertEquals(v.getUint32(off, true) % 1e9, expectId, "record order");
+        assert(r.subarray(off + 16, off + 16 + caplen).every((x) => x === (expectId & 255)));
+        expectId++;
+        caplens += caplen;
+        off += 16 + caplen;
+      }
+      assertEquals([n, caplens], [b.count, b.bytes], "descriptor counts");
+      // What the agent does with the room: its headers there. No record may be in it.
+      const all = new Uint8Array(r.buffer);
+      all.fill(0xab, r.byteOffset - room.before, r.byteOffset);
+      all.fill(0xab, r.byteOffset + r.byteLength, r.byteOffset + r.byteLength + room.after);
+      taken++;
+      return true;
+    };
+    // Many laps around a 4 KiB ring with odd sizes; publish at varying points.
+    for (let i = 0; i < 3000; i++) {
+      const len = 1 + (i * 37) % 300;
+      if (!write(len)) {
+        wr.flush();
+        while (check());
+        assert(write(len), "fits once the reader released everything");
+      }
+      if (i % 7 === 0) wr.flush();
+      if (i % 11 === 0) check();
+    }
+    wr.flush();
+    while (check());
+    assertEquals(expectId, nextId, "every record read once");
+    assert(taken > 100);
+    // A lent batch is not overwritten: the writer sees it as used until the next take.
+    for (let i = 0; i < 8; i++) write(100);
+    wr.flush();
+    const lent = rd.take()!;
+    const drops0 = Atomics.load(wr.ctrl, C.ENGINE_DROPPED);
+    const copy = lent.records.slice();
+    let wrote = 0;
+    while (write(100)) wrote++;
+    assert(wrote > 0 && wrote < 30, `wrote ${wrote}`);
+    assertEquals(lent.records, copy, "lent records intact");
+    assertEquals(
+      Atomics.load(wr.ctrl, C.ENGINE_DROPPED),
+      drops0 + 1,
+      "the full ring counted a drop",
+    );
+    // Once the reader has released everything, the writer starts over at offset 0 (hot lines).
+    wr.flush();
+    while (rd.take());
+    rd.release();
+    assert(wr.reserve(100) === room.before, "writes restart at the queue's start");
+    // ...but not while a batch is lent.
+    wr.commit(room.before + 100, 100);
+    wr.flush();
+    const first = rd.take()!;
+    assert(
+      wr.reserve(50) === room.before + 100 + room.after + room.before,
+      "a lent batch keeps its place",
+    );
+    assertEquals(first.records.byteLength, 100);
+  });
+}
+
+Deno.test("engine ring: held batches outlive later takes and go back in order, whatever the order of the calls", async () => {
   const { createRing, RingReader, RingWriter, C } = await import("../agent/engine/capture_ring.ts");
-  const size = 4096;
-  const ring = createRing(size);
+  const room = { before: 22, after: 2 };
+  const ring = createRing(8192, room, 1000);
   const wr = new RingWriter(ring.shared, 1 << 30);
   const rd = new RingReader(ring);
-  let nextId = 0, expectId = 0, taken = 0;
-  const write = (len: number): boolean => {
-    const at = wr.reserve(16 + len);
-    if (at < 0) return false;
-    wr.header(at, 1, nextId, len, len + 1);
-    wr.bytes.fill(nextId & 255, at + 16, at + 16 + len);
-    wr.commit(at + 16 + len, 16 + len);
-    nextId++;
+  /** Records of 200 bytes filled with `fill`, n of them, published; false once one did not fit. */
+  const write = (fill: number, n: number) => {
+    for (let i = 0; i < n; i++) {
+      const at = wr.reserve(16 + 200);
+      if (at < 0) return false;
+      wr.header(at, 0, i, 200, 200);
+      wr.bytes.fill(fill, at + 16, at + 216);
+      wr.commit(at + 216, 216);
+    }
+    wr.flush();
     return true;
   };
-  const check = (maxBytes: number) => {
-    const b = rd.take(maxBytes);
-    if (!b) return false;
-    const v = new DataView(b.records.buffer, b.records.byteOffset, b.records.byteLength);
-    let off = 0, n = 0, caplens = 0;
-    for (; off < b.records.length; n++) {
-      const caplen = v.getUint32(off + 8, true);
-      assertEquals(v.getUint32(off, true) % 1e9, expectId, "record order");
-      assert(b.records.subarray(off + 16, off + 16 + caplen).every((x) => x === (expectId & 255)));
-      expectId++;
-      caplens += caplen;
-      off += 16 + caplen;
-    }
-    assertEquals([n, caplens], [b.count, b.bytes], "descriptor counts");
-    taken++;
-    return true;
-  };
-  // Many laps around a 4 KiB ring with odd sizes; publish at varying points.
-  for (let i = 0; i < 3000; i++) {
-    const len = 1 + (i * 37) % 300;
-    if (!write(len)) {
-      wr.flush();
-      while (check(1024));
-      assert(write(len), "fits once the reader released everything");
-    }
-    if (i % 7 === 0) wr.flush();
-    if (i % 11 === 0) check(i % 2 ? 64 : 4096);
-  }
-  wr.flush();
-  while (check(4096));
-  assertEquals(expectId, nextId, "every record read once");
-  assert(taken > 100);
-  // A lent batch is not overwritten: the writer sees it as used until the next take.
-  for (let i = 0; i < 10; i++) write(100);
-  wr.flush();
-  const lent = rd.take(1 << 20)!;
+  write(1, 4);
+  write(2, 4);
+  write(3, 4);
+  const a = rd.take()!, releaseA = rd.hold();
+  const b = rd.take()!, releaseB = rd.hold();
+  const c = rd.take()!; // not held: handed back at the next take
+  assertEquals([a.count, b.count, c.count], [4, 4, 4]);
+  assertEquals(rd.heldBytes, 2 * 4 * 216);
+  assertEquals(rd.take(), null);
+  const aCopy = a.records.slice(), bCopy = b.records.slice();
+  releaseB(); // out of order: nothing goes back before a does
+  releaseB(); // a second call does nothing
+  assertEquals(rd.heldBytes, 4 * 216);
+  // The writer fills what is left and then drops: a, held, keeps b (and c) in place too.
   const drops0 = Atomics.load(wr.ctrl, C.ENGINE_DROPPED);
-  const copy = lent.records.slice();
-  let wrote = 0;
-  while (write(100)) wrote++;
-  assert(wrote > 0 && wrote < 30, `wrote ${wrote}`);
-  assertEquals(lent.records, copy, "lent records intact");
-  assertEquals(Atomics.load(wr.ctrl, C.ENGINE_DROPPED), drops0 + 1, "the full ring counted a drop");
-  // Once the reader has released everything, the writer starts over at offset 0 (hot lines).
-  wr.flush();
-  while (rd.take(4096));
+  for (let fill = 10; write(fill, 1); fill++) while (rd.take());
+  assertEquals(Atomics.load(wr.ctrl, C.ENGINE_DROPPED), drops0 + 1);
+  assertEquals(a.records, aCopy, "a, held, is intact");
+  assertEquals(b.records, bCopy, "b, handed back after a was held, is intact until a goes back");
+  assertEquals(a.records[0 + 16], 1);
+  releaseA();
+  assertEquals(rd.heldBytes, 0);
   rd.release();
-  assert(wr.reserve(100) === 0, "writes restart at the queue's start");
-  // ...but not while a batch is lent.
-  wr.commit(100, 100);
-  wr.flush();
-  const held = rd.take(4096)!;
-  assert(wr.reserve(50) === 100, "a lent batch keeps its place");
-  assertEquals(held.records.byteLength, 100);
+  // Everything is back: the writer starts over at the queue's start.
+  assertEquals(wr.reserve(216), room.before);
+  assertThrows(() => rd.hold(), Error, "no batch is lent");
 });

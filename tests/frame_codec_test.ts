@@ -10,13 +10,16 @@ import {
   encodeRecords,
   forEachPacket,
   type Frame,
+  FRAME_HEADER_BYTES,
   FrameAssembler,
   FrameDecoder,
   FrameKind,
   MAX_PAYLOAD_BYTES,
+  packetsFrameInPlace,
   setFrameSource,
   validatePackets,
 } from "../protocol/frame_codec.ts";
+import { PACKETS_COUNT_BYTES } from "../protocol/records.ts";
 import { checkPeerVersion, MIN_PEER_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import {
   AgentStartRequest,
@@ -336,4 +339,20 @@ Deno.test("fuzz: the assembler yields the same frames as one-shot decoding under
       "kind 238",
     );
   }
+});
+
+Deno.test("packetsFrameInPlace: the frame around records in their buffer, as encodePacketsFrame builds it", () => {
+  const records = encodeRecords(packets(5));
+  const room = FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES;
+  const buf = new Uint8Array(3 + room + records.byteLength + 2).fill(0xee);
+  buf.set(records, 3 + room);
+  const frame = packetsFrameInPlace(9, 5, buf.subarray(3 + room, 3 + room + records.byteLength));
+  assertEquals(frame, encodePacketsFrame(9, 5, records));
+  assertEquals(frame.buffer, buf.buffer, "no copy: the records' own buffer");
+  assertEquals([buf[2], buf.at(-1)], [0xee, 0xee], "nothing outside the frame touched");
+  assertThrows(
+    () => packetsFrameInPlace(9, 5, buf.subarray(room - 1, room + 10)),
+    RangeError,
+    "no room for a frame header",
+  );
 });

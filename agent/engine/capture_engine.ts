@@ -6,7 +6,10 @@
  * Contract (consumers):
  * - Borrowed records: a PacketBatch's `records` is a view into the engine's
  * queue, valid only until the next call of next() (or close()). Use or copy
- * it before calling next() again; never keep it (or a subarray of it) longer.
+ * it before calling next() again; never keep it (or a subarray of it) longer,
+ * unless hold() was called for it: then until the function hold() returned is
+ * called. With `batchRoom`, the bytes just around `records` are the caller's
+ * too (the agent writes its frame headers there and sends the batch as is).
  * - stop() drains: every packet the kernel captured before stop() was called is
  * delivered by next() before it returns null, whichever reader runs. stop() is
  * prompt: on an idle interface within ~100 ms, otherwise within about
@@ -40,7 +43,7 @@
  */
 import { pcap } from "../../ffi/libpcap.ts";
 import { MAX_RECORD_BYTES, MAX_SNAPLEN } from "../../protocol/records.ts";
-import { C, createRing, RingReader, S } from "./capture_ring.ts";
+import { type BatchRoom, C, createRing, RingReader, S } from "./capture_ring.ts";
 import { COMPILE_FILTER_STEP, type ReaderChoice, type ReaderKind } from "./capture_reading.ts";
 import type { WorkerReply, WorkerStart, WorkerWarm } from "./capture_worker.ts";
 import { epochMs, type OpenSteps } from "./open_steps.ts";
@@ -62,6 +65,8 @@ export interface CaptureOptions {
   immediate?: boolean;
   /** Bound of the engine->consumer queue; default 16 MiB. */
   queueBytes?: number;
+  /** Free bytes kept around every batch's records for the consumer (each 0..64); default none. */
+  batchRoom?: BatchRoom;
   /**
    * "auto" (default): read libpcap's TPACKET_V3 ring directly where that
    * reproduces libpcap exactly, else pcap_next_ex. "pcap_next_ex" forces the
@@ -85,7 +90,8 @@ export interface PacketBatch {
   count: number;
   /**
    * Borrowed: a view into the engine's queue, valid only until the next call of
-   * next() (or close()); the engine then reuses the memory. Copy what you keep.
+   * next() (or close()); the engine then reuses the memory. Copy what you keep,
+   * or hold() it.
    */
   records: Uint8Array;
 }
@@ -194,6 +200,10 @@ function validate(o: CaptureOptions): void {
   if (!Number.isInteger(q) || q < 2 * MAX_RECORD_BYTES || q > 2 ** 31 - 1) {
     bad(`queueBytes ${q} must be an integer from ${2 * MAX_RECORD_BYTES} to 2147483647`);
   }
+  const room = o.batchRoom ?? { before: 0, after: 0 };
+  for (const [k, v] of Object.entries({ before: room.before, after: room.after })) {
+    if (!Number.isInteger(v) || v < 0 || v > 64) bad(`batchRoom.${k} ${v} must be 0..64`);
+  }
   if (o.reader !== undefined && o.reader !== "auto" && o.reader !== "pcap_next_ex") {
     bad(`reader "${o.reader}" must be "auto" or "pcap_next_ex"`);
   }
@@ -248,7 +258,7 @@ export class CaptureEngine {
     }
     const timeoutMs = opts.timeoutMs ?? 100;
     const immediate = opts.immediate ?? false;
-    const ring = createRing(opts.queueBytes ?? DEFAULT_QUEUE);
+    const ring = createRing(opts.queueBytes ?? DEFAULT_QUEUE, opts.batchRoom, MAX_BATCH);
     const start: WorkerStart = {
       device: opts.device,
       netns: opts.netns,
@@ -352,7 +362,7 @@ export class CaptureEngine {
         return null;
       }
       const seq = Atomics.load(this.#ctrl, C.SEQ);
-      const b = this.#reader.take(MAX_BATCH);
+      const b = this.#reader.take();
       if (b) {
         this.#packets += b.count;
         this.#bytes += b.bytes;
@@ -372,6 +382,21 @@ export class CaptureEngine {
       const w = Atomics.waitAsync(this.#ctrl, C.SEQ, seq);
       if (w.async) await Promise.race([w.value, this.#done]);
     }
+  }
+
+  /**
+   * Keeps the batch the last next() returned (its records, and its batchRoom) past the next
+   * next() and close(), until the returned function is called. Batches go back to the queue in
+   * the order they came, so one held long holds back the queue behind it: the worker drops what
+   * no longer fits (engineDropped). See heldBytes.
+   */
+  hold(): () => void {
+    return this.#reader.hold();
+  }
+
+  /** Bytes of records in held batches not yet given back. */
+  get heldBytes(): number {
+    return this.#reader.heldBytes;
   }
 
   stats(): CaptureStats {

@@ -2,10 +2,14 @@
  * Single-producer/single-consumer byte ring between the capture worker
  * (producer) and the main thread (consumer). Records are written whole (never
  * split across the end): when one does not fit at the end the producer
- * continues at 0. Written records are published in chunks through a small log
- * of descriptors (start, end, record count, caplen sum) in a SharedArrayBuffer,
- * so the consumer never has to walk record headers (a cache miss per record on
- * memory the other core just wrote) to count them or find batch boundaries.
+ * continues at 0. Written records are published in batches (contiguous, at most
+ * `batchBytes` of records) through a small log of descriptors (start, end,
+ * record count, caplen sum) in a SharedArrayBuffer, so the consumer never has to
+ * walk record headers (a cache miss per record on memory the other core just
+ * wrote) to count them or find batch boundaries. Each batch has `room.before`
+ * and `room.after` free bytes around its records, which are the consumer's: the
+ * agent writes its frame and chunk headers there and sends the batch from the
+ * ring itself, so a packet is copied once, from the kernel's ring to here.
  * The data itself lives in a plain (non-shared) ArrayBuffer owned by the main
  * thread, which the worker aliases by address: V8 copies into and out of
  * SharedArrayBuffers with slow relaxed-atomic loops (~5x memcpy at 1514 B),
@@ -16,13 +20,15 @@
  * ```ts
  * import { createRing, RingReader, RingWriter } from "./capture_ring.ts";
  *
- * const ring = createRing(1 << 20);
+ * const ring = createRing(1 << 20, { before: 22, after: 2 });
  * const writer = new RingWriter(ring.shared, 64 * 1024); // on the worker
  * const at = writer.reserve(16 + 4);
  * writer.header(at, 0, 0, 4, 4);
  * writer.commit(at + 16 + 4, 16 + 4);
  * writer.flush();
- * const batch = new RingReader(ring).take(1 << 20); // on the main thread: { count: 1, ... }
+ * const reader = new RingReader(ring); // on the main thread
+ * const batch = reader.take(); // { count: 1, records, ... }: 22 free bytes before records
+ * const release = reader.hold(); // kept past the next take() until release()
  * ```
  *
  * @module
@@ -47,8 +53,6 @@ export const C = {
 /** Descriptor log: LOG entries of 4 int32 (start, end, count, caplen sum) after the control words. */
 const LOG = 4096;
 const LOG_BASE = C.SIZE;
-/** A descriptor covers at most this much (when the log was full, chunks grow). */
-const MAX_CHUNK = 1 << 20;
 
 /**
  * STATE values. Only the worker touches the pcap handle: main asks with DRAIN
@@ -63,12 +67,21 @@ export const S = {
   ENDED: 4,
 } as const;
 
+/** Free bytes the ring keeps around every batch's records, for the consumer to write into. */
+export interface BatchRoom {
+  before: number;
+  after: number;
+}
+
 /** What the worker gets (postMessage-safe: no copy of the data). */
 export interface RingShared {
   ctrl: SharedArrayBuffer;
   /** Address and size of the data buffer; it must outlive the worker. */
   dataPtr: bigint;
   size: number;
+  /** A batch holds at most this many bytes of records (a single larger record goes alone). */
+  batchBytes: number;
+  room: BatchRoom;
 }
 
 export interface Ring {
@@ -77,11 +90,15 @@ export interface Ring {
   data: ArrayBuffer;
 }
 
-export function createRing(bytes: number): Ring {
+export function createRing(
+  bytes: number,
+  room: BatchRoom = { before: 0, after: 0 },
+  batchBytes = 256 << 10,
+): Ring {
   const data = new ArrayBuffer(bytes);
   const dataPtr = Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(data)));
   const ctrl = new SharedArrayBuffer((C.SIZE + LOG * 4) * 4);
-  return { shared: { ctrl, dataPtr, size: bytes }, data };
+  return { shared: { ctrl, dataPtr, size: bytes, batchBytes, room: { ...room } }, data };
 }
 
 /** The worker's view of the ring data. */
@@ -90,9 +107,10 @@ export function aliasRingData(r: RingShared): ArrayBuffer {
 }
 
 /**
- * Producer side (worker): reserves space for whole records and publishes them.
- * Publication is batched (every 64 KiB and at publish()/flush()), so the
- * control cache lines are not bounced between the threads once per packet.
+ * Producer side (worker): reserves space for whole records and publishes them
+ * in batches: when a batch is full, when its records have waited the notify
+ * delay (tick()), and before the producer waits or ends (idle(), flush()). So
+ * the control cache lines are not bounced between the threads once per packet.
  */
 export class RingWriter {
   readonly ctrl: Int32Array;
@@ -101,6 +119,9 @@ export class RingWriter {
   readonly #size: number;
   readonly #notifyBytes: number;
   readonly #notifyDelayMs: number;
+  readonly #batchBytes: number;
+  readonly #before: number;
+  readonly #after: number;
   #w = 0; // next write offset
   #r = 0; // last seen consumer position
   #start = 0; // first unpublished record
@@ -111,7 +132,8 @@ export class RingWriter {
   #tail = 0; // last seen consumer descriptor position
   #dropped = 0;
   #sinceNotify = 0;
-  #waitingSince = 0; // when the oldest published but not yet notified records were published
+  #waitingSince = 0; // when the oldest published but not yet notified records were written
+  #pendSince = 0; // when the pending batch's first record was reserved
 
   /**
    * notifyBytes: wake the consumer once this much was published since the last wake-up.
@@ -125,6 +147,9 @@ export class RingWriter {
     this.#size = shared.size;
     this.#notifyBytes = notifyBytes;
     this.#notifyDelayMs = notifyDelayMs;
+    this.#batchBytes = shared.batchBytes;
+    this.#before = shared.room.before;
+    this.#after = shared.room.after;
   }
 
   #fit(need: number): number {
@@ -161,21 +186,36 @@ export class RingWriter {
     Atomics.store(this.ctrl, C.ENGINE_DROPPED, this.#dropped | 0);
   }
 
+  /** #fit, looking again at the consumer's position when it does not fit. */
+  #place(need: number): number {
+    const at = this.#fit(need);
+    if (at >= 0) return at;
+    this.#r = Atomics.load(this.ctrl, C.READ_POS);
+    return this.#fit(need);
+  }
+
   /** Offset for a record of `need` bytes, or -1 (counted as an engine drop) when full. */
   reserve(need: number): number {
     if (this.#pendCount === 0 && this.#w !== 0) this.#restart();
-    let at = this.#fit(need);
-    if (at < 0) {
-      this.#r = Atomics.load(this.ctrl, C.READ_POS);
-      at = this.#fit(need);
+    // Close the batch before this record would take it past batchBytes.
+    if (this.#pendCount > 0 && this.#pendBytes + need > this.#batchBytes && !this.publish()) {
+      return this.#drop();
     }
+    const before = this.#before, after = this.#after;
+    // Every record leaves `after` free behind it: the batch may end with it.
+    let at = this.#place(this.#pendCount === 0 ? before + need + after : need + after);
     // Consumer too slow: count and drop, never grow.
     if (at < 0) return this.#drop();
-    if (this.#pendBytes + need > MAX_CHUNK && !this.publish()) return this.#drop();
-    if (at === 0 && this.#w !== 0) {
-      // Wrapping: a descriptor covers a contiguous range, so close the current one.
+    if (this.#pendCount > 0 && at !== this.#w) {
+      // Wrapping: a batch is contiguous, so close this one and start the next at 0.
       if (!this.publish()) return this.#drop();
-      this.#start = 0;
+      at = this.#place(before + need + after);
+      if (at < 0) return this.#drop();
+    }
+    if (this.#pendCount === 0) {
+      at += before;
+      this.#start = at;
+      this.#pendSince = performance.now();
     }
     return at;
   }
@@ -185,13 +225,12 @@ export class RingWriter {
     this.#header.write(at, sec, nsec, caplen, origlen);
   }
 
-  /** The record at `at` is complete and ends at `end`; publishes every 64 KiB or so. */
+  /** The record at `at` is complete and ends at `end`. */
   commit(end: number, recordBytes: number): void {
     this.#w = end;
     this.#pendBytes += recordBytes;
     this.#pendCount++;
     this.#pendCaplen += capturedBytes(recordBytes, 1);
-    if (this.#pendBytes >= 65536) this.publish();
   }
 
   /**
@@ -212,8 +251,9 @@ export class RingWriter {
     c[i + 3] = this.#pendCaplen;
     this.#head = (this.#head + 1) | 0;
     Atomics.store(c, C.PUB_HEAD, this.#head); // orders the descriptor and data before it
+    this.#w += this.#after; // the batch's room behind its records (reserve kept it free)
     this.#start = this.#w;
-    if (this.#sinceNotify === 0) this.#waitingSince = performance.now();
+    if (this.#sinceNotify === 0) this.#waitingSince = this.#pendSince;
     this.#sinceNotify += this.#pendBytes;
     this.#pendBytes = this.#pendCount = this.#pendCaplen = 0;
     if (this.#sinceNotify >= this.#notifyBytes) this.notify();
@@ -227,13 +267,16 @@ export class RingWriter {
   }
 
   /**
-   * Publishes; wakes the consumer only if published records have waited notifyDelayMs.
-   * Each wake-up costs the consumer (main) thread tens of µs, so with a delay a few kernel
-   * blocks share one instead of one per block.
+   * Publishes and wakes the consumer once records have waited notifyDelayMs. Each wake-up costs
+   * the consumer (main) thread tens of µs, so with a delay a few kernel blocks share one instead
+   * of one per block; and a batch fills up to batchBytes across kernel blocks meanwhile.
    */
   tick(): void {
+    if (this.#sinceNotify === 0 && this.#pendCount === 0) return;
+    const oldest = this.#sinceNotify > 0 ? this.#waitingSince : this.#pendSince;
+    if (performance.now() - oldest < this.#notifyDelayMs) return;
     this.publish();
-    if (this.#sinceNotify > 0 && this.#age() >= this.#notifyDelayMs) this.notify();
+    this.notify();
   }
 
   /**
@@ -274,53 +317,102 @@ export class RingWriter {
   }
 }
 
+interface Lent {
+  /** end of the batch's room behind its records: READ_POS once it and all before it are back */
+  end: number;
+  /** descriptors taken up to and including this batch: PUB_TAIL then */
+  tail: number;
+  bytes: number;
+  held: boolean;
+  back: boolean;
+}
+
 /**
  * Consumer side. take() lends a view into the ring: the records stay valid (the
- * producer does not overwrite them) until the next take() or release().
- * No copy is made and no record is read.
+ * producer does not overwrite them) until the next take() or release(), or, once
+ * hold() was called for it, until the function hold() returned is called.
+ * Batches go back to the producer in the order they were taken, whatever the
+ * order of the calls. No copy is made and no record is read.
  */
 export class RingReader {
   readonly #ctrl: Int32Array;
   readonly #data: Uint8Array;
+  readonly #after: number;
   #tail = 0; // next descriptor to take
-  #lentEnd = -1; // end of the lent batch, released at the next take()
+  #lent: Lent[] = []; // taken, oldest first, not yet handed back
+  #last: Lent | null = null; // the latest take(), handed back at the next one unless held
+  #heldBytes = 0;
 
   constructor(ring: Ring) {
     this.#ctrl = new Int32Array(ring.shared.ctrl);
     this.#data = new Uint8Array(ring.data);
+    this.#after = ring.shared.room.after;
   }
 
   get ctrl(): Int32Array {
     return this.#ctrl;
   }
 
-  /** Hands the lent batch back to the producer. */
-  release(): void {
-    if (this.#lentEnd < 0) return;
-    Atomics.store(this.#ctrl, C.READ_POS, this.#lentEnd);
-    Atomics.store(this.#ctrl, C.PUB_TAIL, this.#tail);
-    this.#lentEnd = -1;
+  /** Ring bytes of the held batches not yet given back. */
+  get heldBytes(): number {
+    return this.#heldBytes;
   }
 
-  /** Lends whole published chunks of up to maxBytes (at least one chunk). */
-  take(maxBytes: number): { count: number; records: Uint8Array; bytes: number } | null {
+  /** Hands the latest batch back to the producer, unless it is held. */
+  release(): void {
+    const l = this.#last;
+    this.#last = null;
+    if (l && !l.held) this.#giveBack(l);
+  }
+
+  /**
+   * Keeps the latest batch past the next take(); the returned function hands it back (once;
+   * later calls do nothing).
+   */
+  hold(): () => void {
+    const l = this.#last;
+    if (!l || l.held) throw new Error("hold(): no batch is lent, or it is held already");
+    l.held = true;
+    this.#heldBytes += l.bytes;
+    return () => {
+      if (l.back) return;
+      this.#heldBytes -= l.bytes;
+      this.#giveBack(l);
+    };
+  }
+
+  #giveBack(l: Lent): void {
+    l.back = true;
+    let end = -1, tail = 0;
+    const lent = this.#lent;
+    while (lent.length > 0 && lent[0].back) {
+      const first = lent.shift()!;
+      end = first.end;
+      tail = first.tail;
+    }
+    if (end < 0) return;
+    Atomics.store(this.#ctrl, C.READ_POS, end);
+    Atomics.store(this.#ctrl, C.PUB_TAIL, tail);
+  }
+
+  /** Lends the next published batch, or null. */
+  take(): { count: number; records: Uint8Array; bytes: number } | null {
     this.release();
     const c = this.#ctrl;
-    const head = Atomics.load(c, C.PUB_HEAD);
-    let t = this.#tail;
-    if (t === head) return null;
-    let i = LOG_BASE + (t & (LOG - 1)) * 4;
-    const start = c[i];
-    let end = c[i + 1], count = c[i + 2], bytes = c[i + 3];
-    for (t = (t + 1) | 0; t !== head; t = (t + 1) | 0) {
-      i = LOG_BASE + (t & (LOG - 1)) * 4;
-      if (c[i] !== end || c[i + 1] - start > maxBytes) break;
-      end = c[i + 1];
-      count += c[i + 2];
-      bytes += c[i + 3];
-    }
-    this.#tail = t;
-    this.#lentEnd = end;
-    return { count, records: this.#data.subarray(start, end), bytes };
+    const t = this.#tail;
+    if (t === Atomics.load(c, C.PUB_HEAD)) return null;
+    const i = LOG_BASE + (t & (LOG - 1)) * 4;
+    const start = c[i], end = c[i + 1];
+    this.#tail = (t + 1) | 0;
+    const l: Lent = {
+      end: end + this.#after,
+      tail: this.#tail,
+      bytes: end - start,
+      held: false,
+      back: false,
+    };
+    this.#lent.push(l);
+    this.#last = l;
+    return { count: c[i + 2], records: this.#data.subarray(start, end), bytes: c[i + 3] };
   }
 }

@@ -22,6 +22,13 @@ export interface EngineLike {
   readonly linkType: number;
   readonly snaplen: number;
   next(): Promise<{ count: number; records: Uint8Array } | null>;
+  /**
+   * Keeps the last batch past the next next() until the returned function is called (with the
+   * batchRoom around it); absent in fakes: the session then copies every batch.
+   */
+  hold?(): () => void;
+  /** Bytes of records in held batches not yet given back. */
+  readonly heldBytes?: number;
   stats(): CaptureStats;
   stop(): Promise<void>;
   close(): void;

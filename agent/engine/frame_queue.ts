@@ -32,12 +32,16 @@ interface Queued {
   packets: boolean;
   /** built with CHUNK_ROOM around it (encodePacketsFrame's `room`) */
   roomy: boolean;
+  /** called once nothing reads the frame's memory any more (see push) */
+  done?: () => void;
 }
 
 export { CHUNK_ROOM };
 
 export class FrameQueue {
   #queue: Queued[] = [];
+  /** chunks handed out that were framed in place in memory with a `done`, until release() */
+  #inSocket = new Map<Uint8Array, () => void>();
   #packetFrames = 0;
   #peak = 0;
   #wake: (() => void) | null = null;
@@ -56,16 +60,33 @@ export class FrameQueue {
     return this.#queue.length === 0;
   }
 
-  /** `roomy`: the frame was built with CHUNK_ROOM around it (it may then go out without a copy). */
-  push(frame: Uint8Array, packets = false, roomy = false): void {
-    this.#queue.push({ frame, packets, roomy });
+  /**
+   * `roomy`: the frame was built with CHUNK_ROOM around it (it may then go out without a copy).
+   * `done` is called once the frame's memory is free again: when it was copied into a joined
+   * chunk, when release() is called for the chunk it went out in, or when the queue is cleared.
+   */
+  push(frame: Uint8Array, packets = false, roomy = false, done?: () => void): void {
+    this.#queue.push({ frame, packets, roomy, done });
     if (packets && ++this.#packetFrames > this.#peak) this.#peak = this.#packetFrames;
     this.wake();
   }
 
   clear(): void {
+    for (const q of this.#queue) q.done?.();
     this.#queue = [];
     this.#packetFrames = 0;
+  }
+
+  /**
+   * The socket is done with `chunk` (from takeChunk): true if its memory was a pushed frame's with
+   * a `done`, which is called now; false for chunks whose memory the caller manages.
+   */
+  release(chunk: Uint8Array): boolean {
+    const done = this.#inSocket.get(chunk);
+    if (!done) return false;
+    this.#inSocket.delete(chunk);
+    done();
+    return true;
   }
 
   /** Resolves on the next push (or wake()). */
@@ -86,16 +107,23 @@ export class FrameQueue {
   takeChunk(): Uint8Array | null {
     if (this.#queue.length === 0) return null;
     const alone = (q: Queued) => q.roomy && q.frame.byteLength >= ALONE_BYTES;
-    if (alone(this.#queue[0])) return chunkInPlace(this.#take().frame);
-    const parts: Uint8Array[] = [];
+    if (alone(this.#queue[0])) {
+      const q = this.#take();
+      const chunk = chunkInPlace(q.frame);
+      if (q.done) this.#inSocket.set(chunk, q.done);
+      return chunk;
+    }
+    const parts: Queued[] = [];
     let size = 0;
     while (this.#queue.length > 0) {
       const next = this.#queue[0];
       if (alone(next) || (size > 0 && size + next.frame.byteLength > CHUNK_BYTES)) break;
-      parts.push(this.#take().frame);
+      parts.push(this.#take());
       size += next.frame.byteLength;
     }
-    return joinChunk(parts, size);
+    const chunk = joinChunk(parts.map((q) => q.frame), size);
+    for (const q of parts) q.done?.();
+    return chunk;
   }
 
   #take(): Queued {
