@@ -94,6 +94,12 @@ const BATCH_ROOM = {
  * the engine's, which would drop where no one reports it as congestion.
  */
 const HELD_BYTES = 4 << 20;
+/**
+ * ...and only while the socket keeps up (fewer frames than this wait for it): a held batch keeps
+ * the engine from reusing the queue behind it until it is written, so behind a slow socket the
+ * engine would fill and drop, instead of the back-pressure discarding and reporting it.
+ */
+const HOLD_QUEUED = 4;
 
 export class CaptureSession {
   readonly done: Promise<SessionSummary>;
@@ -260,7 +266,7 @@ export class CaptureSession {
     const frameBytes = FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES + records.byteLength;
     const engine = this.#engine;
     if (
-      frameBytes >= ALONE_BYTES && engine.hold &&
+      frameBytes >= ALONE_BYTES && engine.hold && this.#queue.packetFrames < HOLD_QUEUED &&
       (engine.heldBytes ?? 0) + records.byteLength <= HELD_BYTES
     ) {
       // A large frame, written alone: framed in the engine's batch room, sent from its queue, and
