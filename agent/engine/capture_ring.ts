@@ -108,9 +108,12 @@ export function aliasRingData(r: RingShared): ArrayBuffer {
 
 /**
  * Producer side (worker): reserves space for whole records and publishes them
- * in batches: when a batch is full, when its records have waited the notify
- * delay (tick()), and before the producer waits or ends (idle(), flush()). So
- * the control cache lines are not bounced between the threads once per packet.
+ * in batches: when a batch is full, after each kernel block (tick()), and before
+ * the producer waits or ends (idle(), flush()). So the control cache lines are
+ * not bounced between the threads once per packet. (Publishing less often, only
+ * when the notify delay was due, made 256 KiB batches at 64 B, but cost the
+ * capture thread at 1514 B: docs/benchmarks.md, "Large frames sent from the
+ * engine's queue".)
  */
 export class RingWriter {
   readonly ctrl: Int32Array;
@@ -267,16 +270,13 @@ export class RingWriter {
   }
 
   /**
-   * Publishes and wakes the consumer once records have waited notifyDelayMs. Each wake-up costs
-   * the consumer (main) thread tens of µs, so with a delay a few kernel blocks share one instead
-   * of one per block; and a batch fills up to batchBytes across kernel blocks meanwhile.
+   * Publishes (the reader calls this after every kernel block); wakes the consumer only if
+   * published records have waited notifyDelayMs. Each wake-up costs the consumer (main) thread
+   * tens of µs, so with a delay a few kernel blocks share one instead of one per block.
    */
   tick(): void {
-    if (this.#sinceNotify === 0 && this.#pendCount === 0) return;
-    const oldest = this.#sinceNotify > 0 ? this.#waitingSince : this.#pendSince;
-    if (performance.now() - oldest < this.#notifyDelayMs) return;
     this.publish();
-    this.notify();
+    if (this.#sinceNotify > 0 && this.#age() >= this.#notifyDelayMs) this.notify();
   }
 
   /**
