@@ -25,6 +25,7 @@ import { capturedBytes, PACKETS_COUNT_BYTES } from "../protocol/records.ts";
 import { Backpressure, type BufferLimits, type Transition } from "./backpressure.ts";
 import { ALONE_BYTES, CHUNK_ROOM, FrameQueue } from "./engine/frame_queue.ts";
 import { FramePool } from "../lib/frame_pool.ts";
+import { BATCH_ROOM, mayHold } from "./frame_in_place.ts";
 import type { EngineLike, OpenEngine } from "./engine/engine_like.ts";
 import {
   agentHello,
@@ -79,27 +80,6 @@ const POOL_BUFFER_BYTES = (256 << 10) + 64;
  * second what was not used, so an idle or slower stream holds no more than its last interval used.
  */
 const POOL_SPARE = 2;
-/**
- * The engine keeps this room around each batch, where a PACKETS frame's header and its chunk
- * framing go: a batch goes to the socket from the engine's queue, with no copy.
- */
-const BATCH_ROOM = {
-  before: CHUNK_ROOM.before + FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES,
-  after: CHUNK_ROOM.after,
-};
-/**
- * Batches waiting for the socket in the engine's queue (16 MiB) take at most this much of it;
- * beyond, a batch is copied into a pooled frame and handed back at once, so that a slow reader
- * fills this session's frame queue (whose back-pressure discards and reports the excess), not
- * the engine's, which would drop where no one reports it as congestion.
- */
-const HELD_BYTES = 4 << 20;
-/**
- * ...and only while the socket keeps up (fewer frames than this wait for it): a held batch keeps
- * the engine from reusing the queue behind it until it is written, so behind a slow socket the
- * engine would fill and drop, instead of the back-pressure discarding and reporting it.
- */
-const HOLD_QUEUED = 4;
 
 export class CaptureSession {
   readonly done: Promise<SessionSummary>;
@@ -265,10 +245,8 @@ export class CaptureSession {
     this.#sent.bytes += bytes;
     const frameBytes = FRAME_HEADER_BYTES + PACKETS_COUNT_BYTES + records.byteLength;
     const engine = this.#engine;
-    if (
-      frameBytes >= ALONE_BYTES && engine.hold && this.#queue.packetFrames < HOLD_QUEUED &&
-      (engine.heldBytes ?? 0) + records.byteLength <= HELD_BYTES
-    ) {
+    const queuedFrames = this.#queue.packetFrames, heldBytes = engine.heldBytes ?? 0;
+    if (engine.hold && mayHold({ frameBytes, queuedFrames, heldBytes })) {
       // A large frame, written alone: framed in the engine's batch room, sent from its queue, and
       // handed back to it by release() once written.
       const frame = packetsFrameInPlace(SOURCE, count, records);

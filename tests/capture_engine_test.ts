@@ -1,6 +1,8 @@
 import { CaptureEngine, CaptureError, type PacketBatch } from "../agent/engine/capture_engine.ts";
 import { isRoot, Netns, newRunId } from "../lab/netns.ts";
 import { assertThrows } from "./support/assert.ts";
+import { C, createRing, RingWriter } from "../agent/engine/capture_ring.ts";
+import { RingReader } from "../agent/engine/capture_ring_reader.ts";
 
 function assert(cond: unknown, msg = "assertion failed"): asserts cond {
   if (!cond) throw new Error(msg);
@@ -364,10 +366,7 @@ while True: s.sendto(b"x"*64,(${enc(a.addr)},5004))`;
 });
 
 for (const room of [{ before: 0, after: 0 }, { before: 22, after: 2 }]) {
-  Deno.test(`engine ring (room ${room.before}/${room.after}): records survive wrap-around, batches are borrowed until the next take, their room is the reader's`, async () => {
-    const { createRing, RingReader, RingWriter, C } = await import(
-      "../agent/engine/capture_ring.ts"
-    );
+  Deno.test(`engine ring (room ${room.before}/${room.after}): records survive wrap-around, batches are borrowed until the next take, their room is the reader's`, () => {
     const size = 4096;
     const ring = createRing(size, room, 1024);
     const wr = new RingWriter(ring.shared, 1 << 30);
@@ -454,8 +453,7 @@ for (const room of [{ before: 0, after: 0 }, { before: 22, after: 2 }]) {
   });
 }
 
-Deno.test("engine ring: held batches outlive later takes and go back in order, whatever the order of the calls", async () => {
-  const { createRing, RingReader, RingWriter, C } = await import("../agent/engine/capture_ring.ts");
+Deno.test("engine ring: held batches outlive later takes and go back in order, whatever the order of the calls", () => {
   const room = { before: 22, after: 2 };
   const ring = createRing(8192, room, 1000);
   const wr = new RingWriter(ring.shared, 1 << 30);

@@ -43,7 +43,8 @@
  */
 import { pcap } from "../../ffi/libpcap.ts";
 import { MAX_RECORD_BYTES, MAX_SNAPLEN } from "../../protocol/records.ts";
-import { type BatchRoom, C, createRing, RingReader, S } from "./capture_ring.ts";
+import { type BatchRoom, C, createRing, S } from "./capture_ring.ts";
+import { RingReader } from "./capture_ring_reader.ts";
 import { COMPILE_FILTER_STEP, type ReaderChoice, type ReaderKind } from "./capture_reading.ts";
 import type { WorkerReply, WorkerStart, WorkerWarm } from "./capture_worker.ts";
 import { epochMs, type OpenSteps } from "./open_steps.ts";

@@ -1,6 +1,6 @@
 /**
  * Single-producer/single-consumer byte ring between the capture worker
- * (producer) and the main thread (consumer). Records are written whole (never
+ * (producer, here) and the main thread (consumer, capture_ring_reader.ts). Records are written whole (never
  * split across the end): when one does not fit at the end the producer
  * continues at 0. Written records are published in batches (contiguous, at most
  * `batchBytes` of records) through a small log of descriptors (start, end,
@@ -18,7 +18,8 @@
  *
  * @example
  * ```ts
- * import { createRing, RingReader, RingWriter } from "./capture_ring.ts";
+ * import { createRing, RingWriter } from "./capture_ring.ts";
+ * import { RingReader } from "./capture_ring_reader.ts";
  *
  * const ring = createRing(1 << 20, { before: 22, after: 2 });
  * const writer = new RingWriter(ring.shared, 64 * 1024); // on the worker
@@ -51,8 +52,8 @@ export const C = {
 } as const;
 
 /** Descriptor log: LOG entries of 4 int32 (start, end, count, caplen sum) after the control words. */
-const LOG = 4096;
-const LOG_BASE = C.SIZE;
+export const LOG = 4096;
+export const LOG_BASE = C.SIZE;
 
 /**
  * STATE values. Only the worker touches the pcap handle: main asks with DRAIN
@@ -314,105 +315,5 @@ export class RingWriter {
     this.#sinceNotify = 0;
     Atomics.add(this.ctrl, C.SEQ, 1);
     Atomics.notify(this.ctrl, C.SEQ);
-  }
-}
-
-interface Lent {
-  /** end of the batch's room behind its records: READ_POS once it and all before it are back */
-  end: number;
-  /** descriptors taken up to and including this batch: PUB_TAIL then */
-  tail: number;
-  bytes: number;
-  held: boolean;
-  back: boolean;
-}
-
-/**
- * Consumer side. take() lends a view into the ring: the records stay valid (the
- * producer does not overwrite them) until the next take() or release(), or, once
- * hold() was called for it, until the function hold() returned is called.
- * Batches go back to the producer in the order they were taken, whatever the
- * order of the calls. No copy is made and no record is read.
- */
-export class RingReader {
-  readonly #ctrl: Int32Array;
-  readonly #data: Uint8Array;
-  readonly #after: number;
-  #tail = 0; // next descriptor to take
-  #lent: Lent[] = []; // taken, oldest first, not yet handed back
-  #last: Lent | null = null; // the latest take(), handed back at the next one unless held
-  #heldBytes = 0;
-
-  constructor(ring: Ring) {
-    this.#ctrl = new Int32Array(ring.shared.ctrl);
-    this.#data = new Uint8Array(ring.data);
-    this.#after = ring.shared.room.after;
-  }
-
-  get ctrl(): Int32Array {
-    return this.#ctrl;
-  }
-
-  /** Ring bytes of the held batches not yet given back. */
-  get heldBytes(): number {
-    return this.#heldBytes;
-  }
-
-  /** Hands the latest batch back to the producer, unless it is held. */
-  release(): void {
-    const l = this.#last;
-    this.#last = null;
-    if (l && !l.held) this.#giveBack(l);
-  }
-
-  /**
-   * Keeps the latest batch past the next take(); the returned function hands it back (once;
-   * later calls do nothing).
-   */
-  hold(): () => void {
-    const l = this.#last;
-    if (!l || l.held) throw new Error("hold(): no batch is lent, or it is held already");
-    l.held = true;
-    this.#heldBytes += l.bytes;
-    return () => {
-      if (l.back) return;
-      this.#heldBytes -= l.bytes;
-      this.#giveBack(l);
-    };
-  }
-
-  #giveBack(l: Lent): void {
-    l.back = true;
-    let end = -1, tail = 0;
-    const lent = this.#lent;
-    while (lent.length > 0 && lent[0].back) {
-      const first = lent.shift()!;
-      end = first.end;
-      tail = first.tail;
-    }
-    if (end < 0) return;
-    Atomics.store(this.#ctrl, C.READ_POS, end);
-    Atomics.store(this.#ctrl, C.PUB_TAIL, tail);
-  }
-
-  /** Lends the next published batch, or null. */
-  take(): { count: number; records: Uint8Array; bytes: number } | null {
-    this.release();
-    const c = this.#ctrl;
-    const t = this.#tail;
-    if (t === Atomics.load(c, C.PUB_HEAD)) return null;
-    const i = LOG_BASE + (t & (LOG - 1)) * 4;
-    const start = c[i], end = c[i + 1];
-    this.#tail = (t + 1) | 0;
-    const l: Lent = {
-      end: end + this.#after,
-      tail: this.#tail,
-      bytes: end - start,
-      held: false,
-      back: false,
-    };
-    this.#lent.push(l);
-    this.#last = l;
-    return { count: c[i + 2], records: this.#data.subarray(start, end), bytes: c[i + 3] };
   }
 }
