@@ -2,8 +2,9 @@
  * Reuses the memory of a capture stream's large frames, on both ends of the stream. Each was a
  * fresh ~256 KiB allocation: zeroed, page-faulted in and collected again by the GC, several hundred
  * times a second at high rates.
- * - The agent builds each PACKETS frame in a pooled buffer, which comes back once the socket is
- *   done with it (its write callback).
+ * - The agent builds each large PACKETS frame it cannot send from the capture engine's queue
+ *   (agent/frame_in_place.ts) in a pooled buffer, which comes back once the socket is done with it
+ *   (its write callback).
  * - The client (cli/tls_websocket.ts) decodes each large message from the api into a pooled
  *   buffer, which comes back once its reorder window has written the last record it held
  *   (cli/reorder_window.ts, `onRelease`). Until the GC ran, each message was garbage of its
