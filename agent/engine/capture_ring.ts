@@ -1,8 +1,8 @@
 /**
  * Single-producer/single-consumer byte ring between the capture worker
- * (producer, here) and the main thread (consumer, capture_ring_reader.ts). Records are written whole (never
- * split across the end): when one does not fit at the end the producer
- * continues at 0. Written records are published in batches (contiguous, at most
+ * (producer, here) and the main thread (consumer, capture_ring_reader.ts).
+ * Records are written whole (never split across the end): when one does not
+ * fit at the end the producer continues at 0. Written records are published in batches (contiguous, at most
  * `batchBytes` of records) through a small log of descriptors (start, end,
  * record count, caplen sum) in a SharedArrayBuffer, so the consumer never has to
  * walk record headers (a cache miss per record on memory the other core just

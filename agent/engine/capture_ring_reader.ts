@@ -61,7 +61,7 @@ export class RingReader {
     return this.#ctrl;
   }
 
-  /** Ring bytes of the held batches not yet given back. */
+  /** Bytes of records in held batches not yet given back. */
   get heldBytes(): number {
     return this.#heldBytes;
   }
