@@ -1,15 +1,14 @@
 /**
  * Single-producer/single-consumer byte ring between the capture worker
  * (producer, here) and the main thread (consumer, capture_ring_reader.ts).
- * Records are written whole (never split across the end): when one does not
- * fit at the end the producer continues at 0. Written records are published in batches (contiguous, at most
- * `batchBytes` of records) through a small log of descriptors (start, end,
- * record count, caplen sum) in a SharedArrayBuffer, so the consumer never has to
- * walk record headers (a cache miss per record on memory the other core just
- * wrote) to count them or find batch boundaries. Each batch has `room.before`
- * and `room.after` free bytes around its records, which are the consumer's: the
- * agent writes its frame and chunk headers there and sends the batch from the
- * ring itself, so a packet is copied once, from the kernel's ring to here.
+ * Records are written whole (never split across the end): when one does not fit at the end the
+ * producer continues at 0. Written records are published in batches (contiguous, at most
+ * `batchBytes` of records) through a small log of descriptors (start, end, record count, caplen
+ * sum) in a SharedArrayBuffer, so the consumer never has to walk record headers (a cache miss per
+ * record on memory the other core just wrote) to count them or find batch boundaries. Each batch
+ * has `room.before` and `room.after` free bytes around its records, which are the consumer's: the
+ * agent writes its frame and chunk headers there and sends the batch from the ring itself, so a
+ * packet is copied once, from the kernel's ring to here.
  * The data itself lives in a plain (non-shared) ArrayBuffer owned by the main
  * thread, which the worker aliases by address: V8 copies into and out of
  * SharedArrayBuffers with slow relaxed-atomic loops (~5x memcpy at 1514 B),
